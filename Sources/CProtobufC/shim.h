@@ -1,0 +1,4 @@
+#ifndef PHAROS_CPROTOBUFC_SHIM_H
+#define PHAROS_CPROTOBUFC_SHIM_H
+#include <protobuf-c/protobuf-c.h>
+#endif

@@ -1,0 +1,583 @@
+import PharosKernels
+import PharosVectors
+
+/// Inverted-file index with product-quantized residuals: the engine of every Pharos shard.
+///
+/// One class covers the faiss family `[OPQm,][IVFn,]PQm[x4fs|x8][,Refine*]`:
+/// - an optional OPQ rotation applied to every vector first;
+/// - a coarse quantizer of `lists` centroids (one all-zero centroid when `lists == 1`, which
+///   makes it a plain PQ index) choosing `nprobe` lists per query;
+/// - residuals (vector minus centroid) encoded by a PQ of 8-bit codes scanned with float
+///   look-up tables, or 4-bit codes packed in fast-scan blocks scanned with quantized 8-bit
+///   tables by the SIMD kernel, several queries per block;
+/// - optional refine codes re-ranking a shortlist of `refineFactor * k` candidates.
+///
+/// Lists store their codes contiguously, with ids (and refine codes) in the same order.
+public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
+    // @unchecked: trained state and lists are mutated only under the write lock; searches
+    // read them under the read lock.
+
+    /// A whole configuration, as a factory string names it.
+    public struct Configuration: Sendable, Equatable {
+        /// Vector dimension.
+        public var dimension: Int
+        /// Similarity measure.
+        public var metric: Metric
+        /// OPQ rotation trained for this many sub-quantizers, or nil for none.
+        public var opqSubquantizers: Int?
+        /// Number of inverted lists (1 = plain PQ, no coarse quantizer).
+        public var lists: Int
+        /// PQ sub-quantizers.
+        public var subquantizers: Int
+        /// Bits per PQ code: 8, or 4 for fast scan.
+        public var bits: Int
+        /// Refine codes, if any.
+        public var refine: RefineCodec.Kind?
+
+        /// Creates a configuration.
+        public init(dimension: Int, metric: Metric, opqSubquantizers: Int? = nil, lists: Int,
+                    subquantizers: Int, bits: Int, refine: RefineCodec.Kind? = nil) {
+            self.dimension = dimension
+            self.metric = metric
+            self.opqSubquantizers = opqSubquantizers
+            self.lists = lists
+            self.subquantizers = subquantizers
+            self.bits = bits
+            self.refine = refine
+        }
+
+        /// The factory string naming this configuration.
+        public var factoryString: String {
+            var parts: [String] = []
+            if let opq = opqSubquantizers { parts.append("OPQ\(opq)") }
+            if lists > 1 { parts.append("IVF\(lists)") }
+            parts.append("PQ\(subquantizers)" + (bits == 4 ? "x4fs" : ""))
+            if let refine { parts.append("Refine\(refine.rawValue)") }
+            return parts.joined(separator: ",")
+        }
+    }
+
+    struct InvertedList {
+        var ids: [Int64] = []
+        /// 8-bit: `count * M` bytes. 4-bit: fast-scan blocks of 32 vectors.
+        var codes: [UInt8] = []
+        /// `count * refineBytes` bytes.
+        var refine: [UInt8] = []
+        var count: Int { ids.count }
+    }
+
+    /// The configuration.
+    public let configuration: Configuration
+    public var dimension: Int { configuration.dimension }
+    public var metric: Metric { configuration.metric }
+    public var factoryString: String { configuration.factoryString }
+    public var isTrained: Bool { lock.withReadLock { trained } }
+    public var count: Int { lock.withReadLock { total } }
+    public var bytesPerVector: Int {
+        let pqBytes = configuration.bits == 8 ? configuration.subquantizers : (configuration.subquantizers + 1) / 2
+        return pqBytes + 8 + (configuration.refine.map { RefineCodec(kind: $0, dimension: dimension).codeBytes } ?? 0)
+    }
+
+    private let lock = ReadWriteLock()
+    private var trained = false
+    private var rotation: OPQRotation?
+    private var centroids: Matrix
+    private var centroidNorms: [Float] = []
+    private var pq: ProductQuantizer
+    private var refineCodec: RefineCodec?
+    /// L2 only: `lists * M * ksub` terms |c_mj|^2 + 2 <centroid_l,m, c_mj> (faiss's precomputed table).
+    private var l2Table: [Float] = []
+    private var lists: [InvertedList]
+    private var total = 0
+    /// id -> (list << 32 | offset); built on the first `reconstruct`, then maintained.
+    private var directMap: [Int64: UInt64]?
+
+    /// Queries per work chunk (fixed: results are independent of the thread count).
+    static let queryChunk = 32
+    /// Fast-scan blocks scanned per kernel call, so the per-query sums stay in L1/L2.
+    static let scanSegmentBlocks = 64
+    /// Precomputed L2 tables larger than this many floats are computed per list instead.
+    static let maximumTableFloats = 64 << 20
+
+    private var mPadded: Int { (configuration.subquantizers + 1) & ~1 }
+    private var blockBytes: Int { pharos_fs4_block_bytes(mPadded) }
+
+    /// An untrained index.
+    public init(_ configuration: Configuration) throws {
+        guard configuration.dimension > 0 else {
+            throw IndexError.invalidParameter(name: "dimension", value: "\(configuration.dimension)", allowed: ">= 1")
+        }
+        guard configuration.lists >= 1, configuration.lists <= 1 << 20 else {
+            throw IndexError.invalidParameter(name: "lists", value: "\(configuration.lists)", allowed: "1...\(1 << 20)")
+        }
+        self.configuration = configuration
+        pq = try ProductQuantizer(dimension: configuration.dimension, subquantizers: configuration.subquantizers, bits: configuration.bits)
+        if let opq = configuration.opqSubquantizers {
+            _ = try ProductQuantizer(dimension: configuration.dimension, subquantizers: opq, bits: 8)
+        }
+        centroids = Matrix(rows: configuration.lists, columns: configuration.dimension)
+        lists = Array(repeating: InvertedList(), count: configuration.lists)
+        refineCodec = configuration.refine.map { RefineCodec(kind: $0, dimension: configuration.dimension) }
+    }
+
+    // MARK: Training
+
+    public func train(_ sample: Matrix, threads: Int) throws {
+        try validate(sample)
+        let c = configuration
+        let needed = Swift.max(c.lists, pq.centroidsPerSubspace)
+        guard sample.rows >= needed else {
+            throw IndexError.notEnoughTrainingData(needed: needed, found: sample.rows, what: c.factoryString)
+        }
+        try lock.withWriteLock {
+            var x = sample
+            if let opq = c.opqSubquantizers {
+                let r = try OPQRotation(training: sample, subquantizers: opq, bits: 8, threads: threads)
+                rotation = r
+                x = r.apply(sample)
+            }
+            if c.lists > 1 {
+                var config = KMeans.Configuration(clusters: c.lists)
+                config.iterations = 10  // faiss's default for coarse quantizers
+                config.threads = threads
+                centroids = try KMeans(training: x, configuration: config).centroids
+            }
+            centroidNorms = VectorMath.squaredNorms(centroids)
+            // Codebooks learn residuals of (a sample of) the training set, as faiss does.
+            var rng = SplitMix64(seed: 4321)
+            let pqSample = x.rows > pq.centroidsPerSubspace * 256
+                ? x.gathering(rows: rng.sample(pq.centroidsPerSubspace * 256, from: x.rows)) : x
+            let residuals = residualsOf(pqSample, assignment: assign(pqSample, threads: threads))
+            try pq.train(residuals, threads: threads)
+            refineCodec?.train(sample)
+            buildL2Table()
+            trained = true
+        }
+    }
+
+    private func buildL2Table() {
+        l2Table = []
+        let ksub = pq.centroidsPerSubspace, m = pq.subquantizers, dsub = pq.subDimension
+        guard metric == .l2, lists.count * m * ksub <= IVFPQIndex.maximumTableFloats else { return }
+        var table = [Float](repeating: 0, count: lists.count * m * ksub)
+        table.withUnsafeMutableBufferPointer { t in
+            for l in 0..<lists.count { listTerms(l, into: t.baseAddress! + l * m * ksub) }
+        }
+        _ = dsub
+        l2Table = table
+    }
+
+    /// `out[s * ksub + j] = |c_sj|^2 + 2 <centroid_l,s, c_sj>` for list `l`.
+    private func listTerms(_ l: Int, into out: UnsafeMutablePointer<Float>) {
+        let ksub = pq.centroidsPerSubspace, m = pq.subquantizers, dsub = pq.subDimension
+        pq.codebooks.withUnsafeBufferPointer { cb in
+            centroids.values.withUnsafeBufferPointer { cen in
+                let centroid = cen.baseAddress! + l * dimension
+                for s in 0..<m {
+                    for j in 0..<ksub {
+                        let word = cb.baseAddress! + (s * ksub + j) * dsub
+                        out[s * ksub + j] = pharos_dot(word, word, dsub) + 2 * pharos_dot(centroid + s * dsub, word, dsub)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Coarse assignment of (already rotated) rows.
+    private func assign(_ x: Matrix, threads: Int) -> [Int32] {
+        guard lists.count > 1 else { return [Int32](repeating: 0, count: x.rows) }
+        var assignment = [Int32](), distances = [Float]()
+        KMeans.assign(x, centroids: centroids, threads: threads, assignment: &assignment, distances: &distances)
+        return assignment
+    }
+
+    private func residualsOf(_ x: Matrix, assignment: [Int32]) -> Matrix {
+        guard lists.count > 1 else { return x }
+        var r = x
+        let d = dimension
+        for i in 0..<x.rows {
+            let l = Int(assignment[i])
+            for j in 0..<d { r.values[i * d + j] -= centroids.values[l * d + j] }
+        }
+        return r
+    }
+
+    // MARK: Adding
+
+    public func add(_ vectors: Matrix, ids newIDs: [Int64]?, threads: Int) throws {
+        try validate(vectors)
+        try lock.withWriteLock {
+            guard trained else { throw IndexError.notTrained }
+            let ids = newIDs ?? (0..<Int64(vectors.rows)).map { Int64(total) + $0 }
+            guard ids.count == vectors.rows else { throw IndexError.idCountMismatch(vectors: vectors.rows, ids: ids.count) }
+            if let map = directMap {
+                var seen = Set<Int64>()
+                for id in ids where map[id] != nil || !seen.insert(id).inserted { throw IndexError.duplicateID(id) }
+            }
+            let x = rotation?.apply(vectors) ?? vectors
+            let assignment = assign(x, threads: threads)
+            let codes = pq.encode(residualsOf(x, assignment: assignment), threads: threads)
+            var refineCodes = [UInt8]()
+            refineCodec?.encode(vectors, appendingTo: &refineCodes)
+            let m = pq.subquantizers, refineBytes = refineCodec?.codeBytes ?? 0
+            for i in 0..<vectors.rows {
+                let l = Int(assignment[i])
+                let offset = lists[l].count
+                lists[l].ids.append(ids[i])
+                if pq.bits == 8 {
+                    lists[l].codes.append(contentsOf: codes[i * m ..< (i + 1) * m])
+                } else {
+                    appendFastScanCode(codes[i * m ..< (i + 1) * m], to: &lists[l].codes, at: offset)
+                }
+                if refineBytes > 0 {
+                    lists[l].refine.append(contentsOf: refineCodes[i * refineBytes ..< (i + 1) * refineBytes])
+                }
+                directMap?[ids[i]] = UInt64(l) << 32 | UInt64(offset)
+            }
+            total += vectors.rows
+        }
+    }
+
+    /// Writes one 4-bit code into the fast-scan layout (see `pharos_fs4_pack`).
+    private func appendFastScanCode(_ code: ArraySlice<UInt8>, to blocks: inout [UInt8], at position: Int) {
+        if position % 32 == 0 { blocks.append(contentsOf: repeatElement(0, count: blockBytes)) }
+        let base = (position / 32) * blockBytes
+        let j = position % 32
+        let shift: UInt8 = j < 16 ? 0 : 4
+        for (s, c) in code.enumerated() {
+            blocks[base + s * 16 + j % 16] |= (c & 15) << shift
+        }
+    }
+
+    private func code(list l: Int, offset: Int) -> [UInt8] {
+        let m = pq.subquantizers
+        if pq.bits == 8 { return Array(lists[l].codes[offset * m ..< (offset + 1) * m]) }
+        return lists[l].codes.withUnsafeBufferPointer { b in
+            (0..<m).map { pharos_fs4_code(b.baseAddress!, mPadded, offset, $0) }
+        }
+    }
+
+    // MARK: Searching
+
+    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters) throws -> SearchResult {
+        try validate(queries)
+        try parameters.validate(k: k)
+        return try lock.withReadLock {
+            guard trained else { throw IndexError.notTrained }
+            return searchLocked(queries, k: k, parameters: parameters)
+        }
+    }
+
+    private func searchLocked(_ queries: Matrix, k: Int, parameters: SearchParameters) -> SearchResult {
+        var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
+        let rotated = rotation?.apply(queries) ?? queries
+        let nprobe = Swift.min(parameters.nprobe, lists.count)
+        let shortlist = refineCodec == nil ? k : k * parameters.refineFactor
+        let outIDs = result.ids.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+        let outScores = result.scores.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+        Parallel.forEachChunk(count: queries.rows, chunkSize: IVFPQIndex.queryChunk, threads: parameters.threads) { chunk in
+            let (probes, biases) = self.coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
+            var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
+            if self.pq.bits == 8 {
+                self.scan8(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, heaps: &heaps)
+            } else {
+                self.scan4(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, heaps: &heaps)
+            }
+            for qi in 0..<chunk.count {
+                let q = chunk.lowerBound + qi
+                var (distances, labels) = heaps[qi].sorted()
+                var refined = ResultHeap(capacity: k)
+                if let codec = self.refineCodec {
+                    self.rerank(query: queries, row: q, codec: codec, labels: labels, into: &refined)
+                    (distances, labels) = refined.sorted()
+                }
+                for (r, (dist, label)) in zip(distances.prefix(k), labels.prefix(k)).enumerated() {
+                    outIDs.pointer[q * k + r] = self.lists[Int(label >> 32)].ids[Int(label & 0xffff_ffff)]
+                    outScores.pointer[q * k + r] = self.metric.score(fromDistance: dist)
+                }
+            }
+        }
+        return result
+    }
+
+    /// The `nprobe` nearest lists of each query in `chunk` and their distances (the bias every
+    /// code distance of that list starts from).
+    private func coarseSearch(_ queries: Matrix, chunk: Range<Int>, nprobe: Int) -> (probes: [Int32], biases: [Float]) {
+        let d = dimension, n = lists.count, metric = self.metric
+        var probes = [Int32](repeating: -1, count: chunk.count * nprobe)
+        var biases = [Float](repeating: .infinity, count: chunk.count * nprobe)
+        queries.values.withUnsafeBufferPointer { qb in
+            let q0 = qb.baseAddress! + chunk.lowerBound * d
+            if n == 1 {
+                for qi in 0..<chunk.count {
+                    probes[qi] = 0
+                    biases[qi] = metric == .l2 ? pharos_dot(q0 + qi * d, q0 + qi * d, d) : 0
+                }
+                return
+            }
+            var scores = [Float](repeating: 0, count: chunk.count * n)
+            scores.withUnsafeMutableBufferPointer { s in
+                centroids.values.withUnsafeBufferPointer { cb in
+                    BLAS.gemmABt(m: chunk.count, n: n, k: d, alpha: metric == .l2 ? -2 : -1, a: q0, lda: d,
+                                 b: cb.baseAddress!, ldb: d, c: s.baseAddress!, ldc: n)
+                }
+                for qi in 0..<chunk.count {
+                    let row = s.baseAddress! + qi * n
+                    let qNorm = metric == .l2 ? pharos_dot(q0 + qi * d, q0 + qi * d, d) : 0
+                    if metric == .l2 { for j in 0..<n { row[j] += centroidNorms[j] + qNorm } }
+                    var heap = ResultHeap(capacity: nprobe)
+                    heap.withHeap { pharos_heap_push_many($0, row, n, nil, 0) }
+                    let (dist, ids) = heap.sorted()
+                    for (p, (dv, id)) in zip(dist, ids).enumerated() {
+                        probes[qi * nprobe + p] = Int32(id)
+                        biases[qi * nprobe + p] = dv
+                    }
+                }
+            }
+        }
+        return (probes, biases)
+    }
+
+    /// Float look-up table of list `l` for one query: `lut[s * ksub + j]` = the distance
+    /// contribution of code j in subspace s (without the list's bias).
+    private func lookupTable(list l: Int, innerProducts: UnsafePointer<Float>, into lut: UnsafeMutablePointer<Float>) {
+        let size = pq.subquantizers * pq.centroidsPerSubspace
+        if metric == .innerProduct {
+            pharos_lut_combine(nil, innerProducts, -1, size, lut)
+        } else if !l2Table.isEmpty {
+            l2Table.withUnsafeBufferPointer { pharos_lut_combine($0.baseAddress! + l * size, innerProducts, -2, size, lut) }
+        } else {
+            listTerms(l, into: lut)
+            pharos_lut_combine(lut, innerProducts, -2, size, lut)
+        }
+    }
+
+    private func scan8(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
+                       heaps: inout [ResultHeap]) {
+        let m = pq.subquantizers, ksub = pq.centroidsPerSubspace, d = dimension
+        var ip = [Float](repeating: 0, count: m * ksub)
+        var lut = [Float](repeating: 0, count: m * ksub)
+        var distances = [Float]()
+        queries.values.withUnsafeBufferPointer { qb in
+            for qi in 0..<chunk.count {
+                ip.withUnsafeMutableBufferPointer { pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: $0.baseAddress!) }
+                for p in 0..<nprobe {
+                    let l = Int(probes[qi * nprobe + p])
+                    guard l >= 0, lists[l].count > 0 else { continue }
+                    if p == 0 || metric == .l2 {
+                        ip.withUnsafeBufferPointer { ipb in
+                            lut.withUnsafeMutableBufferPointer { lookupTable(list: l, innerProducts: ipb.baseAddress!, into: $0.baseAddress!) }
+                        }
+                    }
+                    let n = lists[l].count
+                    if distances.count < n { distances = [Float](repeating: 0, count: n) }
+                    lists[l].codes.withUnsafeBufferPointer { codes in
+                        distances.withUnsafeMutableBufferPointer { out in
+                            pharos_pq8_distances(lut, m, codes.baseAddress!, n, biases[qi * nprobe + p], out.baseAddress!)
+                            heaps[qi].withHeap { pharos_heap_push_many($0, out.baseAddress!, n, nil, Int64(l) << 32) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fast scan: per query, float tables of all probed lists are quantized to bytes with one
+    /// common scale; then each list is scanned once for all the chunk's queries that probe it.
+    private func scan4(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
+                       heaps: inout [ResultHeap]) {
+        let m = pq.subquantizers, ksub = 16, d = dimension, mp = mPadded
+        let lutBytes = mp * 16
+        var quantized = [UInt8](repeating: 0, count: chunk.count * nprobe * lutBytes)
+        var offsets = [Float](repeating: 0, count: chunk.count * nprobe)
+        var scales = [Float](repeating: 1, count: chunk.count)
+        var ip = [Float](repeating: 0, count: m * ksub)
+        var luts = [Float](repeating: 0, count: nprobe * m * ksub)
+        queries.values.withUnsafeBufferPointer { qb in
+            ip.withUnsafeMutableBufferPointer { ipb in
+                luts.withUnsafeMutableBufferPointer { lutb in
+                    for qi in 0..<chunk.count {
+                        pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: ipb.baseAddress!)
+                        var valid = 0
+                        for p in 0..<nprobe {
+                            let l = Int(probes[qi * nprobe + p])
+                            guard l >= 0 else { break }  // probes are filled in order; -1 only at the end
+                            lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress! + p * m * ksub)
+                            offsets[qi * nprobe + p] = biases[qi * nprobe + p]
+                            valid += 1
+                        }
+                        quantized.withUnsafeMutableBufferPointer { qz in
+                            offsets.withUnsafeMutableBufferPointer { off in
+                                scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, valid, m, mp,
+                                                                      qz.baseAddress! + qi * nprobe * lutBytes,
+                                                                      off.baseAddress! + qi * nprobe)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Group (query, probe) pairs by list so that each list's blocks are read once per chunk.
+        var pairs: [(list: Int32, query: Int32, probe: Int32)] = []
+        pairs.reserveCapacity(chunk.count * nprobe)
+        for qi in 0..<chunk.count {
+            for p in 0..<nprobe where probes[qi * nprobe + p] >= 0 {
+                pairs.append((probes[qi * nprobe + p], Int32(qi), Int32(p)))
+            }
+        }
+        pairs.sort { ($0.list, $0.query) < ($1.list, $1.query) }
+        var groupLUTs = [UInt8]()
+        var sums = [UInt16]()
+        var start = 0
+        while start < pairs.count {
+            let l = Int(pairs[start].list)
+            var end = start
+            while end < pairs.count && Int(pairs[end].list) == l { end += 1 }
+            let count = lists[l].count
+            if count > 0 {
+                let group = pairs[start..<end]
+                groupLUTs.removeAll(keepingCapacity: true)
+                for pair in group {
+                    let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
+                    groupLUTs.append(contentsOf: quantized[base ..< base + lutBytes])
+                }
+                let blockCount = (count + 31) / 32
+                let segment = IVFPQIndex.scanSegmentBlocks
+                if sums.count < group.count * segment * 32 { sums = [UInt16](repeating: 0, count: group.count * segment * 32) }
+                lists[l].codes.withUnsafeBufferPointer { blocks in
+                    groupLUTs.withUnsafeBufferPointer { lutPtr in
+                        sums.withUnsafeMutableBufferPointer { sumPtr in
+                            var b = 0
+                            while b < blockCount {
+                                let nb = Swift.min(segment, blockCount - b)
+                                pharos_fs4_scan(lutPtr.baseAddress!, group.count, mp, blocks.baseAddress! + b * blockBytes, nb, sumPtr.baseAddress!)
+                                let valid = Swift.min(nb * 32, count - b * 32)
+                                for (g, pair) in group.enumerated() {
+                                    let qi = Int(pair.query)
+                                    heaps[qi].withHeap {
+                                        pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, scales[qi],
+                                                             offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
+                                    }
+                                }
+                                b += nb
+                            }
+                        }
+                    }
+                }
+            }
+            start = end
+        }
+    }
+
+    /// Re-scores `labels` with refine codes against the original (unrotated) query.
+    private func rerank(query queries: Matrix, row q: Int, codec: RefineCodec, labels: ArraySlice<Int64>, into heap: inout ResultHeap) {
+        let d = dimension, bytes = codec.codeBytes
+        var decoded = [Float](repeating: 0, count: d)
+        queries.values.withUnsafeBufferPointer { qb in
+            let query = qb.baseAddress! + q * d
+            decoded.withUnsafeMutableBufferPointer { out in
+                for label in labels {
+                    let l = Int(label >> 32), offset = Int(label & 0xffff_ffff)
+                    lists[l].refine.withUnsafeBufferPointer { codes in
+                        codec.decode(codes.baseAddress! + offset * bytes, into: out.baseAddress!)
+                    }
+                    let distance = metric == .l2 ? pharos_l2sq(query, out.baseAddress!, d) : -pharos_dot(query, out.baseAddress!, d)
+                    heap.push(distance, label)
+                }
+            }
+        }
+    }
+
+    // MARK: Reconstruction
+
+    public func reconstruct(_ id: Int64) throws -> [Float] {
+        let location: UInt64? = try lock.withWriteLock {
+            guard trained else { throw IndexError.notTrained }
+            if directMap == nil {
+                var map = [Int64: UInt64](minimumCapacity: total)
+                for (l, list) in lists.enumerated() {
+                    for (offset, id) in list.ids.enumerated() { map[id] = UInt64(l) << 32 | UInt64(offset) }
+                }
+                directMap = map
+            }
+            return directMap![id]
+        }
+        guard let location else { throw IndexError.unknownID(id) }
+        return lock.withReadLock {
+            let l = Int(location >> 32), offset = Int(location & 0xffff_ffff)
+            var out = [Float](repeating: 0, count: dimension)
+            if let codec = refineCodec {
+                lists[l].refine.withUnsafeBufferPointer { codes in
+                    out.withUnsafeMutableBufferPointer { codec.decode(codes.baseAddress! + offset * codec.codeBytes, into: $0.baseAddress!) }
+                }
+                return out
+            }
+            let c = code(list: l, offset: offset)
+            c.withUnsafeBufferPointer { cp in out.withUnsafeMutableBufferPointer { pq.decode(cp.baseAddress!, into: $0.baseAddress!) } }
+            for j in 0..<dimension { out[j] += centroids.values[l * dimension + j] }
+            if let rotation { return rotation.reverse(Matrix(rows: 1, columns: dimension, values: out)).values }
+            return out
+        }
+    }
+
+    // MARK: Serialisation
+
+    public func encode(into writer: inout IndexFileWriter) {
+        lock.withReadLock {
+            writer.section("TRND") { w in
+                w.write(trained ? 1 : 0)
+                w.write(rotation?.matrix.values ?? [])
+                w.write(centroids.values)
+                w.write(pq.codebooks)
+                if let refineCodec { refineCodec.encodeParameters(&w) }
+            }
+            writer.section("LIST") { w in
+                w.write(total)
+                for list in lists {
+                    w.write(list.ids)
+                    w.write(list.codes)
+                    w.write(list.refine)
+                }
+            }
+        }
+    }
+
+    /// Restores state written by `encode`, validating every size against the configuration.
+    func decode(from reader: inout IndexFileReader) throws {
+        try lock.withWriteLock {
+            let d = dimension, ksub = pq.centroidsPerSubspace
+            var t = try reader.section("TRND")
+            trained = try t.readInt("trained flag", in: 0...1) == 1
+            let rot = try t.readFloats("rotation")
+            if configuration.opqSubquantizers != nil && trained {
+                guard rot.count == d * d else { throw t.corrupt("rotation holds \(rot.count) floats, expected \(d * d)") }
+                rotation = OPQRotation(matrix: Matrix(rows: d, columns: d, values: rot))
+            }
+            centroids = Matrix(rows: lists.count, columns: d,
+                               values: try t.readFloats("centroids", expected: lists.count * d))
+            centroidNorms = VectorMath.squaredNorms(centroids)
+            pq.codebooks = try t.readFloats("codebooks", expected: trained ? pq.subquantizers * ksub * pq.subDimension : 0)
+            if refineCodec != nil {
+                refineCodec = try RefineCodec.decodeParameters(&t, dimension: d)
+            }
+            try t.expectEnd()
+            var l = try reader.section("LIST")
+            let expectedTotal = try l.readInt("vector count", in: 0...Int(Int32.max) * 64)
+            var seen = 0
+            let refineBytes = refineCodec?.codeBytes ?? 0
+            for i in 0..<lists.count {
+                let ids = try l.readInt64s("list \(i) ids")
+                guard ids.count < 1 << 32 else { throw l.corrupt("list \(i) holds \(ids.count) vectors, at most 2^32") }
+                let codeBytes = pq.bits == 8 ? ids.count * pq.subquantizers : ((ids.count + 31) / 32) * blockBytes
+                lists[i] = InvertedList(ids: ids,
+                                        codes: try l.readBytes("list \(i) codes", expected: codeBytes),
+                                        refine: try l.readBytes("list \(i) refine codes", expected: ids.count * refineBytes))
+                seen += ids.count
+            }
+            try l.expectEnd()
+            guard seen == expectedTotal else { throw l.corrupt("lists hold \(seen) vectors, header says \(expectedTotal)") }
+            total = seen
+            buildL2Table()
+        }
+    }
+}

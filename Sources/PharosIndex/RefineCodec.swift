@@ -1,0 +1,107 @@
+import PharosKernels
+import PharosVectors
+
+/// Higher-fidelity codes kept beside the compressed ones to re-rank a shortlist (faiss's
+/// `IndexRefine`): the shortlist of `refineFactor * k` candidates is re-scored with these.
+public struct RefineCodec: Sendable, Equatable {
+    /// The code family.
+    public enum Kind: String, Sendable, CaseIterable {
+        /// 8-bit scalar quantizer with a per-dimension trained range (d bytes).
+        case sq8 = "SQ8"
+        /// IEEE half precision (2d bytes).
+        case fp16 = "FP16"
+        /// Uncompressed float32 (4d bytes).
+        case flat = "Flat"
+    }
+
+    /// The code family.
+    public let kind: Kind
+    /// Vector dimension.
+    public let dimension: Int
+    /// SQ8: per-dimension minimum.
+    public internal(set) var minimum: [Float] = []
+    /// SQ8: per-dimension range (max - min).
+    public internal(set) var range: [Float] = []
+
+    /// An untrained codec.
+    public init(kind: Kind, dimension: Int) {
+        self.kind = kind
+        self.dimension = dimension
+    }
+
+    /// Bytes per encoded vector.
+    public var codeBytes: Int {
+        switch kind {
+        case .sq8: return dimension
+        case .fp16: return dimension * 2
+        case .flat: return dimension * 4
+        }
+    }
+
+    /// Learns the SQ8 range from a sample (min/max per dimension, as faiss's default `RS_minmax`).
+    public mutating func train(_ sample: Matrix) {
+        guard kind == .sq8 else { return }
+        var lo = [Float](repeating: .infinity, count: dimension)
+        var hi = [Float](repeating: -.infinity, count: dimension)
+        for i in 0..<sample.rows {
+            for j in 0..<dimension {
+                let v = sample.values[i * dimension + j]
+                lo[j] = Swift.min(lo[j], v)
+                hi[j] = Swift.max(hi[j], v)
+            }
+        }
+        minimum = lo.map { $0.isFinite ? $0 : 0 }
+        range = zip(lo, hi).map { $0.isFinite && $1.isFinite ? $1 - $0 : 0 }
+    }
+
+    /// Appends the codes of every row of `data` to `codes`.
+    public func encode(_ data: Matrix, appendingTo codes: inout [UInt8]) {
+        precondition(data.columns == dimension, "refine dimension mismatch")
+        let start = codes.count
+        codes += [UInt8](repeating: 0, count: data.rows * codeBytes)
+        codes.withUnsafeMutableBufferPointer { out in
+            data.values.withUnsafeBufferPointer { x in
+                for i in 0..<data.rows {
+                    let dst = out.baseAddress! + start + i * codeBytes
+                    let src = x.baseAddress! + i * dimension
+                    switch kind {
+                    case .sq8:
+                        pharos_sq8_encode(src, minimum, range, dimension, dst)
+                    case .fp16:
+                        dst.withMemoryRebound(to: UInt16.self, capacity: dimension) { pharos_f32_to_f16(src, dimension, $0) }
+                    case .flat:
+                        UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: dimension * 4)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes one code into `output` (`dimension` floats).
+    public func decode(_ code: UnsafePointer<UInt8>, into output: UnsafeMutablePointer<Float>) {
+        switch kind {
+        case .sq8:
+            pharos_sq8_decode(code, minimum, range, dimension, output)
+        case .fp16:
+            UnsafeRawPointer(code).withMemoryRebound(to: UInt16.self, capacity: dimension) { pharos_f16_to_f32($0, dimension, output) }
+        case .flat:
+            UnsafeMutableRawPointer(output).copyMemory(from: code, byteCount: dimension * 4)
+        }
+    }
+
+    func encodeParameters(_ w: inout ByteWriter) {
+        w.write(kind.rawValue)
+        w.write(minimum)
+        w.write(range)
+    }
+
+    static func decodeParameters(_ r: inout ByteReader, dimension: Int) throws -> RefineCodec {
+        let name = try r.readString()
+        guard let kind = Kind(rawValue: name) else { throw r.corrupt("unknown refine kind '\(name)'") }
+        var codec = RefineCodec(kind: kind, dimension: dimension)
+        let expected = kind == .sq8 ? dimension : 0
+        codec.minimum = try r.readFloats("refine minimum", expected: expected)
+        codec.range = try r.readFloats("refine range", expected: expected)
+        return codec
+    }
+}

@@ -1,0 +1,112 @@
+#ifndef PHAROS_KERNELS_H
+#define PHAROS_KERNELS_H
+// Hot loops of the index engine: product-quantizer scans, the 4-bit fast-scan kernel, refine
+// distances, a bounded result heap and CRC32C. Each SIMD routine has a portable fallback chosen
+// at run time from CPUID, so one binary runs on any x86-64 (and any other architecture).
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Which implementation the run-time dispatch picked: 0 portable, 1 AVX2.
+int pharos_kernel_level(void);
+/// Forces the portable kernels (tests compare both paths). 0 = auto, 1 = force portable.
+void pharos_kernel_force_portable(int force);
+/// A human-readable name of the active kernel level ("avx2" or "portable").
+const char *pharos_kernel_level_name(void);
+
+// MARK: - Bounded heap of the k best (smallest) distances
+
+/// A max-heap over (distance, id) keeping the k smallest pairs. Ties on distance are broken by
+/// the smaller id, so the kept set never depends on insertion order (thread-count invariance).
+typedef struct {
+    float *distances;
+    int64_t *ids;
+    int32_t capacity;
+    int32_t count;
+} PharosHeap;
+
+/// Offers one candidate; kept if the heap is not full or it beats the current worst.
+void pharos_heap_push(PharosHeap *heap, float distance, int64_t id);
+/// Offers `n` candidates with ids `first_id + i` (or `ids[i]` when `ids` is not NULL).
+void pharos_heap_push_many(PharosHeap *heap, const float *distances, size_t n,
+                           const int64_t *ids, int64_t first_id);
+/// Offers `n` fast-scan sums as distances `sums[i] * scale + offset` with ids
+/// `first_id + i`. Sums are compared in the integer domain first, so most are rejected cheaply.
+void pharos_heap_push_u16(PharosHeap *heap, const uint16_t *sums, size_t n, float scale,
+                          float offset, int64_t first_id);
+/// The worst kept distance, or +infinity while the heap is not full.
+float pharos_heap_threshold(const PharosHeap *heap);
+/// Sorts the heap contents ascending by (distance, id) in place; the heap is unusable after.
+void pharos_heap_sort(PharosHeap *heap);
+
+// MARK: - 8-bit product quantizer (asymmetric distance computation)
+
+/// distances[i] = bias + sum_m lut[m * 256 + codes[i * m_count + m]].
+void pharos_pq8_distances(const float *lut, size_t m_count, const uint8_t *codes, size_t n,
+                          float bias, float *distances);
+
+// MARK: - 4-bit fast scan
+
+/// Bytes of one fast-scan block: 32 vectors, `m_padded` (even) sub-quantizers of 4 bits.
+static inline size_t pharos_fs4_block_bytes(size_t m_padded) { return m_padded * 16; }
+
+/// Packs `n` codes (one byte per sub-quantizer, values 0..15, `m_count` per vector) into
+/// ceil(n/32) fast-scan blocks. Layout of a block: for each pair of sub-quantizers (2p, 2p+1),
+/// 16 bytes for 2p then 16 bytes for 2p+1; byte j holds vector j in the low nibble and vector
+/// j + 16 in the high nibble. Padding vectors and the padding sub-quantizer are zero.
+void pharos_fs4_pack(const uint8_t *codes, size_t n, size_t m_count, size_t m_padded,
+                     uint8_t *blocks);
+/// Reads back the code of vector `i` for sub-quantizer `m` from packed blocks.
+uint8_t pharos_fs4_code(const uint8_t *blocks, size_t m_padded, size_t i, size_t m);
+
+/// Scans `block_count` blocks for `query_count` queries. `luts` holds, per query, `m_padded` x 16
+/// quantized table entries (query q at `luts + q * m_padded * 16`). Writes per query
+/// `block_count * 32` sums (query q at `sums + q * block_count * 32`). Each block is loaded once
+/// and used for all queries while it is in registers/L1.
+void pharos_fs4_scan(const uint8_t *luts, size_t query_count, size_t m_padded,
+                     const uint8_t *blocks, size_t block_count, uint16_t *sums);
+
+/// Quantizes `table_count` float look-up tables (each `m_count` x 16, contiguous) to bytes
+/// with one common scale, as one query's tables over all its probed lists must be comparable.
+/// Entry = round((value - min of its row) * scale); rows of the padding sub-quantizer are zero.
+/// `offsets[t]` comes in as table t's bias and leaves as bias + sum of its row minima, so that
+/// distance ~= sum * (1 / scale) + offset. Returns 1 / scale.
+float pharos_fs4_quantize_luts(const float *tables, size_t table_count, size_t m_count,
+                               size_t m_padded, uint8_t *out, float *offsets);
+
+/// `table[m * ksub + j] = <query_m, codebooks_mj>`: one query's inner products with every
+/// codeword of a product quantizer. `codebooks_t` holds, per subspace, the codebook transposed:
+/// `dsub` rows of `ksub` values (`codebooks_t[(m * dsub + t) * ksub + j]` = component t of codeword j).
+void pharos_pq_inner_product_table(const float *query, const float *codebooks_t, size_t m_count,
+                                   size_t ksub, size_t dsub, float *table);
+
+/// out[i] = (base ? base[i] : 0) + factor * values[i] for i < n.
+void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out);
+
+// MARK: - Refine codes and exact distances
+
+/// Squared L2 distance between float vectors.
+float pharos_l2sq(const float *a, const float *b, size_t d);
+/// Inner product of float vectors.
+float pharos_dot(const float *a, const float *b, size_t d);
+/// Decodes an 8-bit scalar-quantized vector: x[j] = vmin[j] + (code[j] + 0.5) * step[j] / 255.
+void pharos_sq8_decode(const uint8_t *code, const float *vmin, const float *step, size_t d, float *out);
+/// Encodes one vector with an 8-bit scalar quantizer (values clamped to the trained range).
+void pharos_sq8_encode(const float *x, const float *vmin, const float *step, size_t d, uint8_t *code);
+/// Converts float32 to IEEE half precision (round to nearest even).
+void pharos_f32_to_f16(const float *x, size_t n, uint16_t *out);
+/// Converts IEEE half precision to float32.
+void pharos_f16_to_f32(const uint16_t *x, size_t n, float *out);
+
+// MARK: - Checksums
+
+/// CRC32C (Castagnoli), continuing from `crc` (start with 0).
+uint32_t pharos_crc32c(uint32_t crc, const void *data, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

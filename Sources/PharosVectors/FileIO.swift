@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Minimal POSIX file helpers shared by the vector and index file code: positioned reads that
+/// never load more than asked, full writes, and atomic replacement (temp, fsync, rename, fsync dir).
+public enum FileIO {
+    /// The text of the current `errno`.
+    public static func errnoText() -> String { String(cString: strerror(errno)) }
+
+    /// Opens a file for reading.
+    public static func openForReading(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VectorFileError(path: path, problem: "cannot open for reading: \(errnoText())") }
+        return fd
+    }
+
+    /// Size of an open file in bytes.
+    public static func size(of fd: Int32, path: String) throws -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw VectorFileError(path: path, problem: "cannot stat: \(errnoText())") }
+        return Int(st.st_size)
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`, or throws naming the offset.
+    public static func read(_ fd: Int32, path: String, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VectorFileError(path: path, offset: offset + done, problem: "read failed: \(errnoText())")
+            }
+            if n == 0 {
+                throw VectorFileError(path: path, offset: offset + done,
+                                      problem: "unexpected end of file: expected \(count - done) more bytes")
+            }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array.
+    public static func readBytes(_ fd: Int32, path: String, count: Int, offset: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(fd, path: path, into: $0.baseAddress!, count: count, offset: offset) }
+        return bytes
+    }
+
+    /// Writes all of `buffer` to `fd` at its current position.
+    public static func writeAll(_ fd: Int32, path: String, _ buffer: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VectorFileError(path: path, problem: "write failed: \(errnoText())")
+            }
+            done += n
+        }
+    }
+
+    /// Creates (truncating) a temporary sibling of `path` for writing; returns its descriptor and name.
+    public static func createTemporary(for path: String) throws -> (fd: Int32, path: String) {
+        let temp = "\(path).tmp-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw VectorFileError(path: temp, problem: "cannot create: \(errnoText())") }
+        return (fd, temp)
+    }
+
+    /// Makes a finished temporary file durable and moves it over `path` atomically:
+    /// fsync the file, close, rename, fsync the directory.
+    public static func commitTemporary(fd: Int32, temporary: String, to path: String) throws {
+        guard fsync(fd) == 0 else {
+            let text = errnoText()
+            close(fd)
+            unlink(temporary)
+            throw VectorFileError(path: temporary, problem: "fsync failed: \(text)")
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            let text = errnoText()
+            unlink(temporary)
+            throw VectorFileError(path: path, problem: "rename from \(temporary) failed: \(text)")
+        }
+        syncDirectory(containing: path)
+    }
+
+    /// Abandons a temporary file after a failure.
+    public static func discardTemporary(fd: Int32, temporary: String) {
+        close(fd)
+        unlink(temporary)
+    }
+
+    /// fsyncs the directory that holds `path`, so that a rename into it is durable.
+    public static func syncDirectory(containing path: String) {
+        let directory: String
+        if let slash = path.lastIndex(of: "/") {
+            directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            directory = "."
+        }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+}

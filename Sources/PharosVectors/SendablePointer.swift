@@ -1,0 +1,14 @@
+/// Carries a raw pointer into concurrently executed closures.
+///
+/// Swift 6 refuses to capture unsafe pointers in `@Sendable` closures. Every use in Pharos
+/// hands disjoint ranges of one buffer to different workers, and the buffer outlives the
+/// parallel loop (it is owned by the caller, which waits for the loop to finish), so sharing
+/// the address is safe.
+public struct SendablePointer<Pointee>: @unchecked Sendable {
+    /// The wrapped address.
+    public let pointer: UnsafeMutablePointer<Pointee>
+    /// Wraps a mutable pointer.
+    public init(_ pointer: UnsafeMutablePointer<Pointee>) { self.pointer = pointer }
+    /// Wraps a read-only pointer; the callee promises not to write through it.
+    public init(readOnly pointer: UnsafePointer<Pointee>) { self.pointer = UnsafeMutablePointer(mutating: pointer) }
+}

@@ -1,0 +1,68 @@
+import PharosKernels
+
+/// Batch vector arithmetic used by indexes, training and evaluation.
+public enum VectorMath {
+    /// Squared L2 norm of every row.
+    public static func squaredNorms(_ m: Matrix) -> [Float] {
+        m.values.withUnsafeBufferPointer { p in
+            (0..<m.rows).map { i in
+                let row = p.baseAddress! + i * m.columns
+                return pharos_dot(row, row, m.columns)
+            }
+        }
+    }
+
+    /// Scales every row to unit L2 norm in place; all-zero rows stay zero.
+    public static func normalizeRows(_ m: inout Matrix) {
+        let columns = m.columns
+        m.values.withUnsafeMutableBufferPointer { p in
+            for i in 0..<m.rows {
+                let row = p.baseAddress! + i * columns
+                let norm = pharos_dot(row, row, columns).squareRoot()
+                if norm > 0 {
+                    let inv = 1 / norm
+                    for j in 0..<columns { row[j] *= inv }
+                }
+            }
+        }
+    }
+
+    /// Inner product of two vectors of equal length.
+    public static func dot(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count, "dimension mismatch \(a.count) vs \(b.count)")
+        return pharos_dot(a, b, a.count)
+    }
+
+    /// Squared L2 distance of two vectors of equal length.
+    public static func squaredL2(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count, "dimension mismatch \(a.count) vs \(b.count)")
+        return pharos_l2sq(a, b, a.count)
+    }
+
+    /// Pairwise inner products `queries x base` (BLAS).
+    public static func innerProducts(_ queries: Matrix, _ base: Matrix) -> Matrix {
+        BLAS.multiplyTransposed(queries, base)
+    }
+
+    /// Pairwise squared L2 distances `queries x base` via `|q|^2 + |x|^2 - 2 q.x` (BLAS).
+    public static func squaredL2Distances(_ queries: Matrix, _ base: Matrix) -> Matrix {
+        var out = BLAS.multiplyTransposed(queries, base)
+        let qn = squaredNorms(queries), bn = squaredNorms(base)
+        for i in 0..<queries.rows {
+            for j in 0..<base.rows {
+                out.values[i * base.rows + j] = Swift.max(0, qn[i] + bn[j] - 2 * out.values[i * base.rows + j])
+            }
+        }
+        return out
+    }
+
+    /// Column means of a matrix.
+    public static func columnMeans(_ m: Matrix) -> [Float] {
+        var sums = [Double](repeating: 0, count: m.columns)
+        for i in 0..<m.rows {
+            for j in 0..<m.columns { sums[j] += Double(m.values[i * m.columns + j]) }
+        }
+        let inv = 1 / Double(Swift.max(m.rows, 1))
+        return sums.map { Float($0 * inv) }
+    }
+}

@@ -1,0 +1,16 @@
+import Foundation
+import ArgumentParser
+
+/// The `pharos` command line: thin flag parsing over the Pharos libraries.
+@main
+struct Pharos: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pharos",
+        abstract: "Pharos: an image-retrieval vector index.",
+        subcommands: [IndexCommand.self, DataCommand.self])
+
+    static func main() {
+        OpenBLASThreads.pinBeforeLoad()
+        Self.main(nil)
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+
+/// A one-line progress display on standard error with rate and ETA, redrawn at most ten
+/// times a second; silent when standard error is not a terminal except for the final line.
+final class ProgressBar {
+    private let label: String
+    private let total: Int
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private let interactive = isatty(STDERR_FILENO) != 0
+
+    init(_ label: String, total: Int) {
+        self.label = label
+        self.total = total
+    }
+
+    func update(_ done: Int) {
+        guard interactive else { return }
+        let now = Date()
+        guard now.timeIntervalSince(lastDraw) >= 0.1 || done >= total else { return }
+        lastDraw = now
+        draw(done, final: false)
+    }
+
+    func finish() { draw(total, final: true) }
+
+    private func draw(_ done: Int, final: Bool) {
+        let elapsed = Date().timeIntervalSince(start)
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let line = String(format: "%@ [%@] %d/%d %.0f/s %@ %.1fs",
+                          label, bar, done, total, rate, final ? "took" : "eta", final ? elapsed : eta)
+        let text = (interactive ? "\r\u{1B}[K" : "") + line + (final ? "\n" : "")
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

@@ -1,0 +1,84 @@
+import PharosKernels
+import PharosVectors
+import Testing
+@testable import PharosIndex
+
+@Suite(.serialized) struct KernelTests {
+    @Test func crc32cKnownAnswer() {
+        let bytes = Array("123456789".utf8)
+        #expect(pharos_crc32c(0, bytes, bytes.count) == 0xE306_9283)
+        pharos_kernel_force_portable(1)
+        #expect(pharos_crc32c(0, bytes, bytes.count) == 0xE306_9283)
+        pharos_kernel_force_portable(0)
+        // Continuation equals one pass.
+        let a = pharos_crc32c(0, bytes, 4)
+        #expect(pharos_crc32c(a, Array(bytes[4...]), 5) == 0xE306_9283)
+    }
+
+    @Test func heapKeepsTheSmallestWithIdTieBreak() {
+        var rng = SplitMix64(seed: 5)
+        let values = (0..<500).map { _ in Float(rng.next() % 50) }
+        var heap = ResultHeap(capacity: 17)
+        for (i, v) in values.enumerated().reversed() { heap.push(v, Int64(i)) }
+        let (d, ids) = heap.sorted()
+        let expected = values.enumerated().map { ($0.element, Int64($0.offset)) }.sorted { $0 < $1 }.prefix(17)
+        #expect(Array(d) == expected.map(\.0))
+        #expect(Array(ids) == expected.map(\.1))
+        var nan = ResultHeap(capacity: 2)
+        nan.push(.nan, 1)
+        #expect(nan.size == 0)
+    }
+
+    @Test func pq8DistancesMatchNaiveSums() {
+        var rng = SplitMix64(seed: 9)
+        let m = 5, n = 23
+        let lut = (0..<(m * 256)).map { _ in rng.nextGaussian() }
+        let codes = (0..<(n * m)).map { _ in UInt8(rng.next() % 256) }
+        var out = [Float](repeating: 0, count: n)
+        pharos_pq8_distances(lut, m, codes, n, 1.5, &out)
+        for i in 0..<n {
+            let naive = (0..<m).reduce(Float(1.5)) { $0 + lut[$1 * 256 + Int(codes[i * m + $1])] }
+            #expect(abs(out[i] - naive) < 1e-4)
+        }
+    }
+
+    /// The AVX2 and portable fast-scan kernels must agree with a naive sum, for odd M (padding),
+    /// partial blocks and several queries.
+    @Test(arguments: [1, 2, 7, 32, 64])
+    func fastScanMatchesNaiveSums(m: Int) {
+        var rng = SplitMix64(seed: UInt64(m))
+        let n = 75, mp = (m + 1) & ~1, queries = 3
+        let codes = (0..<(n * m)).map { _ in UInt8(rng.next() % 16) }
+        let blocks = (n + 31) / 32
+        var packed = [UInt8](repeating: 0, count: blocks * mp * 16)
+        pharos_fs4_pack(codes, n, m, mp, &packed)
+        for i in 0..<n { for s in 0..<m { #expect(pharos_fs4_code(packed, mp, i, s) == codes[i * m + s]) } }
+        var luts = [UInt8](repeating: 0, count: queries * mp * 16)
+        for q in 0..<queries { for s in 0..<m { for j in 0..<16 { luts[q * mp * 16 + s * 16 + j] = UInt8(rng.next() % 256) } } }
+        for portable in [0, 1] {
+            pharos_kernel_force_portable(Int32(portable))
+            var sums = [UInt16](repeating: 0, count: queries * blocks * 32)
+            pharos_fs4_scan(luts, queries, mp, packed, blocks, &sums)
+            for q in 0..<queries {
+                for i in 0..<n {
+                    let naive = (0..<m).reduce(0) { $0 + Int(luts[q * mp * 16 + $1 * 16 + Int(codes[i * m + $1])]) }
+                    #expect(Int(sums[q * blocks * 32 + i]) == naive, "query \(q) vector \(i) portable \(portable)")
+                }
+            }
+        }
+        pharos_kernel_force_portable(0)
+    }
+
+    @Test func halfPrecisionRoundTrip() {
+        let values: [Float] = [0, -0, 1, -1, 0.1, 65504, 1e-5, 6e-8, -3.14159, .infinity]
+        var half = [UInt16](repeating: 0, count: values.count)
+        var back = [Float](repeating: 0, count: values.count)
+        pharos_f32_to_f16(values, values.count, &half)
+        pharos_f16_to_f32(half, values.count, &back)
+        for (a, b) in zip(values, back) where a.isFinite {
+            #expect(abs(a - b) <= max(abs(a) * 1e-3, 6e-8))
+        }
+        #expect(back.last == .infinity)
+        #expect(half[2] == 0x3C00)
+    }
+}
