@@ -30,7 +30,7 @@ let package = Package(
         // SIMD kernels (ADC scans, 4-bit fast scan, CRC32C) with run-time CPU dispatch.
         .target(
             name: "PharosKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]),
+            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing", "-ffp-contract=off"])]),
 
         .target(name: "PharosVectors", dependencies: ["COpenBLAS", "PharosKernels"]),
         .target(name: "PharosIndex", dependencies: ["PharosVectors", "PharosKernels"]),

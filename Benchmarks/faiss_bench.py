@@ -85,7 +85,7 @@ def main():
         if "IVF" in a.factory:
             settings.append(f"nprobe={nprobe}")
         if "Refine" in a.factory:
-            settings.append(f"k_factor={a.refine_factor}")
+            settings.append(f"k_factor_rf={a.refine_factor}")
         if settings:
             ps.set_index_parameters(index, ",".join(settings))
         times = []

@@ -93,7 +93,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     private var directMap: [Int64: UInt64]?
 
     /// Queries per work chunk (fixed: results are independent of the thread count).
-    static let queryChunk = 32
+    static let queryChunk = 128
     /// Fast-scan blocks scanned per kernel call, so the per-query sums stay in L1/L2.
     static let scanSegmentBlocks = 64
     /// Precomputed L2 tables larger than this many floats are computed per list instead.
@@ -417,71 +417,91 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 }
             }
         }
-        // Group (query, probe) pairs by list so that each list's blocks are read once per chunk.
-        var pairs: [(list: Int32, query: Int32, probe: Int32)] = []
-        pairs.reserveCapacity(chunk.count * nprobe)
+        var scratch = FastScanScratch()
+        // Each query's nearest list first, alone: it holds most true neighbours, so the heap's
+        // threshold is tight before the bulk of the scan and the integer filter rejects more.
+        for qi in 0..<chunk.count where probes[qi * nprobe] >= 0 {
+            scanList(Int(probes[qi * nprobe]), pairs: [(probes[qi * nprobe], Int32(qi), 0)], quantized: quantized,
+                     scales: scales, offsets: offsets, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+        }
+        // The other probes grouped by list (a counting sort: queries stay in ascending order
+        // within a list), so that each list's blocks are read once for all queries of the chunk.
+        var listStart = [Int32](repeating: 0, count: lists.count + 1)
         for qi in 0..<chunk.count {
-            for p in 0..<nprobe where probes[qi * nprobe + p] >= 0 {
-                pairs.append((probes[qi * nprobe + p], Int32(qi), Int32(p)))
+            for p in 1..<max(nprobe, 1) where probes[qi * nprobe + p] >= 0 { listStart[Int(probes[qi * nprobe + p]) + 1] += 1 }
+        }
+        for l in 0..<lists.count { listStart[l + 1] += listStart[l] }
+        var fill = listStart
+        var pairs = [FastScanPair](repeating: (0, 0, 0), count: Int(listStart[lists.count]))
+        for qi in 0..<chunk.count {
+            for p in 1..<max(nprobe, 1) where probes[qi * nprobe + p] >= 0 {
+                let l = Int(probes[qi * nprobe + p])
+                pairs[Int(fill[l])] = (Int32(l), Int32(qi), Int32(p))
+                fill[l] += 1
             }
         }
-        pairs.sort { ($0.list, $0.query) < ($1.list, $1.query) }
-        var groupLUTs = [UInt8]()
-        var sums = [UInt16]()
-        var start = 0
-        while start < pairs.count {
-            let l = Int(pairs[start].list)
-            var end = start
-            while end < pairs.count && Int(pairs[end].list) == l { end += 1 }
-            let count = lists[l].count
-            if count > 0 {
-                let group = pairs[start..<end]
-                groupLUTs.removeAll(keepingCapacity: true)
-                for pair in group {
-                    let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
-                    groupLUTs.append(contentsOf: quantized[base ..< base + lutBytes])
-                }
-                let blockCount = (count + 31) / 32
-                let segment = IVFPQIndex.scanSegmentBlocks
-                if sums.count < group.count * segment * 32 { sums = [UInt16](repeating: 0, count: group.count * segment * 32) }
-                lists[l].codes.withUnsafeBufferPointer { blocks in
-                    groupLUTs.withUnsafeBufferPointer { lutPtr in
-                        sums.withUnsafeMutableBufferPointer { sumPtr in
-                            var b = 0
-                            while b < blockCount {
-                                let nb = Swift.min(segment, blockCount - b)
-                                pharos_fs4_scan(lutPtr.baseAddress!, group.count, mp, blocks.baseAddress! + b * blockBytes, nb, sumPtr.baseAddress!)
-                                let valid = Swift.min(nb * 32, count - b * 32)
-                                for (g, pair) in group.enumerated() {
-                                    let qi = Int(pair.query)
-                                    heaps[qi].withHeap {
-                                        pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, scales[qi],
-                                                             offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
-                                    }
-                                }
-                                b += nb
+        for l in 0..<lists.count where listStart[l + 1] > listStart[l] {
+            scanList(l, pairs: pairs[Int(listStart[l]) ..< Int(listStart[l + 1])], quantized: quantized,
+                     scales: scales, offsets: offsets, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+        }
+    }
+
+    typealias FastScanPair = (list: Int32, query: Int32, probe: Int32)
+
+    /// Buffers reused across the lists of one chunk.
+    struct FastScanScratch {
+        var luts: [UInt8] = []
+        var sums: [UInt16] = []
+    }
+
+    /// Scans list `l` once for every (query, probe) pair in `pairs`, in segments of blocks.
+    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, quantized: [UInt8], scales: [Float], offsets: [Float],
+                          nprobe: Int, heaps: inout [ResultHeap], scratch: inout FastScanScratch) {
+        let count = lists[l].count
+        guard count > 0 else { return }
+        let mp = mPadded, lutBytes = mp * 16
+        scratch.luts.removeAll(keepingCapacity: true)
+        for pair in pairs {
+            let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
+            scratch.luts.append(contentsOf: quantized[base ..< base + lutBytes])
+        }
+        let blockCount = (count + 31) / 32
+        let segment = IVFPQIndex.scanSegmentBlocks
+        if scratch.sums.count < pairs.count * segment * 32 { scratch.sums = [UInt16](repeating: 0, count: pairs.count * segment * 32) }
+        lists[l].codes.withUnsafeBufferPointer { blocks in
+            scratch.luts.withUnsafeBufferPointer { lutPtr in
+                scratch.sums.withUnsafeMutableBufferPointer { sumPtr in
+                    var b = 0
+                    while b < blockCount {
+                        let nb = Swift.min(segment, blockCount - b)
+                        pharos_fs4_scan(lutPtr.baseAddress!, pairs.count, mp, blocks.baseAddress! + b * blockBytes, nb, sumPtr.baseAddress!)
+                        let valid = Swift.min(nb * 32, count - b * 32)
+                        for (g, pair) in pairs.enumerated() {
+                            let qi = Int(pair.query)
+                            heaps[qi].withHeap {
+                                pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, scales[qi],
+                                                     offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
                             }
                         }
+                        b += nb
                     }
                 }
             }
-            start = end
         }
     }
 
     /// Re-scores `labels` with refine codes against the original (unrotated) query.
     private func rerank(query queries: Matrix, row q: Int, codec: RefineCodec, labels: ArraySlice<Int64>, into heap: inout ResultHeap) {
-        let d = dimension, bytes = codec.codeBytes
-        var decoded = [Float](repeating: 0, count: d)
+        let d = dimension, bytes = codec.codeBytes, metric = self.metric
+        var scratch = [Float](repeating: 0, count: d)
         queries.values.withUnsafeBufferPointer { qb in
-            let query = qb.baseAddress! + q * d
-            decoded.withUnsafeMutableBufferPointer { out in
+            scratch.withUnsafeMutableBufferPointer { out in
+                let query = qb.baseAddress! + q * d
                 for label in labels {
                     let l = Int(label >> 32), offset = Int(label & 0xffff_ffff)
-                    lists[l].refine.withUnsafeBufferPointer { codes in
-                        codec.decode(codes.baseAddress! + offset * bytes, into: out.baseAddress!)
+                    let distance = lists[l].refine.withUnsafeBufferPointer { codes in
+                        codec.distance(query, codes.baseAddress! + offset * bytes, metric: metric, scratch: out.baseAddress!)
                     }
-                    let distance = metric == .l2 ? pharos_l2sq(query, out.baseAddress!, d) : -pharos_dot(query, out.baseAddress!, d)
                     heap.push(distance, label)
                 }
             }

@@ -81,41 +81,19 @@ public struct ProductQuantizer: Sendable, Equatable {
     public func encode(_ data: Matrix, threads: Int) -> [UInt8] {
         precondition(isTrained, "PQ used before training")
         precondition(data.columns == dimension, "PQ encoding dimension mismatch")
-        let n = data.rows, m = subquantizers, ksub = centroidsPerSubspace, dsub = subDimension
+        let n = data.rows, m = subquantizers
         var codes = [UInt8](repeating: 0, count: n * m)
         let norms = codewordNorms()
         let out = codes.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
         data.values.withUnsafeBufferPointer { x in
-            codebooks.withUnsafeBufferPointer { cb in
+            transposedCodebooks.withUnsafeBufferPointer { cb in
                 norms.withUnsafeBufferPointer { nb in
                     let xp = SendablePointer(readOnly: x.baseAddress!)
                     let cbp = SendablePointer(readOnly: cb.baseAddress!)
                     let np = SendablePointer(readOnly: nb.baseAddress!)
-                    Parallel.forEachChunk(count: n, chunkSize: 1024, threads: threads) { chunk in
-                        var sub = [Float](repeating: 0, count: chunk.count * dsub)
-                        var dots = [Float](repeating: 0, count: chunk.count * ksub)
-                        for s in 0..<m {
-                            for i in 0..<chunk.count {
-                                for j in 0..<dsub { sub[i * dsub + j] = xp.pointer[(chunk.lowerBound + i) * dimension + s * dsub + j] }
-                            }
-                            dots.withUnsafeMutableBufferPointer { dp in
-                                sub.withUnsafeBufferPointer { sp in
-                                    BLAS.gemmABt(m: chunk.count, n: ksub, k: dsub, alpha: -2, a: sp.baseAddress!, lda: dsub,
-                                                 b: cbp.pointer + s * ksub * dsub, ldb: dsub, c: dp.baseAddress!, ldc: ksub)
-                                }
-                                let norm = np.pointer + s * ksub
-                                for i in 0..<chunk.count {
-                                    let row = dp.baseAddress! + i * ksub
-                                    var best = 0
-                                    var bestD = Float.infinity
-                                    for j in 0..<ksub {
-                                        let v = row[j] + norm[j]
-                                        if v < bestD { bestD = v; best = j }
-                                    }
-                                    out.pointer[(chunk.lowerBound + i) * m + s] = UInt8(best)
-                                }
-                            }
-                        }
+                    Parallel.forEachChunk(count: n, chunkSize: 4096, threads: threads) { chunk in
+                        pharos_pq_encode(xp.pointer + chunk.lowerBound * dimension, chunk.count, dimension, cbp.pointer,
+                                         np.pointer, m, centroidsPerSubspace, out.pointer + chunk.lowerBound * m)
                     }
                 }
             }

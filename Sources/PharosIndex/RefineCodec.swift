@@ -89,6 +89,22 @@ public struct RefineCodec: Sendable, Equatable {
         }
     }
 
+    /// Distance (smaller is better) between a query and one code: squared L2, or the negated
+    /// inner product. `scratch` holds `dimension` floats for the codes that must be decoded.
+    @inline(__always)
+    func distance(_ query: UnsafePointer<Float>, _ code: UnsafePointer<UInt8>, metric: Metric,
+                  scratch: UnsafeMutablePointer<Float>) -> Float {
+        if kind == .sq8 {
+            return minimum.withUnsafeBufferPointer { lo in
+                range.withUnsafeBufferPointer { step in
+                    pharos_sq8_distance(query, code, lo.baseAddress!, step.baseAddress!, dimension, metric == .innerProduct ? 1 : 0)
+                }
+            }
+        }
+        decode(code, into: scratch)
+        return metric == .l2 ? pharos_l2sq(query, scratch, dimension) : -pharos_dot(query, scratch, dimension)
+    }
+
     func encodeParameters(_ w: inout ByteWriter) {
         w.write(kind.rawValue)
         w.write(minimum)

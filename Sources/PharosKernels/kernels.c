@@ -116,20 +116,27 @@ static void heap_push_u16_scalar(PharosHeap *h, const uint16_t *sums, size_t n, 
 }
 
 #if PHAROS_X86
+/// The largest sum whose distance can still enter the heap, rounded up so the integer filter
+/// never rejects a candidate the float comparison would keep.
+static inline uint16_t heap_u16_bound(const PharosHeap *h, float inverse_scale, float offset) {
+    const float threshold = pharos_heap_threshold(h);
+    const float limit = (threshold - offset) * inverse_scale + 1.0f;
+    if (!(limit >= 0)) return 0;
+    return limit >= 65535.0f ? 65535 : (uint16_t)limit;
+}
+
 __attribute__((target("avx2")))
 static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
                                float offset, int64_t first_id) {
+    const float inverse_scale = 1.0f / scale;
+    uint16_t bound = heap_u16_bound(h, inverse_scale, offset);
+    __m256i limit = _mm256_set1_epi16((short)bound);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const float threshold = pharos_heap_threshold(h);
-        // Sums whose distance could reach the threshold: sum <= (threshold - offset) / scale,
-        // rounded up so the integer filter never rejects a candidate the float test would keep.
-        float limit = (threshold - offset) / scale + 1.0f;
-        if (!(limit >= 0)) continue;
-        const uint16_t bound = limit >= 65535.0f ? 65535 : (uint16_t)limit;
         const __m256i v = _mm256_loadu_si256((const __m256i *)(sums + i));
-        const __m256i le = _mm256_cmpeq_epi16(_mm256_min_epu16(v, _mm256_set1_epi16((short)bound)), v);
+        const __m256i le = _mm256_cmpeq_epi16(_mm256_min_epu16(v, limit), v);
         unsigned mask = (unsigned)_mm256_movemask_epi8(le) & 0x55555555u;
+        if (!mask) continue;
         while (mask) {
             const int bit = __builtin_ctz(mask);
             mask &= mask - 1;
@@ -137,6 +144,8 @@ static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, fl
             const float d = (float)sums[j] * scale + offset;
             if (d <= pharos_heap_threshold(h)) pharos_heap_push(h, d, first_id + (int64_t)j);
         }
+        bound = heap_u16_bound(h, inverse_scale, offset);
+        limit = _mm256_set1_epi16((short)bound);
     }
     heap_push_u16_scalar(h, sums + i, n - i, scale, offset, first_id + (int64_t)i);
 }
@@ -413,6 +422,104 @@ void pharos_pq_inner_product_table(const float *query, const float *codebooks_t,
             for (size_t j = 0; j < ksub; j++) acc[j] += qt * row[j];
         }
     }
+}
+
+static void pq_encode_portable(const float *x, size_t n, size_t dimension, const float *codebooks_t,
+                               const float *norms, size_t m_count, size_t ksub, uint8_t *codes) {
+    const size_t dsub = dimension / m_count;
+    float table[256];
+    for (size_t i = 0; i < n; i++) {
+        const float *v = x + i * dimension;
+        for (size_t m = 0; m < m_count; m++) {
+            // |x - c|^2 = |x|^2 + |c|^2 - 2 <x, c>; |x|^2 is common to all codewords.
+            const float *book = codebooks_t + m * dsub * ksub;
+            const float *q = v + m * dsub;
+            for (size_t j = 0; j < ksub; j++) table[j] = 0;
+            for (size_t t = 0; t < dsub; t++) {
+                const float qt = q[t];
+                for (size_t j = 0; j < ksub; j++) table[j] = table[j] + qt * book[t * ksub + j];
+            }
+            const float *nm = norms + m * ksub;
+            float best = INFINITY;
+            size_t arg = 0;
+            for (size_t j = 0; j < ksub; j++) {
+                const float d = nm[j] - 2 * table[j];
+                if (d < best) { best = d; arg = j; }
+            }
+            codes[i * m_count + m] = (uint8_t)arg;
+        }
+    }
+}
+
+#if PHAROS_X86
+// Same arithmetic as the portable path (multiply then add, no FMA contraction, the same
+// order), so both pick the same codes; 8 codewords per register.
+__attribute__((target("avx2")))
+static void pq_encode_avx2(const float *x, size_t n, size_t dimension, const float *codebooks_t,
+                           const float *norms, size_t m_count, size_t ksub, uint8_t *codes) {
+    const size_t dsub = dimension / m_count;
+    for (size_t i = 0; i < n; i++) {
+        const float *v = x + i * dimension;
+        for (size_t m = 0; m < m_count; m++) {
+            const float *book = codebooks_t + m * dsub * ksub;
+            const float *q = v + m * dsub;
+            const float *nm = norms + m * ksub;
+            __m256 best = _mm256_set1_ps(INFINITY);
+            __m256i best_index = _mm256_set1_epi32(0);
+            __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            const __m256i eight = _mm256_set1_epi32(8);
+            for (size_t j = 0; j < ksub; j += 8) {
+                __m256 acc = _mm256_setzero_ps();
+                for (size_t t = 0; t < dsub; t++) {
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[t]), _mm256_loadu_ps(book + t * ksub + j)));
+                }
+                const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(nm + j), _mm256_mul_ps(_mm256_set1_ps(2.0f), acc));
+                const __m256 less = _mm256_cmp_ps(d, best, _CMP_LT_OQ);
+                best = _mm256_blendv_ps(best, d, less);
+                best_index = _mm256_blendv_epi8(best_index, index, _mm256_castps_si256(less));
+                index = _mm256_add_epi32(index, eight);
+            }
+            float values[8];
+            int32_t indices[8];
+            _mm256_storeu_ps(values, best);
+            _mm256_storeu_si256((__m256i *)indices, best_index);
+            size_t arg = (size_t)indices[0];
+            float b = values[0];
+            for (int lane = 1; lane < 8; lane++) {
+                if (values[lane] < b || (values[lane] == b && (size_t)indices[lane] < arg)) {
+                    b = values[lane];
+                    arg = (size_t)indices[lane];
+                }
+            }
+            codes[i * m_count + m] = (uint8_t)arg;
+        }
+    }
+}
+#endif
+
+void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *codebooks_t,
+                      const float *norms, size_t m_count, size_t ksub, uint8_t *codes) {
+#if PHAROS_X86
+    if (pharos_kernel_level() == 1 && ksub % 8 == 0) {
+        pq_encode_avx2(x, n, dimension, codebooks_t, norms, m_count, ksub, codes);
+        return;
+    }
+#endif
+    pq_encode_portable(x, n, dimension, codebooks_t, norms, m_count, ksub, codes);
+}
+
+float pharos_sq8_distance(const float *query, const uint8_t *code, const float *vmin,
+                          const float *step, size_t d, int inner_product) {
+    float s = 0;
+    if (inner_product) {
+        for (size_t j = 0; j < d; j++) s -= query[j] * (vmin[j] + ((float)code[j] + 0.5f) * step[j] * (1.0f / 255.0f));
+    } else {
+        for (size_t j = 0; j < d; j++) {
+            const float t = query[j] - (vmin[j] + ((float)code[j] + 0.5f) * step[j] * (1.0f / 255.0f));
+            s += t * t;
+        }
+    }
+    return s;
 }
 
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out) {

@@ -27,6 +27,17 @@ import Testing
         }
     }
 
+    @Test(arguments: [4, 8])
+    func encodingIsTheSameOnEveryKernelLevel(bits: Int) throws {
+        let data = TestData.clustered(3000, dimension: 24)
+        var pq = try ProductQuantizer(dimension: 24, subquantizers: 6, bits: bits)
+        try pq.train(data, iterations: 5, threads: 2)
+        let simd = pq.encode(data, threads: 2)
+        pharos_kernel_force_portable(1)
+        defer { pharos_kernel_force_portable(0) }
+        #expect(pq.encode(data, threads: 2) == simd)
+    }
+
     @Test func innerProductTableMatchesDots() throws {
         let data = TestData.clustered(600, dimension: 12)
         var pq = try ProductQuantizer(dimension: 12, subquantizers: 3, bits: 8)

@@ -83,6 +83,16 @@ float pharos_fs4_quantize_luts(const float *tables, size_t table_count, size_t m
 void pharos_pq_inner_product_table(const float *query, const float *codebooks_t, size_t m_count,
                                    size_t ksub, size_t dsub, float *table);
 
+/// Encodes `n` vectors with a product quantizer: per subspace, the codeword of least squared
+/// L2 distance (ties: lowest index). `norms[m * ksub + j]` = |codeword_mj|^2; `ksub` <= 256.
+void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *codebooks_t,
+                      const float *norms, size_t m_count, size_t ksub, uint8_t *codes);
+
+/// Distance between a float query and an SQ8 code without materialising the decoded vector:
+/// squared L2, or the negated inner product when `inner_product` is non-zero.
+float pharos_sq8_distance(const float *query, const uint8_t *code, const float *vmin,
+                          const float *step, size_t d, int inner_product);
+
 /// out[i] = (base ? base[i] : 0) + factor * values[i] for i < n.
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out);
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Pharos builds and runs with, when any is missing.
+# Safe to run repeatedly: it does nothing when everything is present.
+set -euo pipefail
+
+packages=(
+  libopenblas-dev      # BLAS and LAPACK (cblas_sgemm, ssyevd_, sgesdd_)
+  libprotobuf-c-dev    # wire protocol (system-library target CProtobufC)
+  protobuf-c-compiler  # regenerates the committed protoc-c output
+  liblz4-dev           # block compression (system-library target CLZ4)
+  pkg-config           # SwiftPM finds the three libraries through it
+  dataset-fashion-mnist  # the real data set of the demo and benchmarks
+  gzip
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
