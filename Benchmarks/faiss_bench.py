@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--refine-factor", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--query-limit", type=int, default=0)
     a = ap.parse_args()
 
     faiss.omp_set_num_threads(a.threads)
@@ -68,6 +69,8 @@ def main():
     base = read_vecs(a.base, np.float32)
     queries = read_vecs(a.queries, np.float32)
     truth = read_vecs(a.truth, np.int32)
+    if a.query_limit > 0:
+        queries, truth = queries[:a.query_limit], truth[:a.query_limit]
     metric = faiss.METRIC_INNER_PRODUCT if a.metric == "ip" else faiss.METRIC_L2
     index = faiss.index_factory(base.shape[1], faiss_factory(a.factory), metric)
 

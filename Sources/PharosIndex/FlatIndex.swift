@@ -73,9 +73,8 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
     func searchLocked(_ queries: Matrix, k: Int, threads: Int) -> SearchResult {
         var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
         let n = ids.count, d = dimension, metric = self.metric
-        let outIDs = result.ids.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-        let outScores = result.scores.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-        // The arrays are not resized while the pointers live; the loop below finishes first.
+        guard queries.rows > 0 else { return result }
+        result.ids.withSendablePointer { outIDs in result.scores.withSendablePointer { outScores in
         vectors.withUnsafeBufferPointer { base in
             norms.withUnsafeBufferPointer { normsBuffer in
                 self.ids.withUnsafeBufferPointer { idsBuffer in
@@ -122,6 +121,7 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
                 }
             }
         }
+        } }
         return result
     }
 

@@ -270,34 +270,82 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
 
     private func searchLocked(_ queries: Matrix, k: Int, parameters: SearchParameters) -> SearchResult {
         var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
+        guard queries.rows > 0 else { return result }
         let rotated = rotation?.apply(queries) ?? queries
         let nprobe = Swift.min(parameters.nprobe, lists.count)
         let shortlist = refineCodec == nil ? k : k * parameters.refineFactor
-        let outIDs = result.ids.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-        let outScores = result.scores.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-        Parallel.forEachChunk(count: queries.rows, chunkSize: IVFPQIndex.queryChunk, threads: parameters.threads) { chunk in
-            let (probes, biases) = self.coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
-            var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
-            if self.pq.bits == 8 {
-                self.scan8(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, heaps: &heaps)
-            } else {
-                self.scan4(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, heaps: &heaps)
-            }
-            for qi in 0..<chunk.count {
-                let q = chunk.lowerBound + qi
-                var (distances, labels) = heaps[qi].sorted()
-                var refined = ResultHeap(capacity: k)
-                if let codec = self.refineCodec {
-                    self.rerank(query: queries, row: q, codec: codec, labels: labels, into: &refined)
-                    (distances, labels) = refined.sorted()
-                }
-                for (r, (dist, label)) in zip(distances.prefix(k), labels.prefix(k)).enumerated() {
-                    outIDs.pointer[q * k + r] = self.lists[Int(label >> 32)].ids[Int(label & 0xffff_ffff)]
-                    outScores.pointer[q * k + r] = self.metric.score(fromDistance: dist)
+        result.ids.withSendablePointer { outIDs in
+            result.scores.withSendablePointer { outScores in
+                if queries.rows >= parameters.threads || nprobe == 1 {
+                    // Many queries: chunks of queries spread over the threads.
+                    Parallel.forEachChunk(count: queries.rows, chunkSize: IVFPQIndex.queryChunk, threads: parameters.threads) { chunk in
+                        let (probes, biases) = self.coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
+                        let tables = self.pq.bits == 4 ? self.fastScanTables(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe) : nil
+                        var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
+                        self.scan(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe,
+                                  probeRange: 0..<nprobe, tables: tables, heaps: &heaps)
+                        self.finish(queries, chunk: chunk, heaps: &heaps, k: k, ids: outIDs, scores: outScores)
+                    }
+                } else {
+                    // Fewer queries than threads (a single interactive query): the probed lists
+                    // are split over the threads, each keeping its own heaps, then merged. The
+                    // heaps keep the k smallest (distance, label) pairs, a total order, so the
+                    // merged result equals the single-threaded one exactly.
+                    let chunk = 0..<queries.rows
+                    let (probes, biases) = coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
+                    let tables = pq.bits == 4 ? fastScanTables(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe) : nil
+                    let parts = Swift.min(parameters.threads, nprobe)
+                    let partSize = (nprobe + parts - 1) / parts
+                    var partHeaps = [[ResultHeap]](repeating: [], count: (nprobe + partSize - 1) / partSize)
+                    partHeaps.withSendablePointer { out in
+                        Parallel.forEachChunk(count: nprobe, chunkSize: partSize, threads: parts) { probeRange in
+                            var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
+                            self.scan(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe,
+                                      probeRange: probeRange, tables: tables, heaps: &heaps)
+                            out.pointer[probeRange.lowerBound / partSize] = heaps
+                        }
+                    }
+                    var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
+                    for part in partHeaps {
+                        for qi in 0..<chunk.count {
+                            var h = part[qi]
+                            let (d, l) = h.sorted()
+                            for (dist, label) in zip(d, l) { heaps[qi].push(dist, label) }
+                        }
+                    }
+                    finish(queries, chunk: chunk, heaps: &heaps, k: k, ids: outIDs, scores: outScores)
                 }
             }
         }
         return result
+    }
+
+    /// Scans `probeRange` of every query's probed lists into its heap.
+    private func scan(_ rotated: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
+                      probeRange: Range<Int>, tables: FastScanTables?, heaps: inout [ResultHeap]) {
+        if let tables {
+            scan4(tables, chunk: chunk, probes: probes, nprobe: nprobe, probeRange: probeRange, heaps: &heaps)
+        } else {
+            scan8(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, probeRange: probeRange, heaps: &heaps)
+        }
+    }
+
+    /// Re-ranks (with refine codes) and writes each query's k best ids and scores.
+    private func finish(_ queries: Matrix, chunk: Range<Int>, heaps: inout [ResultHeap], k: Int,
+                        ids: SendablePointer<Int64>, scores: SendablePointer<Float>) {
+        for qi in 0..<chunk.count {
+            let q = chunk.lowerBound + qi
+            var (distances, labels) = heaps[qi].sorted()
+            var refined = ResultHeap(capacity: k)
+            if let codec = refineCodec {
+                rerank(query: queries, row: q, codec: codec, labels: labels, into: &refined)
+                (distances, labels) = refined.sorted()
+            }
+            for (r, (dist, label)) in zip(distances.prefix(k), labels.prefix(k)).enumerated() {
+                ids.pointer[q * k + r] = lists[Int(label >> 32)].ids[Int(label & 0xffff_ffff)]
+                scores.pointer[q * k + r] = metric.score(fromDistance: dist)
+            }
+        }
     }
 
     /// The `nprobe` nearest lists of each query in `chunk` and their distances (the bias every
@@ -353,28 +401,30 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     }
 
     private func scan8(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
-                       heaps: inout [ResultHeap]) {
+                       probeRange: Range<Int>, heaps: inout [ResultHeap]) {
         let m = pq.subquantizers, ksub = pq.centroidsPerSubspace, d = dimension
         var ip = [Float](repeating: 0, count: m * ksub)
         var lut = [Float](repeating: 0, count: m * ksub)
         var distances = [Float]()
         queries.values.withUnsafeBufferPointer { qb in
-            for qi in 0..<chunk.count {
-                ip.withUnsafeMutableBufferPointer { pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: $0.baseAddress!) }
-                for p in 0..<nprobe {
-                    let l = Int(probes[qi * nprobe + p])
-                    guard l >= 0, lists[l].count > 0 else { continue }
-                    if p == 0 || metric == .l2 {
-                        ip.withUnsafeBufferPointer { ipb in
-                            lut.withUnsafeMutableBufferPointer { lookupTable(list: l, innerProducts: ipb.baseAddress!, into: $0.baseAddress!) }
-                        }
-                    }
-                    let n = lists[l].count
-                    if distances.count < n { distances = [Float](repeating: 0, count: n) }
-                    lists[l].codes.withUnsafeBufferPointer { codes in
-                        distances.withUnsafeMutableBufferPointer { out in
-                            pharos_pq8_distances(lut, m, codes.baseAddress!, n, biases[qi * nprobe + p], out.baseAddress!)
-                            heaps[qi].withHeap { pharos_heap_push_many($0, out.baseAddress!, n, nil, Int64(l) << 32) }
+            ip.withUnsafeMutableBufferPointer { ipb in
+                lut.withUnsafeMutableBufferPointer { lutb in
+                    for qi in 0..<chunk.count {
+                        pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: ipb.baseAddress!)
+                        // Inner product: one table serves every list (the list enters as its bias).
+                        if metric == .innerProduct { lookupTable(list: 0, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!) }
+                        for p in probeRange {
+                            let l = Int(probes[qi * nprobe + p])
+                            guard l >= 0, lists[l].count > 0 else { continue }
+                            if metric == .l2 { lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!) }
+                            let n = lists[l].count
+                            if distances.count < n { distances = [Float](repeating: 0, count: n) }
+                            lists[l].codes.withUnsafeBufferPointer { codes in
+                                distances.withUnsafeMutableBufferPointer { out in
+                                    pharos_pq8_distances(lutb.baseAddress!, m, codes.baseAddress!, n, biases[qi * nprobe + p], out.baseAddress!)
+                                    heaps[qi].withHeap { pharos_heap_push_many($0, out.baseAddress!, n, nil, Int64(l) << 32) }
+                                }
+                            }
                         }
                     }
                 }
@@ -382,15 +432,23 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         }
     }
 
-    /// Fast scan: per query, float tables of all probed lists are quantized to bytes with one
-    /// common scale; then each list is scanned once for all the chunk's queries that probe it.
-    private func scan4(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
-                       heaps: inout [ResultHeap]) {
+    /// Byte look-up tables of every (query, probed list) pair of a chunk, quantized per query
+    /// with one common scale so that distances from different lists stay comparable.
+    struct FastScanTables: Sendable {
+        /// `chunk.count * nprobe` tables of `mPadded * 16` bytes.
+        var quantized: [UInt8]
+        /// Per (query, probe): list bias + sum of the table rows' minima.
+        var offsets: [Float]
+        /// Per query: distance = sum * scale + offset.
+        var scales: [Float]
+    }
+
+    private func fastScanTables(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int) -> FastScanTables {
         let m = pq.subquantizers, ksub = 16, d = dimension, mp = mPadded
         let lutBytes = mp * 16
-        var quantized = [UInt8](repeating: 0, count: chunk.count * nprobe * lutBytes)
-        var offsets = [Float](repeating: 0, count: chunk.count * nprobe)
-        var scales = [Float](repeating: 1, count: chunk.count)
+        var tables = FastScanTables(quantized: [UInt8](repeating: 0, count: chunk.count * nprobe * lutBytes),
+                                    offsets: [Float](repeating: 0, count: chunk.count * nprobe),
+                                    scales: [Float](repeating: 1, count: chunk.count))
         var ip = [Float](repeating: 0, count: m * ksub)
         var luts = [Float](repeating: 0, count: nprobe * m * ksub)
         queries.values.withUnsafeBufferPointer { qb in
@@ -403,46 +461,55 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                             let l = Int(probes[qi * nprobe + p])
                             guard l >= 0 else { break }  // probes are filled in order; -1 only at the end
                             lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress! + p * m * ksub)
-                            offsets[qi * nprobe + p] = biases[qi * nprobe + p]
+                            tables.offsets[qi * nprobe + p] = biases[qi * nprobe + p]
                             valid += 1
                         }
-                        quantized.withUnsafeMutableBufferPointer { qz in
-                            offsets.withUnsafeMutableBufferPointer { off in
-                                scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, valid, m, mp,
-                                                                      qz.baseAddress! + qi * nprobe * lutBytes,
-                                                                      off.baseAddress! + qi * nprobe)
+                        tables.quantized.withUnsafeMutableBufferPointer { qz in
+                            tables.offsets.withUnsafeMutableBufferPointer { off in
+                                tables.scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, valid, m, mp,
+                                                                             qz.baseAddress! + qi * nprobe * lutBytes,
+                                                                             off.baseAddress! + qi * nprobe)
                             }
                         }
                     }
                 }
             }
         }
+        return tables
+    }
+
+    /// Fast scan of `probeRange` of each query's probes: each query's first probe of the range
+    /// (its nearest list when the range starts at 0) alone, then the rest grouped by list.
+    private func scan4(_ tables: FastScanTables, chunk: Range<Int>, probes: [Int32], nprobe: Int,
+                       probeRange: Range<Int>, heaps: inout [ResultHeap]) {
+        guard !probeRange.isEmpty else { return }
         var scratch = FastScanScratch()
-        // Each query's nearest list first, alone: it holds most true neighbours, so the heap's
-        // threshold is tight before the bulk of the scan and the integer filter rejects more.
-        for qi in 0..<chunk.count where probes[qi * nprobe] >= 0 {
-            scanList(Int(probes[qi * nprobe]), pairs: [(probes[qi * nprobe], Int32(qi), 0)], quantized: quantized,
-                     scales: scales, offsets: offsets, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+        let first = probeRange.lowerBound, rest = probeRange.dropFirst()
+        // Alone first: the nearest list holds most true neighbours, so the heap's threshold is
+        // tight before the bulk of the scan and the integer pre-filter rejects more.
+        for qi in 0..<chunk.count where probes[qi * nprobe + first] >= 0 {
+            scanList(Int(probes[qi * nprobe + first]), pairs: [(probes[qi * nprobe + first], Int32(qi), Int32(first))],
+                     tables: tables, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
         }
         // The other probes grouped by list (a counting sort: queries stay in ascending order
         // within a list), so that each list's blocks are read once for all queries of the chunk.
         var listStart = [Int32](repeating: 0, count: lists.count + 1)
         for qi in 0..<chunk.count {
-            for p in 1..<max(nprobe, 1) where probes[qi * nprobe + p] >= 0 { listStart[Int(probes[qi * nprobe + p]) + 1] += 1 }
+            for p in rest where probes[qi * nprobe + p] >= 0 { listStart[Int(probes[qi * nprobe + p]) + 1] += 1 }
         }
         for l in 0..<lists.count { listStart[l + 1] += listStart[l] }
         var fill = listStart
         var pairs = [FastScanPair](repeating: (0, 0, 0), count: Int(listStart[lists.count]))
         for qi in 0..<chunk.count {
-            for p in 1..<max(nprobe, 1) where probes[qi * nprobe + p] >= 0 {
+            for p in rest where probes[qi * nprobe + p] >= 0 {
                 let l = Int(probes[qi * nprobe + p])
                 pairs[Int(fill[l])] = (Int32(l), Int32(qi), Int32(p))
                 fill[l] += 1
             }
         }
         for l in 0..<lists.count where listStart[l + 1] > listStart[l] {
-            scanList(l, pairs: pairs[Int(listStart[l]) ..< Int(listStart[l + 1])], quantized: quantized,
-                     scales: scales, offsets: offsets, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+            scanList(l, pairs: pairs[Int(listStart[l]) ..< Int(listStart[l + 1])], tables: tables,
+                     nprobe: nprobe, heaps: &heaps, scratch: &scratch)
         }
     }
 
@@ -455,7 +522,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     }
 
     /// Scans list `l` once for every (query, probe) pair in `pairs`, in segments of blocks.
-    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, quantized: [UInt8], scales: [Float], offsets: [Float],
+    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables,
                           nprobe: Int, heaps: inout [ResultHeap], scratch: inout FastScanScratch) {
         let count = lists[l].count
         guard count > 0 else { return }
@@ -463,7 +530,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         scratch.luts.removeAll(keepingCapacity: true)
         for pair in pairs {
             let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
-            scratch.luts.append(contentsOf: quantized[base ..< base + lutBytes])
+            scratch.luts.append(contentsOf: tables.quantized[base ..< base + lutBytes])
         }
         let blockCount = (count + 31) / 32
         let segment = IVFPQIndex.scanSegmentBlocks
@@ -479,8 +546,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                         for (g, pair) in pairs.enumerated() {
                             let qi = Int(pair.query)
                             heaps[qi].withHeap {
-                                pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, scales[qi],
-                                                     offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
+                                pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, tables.scales[qi],
+                                                     tables.offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
                             }
                         }
                         b += nb

@@ -72,8 +72,8 @@ public struct KMeans: Sendable {
         if assignment.count != n { assignment = [Int32](repeating: 0, count: n) }
         if distances.count != n { distances = [Float](repeating: 0, count: n) }
         let centroidNorms = VectorMath.squaredNorms(centroids)
-        let outA = assignment.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-        let outD = distances.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+        guard n > 0 else { return }
+        assignment.withSendablePointer { outA in distances.withSendablePointer { outD in
         data.values.withUnsafeBufferPointer { x in
             centroids.values.withUnsafeBufferPointer { cen in
                 centroidNorms.withUnsafeBufferPointer { cn in
@@ -103,6 +103,7 @@ public struct KMeans: Sendable {
                 }
             }
         }
+        } }
     }
 
     /// Centroid = mean of its points, accumulated in double precision in point order.
@@ -111,7 +112,7 @@ public struct KMeans: Sendable {
         var counts = [Int](repeating: 0, count: k)
         for a in assignment { counts[Int(a)] += 1 }
         let columnBlock = 64
-        let sumPtr = sums.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+        sums.withSendablePointer { sumPtr in
         points.values.withUnsafeBufferPointer { x in
             assignment.withUnsafeBufferPointer { a in
                 let xp = SendablePointer(readOnly: x.baseAddress!)
@@ -126,6 +127,7 @@ public struct KMeans: Sendable {
                     }
                 }
             }
+        }
         }
         var out = Matrix(rows: k, columns: d)
         for c in 0..<k where counts[c] > 0 {

@@ -55,8 +55,8 @@ public struct ProductQuantizer: Sendable, Equatable {
         var rng = SplitMix64(seed: seed)
         let sample = data.rows > ksub * 256 ? data.gathering(rows: rng.sample(ksub * 256, from: data.rows)) : data
         var books = [Float](repeating: 0, count: m * ksub * dsub)
-        let out = books.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
         let failure = ErrorBox()
+        books.withSendablePointer { out in
         Parallel.forEachChunk(count: m, chunkSize: 1, threads: threads) { range in
             let sub = range.lowerBound
             let subData = ProductQuantizer.subMatrix(sample, columns: sub * dsub ..< (sub + 1) * dsub)
@@ -73,6 +73,7 @@ public struct ProductQuantizer: Sendable, Equatable {
                 failure.set(error)
             }
         }
+        }
         if let error = failure.error { throw error }
         codebooks = books
     }
@@ -83,8 +84,9 @@ public struct ProductQuantizer: Sendable, Equatable {
         precondition(data.columns == dimension, "PQ encoding dimension mismatch")
         let n = data.rows, m = subquantizers
         var codes = [UInt8](repeating: 0, count: n * m)
+        guard n > 0 else { return codes }
         let norms = codewordNorms()
-        let out = codes.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+        codes.withSendablePointer { out in
         data.values.withUnsafeBufferPointer { x in
             transposedCodebooks.withUnsafeBufferPointer { cb in
                 norms.withUnsafeBufferPointer { nb in
@@ -97,6 +99,7 @@ public struct ProductQuantizer: Sendable, Equatable {
                     }
                 }
             }
+        }
         }
         return codes
     }

@@ -12,3 +12,12 @@ public struct SendablePointer<Pointee>: @unchecked Sendable {
     /// Wraps a read-only pointer; the callee promises not to write through it.
     public init(readOnly pointer: UnsafePointer<Pointee>) { self.pointer = UnsafeMutablePointer(mutating: pointer) }
 }
+
+extension Array {
+    /// Calls `body` with a `SendablePointer` to the array's storage, valid for the duration of
+    /// `body`: the way to hand an output buffer to a parallel loop. The array must not be empty.
+    public mutating func withSendablePointer<R>(_ body: (SendablePointer<Element>) throws -> R) rethrows -> R {
+        precondition(!isEmpty, "withSendablePointer on an empty array")
+        return try withUnsafeMutableBufferPointer { try body(SendablePointer($0.baseAddress!)) }
+    }
+}

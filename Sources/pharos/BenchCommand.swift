@@ -32,13 +32,20 @@ extension IndexCommand {
         var threads: Int = 1
         @Option(help: "Searches per nprobe value; the median time is reported.")
         var repeats: Int = 3
+        @Option(help: "Use only the first N queries (and truth rows); 0 for all.")
+        var queryLimit: Int = 0
 
         func run() throws {
             let trainSet = try VectorFileReader(path: train).readAll()
             let baseFile = try VectorFileReader(path: base)
-            let queryRows = try VectorFileReader(path: queries).readAll()
+            let queryFile = try VectorFileReader(path: queries)
             let truthFile = try VectorFileReader(path: truth)
-            let truthIDs = try truthFile.readInt32Rows(0..<truthFile.count).map(Int64.init)
+            let used = queryLimit > 0 ? min(queryLimit, queryFile.count) : queryFile.count
+            guard truthFile.count >= used else {
+                throw ValidationError("\(truth) has \(truthFile.count) rows, fewer than the \(used) queries")
+            }
+            let queryRows = try queryFile.readRows(0..<used)
+            let truthIDs = try truthFile.readInt32Rows(0..<used).map(Int64.init)
             let baseRows = try baseFile.readAll()
 
             let index = try IndexFactory.make(factory, dimension: baseFile.dimension, metric: metric)

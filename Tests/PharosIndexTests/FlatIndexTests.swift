@@ -55,5 +55,6 @@ import Testing
         #expect(throws: IndexError.self) { try index.search(Matrix(rowArrays: [[1, 2, .infinity]]), k: 1, parameters: SearchParameters()) }
         #expect(throws: IndexError.self) { try index.search(Matrix(rowArrays: [[1, 2, 3]]), k: 0, parameters: SearchParameters()) }
         #expect(index.count == 1)
+        #expect(try index.search(Matrix(rows: 0, columns: 3), k: 2, parameters: SearchParameters()).ids.isEmpty)
     }
 }

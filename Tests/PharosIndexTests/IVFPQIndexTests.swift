@@ -79,6 +79,21 @@ import Testing
         }
     }
 
+    /// Fewer queries than threads takes the path that splits the probed lists over threads;
+    /// it must give exactly the single-threaded result.
+    @Test(arguments: ["IVF32,PQ8", "IVF32,PQ16x4fs,RefineSQ8", "IVF32,PQ8,RefineFP16"])
+    func splittingListsOverThreadsChangesNothing(factory: String) throws {
+        let index = try built(factory)
+        for rows in [1, 2, 3] {
+            let q = Self.queries.rows(0..<rows)
+            let one = try index.search(q, k: 10, parameters: SearchParameters(nprobe: 13, threads: 1))
+            for threads in [2, 4, 16] {
+                #expect(try index.search(q, k: 10, parameters: SearchParameters(nprobe: 13, threads: threads)) == one)
+            }
+        }
+        #expect(try index.search(Self.queries.rows(0..<0), k: 3, parameters: SearchParameters()).ids.isEmpty)
+    }
+
     @Test func refineApproachesExactSearch() throws {
         let truth = TestData.bruteForce(Self.base, Self.queries, k: 10, metric: .l2).map { $0.map { $0 * 3 + 1 } }
         func recall(_ factory: String, refineFactor: Int) throws -> Double {
