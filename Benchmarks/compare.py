@@ -27,19 +27,19 @@ SUITES = {
     "small": [
         Case("synthetic-20k-64", "l2", "Flat", [1]),
         Case("synthetic-20k-64", "l2", "IVF64,PQ16", [4, 16]),
-        Case("synthetic-20k-64", "l2", "IVF64,PQ16x4fs", [4, 16]),
-        Case("synthetic-20k-64", "l2", "IVF64,PQ16x4fs,RefineSQ8", [4, 16]),
+        Case("synthetic-20k-64", "l2", "IVF64,PQ16x4fs", [1, 4, 16]),
+        Case("synthetic-20k-64", "l2", "IVF64,PQ16x4fs,RefineSQ8", [1, 4, 16]),
     ],
     "full": [
         Case("fashion-mnist", "l2", "Flat", [1], queries=2000),
         Case("fashion-mnist", "l2", "IVF256,PQ56", [4, 16]),
-        Case("fashion-mnist", "l2", "IVF256,PQ56x4fs", [4, 16, 64]),
-        Case("fashion-mnist", "l2", "IVF256,PQ56x4fs,RefineSQ8", [4, 16]),
+        Case("fashion-mnist", "l2", "IVF256,PQ56x4fs", [1, 2, 4, 16, 64]),
+        Case("fashion-mnist", "l2", "IVF256,PQ56x4fs,RefineSQ8", [2, 4, 16]),
         Case("synthetic-1m-128", "l2", "Flat", [1]),
         Case("synthetic-1m-128", "l2", "IVF1024,PQ32", [8, 32]),
-        Case("synthetic-1m-128", "l2", "IVF1024,PQ32x4fs", [8, 32]),
-        Case("synthetic-1m-128", "l2", "IVF1024,PQ32x4fs,RefineSQ8", [8, 32]),
-        Case("synthetic-100k-2048", "ip", "IVF256,PQ128x4fs,RefineSQ8", [8, 32]),
+        Case("synthetic-1m-128", "l2", "IVF1024,PQ32x4fs", [1, 2, 8, 32]),
+        Case("synthetic-1m-128", "l2", "IVF1024,PQ32x4fs,RefineSQ8", [2, 8, 32]),
+        Case("synthetic-100k-2048", "ip", "IVF256,PQ128x4fs,RefineSQ8", [2, 8, 32]),
     ],
 }
 

@@ -9,12 +9,18 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
     public let metric: Metric
     public var factoryString: String { "Flat" }
     public var isTrained: Bool { true }
-    public var count: Int { lock.withReadLock { ids.count } }
-    public var bytesPerVector: Int { dimension * 4 + 8 }
+    public var count: Int { lock.withReadLock { rows } }
+    /// Vector bytes, plus the cached norm (L2) and the id once ids are explicit.
+    public var bytesPerVector: Int {
+        lock.withReadLock { dimension * 4 + (metric == .l2 ? 4 : 0) + (ids.isEmpty ? 0 : 8) }
+    }
 
     private let lock = ReadWriteLock()
     private var vectors: [Float] = []
     private var norms: [Float] = []
+    private var rows = 0
+    /// Explicit ids by row; empty while ids are implicit (every id equals its row, as
+    /// `add(ids: nil)` makes), which spares 8 bytes per vector and the id checks.
     private var ids: [Int64] = []
     /// id -> row; nil while every id equals its row (ids 0, 1, 2, ... as `add(ids: nil)` makes),
     /// which spares the map's memory and insert cost in the common case.
@@ -39,13 +45,15 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
     public func add(_ vectors: Matrix, ids newIDs: [Int64]?, threads: Int) throws {
         try validate(vectors)
         try lock.withWriteLock {
-            let first = ids.count
-            let assigned = newIDs ?? (0..<Int64(vectors.rows)).map { Int64(first) + $0 }
-            guard assigned.count == vectors.rows else {
-                throw IndexError.idCountMismatch(vectors: vectors.rows, ids: assigned.count)
+            let first = rows
+            if let newIDs, newIDs.count != vectors.rows {
+                throw IndexError.idCountMismatch(vectors: vectors.rows, ids: newIDs.count)
             }
-            let sequential = rowOfID == nil && assigned.enumerated().allSatisfy { $0.element == Int64(first + $0.offset) }
-            if !sequential {
+            let implicit = rowOfID == nil
+                && (newIDs?.enumerated().allSatisfy { $0.element == Int64(first + $0.offset) } ?? true)
+            if !implicit {
+                let assigned = newIDs ?? (0..<Int64(vectors.rows)).map { Int64(first) + $0 }
+                if rowOfID == nil { ids = (0..<Int64(first)).map { $0 } }
                 var map = rowOfID ?? Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) })
                 for (offset, id) in assigned.enumerated() {
                     guard map[id] == nil else {
@@ -56,11 +64,28 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
                     map[id] = first + offset
                 }
                 rowOfID = map
+                ids += assigned
             }
-            ids += assigned
+            rows += vectors.rows
             self.vectors += vectors.values
-            norms += VectorMath.squaredNorms(vectors)
+            if metric == .l2 { norms += FlatIndex.squaredNorms(vectors, threads: threads) }
         }
+    }
+
+    /// Squared norms of every row, computed in fixed chunks on `threads` workers.
+    static func squaredNorms(_ m: Matrix, threads: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: m.rows)
+        guard m.rows > 0 else { return out }
+        let d = m.columns
+        out.withSendablePointer { norms in
+            m.values.withUnsafeBufferPointer { x in
+                let xp = SendablePointer(readOnly: x.baseAddress!)
+                Parallel.forEachChunk(count: m.rows, chunkSize: 16384, threads: threads) { chunk in
+                    for i in chunk { norms.pointer[i] = pharos_dot(xp.pointer + i * d, xp.pointer + i * d, d) }
+                }
+            }
+        }
+        return out
     }
 
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters) throws -> SearchResult {
@@ -72,7 +97,7 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
     /// Exact search without taking the lock (callers hold it).
     func searchLocked(_ queries: Matrix, k: Int, threads: Int) -> SearchResult {
         var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
-        let n = ids.count, d = dimension, metric = self.metric
+        let n = rows, d = dimension, metric = self.metric, implicitIDs = ids.isEmpty
         guard queries.rows > 0 else { return result }
         result.ids.withSendablePointer { outIDs in result.scores.withSendablePointer { outScores in
         vectors.withUnsafeBufferPointer { base in
@@ -102,7 +127,9 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
                                             let nb = normPtr.pointer + start
                                             for j in 0..<rows { row[j] += nb[j] }
                                         }
-                                        heaps[qi].withHeap { pharos_heap_push_many($0, row, rows, idPtr.pointer + start, 0) }
+                                        heaps[qi].withHeap {
+                                            pharos_heap_push_many($0, row, rows, implicitIDs ? nil : idPtr.pointer + start, Int64(start))
+                                        }
                                     }
                                 }
                                 start += rows
@@ -132,7 +159,7 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
                 guard let found = map[id] else { throw IndexError.unknownID(id) }
                 row = found
             } else {
-                guard id >= 0, id < Int64(ids.count) else { throw IndexError.unknownID(id) }
+                guard id >= 0, id < Int64(rows) else { throw IndexError.unknownID(id) }
                 row = Int(id)
             }
             return Array(vectors[row * dimension ..< (row + 1) * dimension])
@@ -142,7 +169,7 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
     public func encode(into writer: inout IndexFileWriter) {
         lock.withReadLock {
             writer.section("FLAT") { w in
-                w.write(ids)
+                w.write(ids.isEmpty ? (0..<Int64(rows)).map { $0 } : ids)
                 w.write(vectors)
             }
         }

@@ -96,6 +96,9 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     static let queryChunk = 128
     /// Fast-scan blocks scanned per kernel call, so the per-query sums stay in L1/L2.
     static let scanSegmentBlocks = 64
+    /// Upper bound on the candidates re-ranked per query (`k * refineFactor`): bounds the
+    /// per-query heaps of a chunk.
+    static let maximumShortlist = 16384
     /// Precomputed L2 tables larger than this many floats are computed per list instead.
     static let maximumTableFloats = 64 << 20
 
@@ -262,6 +265,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters) throws -> SearchResult {
         try validate(queries)
         try parameters.validate(k: k)
+        if configuration.refine != nil, k * parameters.refineFactor > IVFPQIndex.maximumShortlist {
+            throw IndexError.invalidParameter(name: "k x refineFactor", value: "\(k * parameters.refineFactor)",
+                                              allowed: "1...\(IVFPQIndex.maximumShortlist)")
+        }
         return try lock.withReadLock {
             guard trained else { throw IndexError.notTrained }
             return searchLocked(queries, k: k, parameters: parameters)

@@ -19,9 +19,18 @@ public struct RefineCodec: Sendable, Equatable {
     /// Vector dimension.
     public let dimension: Int
     /// SQ8: per-dimension minimum.
-    public internal(set) var minimum: [Float] = []
+    public internal(set) var minimum: [Float] = [] { didSet { deriveDecoding() } }
     /// SQ8: per-dimension range (max - min).
-    public internal(set) var range: [Float] = []
+    public internal(set) var range: [Float] = [] { didSet { deriveDecoding() } }
+    /// SQ8 decoding, derived from the range: x = offset + code * scale.
+    private var decodeOffset: [Float] = []
+    private var decodeScale: [Float] = []
+
+    private mutating func deriveDecoding() {
+        guard minimum.count == range.count else { return }
+        decodeScale = range.map { $0 / 255 }
+        decodeOffset = zip(minimum, decodeScale).map { $0 + $1 / 2 }
+    }
 
     /// An untrained codec.
     public init(kind: Kind, dimension: Int) {
@@ -81,7 +90,7 @@ public struct RefineCodec: Sendable, Equatable {
     public func decode(_ code: UnsafePointer<UInt8>, into output: UnsafeMutablePointer<Float>) {
         switch kind {
         case .sq8:
-            pharos_sq8_decode(code, minimum, range, dimension, output)
+            pharos_sq8_decode(code, decodeOffset, decodeScale, dimension, output)
         case .fp16:
             UnsafeRawPointer(code).withMemoryRebound(to: UInt16.self, capacity: dimension) { pharos_f16_to_f32($0, dimension, output) }
         case .flat:
@@ -95,9 +104,9 @@ public struct RefineCodec: Sendable, Equatable {
     func distance(_ query: UnsafePointer<Float>, _ code: UnsafePointer<UInt8>, metric: Metric,
                   scratch: UnsafeMutablePointer<Float>) -> Float {
         if kind == .sq8 {
-            return minimum.withUnsafeBufferPointer { lo in
-                range.withUnsafeBufferPointer { step in
-                    pharos_sq8_distance(query, code, lo.baseAddress!, step.baseAddress!, dimension, metric == .innerProduct ? 1 : 0)
+            return decodeOffset.withUnsafeBufferPointer { offset in
+                decodeScale.withUnsafeBufferPointer { scale in
+                    pharos_sq8_distance(query, code, offset.baseAddress!, scale.baseAddress!, dimension, metric == .innerProduct ? 1 : 0)
                 }
             }
         }

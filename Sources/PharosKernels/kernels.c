@@ -508,18 +508,77 @@ void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *c
     pq_encode_portable(x, n, dimension, codebooks_t, norms, m_count, ksub, codes);
 }
 
-float pharos_sq8_distance(const float *query, const uint8_t *code, const float *vmin,
-                          const float *step, size_t d, int inner_product) {
-    float s = 0;
-    if (inner_product) {
-        for (size_t j = 0; j < d; j++) s -= query[j] * (vmin[j] + ((float)code[j] + 0.5f) * step[j] * (1.0f / 255.0f));
-    } else {
-        for (size_t j = 0; j < d; j++) {
-            const float t = query[j] - (vmin[j] + ((float)code[j] + 0.5f) * step[j] * (1.0f / 255.0f));
-            s += t * t;
+// SQ8 codes decode as x[j] = offset[j] + code[j] * scale[j]. Both kernels accumulate in 8
+// lanes (lane l takes components j = l mod 8) and reduce the lanes in the same tree, so the
+// AVX2 and portable distances are bit-identical.
+static float sq8_distance_portable(const float *query, const uint8_t *code, const float *offset,
+                                   const float *scale, size_t d, int inner_product) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            const float x = offset[j + l] + (float)code[j + l] * scale[j + l];
+            if (inner_product) {
+                acc[l] = acc[l] + query[j + l] * x;
+            } else {
+                const float t = query[j + l] - x;
+                acc[l] = acc[l] + t * t;
+            }
         }
     }
-    return s;
+    const float b0 = acc[0] + acc[4], b1 = acc[1] + acc[5], b2 = acc[2] + acc[6], b3 = acc[3] + acc[7];
+    float sum = (b0 + b2) + (b1 + b3);
+    for (; j < d; j++) {
+        const float x = offset[j] + (float)code[j] * scale[j];
+        if (inner_product) {
+            sum = sum + query[j] * x;
+        } else {
+            const float t = query[j] - x;
+            sum = sum + t * t;
+        }
+    }
+    return inner_product ? -sum : sum;
+}
+
+#if PHAROS_X86
+__attribute__((target("avx2")))
+static float sq8_distance_avx2(const float *query, const uint8_t *code, const float *offset,
+                               const float *scale, size_t d, int inner_product) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        const __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(code + j))));
+        const __m256 x = _mm256_add_ps(_mm256_loadu_ps(offset + j), _mm256_mul_ps(c, _mm256_loadu_ps(scale + j)));
+        const __m256 q = _mm256_loadu_ps(query + j);
+        if (inner_product) {
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(q, x));
+        } else {
+            const __m256 t = _mm256_sub_ps(q, x);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(t, t));
+        }
+    }
+    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));  // (b0 + b2, b1 + b3)
+    float sum = _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+    for (; j < d; j++) {
+        const float x = offset[j] + (float)code[j] * scale[j];
+        if (inner_product) {
+            sum = sum + query[j] * x;
+        } else {
+            const float t = query[j] - x;
+            sum = sum + t * t;
+        }
+    }
+    return inner_product ? -sum : sum;
+}
+#endif
+
+float pharos_sq8_distance(const float *query, const uint8_t *code, const float *offset,
+                          const float *scale, size_t d, int inner_product) {
+#if PHAROS_X86
+    if (pharos_kernel_level() == 1) return sq8_distance_avx2(query, code, offset, scale, d, inner_product);
+#endif
+    return sq8_distance_portable(query, code, offset, scale, d, inner_product);
 }
 
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out) {
@@ -553,8 +612,8 @@ float pharos_dot(const float *a, const float *b, size_t d) {
     return (s0 + s1) + (s2 + s3);
 }
 
-void pharos_sq8_decode(const uint8_t *code, const float *vmin, const float *step, size_t d, float *out) {
-    for (size_t j = 0; j < d; j++) out[j] = vmin[j] + ((float)code[j] + 0.5f) * step[j] * (1.0f / 255.0f);
+void pharos_sq8_decode(const uint8_t *code, const float *offset, const float *scale, size_t d, float *out) {
+    for (size_t j = 0; j < d; j++) out[j] = offset[j] + (float)code[j] * scale[j];
 }
 
 void pharos_sq8_encode(const float *x, const float *vmin, const float *step, size_t d, uint8_t *code) {

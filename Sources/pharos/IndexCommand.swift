@@ -39,6 +39,7 @@ extension IndexCommand {
             let baseFile = try VectorFileReader(path: base)
             let index = try IndexFactory.make(factory, dimension: baseFile.dimension, metric: metric)
             let sample = try trainingSample(baseFile)
+            printError("training \(factory) on \(sample.rows) vectors with \(threads) threads...")
             let trainStart = Date()
             try index.train(sample, threads: threads)
             let trainSeconds = Date().timeIntervalSince(trainStart)

@@ -28,6 +28,21 @@ import Testing
         }
     }
 
+    @Test func implicitIdsTurnExplicitWithoutChangingResults() throws {
+        let index = FlatIndex(dimension: 2, metric: .l2)
+        try index.add(Matrix(rowArrays: [[0, 0], [1, 0]]), ids: nil, threads: 1)
+        try index.add(Matrix(rowArrays: [[2, 0]]), ids: [2], threads: 1)  // still 0, 1, 2, ...
+        #expect(index.bytesPerVector == 2 * 4 + 4)
+        try index.add(Matrix(rowArrays: [[3, 0]]), ids: [100], threads: 1)
+        #expect(index.bytesPerVector == 2 * 4 + 4 + 8)
+        #expect(throws: IndexError.duplicateID(1)) { try index.add(Matrix(rowArrays: [[9, 9]]), ids: [1], threads: 1) }
+        let r = try index.search(Matrix(rowArrays: [[2.9, 0]]), k: 4, parameters: SearchParameters())
+        #expect(r.ids == [100, 2, 1, 0])
+        #expect(try index.reconstruct(100) == [3, 0])
+        #expect(try index.reconstruct(1) == [1, 0])
+        #expect(index.count == 4)
+    }
+
     @Test func fewerVectorsThanKPadsWithMinusOne() throws {
         let index = FlatIndex(dimension: 2, metric: .l2)
         try index.add(Matrix(rowArrays: [[0, 0], [1, 1]]), ids: [10, 20], threads: 1)

@@ -145,6 +145,13 @@ import Testing
         #expect(throws: IndexError.duplicateID(1)) { try trained.add(Self.base.rows(0..<1), ids: [1], threads: 1) }
     }
 
+    @Test func refineShortlistIsBounded() throws {
+        let index = try IndexFactory.make("PQ4,RefineSQ8", dimension: 32, metric: .l2)
+        #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "32768", allowed: "1...16384")) {
+            try index.search(Self.queries, k: 4096, parameters: SearchParameters(refineFactor: 8))
+        }
+    }
+
     @Test func bytesPerVectorCountsCodesIdsAndRefine() throws {
         #expect(try IndexFactory.make("IVF8,PQ8", dimension: 32, metric: .l2).bytesPerVector == 8 + 8)
         #expect(try IndexFactory.make("IVF8,PQ7x4fs", dimension: 28, metric: .l2).bytesPerVector == 4 + 8)

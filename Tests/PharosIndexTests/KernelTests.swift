@@ -69,6 +69,26 @@ import Testing
         pharos_kernel_force_portable(0)
     }
 
+    @Test(arguments: [1, 8, 13, 784])
+    func sq8DistanceMatchesDecodeAndIsTheSameOnEveryKernelLevel(d: Int) {
+        var rng = SplitMix64(seed: UInt64(d))
+        let offset = (0..<d).map { _ in rng.nextGaussian() }
+        let scale = (0..<d).map { _ in abs(rng.nextGaussian()) / 255 }
+        let code = (0..<d).map { _ in UInt8(rng.next() % 256) }
+        let query = (0..<d).map { _ in rng.nextGaussian() }
+        var decoded = [Float](repeating: 0, count: d)
+        pharos_sq8_decode(code, offset, scale, d, &decoded)
+        for ip: Int32 in [0, 1] {
+            let simd = pharos_sq8_distance(query, code, offset, scale, d, ip)
+            pharos_kernel_force_portable(1)
+            let portable = pharos_sq8_distance(query, code, offset, scale, d, ip)
+            pharos_kernel_force_portable(0)
+            #expect(simd == portable)
+            let naive = ip == 1 ? -VectorMath.dot(query, decoded) : VectorMath.squaredL2(query, decoded)
+            #expect(abs(simd - naive) <= 1e-4 * max(1, abs(naive)))
+        }
+    }
+
     @Test func halfPrecisionRoundTrip() {
         let values: [Float] = [0, -0, 1, -1, 0.1, 65504, 1e-5, 6e-8, -3.14159, .infinity]
         var half = [UInt16](repeating: 0, count: values.count)

@@ -88,10 +88,11 @@ void pharos_pq_inner_product_table(const float *query, const float *codebooks_t,
 void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *codebooks_t,
                       const float *norms, size_t m_count, size_t ksub, uint8_t *codes);
 
-/// Distance between a float query and an SQ8 code without materialising the decoded vector:
-/// squared L2, or the negated inner product when `inner_product` is non-zero.
-float pharos_sq8_distance(const float *query, const uint8_t *code, const float *vmin,
-                          const float *step, size_t d, int inner_product);
+/// Distance between a float query and an SQ8 code (decoded as offset + code * scale) without
+/// materialising the decoded vector: squared L2, or the negated inner product when
+/// `inner_product` is non-zero. AVX2 and portable paths give bit-identical results.
+float pharos_sq8_distance(const float *query, const uint8_t *code, const float *offset,
+                          const float *scale, size_t d, int inner_product);
 
 /// out[i] = (base ? base[i] : 0) + factor * values[i] for i < n.
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out);
@@ -102,8 +103,9 @@ void pharos_lut_combine(const float *base, const float *values, float factor, si
 float pharos_l2sq(const float *a, const float *b, size_t d);
 /// Inner product of float vectors.
 float pharos_dot(const float *a, const float *b, size_t d);
-/// Decodes an 8-bit scalar-quantized vector: x[j] = vmin[j] + (code[j] + 0.5) * step[j] / 255.
-void pharos_sq8_decode(const uint8_t *code, const float *vmin, const float *step, size_t d, float *out);
+/// Decodes an 8-bit scalar-quantized vector: x[j] = offset[j] + code[j] * scale[j], where
+/// scale = range / 255 and offset = minimum + scale / 2 (the centre of the code's bucket).
+void pharos_sq8_decode(const uint8_t *code, const float *offset, const float *scale, size_t d, float *out);
 /// Encodes one vector with an 8-bit scalar quantizer (values clamped to the trained range).
 void pharos_sq8_encode(const float *x, const float *vmin, const float *step, size_t d, uint8_t *code);
 /// Converts float32 to IEEE half precision (round to nearest even).
