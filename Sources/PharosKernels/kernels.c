@@ -511,6 +511,21 @@ void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *c
 // SQ8 codes decode as x[j] = offset[j] + code[j] * scale[j]. Both kernels accumulate in 8
 // lanes (lane l takes components j = l mod 8) and reduce the lanes in the same tree, so the
 // AVX2 and portable distances are bit-identical.
+/// Adds the components from `j` on (fewer than 8) one by one, then applies the sign.
+static inline float sq8_finish(const float *query, const uint8_t *code, const float *offset,
+                               const float *scale, size_t j, size_t d, int inner_product, float sum) {
+    for (; j < d; j++) {
+        const float x = offset[j] + (float)code[j] * scale[j];
+        if (inner_product) {
+            sum = sum + query[j] * x;
+        } else {
+            const float t = query[j] - x;
+            sum = sum + t * t;
+        }
+    }
+    return inner_product ? -sum : sum;
+}
+
 static float sq8_distance_portable(const float *query, const uint8_t *code, const float *offset,
                                    const float *scale, size_t d, int inner_product) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -528,16 +543,7 @@ static float sq8_distance_portable(const float *query, const uint8_t *code, cons
     }
     const float b0 = acc[0] + acc[4], b1 = acc[1] + acc[5], b2 = acc[2] + acc[6], b3 = acc[3] + acc[7];
     float sum = (b0 + b2) + (b1 + b3);
-    for (; j < d; j++) {
-        const float x = offset[j] + (float)code[j] * scale[j];
-        if (inner_product) {
-            sum = sum + query[j] * x;
-        } else {
-            const float t = query[j] - x;
-            sum = sum + t * t;
-        }
-    }
-    return inner_product ? -sum : sum;
+    return sq8_finish(query, code, offset, scale, j, d, inner_product, sum);
 }
 
 #if PHAROS_X86
@@ -560,16 +566,7 @@ static float sq8_distance_avx2(const float *query, const uint8_t *code, const fl
     const __m128 b = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));  // (b0 + b2, b1 + b3)
     float sum = _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
-    for (; j < d; j++) {
-        const float x = offset[j] + (float)code[j] * scale[j];
-        if (inner_product) {
-            sum = sum + query[j] * x;
-        } else {
-            const float t = query[j] - x;
-            sum = sum + t * t;
-        }
-    }
-    return inner_product ? -sum : sum;
+    return sq8_finish(query, code, offset, scale, j, d, inner_product, sum);
 }
 #endif
 
