@@ -463,13 +463,26 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 luts.withUnsafeMutableBufferPointer { lutb in
                     for qi in 0..<chunk.count {
                         pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: ipb.baseAddress!)
-                        var valid = 0
-                        for p in 0..<nprobe {
+                        // Probes are filled in order; -1 only at the end.
+                        let valid = (0..<nprobe).first { probes[qi * nprobe + $0] < 0 } ?? nprobe
+                        if metric == .innerProduct {
+                            // The table is the same for every list (lists differ by their bias
+                            // only): quantize it once and copy it to each probe.
+                            guard valid > 0 else { continue }
+                            lookupTable(list: 0, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!)
+                            var minima: Float = 0
+                            tables.quantized.withUnsafeMutableBufferPointer { qz in
+                                let first = qz.baseAddress! + qi * nprobe * lutBytes
+                                tables.scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, 1, m, mp, first, &minima)
+                                for p in 1..<valid { (first + p * lutBytes).update(from: first, count: lutBytes) }
+                            }
+                            for p in 0..<valid { tables.offsets[qi * nprobe + p] = biases[qi * nprobe + p] + minima }
+                            continue
+                        }
+                        for p in 0..<valid {
                             let l = Int(probes[qi * nprobe + p])
-                            guard l >= 0 else { break }  // probes are filled in order; -1 only at the end
                             lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress! + p * m * ksub)
                             tables.offsets[qi * nprobe + p] = biases[qi * nprobe + p]
-                            valid += 1
                         }
                         tables.quantized.withUnsafeMutableBufferPointer { qz in
                             tables.offsets.withUnsafeMutableBufferPointer { off in
@@ -571,10 +584,13 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         queries.values.withUnsafeBufferPointer { qb in
             scratch.withUnsafeMutableBufferPointer { out in
                 let query = qb.baseAddress! + q * d
+                let prepared = codec.prepare(query, metric: metric)
                 for label in labels {
                     let l = Int(label >> 32), offset = Int(label & 0xffff_ffff)
                     let distance = lists[l].refine.withUnsafeBufferPointer { codes in
-                        codec.distance(query, codes.baseAddress! + offset * bytes, metric: metric, scratch: out.baseAddress!)
+                        let code = codes.baseAddress! + offset * bytes
+                        if let prepared { return codec.distance(prepared: prepared, code) }
+                        return codec.distance(query, code, metric: metric, scratch: out.baseAddress!)
                     }
                     heap.push(distance, label)
                 }

@@ -114,6 +114,28 @@ public struct RefineCodec: Sendable, Equatable {
         return metric == .l2 ? pharos_l2sq(query, scratch, dimension) : -pharos_dot(query, scratch, dimension)
     }
 
+    /// Per-query state that makes inner-product distances to SQ8 codes cheaper.
+    struct PreparedQuery {
+        /// query * scale, per component.
+        var weights: [Float]
+        /// <query, offset>.
+        var bias: Float
+    }
+
+    /// Prepares `query` for `distance(prepared:_:)`, or nil where preparing does not pay
+    /// (L2, or codes other than SQ8).
+    func prepare(_ query: UnsafePointer<Float>, metric: Metric) -> PreparedQuery? {
+        guard kind == .sq8, metric == .innerProduct else { return nil }
+        let weights = (0..<dimension).map { query[$0] * decodeScale[$0] }
+        return PreparedQuery(weights: weights, bias: decodeOffset.withUnsafeBufferPointer { pharos_dot(query, $0.baseAddress!, dimension) })
+    }
+
+    /// Negated inner product between a prepared query and an SQ8 code.
+    @inline(__always)
+    func distance(prepared: PreparedQuery, _ code: UnsafePointer<UInt8>) -> Float {
+        -(prepared.bias + pharos_sq8_weighted_sum(prepared.weights, code, dimension))
+    }
+
     func encodeParameters(_ w: inout ByteWriter) {
         w.write(kind.rawValue)
         w.write(minimum)

@@ -578,6 +578,42 @@ float pharos_sq8_distance(const float *query, const uint8_t *code, const float *
     return sq8_distance_portable(query, code, offset, scale, d, inner_product);
 }
 
+static float sq8_weighted_sum_portable(const float *weights, const uint8_t *code, size_t d) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        for (int l = 0; l < 8; l++) acc[l] = acc[l] + weights[j + l] * (float)code[j + l];
+    }
+    const float b0 = acc[0] + acc[4], b1 = acc[1] + acc[5], b2 = acc[2] + acc[6], b3 = acc[3] + acc[7];
+    float sum = (b0 + b2) + (b1 + b3);
+    for (; j < d; j++) sum = sum + weights[j] * (float)code[j];
+    return sum;
+}
+
+#if PHAROS_X86
+__attribute__((target("avx2")))
+static float sq8_weighted_sum_avx2(const float *weights, const uint8_t *code, size_t d) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        const __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(code + j))));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(weights + j), c));
+    }
+    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    float sum = _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+    for (; j < d; j++) sum = sum + weights[j] * (float)code[j];
+    return sum;
+}
+#endif
+
+float pharos_sq8_weighted_sum(const float *weights, const uint8_t *code, size_t d) {
+#if PHAROS_X86
+    if (pharos_kernel_level() == 1) return sq8_weighted_sum_avx2(weights, code, d);
+#endif
+    return sq8_weighted_sum_portable(weights, code, d);
+}
+
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out) {
     if (base) {
         for (size_t i = 0; i < n; i++) out[i] = base[i] + factor * values[i];

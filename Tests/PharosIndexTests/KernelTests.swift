@@ -87,6 +87,14 @@ import Testing
             let naive = ip == 1 ? -VectorMath.dot(query, decoded) : VectorMath.squaredL2(query, decoded)
             #expect(abs(simd - naive) <= 1e-4 * max(1, abs(naive)))
         }
+        let weights = zip(query, scale).map { $0 * $1 }
+        let simdSum = pharos_sq8_weighted_sum(weights, code, d)
+        pharos_kernel_force_portable(1)
+        let portableSum = pharos_sq8_weighted_sum(weights, code, d)
+        pharos_kernel_force_portable(0)
+        #expect(simdSum == portableSum)
+        let viaWeights = VectorMath.dot(query, offset) + simdSum
+        #expect(abs(viaWeights - VectorMath.dot(query, decoded)) <= 1e-4 * max(1, abs(viaWeights)))
     }
 
     @Test func halfPrecisionRoundTrip() {

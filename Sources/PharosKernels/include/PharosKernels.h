@@ -94,6 +94,11 @@ void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *c
 float pharos_sq8_distance(const float *query, const uint8_t *code, const float *offset,
                           const float *scale, size_t d, int inner_product);
 
+/// sum_j weights[j] * code[j] over an SQ8 code, in the same 8-lane order on every kernel level.
+/// With weights = query * scale, <query, decoded> = <query, offset> + this sum: the inner
+/// product costs one multiply-add per component once the weights are prepared per query.
+float pharos_sq8_weighted_sum(const float *weights, const uint8_t *code, size_t d);
+
 /// out[i] = (base ? base[i] : 0) + factor * values[i] for i < n.
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out);
 
