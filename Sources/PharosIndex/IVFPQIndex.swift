@@ -160,13 +160,12 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
 
     private func buildL2Table() {
         l2Table = []
-        let ksub = pq.centroidsPerSubspace, m = pq.subquantizers, dsub = pq.subDimension
+        let ksub = pq.centroidsPerSubspace, m = pq.subquantizers
         guard metric == .l2, lists.count * m * ksub <= IVFPQIndex.maximumTableFloats else { return }
         var table = [Float](repeating: 0, count: lists.count * m * ksub)
         table.withUnsafeMutableBufferPointer { t in
             for l in 0..<lists.count { listTerms(l, into: t.baseAddress! + l * m * ksub) }
         }
-        _ = dsub
         l2Table = table
     }
 

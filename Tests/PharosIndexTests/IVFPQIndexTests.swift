@@ -115,10 +115,9 @@ import Testing
         let settings = [(1, 1), (4, 2), (32, 8), (8, 4)]
         let expected = try settings.map { try index.search(Self.queries, k: 10, parameters: SearchParameters(nprobe: $0.0, refineFactor: $0.1, threads: 1)) }
         try await withThrowingTaskGroup(of: (Int, SearchResult).self) { group in
-            for round in 0..<3 {
+            for _ in 0..<3 {
                 for (i, s) in settings.enumerated() {
                     group.addTask {
-                        _ = round
                         return (i, try index.search(Self.queries, k: 10, parameters: SearchParameters(nprobe: s.0, refineFactor: s.1, threads: 1)))
                     }
                 }
