@@ -62,6 +62,7 @@ public enum BLAS {
     public static func multiplyTransposed(_ a: Matrix, _ b: Matrix) -> Matrix {
         precondition(a.columns == b.columns, "dimension mismatch \(a.columns) vs \(b.columns)")
         var out = Matrix(rows: a.rows, columns: b.rows)
+        guard !a.values.isEmpty, !b.values.isEmpty else { return out }
         a.values.withUnsafeBufferPointer { pa in
             b.values.withUnsafeBufferPointer { pb in
                 out.values.withUnsafeMutableBufferPointer { pc in
@@ -77,6 +78,7 @@ public enum BLAS {
     public static func multiply(_ a: Matrix, _ b: Matrix) -> Matrix {
         precondition(a.columns == b.rows, "inner dimension mismatch \(a.columns) vs \(b.rows)")
         var out = Matrix(rows: a.rows, columns: b.columns)
+        guard !a.values.isEmpty, !b.values.isEmpty else { return out }
         a.values.withUnsafeBufferPointer { pa in
             b.values.withUnsafeBufferPointer { pb in
                 out.values.withUnsafeMutableBufferPointer { pc in
@@ -92,6 +94,7 @@ public enum BLAS {
     public static func multiplyTransposingFirst(_ a: Matrix, _ b: Matrix) -> Matrix {
         precondition(a.rows == b.rows, "row count mismatch \(a.rows) vs \(b.rows)")
         var out = Matrix(rows: a.columns, columns: b.columns)
+        guard !a.values.isEmpty, !b.values.isEmpty else { return out }
         a.values.withUnsafeBufferPointer { pa in
             b.values.withUnsafeBufferPointer { pb in
                 out.values.withUnsafeMutableBufferPointer { pc in

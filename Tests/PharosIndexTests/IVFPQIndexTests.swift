@@ -144,6 +144,15 @@ import Testing
         #expect(throws: IndexError.duplicateID(1)) { try trained.add(Self.base.rows(0..<1), ids: [1], threads: 1) }
     }
 
+    @Test(arguments: ["Flat", "OPQ4,IVF16,PQ8x4fs,RefineSQ8", "IVF16,PQ8"])
+    func emptyBatchesAreHarmless(factory: String) throws {
+        let index = try built(factory)
+        try index.add(Matrix(rows: 0, columns: 32), ids: nil, threads: 2)
+        try index.add(Matrix(rows: 0, columns: 32), ids: [], threads: 2)
+        #expect(index.count == Self.base.rows)
+        #expect(try index.search(Matrix(rows: 0, columns: 32), k: 5, parameters: SearchParameters()).ids.isEmpty)
+    }
+
     @Test func refineShortlistIsBounded() throws {
         let index = try IndexFactory.make("PQ4,RefineSQ8", dimension: 32, metric: .l2)
         #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "32768", allowed: "1...16384")) {
