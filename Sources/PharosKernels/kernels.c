@@ -330,6 +330,34 @@ static void quantize_row_portable(const float *row, float lo, float scale, uint8
     }
 }
 
+// One body for both kernel levels: ATTR selects the target, MIN_MAX and QUANTIZE the row
+// helpers (which must agree bit for bit, so that both levels produce the same tables).
+#define DEFINE_QUANTIZE_LUTS(NAME, ATTR, MIN_MAX, QUANTIZE)                                      \
+    ATTR static float NAME(const float *tables, size_t table_count, size_t m_count,               \
+                           size_t m_padded, uint8_t *out, float *offsets) {                        \
+        float widest = 0, lo, hi;                                                                  \
+        for (size_t r = 0; r < table_count * m_count; r++) {                                       \
+            MIN_MAX(tables + r * 16, &lo, &hi);                                                    \
+            if (hi - lo > widest) widest = hi - lo;                                                \
+        }                                                                                          \
+        const float scale = widest > 0 ? 255.0f / widest : 1.0f;                                   \
+        for (size_t t = 0; t < table_count; t++) {                                                 \
+            uint8_t *dst = out + t * m_padded * 16;                                                \
+            float offset = offsets[t];                                                             \
+            for (size_t m = 0; m < m_count; m++) {                                                 \
+                const float *row = tables + (t * m_count + m) * 16;                                \
+                MIN_MAX(row, &lo, &hi);                                                            \
+                offset += lo;                                                                      \
+                QUANTIZE(row, lo, scale, dst + m * 16);                                            \
+            }                                                                                      \
+            for (size_t m = m_count; m < m_padded; m++) memset(dst + m * 16, 0, 16);               \
+            offsets[t] = offset;                                                                   \
+        }                                                                                          \
+        return 1.0f / scale;                                                                       \
+    }
+
+DEFINE_QUANTIZE_LUTS(quantize_luts_portable, , row_min_max, quantize_row_portable)
+
 #if PHAROS_X86
 __attribute__((target("avx2")))
 static inline void row_min_max_avx2(const float *row, float *lo_out, float *hi_out) {
@@ -356,29 +384,7 @@ static inline void quantize_row_avx2(const float *row, float lo, float scale, ui
     _mm_storeu_si128((__m128i *)dst, bytes);
 }
 
-__attribute__((target("avx2")))
-static float quantize_luts_avx2(const float *tables, size_t table_count, size_t m_count,
-                                size_t m_padded, uint8_t *out, float *offsets) {
-    float widest = 0, lo, hi;
-    for (size_t r = 0; r < table_count * m_count; r++) {
-        row_min_max_avx2(tables + r * 16, &lo, &hi);
-        if (hi - lo > widest) widest = hi - lo;
-    }
-    const float scale = widest > 0 ? 255.0f / widest : 1.0f;
-    for (size_t t = 0; t < table_count; t++) {
-        uint8_t *dst = out + t * m_padded * 16;
-        float offset = offsets[t];
-        for (size_t m = 0; m < m_count; m++) {
-            const float *row = tables + (t * m_count + m) * 16;
-            row_min_max_avx2(row, &lo, &hi);
-            offset += lo;
-            quantize_row_avx2(row, lo, scale, dst + m * 16);
-        }
-        for (size_t m = m_count; m < m_padded; m++) memset(dst + m * 16, 0, 16);
-        offsets[t] = offset;
-    }
-    return 1.0f / scale;
-}
+DEFINE_QUANTIZE_LUTS(quantize_luts_avx2, __attribute__((target("avx2"))), row_min_max_avx2, quantize_row_avx2)
 #endif
 
 float pharos_fs4_quantize_luts(const float *tables, size_t table_count, size_t m_count,
@@ -386,25 +392,7 @@ float pharos_fs4_quantize_luts(const float *tables, size_t table_count, size_t m
 #if PHAROS_X86
     if (pharos_kernel_level() == 1) return quantize_luts_avx2(tables, table_count, m_count, m_padded, out, offsets);
 #endif
-    float widest = 0, lo, hi;
-    for (size_t r = 0; r < table_count * m_count; r++) {
-        row_min_max(tables + r * 16, &lo, &hi);
-        if (hi - lo > widest) widest = hi - lo;
-    }
-    const float scale = widest > 0 ? 255.0f / widest : 1.0f;
-    for (size_t t = 0; t < table_count; t++) {
-        uint8_t *dst = out + t * m_padded * 16;
-        float offset = offsets[t];
-        for (size_t m = 0; m < m_count; m++) {
-            const float *row = tables + (t * m_count + m) * 16;
-            row_min_max(row, &lo, &hi);
-            offset += lo;
-            quantize_row_portable(row, lo, scale, dst + m * 16);
-        }
-        for (size_t m = m_count; m < m_padded; m++) memset(dst + m * 16, 0, 16);
-        offsets[t] = offset;
-    }
-    return 1.0f / scale;
+    return quantize_luts_portable(tables, table_count, m_count, m_padded, out, offsets);
 }
 
 void pharos_pq_inner_product_table(const float *query, const float *codebooks_t, size_t m_count,
