@@ -86,13 +86,8 @@ public struct KMeans: Sendable {
                             BLAS.gemmABt(m: chunk.count, n: k, k: d, alpha: -2, a: xp.pointer + chunk.lowerBound * d, lda: d,
                                          b: cp.pointer, ldb: d, c: s.baseAddress!, ldc: k)
                             for i in 0..<chunk.count {
-                                let row = s.baseAddress! + i * k
-                                var best = 0
                                 var bestD = Float.infinity
-                                for j in 0..<k {
-                                    let v = row[j] + np.pointer[j]
-                                    if v < bestD { bestD = v; best = j }
-                                }
+                                let best = pharos_argmin_sum(s.baseAddress! + i * k, np.pointer, k, &bestD)
                                 let p = chunk.lowerBound + i
                                 let xn = pharos_dot(xp.pointer + p * d, xp.pointer + p * d, d)
                                 outA.pointer[p] = Int32(best)

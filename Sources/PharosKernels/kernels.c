@@ -602,6 +602,63 @@ float pharos_sq8_weighted_sum(const float *weights, const uint8_t *code, size_t 
     return sq8_weighted_sum_portable(weights, code, d);
 }
 
+static size_t argmin_sum_portable(const float *values, const float *bias, size_t n, float *best_out) {
+    float best = INFINITY;
+    size_t arg = 0;
+    for (size_t j = 0; j < n; j++) {
+        const float v = values[j] + bias[j];
+        if (v < best) { best = v; arg = j; }
+    }
+    *best_out = best;
+    return arg;
+}
+
+#if PHAROS_X86
+__attribute__((target("avx2")))
+static size_t argmin_sum_avx2(const float *values, const float *bias, size_t n, float *best_out) {
+    __m256 best = _mm256_set1_ps(INFINITY);
+    __m256i best_index = _mm256_set1_epi32(0);
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i eight = _mm256_set1_epi32(8);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(values + j), _mm256_loadu_ps(bias + j));
+        const __m256 less = _mm256_cmp_ps(v, best, _CMP_LT_OQ);
+        best = _mm256_blendv_ps(best, v, less);
+        best_index = _mm256_blendv_epi8(best_index, index, _mm256_castps_si256(less));
+        index = _mm256_add_epi32(index, eight);
+    }
+    float lanes[8];
+    int32_t indices[8];
+    _mm256_storeu_ps(lanes, best);
+    _mm256_storeu_si256((__m256i *)indices, best_index);
+    // The first minimum, as the portable loop finds it: least value, then least index.
+    float b = INFINITY;
+    size_t arg = 0;
+    int found = 0;
+    for (int l = 0; l < 8; l++) {
+        if (lanes[l] < b || (found && lanes[l] == b && (size_t)indices[l] < arg)) {
+            b = lanes[l];
+            arg = (size_t)indices[l];
+            found = 1;
+        }
+    }
+    for (; j < n; j++) {
+        const float v = values[j] + bias[j];
+        if (v < b) { b = v; arg = j; }
+    }
+    *best_out = b;
+    return arg;
+}
+#endif
+
+size_t pharos_argmin_sum(const float *values, const float *bias, size_t n, float *best) {
+#if PHAROS_X86
+    if (pharos_kernel_level() == 1) return argmin_sum_avx2(values, bias, n, best);
+#endif
+    return argmin_sum_portable(values, bias, n, best);
+}
+
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out) {
     if (base) {
         for (size_t i = 0; i < n; i++) out[i] = base[i] + factor * values[i];

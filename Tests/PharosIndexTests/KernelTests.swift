@@ -97,6 +97,24 @@ import Testing
         #expect(abs(viaWeights - VectorMath.dot(query, decoded)) <= 1e-4 * max(1, abs(viaWeights)))
     }
 
+    @Test(arguments: [1, 7, 8, 9, 1024, 1029])
+    func argminFindsTheFirstMinimumOnEveryKernelLevel(n: Int) {
+        var rng = SplitMix64(seed: UInt64(n))
+        // Few distinct values, so ties across lanes are common; one NaN that must never win.
+        var values = (0..<n).map { _ in Float(rng.next() % 5) }
+        let bias = (0..<n).map { _ in Float(rng.next() % 3) }
+        if n > 3 { values[2] = .nan }
+        let sums = zip(values, bias).map { $0 + $1 }
+        let expected = sums.indices.filter { !sums[$0].isNaN }.min { sums[$0] < sums[$1] || (sums[$0] == sums[$1] && $0 < $1) }!
+        for portable: Int32 in [0, 1] {
+            pharos_kernel_force_portable(portable)
+            var best: Float = 0
+            #expect(pharos_argmin_sum(values, bias, n, &best) == expected)
+            #expect(best == sums[expected])
+        }
+        pharos_kernel_force_portable(0)
+    }
+
     @Test func halfPrecisionRoundTrip() {
         let values: [Float] = [0, -0, 1, -1, 0.1, 65504, 1e-5, 6e-8, -3.14159, .infinity]
         var half = [UInt16](repeating: 0, count: values.count)

@@ -99,6 +99,10 @@ float pharos_sq8_distance(const float *query, const uint8_t *code, const float *
 /// product costs one multiply-add per component once the weights are prepared per query.
 float pharos_sq8_weighted_sum(const float *weights, const uint8_t *code, size_t d);
 
+/// The first index j of the least values[j] + bias[j] (NaN never wins), and that sum in *best
+/// (+infinity, index 0, when nothing compares). Nearest-centroid search after a BLAS product.
+size_t pharos_argmin_sum(const float *values, const float *bias, size_t n, float *best);
+
 /// out[i] = (base ? base[i] : 0) + factor * values[i] for i < n.
 void pharos_lut_combine(const float *base, const float *values, float factor, size_t n, float *out);
 
