@@ -68,24 +68,8 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
             }
             rows += vectors.rows
             self.vectors += vectors.values
-            if metric == .l2 { norms += FlatIndex.squaredNorms(vectors, threads: threads) }
+            if metric == .l2 { norms += VectorMath.squaredNorms(vectors, threads: threads) }
         }
-    }
-
-    /// Squared norms of every row, computed in fixed chunks on `threads` workers.
-    static func squaredNorms(_ m: Matrix, threads: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: m.rows)
-        guard m.rows > 0 else { return out }
-        let d = m.columns
-        out.withSendablePointer { norms in
-            m.values.withUnsafeBufferPointer { x in
-                let xp = SendablePointer(readOnly: x.baseAddress!)
-                Parallel.forEachChunk(count: m.rows, chunkSize: 16384, threads: threads) { chunk in
-                    for i in chunk { norms.pointer[i] = pharos_dot(xp.pointer + i * d, xp.pointer + i * d, d) }
-                }
-            }
-        }
-        return out
     }
 
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters) throws -> SearchResult {

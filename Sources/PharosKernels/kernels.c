@@ -440,6 +440,52 @@ static void pq_encode_portable(const float *x, size_t n, size_t dimension, const
 }
 
 #if PHAROS_X86
+// Running per-lane minimum over blocks of 8 candidates: each lane keeps its first strict
+// minimum and that candidate's index.
+typedef struct {
+    __m256 value;
+    __m256i index;
+    __m256i next;
+} LaneArgmin;
+
+__attribute__((target("avx2")))
+static inline LaneArgmin lane_argmin_start(void) {
+    LaneArgmin a = {_mm256_set1_ps(INFINITY), _mm256_set1_epi32(0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)};
+    return a;
+}
+
+__attribute__((target("avx2")))
+static inline void lane_argmin_update(LaneArgmin *a, __m256 v) {
+    const __m256 less = _mm256_cmp_ps(v, a->value, _CMP_LT_OQ);  // NaN never wins
+    a->value = _mm256_blendv_ps(a->value, v, less);
+    a->index = _mm256_blendv_epi8(a->index, a->next, _mm256_castps_si256(less));
+    a->next = _mm256_add_epi32(a->next, _mm256_set1_epi32(8));
+}
+
+/// The first minimum over all lanes, as a scalar loop finds it: least value, then least index
+/// (+infinity and index 0 when nothing compared).
+__attribute__((target("avx2")))
+static inline size_t lane_argmin_finish(const LaneArgmin *a, float *best_out) {
+    float lanes[8];
+    int32_t indices[8];
+    _mm256_storeu_ps(lanes, a->value);
+    _mm256_storeu_si256((__m256i *)indices, a->index);
+    float b = INFINITY;
+    size_t arg = 0;
+    int found = 0;
+    for (int l = 0; l < 8; l++) {
+        if (lanes[l] < b || (found && lanes[l] == b && (size_t)indices[l] < arg)) {
+            b = lanes[l];
+            arg = (size_t)indices[l];
+            found = 1;
+        }
+    }
+    *best_out = b;
+    return arg;
+}
+#endif
+
+#if PHAROS_X86
 // Same arithmetic as the portable path (multiply then add, no FMA contraction, the same
 // order), so both pick the same codes; 8 codewords per register.
 __attribute__((target("avx2")))
@@ -452,33 +498,16 @@ static void pq_encode_avx2(const float *x, size_t n, size_t dimension, const flo
             const float *book = codebooks_t + m * dsub * ksub;
             const float *q = v + m * dsub;
             const float *nm = norms + m * ksub;
-            __m256 best = _mm256_set1_ps(INFINITY);
-            __m256i best_index = _mm256_set1_epi32(0);
-            __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            const __m256i eight = _mm256_set1_epi32(8);
+            LaneArgmin argmin = lane_argmin_start();
             for (size_t j = 0; j < ksub; j += 8) {
                 __m256 acc = _mm256_setzero_ps();
                 for (size_t t = 0; t < dsub; t++) {
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[t]), _mm256_loadu_ps(book + t * ksub + j)));
                 }
-                const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(nm + j), _mm256_mul_ps(_mm256_set1_ps(2.0f), acc));
-                const __m256 less = _mm256_cmp_ps(d, best, _CMP_LT_OQ);
-                best = _mm256_blendv_ps(best, d, less);
-                best_index = _mm256_blendv_epi8(best_index, index, _mm256_castps_si256(less));
-                index = _mm256_add_epi32(index, eight);
+                lane_argmin_update(&argmin, _mm256_sub_ps(_mm256_loadu_ps(nm + j), _mm256_mul_ps(_mm256_set1_ps(2.0f), acc)));
             }
-            float values[8];
-            int32_t indices[8];
-            _mm256_storeu_ps(values, best);
-            _mm256_storeu_si256((__m256i *)indices, best_index);
-            size_t arg = (size_t)indices[0];
-            float b = values[0];
-            for (int lane = 1; lane < 8; lane++) {
-                if (values[lane] < b || (values[lane] == b && (size_t)indices[lane] < arg)) {
-                    b = values[lane];
-                    arg = (size_t)indices[lane];
-                }
-            }
+            float best;
+            const size_t arg = lane_argmin_finish(&argmin, &best);
             codes[i * m_count + m] = (uint8_t)arg;
         }
     }
@@ -616,33 +645,13 @@ static size_t argmin_sum_portable(const float *values, const float *bias, size_t
 #if PHAROS_X86
 __attribute__((target("avx2")))
 static size_t argmin_sum_avx2(const float *values, const float *bias, size_t n, float *best_out) {
-    __m256 best = _mm256_set1_ps(INFINITY);
-    __m256i best_index = _mm256_set1_epi32(0);
-    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i eight = _mm256_set1_epi32(8);
+    LaneArgmin argmin = lane_argmin_start();
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(values + j), _mm256_loadu_ps(bias + j));
-        const __m256 less = _mm256_cmp_ps(v, best, _CMP_LT_OQ);
-        best = _mm256_blendv_ps(best, v, less);
-        best_index = _mm256_blendv_epi8(best_index, index, _mm256_castps_si256(less));
-        index = _mm256_add_epi32(index, eight);
+        lane_argmin_update(&argmin, _mm256_add_ps(_mm256_loadu_ps(values + j), _mm256_loadu_ps(bias + j)));
     }
-    float lanes[8];
-    int32_t indices[8];
-    _mm256_storeu_ps(lanes, best);
-    _mm256_storeu_si256((__m256i *)indices, best_index);
-    // The first minimum, as the portable loop finds it: least value, then least index.
-    float b = INFINITY;
-    size_t arg = 0;
-    int found = 0;
-    for (int l = 0; l < 8; l++) {
-        if (lanes[l] < b || (found && lanes[l] == b && (size_t)indices[l] < arg)) {
-            b = lanes[l];
-            arg = (size_t)indices[l];
-            found = 1;
-        }
-    }
+    float b;
+    size_t arg = lane_argmin_finish(&argmin, &b);
     for (; j < n; j++) {
         const float v = values[j] + bias[j];
         if (v < b) { b = v; arg = j; }

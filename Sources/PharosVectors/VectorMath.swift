@@ -2,14 +2,20 @@ import PharosKernels
 
 /// Batch vector arithmetic used by indexes, training and evaluation.
 public enum VectorMath {
-    /// Squared L2 norm of every row.
-    public static func squaredNorms(_ m: Matrix) -> [Float] {
-        m.values.withUnsafeBufferPointer { p in
-            (0..<m.rows).map { i in
-                let row = p.baseAddress! + i * m.columns
-                return pharos_dot(row, row, m.columns)
+    /// Squared L2 norm of every row, in fixed chunks on up to `threads` workers.
+    public static func squaredNorms(_ m: Matrix, threads: Int = 1) -> [Float] {
+        var out = [Float](repeating: 0, count: m.rows)
+        guard m.rows > 0 else { return out }
+        let d = m.columns
+        out.withSendablePointer { norms in
+            m.values.withUnsafeBufferPointer { x in
+                let xp = SendablePointer(readOnly: x.baseAddress!)
+                Parallel.forEachChunk(count: m.rows, chunkSize: 16384, threads: threads) { chunk in
+                    for i in chunk { norms.pointer[i] = pharos_dot(xp.pointer + i * d, xp.pointer + i * d, d) }
+                }
             }
         }
+        return out
     }
 
     /// Scales every row to unit L2 norm in place; all-zero rows stay zero.
