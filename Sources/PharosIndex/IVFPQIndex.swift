@@ -57,15 +57,6 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         }
     }
 
-    struct InvertedList {
-        var ids: [Int64] = []
-        /// 8-bit: `count * M` bytes. 4-bit: fast-scan blocks of 32 vectors.
-        var codes: [UInt8] = []
-        /// `count * refineBytes` bytes.
-        var refine: [UInt8] = []
-        var count: Int { ids.count }
-    }
-
     /// The configuration.
     public let configuration: Configuration
     public var dimension: Int { configuration.dimension }
@@ -87,8 +78,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     private var refineCodec: RefineCodec?
     /// L2 only: `lists * M * ksub` terms |c_mj|^2 + 2 <centroid_l,m, c_mj> (faiss's precomputed table).
     private var l2Table: [Float] = []
-    private var lists: [InvertedList]
-    private var total = 0
+    private let lists: InvertedLists
+    private var total: Int { lists.count }
     /// id -> (list << 32 | offset); built on the first `reconstruct`, then maintained.
     private var directMap: [Int64: UInt64]?
 
@@ -102,8 +93,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     /// Precomputed L2 tables larger than this many floats are computed per list instead.
     static let maximumTableFloats = 64 << 20
 
-    private var mPadded: Int { (configuration.subquantizers + 1) & ~1 }
-    private var blockBytes: Int { pharos_fs4_block_bytes(mPadded) }
+    /// How each entry's codes are laid out in a list (shared with storage segments).
+    public let layout: CodeLayout
+    private var mPadded: Int { layout.paddedSubquantizers }
+    private var blockBytes: Int { layout.blockBytes }
 
     /// An untrained index.
     public init(_ configuration: Configuration) throws {
@@ -119,8 +112,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             _ = try ProductQuantizer(dimension: configuration.dimension, subquantizers: opq, bits: 8)
         }
         centroids = Matrix(rows: configuration.lists, columns: configuration.dimension)
-        lists = Array(repeating: InvertedList(), count: configuration.lists)
         refineCodec = configuration.refine.map { RefineCodec(kind: $0, dimension: configuration.dimension) }
+        layout = CodeLayout(subquantizers: configuration.subquantizers, bits: configuration.bits,
+                            refineBytes: refineCodec?.codeBytes ?? 0)
+        lists = InvertedLists(lists: configuration.lists, layout: layout)
     }
 
     // MARK: Training
@@ -161,10 +156,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     private func buildL2Table() {
         l2Table = []
         let ksub = pq.centroidsPerSubspace, m = pq.subquantizers
-        guard metric == .l2, lists.count * m * ksub <= IVFPQIndex.maximumTableFloats else { return }
-        var table = [Float](repeating: 0, count: lists.count * m * ksub)
+        guard metric == .l2, configuration.lists * m * ksub <= IVFPQIndex.maximumTableFloats else { return }
+        var table = [Float](repeating: 0, count: configuration.lists * m * ksub)
         table.withUnsafeMutableBufferPointer { t in
-            for l in 0..<lists.count { listTerms(l, into: t.baseAddress! + l * m * ksub) }
+            for l in 0..<configuration.lists { listTerms(l, into: t.baseAddress! + l * m * ksub) }
         }
         l2Table = table
     }
@@ -187,14 +182,14 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
 
     /// Coarse assignment of (already rotated) rows.
     private func assign(_ x: Matrix, threads: Int) -> [Int32] {
-        guard lists.count > 1 else { return [Int32](repeating: 0, count: x.rows) }
+        guard configuration.lists > 1 else { return [Int32](repeating: 0, count: x.rows) }
         var assignment = [Int32](), distances = [Float]()
         KMeans.assign(x, centroids: centroids, threads: threads, assignment: &assignment, distances: &distances)
         return assignment
     }
 
     private func residualsOf(_ x: Matrix, assignment: [Int32]) -> Matrix {
-        guard lists.count > 1 else { return x }
+        guard configuration.lists > 1 else { return x }
         var r = x
         let d = dimension
         for i in 0..<x.rows {
@@ -207,56 +202,36 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     // MARK: Adding
 
     public func add(_ vectors: Matrix, ids newIDs: [Int64]?, threads: Int) throws {
-        try validate(vectors)
+        let batch = try encodeEntries(vectors, threads: threads)
         try lock.withWriteLock {
-            guard trained else { throw IndexError.notTrained }
             let ids = newIDs ?? (0..<Int64(vectors.rows)).map { Int64(total) + $0 }
             guard ids.count == vectors.rows else { throw IndexError.idCountMismatch(vectors: vectors.rows, ids: ids.count) }
             if let map = directMap {
                 var seen = Set<Int64>()
                 for id in ids where map[id] != nil || !seen.insert(id).inserted { throw IndexError.duplicateID(id) }
             }
-            let x = rotation?.apply(vectors) ?? vectors
-            let assignment = assign(x, threads: threads)
-            let codes = pq.encode(residualsOf(x, assignment: assignment), threads: threads)
-            var refineCodes = [UInt8]()
-            refineCodec?.encode(vectors, appendingTo: &refineCodes)
-            let m = pq.subquantizers, refineBytes = refineCodec?.codeBytes ?? 0
-            for i in 0..<vectors.rows {
-                let l = Int(assignment[i])
-                let offset = lists[l].count
-                lists[l].ids.append(ids[i])
-                if pq.bits == 8 {
-                    lists[l].codes.append(contentsOf: codes[i * m ..< (i + 1) * m])
-                } else {
-                    appendFastScanCode(codes[i * m ..< (i + 1) * m], to: &lists[l].codes, at: offset)
-                }
-                if refineBytes > 0 {
-                    lists[l].refine.append(contentsOf: refineCodes[i * refineBytes ..< (i + 1) * refineBytes])
-                }
-                directMap?[ids[i]] = UInt64(l) << 32 | UInt64(offset)
+            batch.forEachEntry { row, list, code, refineCode in
+                let offset = lists.append(list: list, id: ids[row], code: code, refineCode: refineCode)
+                directMap?[ids[row]] = UInt64(list) << 32 | UInt64(offset)
             }
-            total += vectors.rows
         }
     }
 
-    /// Writes one 4-bit code into the fast-scan layout (see `pharos_fs4_pack`).
-    private func appendFastScanCode(_ code: ArraySlice<UInt8>, to blocks: inout [UInt8], at position: Int) {
-        if position % 32 == 0 { blocks.append(contentsOf: repeatElement(0, count: blockBytes)) }
-        let base = (position / 32) * blockBytes
-        let j = position % 32
-        let shift: UInt8 = j < 16 ? 0 : 4
-        for (s, c) in code.enumerated() {
-            blocks[base + s * 16 + j % 16] |= (c & 15) << shift
+    /// Encodes vectors without storing them: each row's list, PQ code and refine code.
+    ///
+    /// The storage layer encodes outside its locks with this, logs the result, then appends
+    /// it to its own lists; `add` is this followed by an append.
+    public func encodeEntries(_ vectors: Matrix, threads: Int) throws -> EncodedEntries {
+        try validate(vectors)
+        let x = try lock.withReadLock {
+            guard trained else { throw IndexError.notTrained }
+            return rotation?.apply(vectors) ?? vectors
         }
-    }
-
-    private func code(list l: Int, offset: Int) -> [UInt8] {
-        let m = pq.subquantizers
-        if pq.bits == 8 { return Array(lists[l].codes[offset * m ..< (offset + 1) * m]) }
-        return lists[l].codes.withUnsafeBufferPointer { b in
-            (0..<m).map { pharos_fs4_code(b.baseAddress!, mPadded, offset, $0) }
-        }
+        let assignment = assign(x, threads: threads)
+        let codes = pq.encode(residualsOf(x, assignment: assignment), threads: threads)
+        var refineCodes = [UInt8]()
+        refineCodec?.encode(vectors, appendingTo: &refineCodes)
+        return EncodedEntries(lists: assignment, codes: codes, refine: refineCodes, layout: layout)
     }
 
     // MARK: Searching
@@ -270,15 +245,60 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         }
         return try lock.withReadLock {
             guard trained else { throw IndexError.notTrained }
-            return searchLocked(queries, k: k, parameters: parameters)
+            var result = searchLocked(queries, k: k, parameters: parameters, sources: [lists])
+            for i in result.ids.indices where result.ids[i] >= 0 {
+                let label = result.ids[i]
+                result.ids[i] = lists.id(list: Label.list(label), offset: Label.offset(label))
+            }
+            return result
         }
     }
 
-    private func searchLocked(_ queries: Matrix, k: Int, parameters: SearchParameters) -> SearchResult {
+    /// Searches lists held elsewhere (a shard's segments) with this index's trained state.
+    ///
+    /// Each list number is scanned in every source, skipping entries marked deleted, and one
+    /// top-k is kept across all of them. The result's ids are labels naming (source, list,
+    /// offset); decode them with `IVFPQIndex.Label`. At most `Label.maximumSources` sources.
+    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters,
+                       sources: [any InvertedListSource]) throws -> SearchResult {
+        try validate(queries)
+        try parameters.validate(k: k)
+        precondition(sources.count <= Label.maximumSources, "at most \(Label.maximumSources) list sources")
+        if configuration.refine != nil, k * parameters.refineFactor > IVFPQIndex.maximumShortlist {
+            throw IndexError.invalidParameter(name: "k x refineFactor", value: "\(k * parameters.refineFactor)",
+                                              allowed: "1...\(IVFPQIndex.maximumShortlist)")
+        }
+        return try lock.withReadLock {
+            guard trained else { throw IndexError.notTrained }
+            return searchLocked(queries, k: k, parameters: parameters, sources: sources)
+        }
+    }
+
+    /// Packs (source, list, offset) into the 63-bit labels that scans push into heaps.
+    ///
+    /// Ties on distance are broken by the smaller label, so results do not depend on the
+    /// order in which sources or lists are scanned.
+    public enum Label {
+        /// Sources one search can scan (11 bits).
+        public static let maximumSources = 1 << 11
+        /// The label of entry `offset` of `list` in `source`.
+        @inline(__always) public static func make(source: Int, list: Int, offset: Int) -> Int64 {
+            Int64(source) << 52 | Int64(list) << 32 | Int64(offset)
+        }
+        /// The source of a label.
+        @inline(__always) public static func source(_ label: Int64) -> Int { Int(label >> 52) }
+        /// The list of a label.
+        @inline(__always) public static func list(_ label: Int64) -> Int { Int(label >> 32) & 0xf_ffff }
+        /// The offset in its list of a label.
+        @inline(__always) public static func offset(_ label: Int64) -> Int { Int(label & 0xffff_ffff) }
+    }
+
+    private func searchLocked(_ queries: Matrix, k: Int, parameters: SearchParameters,
+                              sources: [any InvertedListSource]) -> SearchResult {
         var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
         guard queries.rows > 0 else { return result }
         let rotated = rotation?.apply(queries) ?? queries
-        let nprobe = Swift.min(parameters.nprobe, lists.count)
+        let nprobe = Swift.min(parameters.nprobe, configuration.lists)
         let shortlist = refineCodec == nil ? k : k * parameters.refineFactor
         result.ids.withSendablePointer { outIDs in
             result.scores.withSendablePointer { outScores in
@@ -289,8 +309,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                         let tables = self.pq.bits == 4 ? self.fastScanTables(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe) : nil
                         var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
                         self.scan(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe,
-                                  probeRange: 0..<nprobe, tables: tables, heaps: &heaps)
-                        self.finish(queries, chunk: chunk, heaps: &heaps, k: k, ids: outIDs, scores: outScores)
+                                  probeRange: 0..<nprobe, tables: tables, sources: sources, heaps: &heaps)
+                        self.finish(queries, chunk: chunk, heaps: &heaps, k: k, sources: sources, labels: outIDs, scores: outScores)
                     }
                 } else {
                     // Fewer queries than threads (a single interactive query): the probed lists
@@ -307,7 +327,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                         Parallel.forEachChunk(count: nprobe, chunkSize: partSize, threads: parts) { probeRange in
                             var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
                             self.scan(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe,
-                                      probeRange: probeRange, tables: tables, heaps: &heaps)
+                                      probeRange: probeRange, tables: tables, sources: sources, heaps: &heaps)
                             out.pointer[probeRange.lowerBound / partSize] = heaps
                         }
                     }
@@ -319,7 +339,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                             for (dist, label) in zip(d, l) { heaps[qi].push(dist, label) }
                         }
                     }
-                    finish(queries, chunk: chunk, heaps: &heaps, k: k, ids: outIDs, scores: outScores)
+                    finish(queries, chunk: chunk, heaps: &heaps, k: k, sources: sources, labels: outIDs, scores: outScores)
                 }
             }
         }
@@ -328,27 +348,29 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
 
     /// Scans `probeRange` of every query's probed lists into its heap.
     private func scan(_ rotated: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
-                      probeRange: Range<Int>, tables: FastScanTables?, heaps: inout [ResultHeap]) {
+                      probeRange: Range<Int>, tables: FastScanTables?, sources: [any InvertedListSource],
+                      heaps: inout [ResultHeap]) {
         if let tables {
-            scan4(tables, chunk: chunk, probes: probes, nprobe: nprobe, probeRange: probeRange, heaps: &heaps)
+            scan4(tables, chunk: chunk, probes: probes, nprobe: nprobe, probeRange: probeRange, sources: sources, heaps: &heaps)
         } else {
-            scan8(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, probeRange: probeRange, heaps: &heaps)
+            scan8(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe, probeRange: probeRange,
+                  sources: sources, heaps: &heaps)
         }
     }
 
-    /// Re-ranks (with refine codes) and writes each query's k best ids and scores.
+    /// Re-ranks (with refine codes) and writes each query's k best labels and scores.
     private func finish(_ queries: Matrix, chunk: Range<Int>, heaps: inout [ResultHeap], k: Int,
-                        ids: SendablePointer<Int64>, scores: SendablePointer<Float>) {
+                        sources: [any InvertedListSource], labels ids: SendablePointer<Int64>, scores: SendablePointer<Float>) {
         for qi in 0..<chunk.count {
             let q = chunk.lowerBound + qi
             var (distances, labels) = heaps[qi].sorted()
             var refined = ResultHeap(capacity: k)
             if let codec = refineCodec {
-                rerank(query: queries, row: q, codec: codec, labels: labels, into: &refined)
+                rerank(query: queries, row: q, codec: codec, labels: labels, sources: sources, into: &refined)
                 (distances, labels) = refined.sorted()
             }
             for (r, (dist, label)) in zip(distances.prefix(k), labels.prefix(k)).enumerated() {
-                ids.pointer[q * k + r] = lists[Int(label >> 32)].ids[Int(label & 0xffff_ffff)]
+                ids.pointer[q * k + r] = label
                 scores.pointer[q * k + r] = metric.score(fromDistance: dist)
             }
         }
@@ -357,7 +379,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     /// The `nprobe` nearest lists of each query in `chunk` and their distances (the bias every
     /// code distance of that list starts from).
     private func coarseSearch(_ queries: Matrix, chunk: Range<Int>, nprobe: Int) -> (probes: [Int32], biases: [Float]) {
-        let d = dimension, n = lists.count, metric = self.metric
+        let d = dimension, n = configuration.lists, metric = self.metric
         var probes = [Int32](repeating: -1, count: chunk.count * nprobe)
         var biases = [Float](repeating: .infinity, count: chunk.count * nprobe)
         queries.values.withUnsafeBufferPointer { qb in
@@ -380,7 +402,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                     let qNorm = metric == .l2 ? pharos_dot(q0 + qi * d, q0 + qi * d, d) : 0
                     if metric == .l2 { for j in 0..<n { row[j] += centroidNorms[j] + qNorm } }
                     var heap = ResultHeap(capacity: nprobe)
-                    heap.withHeap { pharos_heap_push_many($0, row, n, nil, 0) }
+                    heap.withHeap { pharos_heap_push_many($0, row, n, nil, 0, nil, 0) }
                     let (dist, ids) = heap.sorted()
                     for (p, (dv, id)) in zip(dist, ids).enumerated() {
                         probes[qi * nprobe + p] = Int32(id)
@@ -407,7 +429,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     }
 
     private func scan8(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int,
-                       probeRange: Range<Int>, heaps: inout [ResultHeap]) {
+                       probeRange: Range<Int>, sources: [any InvertedListSource], heaps: inout [ResultHeap]) {
         let m = pq.subquantizers, ksub = pq.centroidsPerSubspace, d = dimension
         var ip = [Float](repeating: 0, count: m * ksub)
         var lut = [Float](repeating: 0, count: m * ksub)
@@ -421,14 +443,23 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                         if metric == .innerProduct { lookupTable(list: 0, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!) }
                         for p in probeRange {
                             let l = Int(probes[qi * nprobe + p])
-                            guard l >= 0, lists[l].count > 0 else { continue }
-                            if metric == .l2 { lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!) }
-                            let n = lists[l].count
-                            if distances.count < n { distances = [Float](repeating: 0, count: n) }
-                            lists[l].codes.withUnsafeBufferPointer { codes in
+                            guard l >= 0 else { continue }
+                            var tableReady = false
+                            for (s, source) in sources.enumerated() {
+                                let view = source.view(ofList: l)
+                                guard view.count > 0 else { continue }
+                                if metric == .l2 && !tableReady {
+                                    lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!)
+                                    tableReady = true
+                                }
+                                let n = view.count
+                                if distances.count < n { distances = [Float](repeating: 0, count: n) }
                                 distances.withUnsafeMutableBufferPointer { out in
-                                    pharos_pq8_distances(lutb.baseAddress!, m, codes.baseAddress!, n, biases[qi * nprobe + p], out.baseAddress!)
-                                    heaps[qi].withHeap { pharos_heap_push_many($0, out.baseAddress!, n, nil, Int64(l) << 32) }
+                                    pharos_pq8_distances(lutb.baseAddress!, m, view.codes!, n, biases[qi * nprobe + p], out.baseAddress!)
+                                    heaps[qi].withHeap {
+                                        pharos_heap_push_many($0, out.baseAddress!, n, nil, Label.make(source: s, list: l, offset: 0),
+                                                              view.deleted, view.deletedBase)
+                                    }
                                 }
                             }
                         }
@@ -500,7 +531,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     /// Fast scan of `probeRange` of each query's probes: each query's first probe of the range
     /// (its nearest list when the range starts at 0) alone, then the rest grouped by list.
     private func scan4(_ tables: FastScanTables, chunk: Range<Int>, probes: [Int32], nprobe: Int,
-                       probeRange: Range<Int>, heaps: inout [ResultHeap]) {
+                       probeRange: Range<Int>, sources: [any InvertedListSource], heaps: inout [ResultHeap]) {
         guard !probeRange.isEmpty else { return }
         var scratch = FastScanScratch()
         let first = probeRange.lowerBound, rest = probeRange.dropFirst()
@@ -508,17 +539,17 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         // tight before the bulk of the scan and the integer pre-filter rejects more.
         for qi in 0..<chunk.count where probes[qi * nprobe + first] >= 0 {
             scanList(Int(probes[qi * nprobe + first]), pairs: [(probes[qi * nprobe + first], Int32(qi), Int32(first))],
-                     tables: tables, nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+                     tables: tables, nprobe: nprobe, sources: sources, heaps: &heaps, scratch: &scratch)
         }
         // The other probes grouped by list (a counting sort: queries stay in ascending order
         // within a list), so that each list's blocks are read once for all queries of the chunk.
-        var listStart = [Int32](repeating: 0, count: lists.count + 1)
+        var listStart = [Int32](repeating: 0, count: configuration.lists + 1)
         for qi in 0..<chunk.count {
             for p in rest where probes[qi * nprobe + p] >= 0 { listStart[Int(probes[qi * nprobe + p]) + 1] += 1 }
         }
-        for l in 0..<lists.count { listStart[l + 1] += listStart[l] }
+        for l in 0..<configuration.lists { listStart[l + 1] += listStart[l] }
         var fill = listStart
-        var pairs = [FastScanPair](repeating: (0, 0, 0), count: Int(listStart[lists.count]))
+        var pairs = [FastScanPair](repeating: (0, 0, 0), count: Int(listStart[configuration.lists]))
         for qi in 0..<chunk.count {
             for p in rest where probes[qi * nprobe + p] >= 0 {
                 let l = Int(probes[qi * nprobe + p])
@@ -526,9 +557,9 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 fill[l] += 1
             }
         }
-        for l in 0..<lists.count where listStart[l + 1] > listStart[l] {
+        for l in 0..<configuration.lists where listStart[l + 1] > listStart[l] {
             scanList(l, pairs: pairs[Int(listStart[l]) ..< Int(listStart[l + 1])], tables: tables,
-                     nprobe: nprobe, heaps: &heaps, scratch: &scratch)
+                     nprobe: nprobe, sources: sources, heaps: &heaps, scratch: &scratch)
         }
     }
 
@@ -540,33 +571,37 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         var sums: [UInt16] = []
     }
 
-    /// Scans list `l` once for every (query, probe) pair in `pairs`, in segments of blocks.
-    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables,
-                          nprobe: Int, heaps: inout [ResultHeap], scratch: inout FastScanScratch) {
-        let count = lists[l].count
-        guard count > 0 else { return }
+    /// Scans list `l` of every source once for every (query, probe) pair in `pairs`, in
+    /// segments of blocks.
+    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables, nprobe: Int,
+                          sources: [any InvertedListSource], heaps: inout [ResultHeap], scratch: inout FastScanScratch) {
+        let views = sources.map { $0.view(ofList: l) }
+        guard views.contains(where: { $0.count > 0 }) else { return }
         let mp = mPadded, lutBytes = mp * 16
         scratch.luts.removeAll(keepingCapacity: true)
         for pair in pairs {
             let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
             scratch.luts.append(contentsOf: tables.quantized[base ..< base + lutBytes])
         }
-        let blockCount = (count + 31) / 32
         let segment = IVFPQIndex.scanSegmentBlocks
         if scratch.sums.count < pairs.count * segment * 32 { scratch.sums = [UInt16](repeating: 0, count: pairs.count * segment * 32) }
-        lists[l].codes.withUnsafeBufferPointer { blocks in
-            scratch.luts.withUnsafeBufferPointer { lutPtr in
-                scratch.sums.withUnsafeMutableBufferPointer { sumPtr in
+        scratch.luts.withUnsafeBufferPointer { lutPtr in
+            scratch.sums.withUnsafeMutableBufferPointer { sumPtr in
+                for (s, view) in views.enumerated() where view.count > 0 {
+                    let count = view.count, blocks = view.codes!
+                    let blockCount = (count + 31) / 32
                     var b = 0
                     while b < blockCount {
                         let nb = Swift.min(segment, blockCount - b)
-                        pharos_fs4_scan(lutPtr.baseAddress!, pairs.count, mp, blocks.baseAddress! + b * blockBytes, nb, sumPtr.baseAddress!)
+                        pharos_fs4_scan(lutPtr.baseAddress!, pairs.count, mp, blocks + b * blockBytes, nb, sumPtr.baseAddress!)
                         let valid = Swift.min(nb * 32, count - b * 32)
                         for (g, pair) in pairs.enumerated() {
                             let qi = Int(pair.query)
                             heaps[qi].withHeap {
                                 pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, tables.scales[qi],
-                                                     tables.offsets[qi * nprobe + Int(pair.probe)], Int64(l) << 32 | Int64(b * 32))
+                                                     tables.offsets[qi * nprobe + Int(pair.probe)],
+                                                     Label.make(source: s, list: l, offset: b * 32),
+                                                     view.deleted, view.deletedBase + b * 32)
                             }
                         }
                         b += nb
@@ -577,7 +612,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     }
 
     /// Re-scores `labels` with refine codes against the original (unrotated) query.
-    private func rerank(query queries: Matrix, row q: Int, codec: RefineCodec, labels: ArraySlice<Int64>, into heap: inout ResultHeap) {
+    private func rerank(query queries: Matrix, row q: Int, codec: RefineCodec, labels: ArraySlice<Int64>,
+                        sources: [any InvertedListSource], into heap: inout ResultHeap) {
         let d = dimension, bytes = codec.codeBytes, metric = self.metric
         var scratch = [Float](repeating: 0, count: d)
         queries.values.withUnsafeBufferPointer { qb in
@@ -585,12 +621,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 let query = qb.baseAddress! + q * d
                 let prepared = codec.prepare(query, metric: metric)
                 for label in labels {
-                    let l = Int(label >> 32), offset = Int(label & 0xffff_ffff)
-                    let distance = lists[l].refine.withUnsafeBufferPointer { codes in
-                        let code = codes.baseAddress! + offset * bytes
-                        if let prepared { return codec.distance(prepared: prepared, code) }
-                        return codec.distance(query, code, metric: metric, scratch: out.baseAddress!)
-                    }
+                    let view = sources[Label.source(label)].view(ofList: Label.list(label))
+                    let code = view.refine! + Label.offset(label) * bytes
+                    let distance = prepared.map { codec.distance(prepared: $0, code) }
+                        ?? codec.distance(query, code, metric: metric, scratch: out.baseAddress!)
                     heap.push(distance, label)
                 }
             }
@@ -604,8 +638,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             guard trained else { throw IndexError.notTrained }
             if directMap == nil {
                 var map = [Int64: UInt64](minimumCapacity: total)
-                for (l, list) in lists.enumerated() {
-                    for (offset, id) in list.ids.enumerated() { map[id] = UInt64(l) << 32 | UInt64(offset) }
+                for l in 0..<configuration.lists {
+                    for (offset, id) in lists.ids(ofList: l).enumerated() { map[id] = UInt64(l) << 32 | UInt64(offset) }
                 }
                 directMap = map
             }
@@ -613,20 +647,33 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         }
         guard let location else { throw IndexError.unknownID(id) }
         return lock.withReadLock {
-            let l = Int(location >> 32), offset = Int(location & 0xffff_ffff)
-            var out = [Float](repeating: 0, count: dimension)
-            if let codec = refineCodec {
-                lists[l].refine.withUnsafeBufferPointer { codes in
-                    out.withUnsafeMutableBufferPointer { codec.decode(codes.baseAddress! + offset * codec.codeBytes, into: $0.baseAddress!) }
-                }
-                return out
-            }
-            let c = code(list: l, offset: offset)
-            c.withUnsafeBufferPointer { cp in out.withUnsafeMutableBufferPointer { pq.decode(cp.baseAddress!, into: $0.baseAddress!) } }
-            for j in 0..<dimension { out[j] += centroids.values[l * dimension + j] }
-            if let rotation { return rotation.reverse(Matrix(rows: 1, columns: dimension, values: out)).values }
+            let l = Int(location >> 32)
+            return reconstructLocked(list: l, offset: Int(location & 0xffff_ffff), view: lists.view(ofList: l))
+        }
+    }
+
+    /// The approximation of an entry held elsewhere (a segment): entry `offset` of `view`,
+    /// which is list `list`. Refine codes are used when present, else the PQ code.
+    public func reconstruct(list: Int, offset: Int, view: InvertedListView) throws -> [Float] {
+        precondition(offset < view.count, "offset \(offset) beyond a list of \(view.count)")
+        return try lock.withReadLock {
+            guard trained else { throw IndexError.notTrained }
+            return reconstructLocked(list: list, offset: offset, view: view)
+        }
+    }
+
+    private func reconstructLocked(list l: Int, offset: Int, view: InvertedListView) -> [Float] {
+        var out = [Float](repeating: 0, count: dimension)
+        if let codec = refineCodec {
+            out.withUnsafeMutableBufferPointer { codec.decode(view.refine! + offset * codec.codeBytes, into: $0.baseAddress!) }
             return out
         }
+        var code = [UInt8](repeating: 0, count: pq.subquantizers)
+        code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+        code.withUnsafeBufferPointer { cp in out.withUnsafeMutableBufferPointer { pq.decode(cp.baseAddress!, into: $0.baseAddress!) } }
+        for j in 0..<dimension { out[j] += centroids.values[l * dimension + j] }
+        if let rotation { return rotation.reverse(Matrix(rows: 1, columns: dimension, values: out)).values }
+        return out
     }
 
     // MARK: Serialisation
@@ -642,10 +689,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             }
             writer.section("LIST") { w in
                 w.write(total)
-                for list in lists {
-                    w.write(list.ids)
-                    w.write(list.codes)
-                    w.write(list.refine)
+                for l in 0..<configuration.lists {
+                    w.write(Array(lists.ids(ofList: l)))
+                    w.write(Array(lists.codes(ofList: l)))
+                    w.write(Array(lists.refineCodes(ofList: l)))
                 }
             }
         }
@@ -662,8 +709,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 guard rot.count == d * d else { throw t.corrupt("rotation holds \(rot.count) floats, expected \(d * d)") }
                 rotation = OPQRotation(matrix: Matrix(rows: d, columns: d, values: rot))
             }
-            centroids = Matrix(rows: lists.count, columns: d,
-                               values: try t.readFloats("centroids", expected: lists.count * d))
+            centroids = Matrix(rows: configuration.lists, columns: d,
+                               values: try t.readFloats("centroids", expected: configuration.lists * d))
             centroidNorms = VectorMath.squaredNorms(centroids)
             pq.codebooks = try t.readFloats("codebooks", expected: trained ? pq.subquantizers * ksub * pq.subDimension : 0)
             if refineCodec != nil {
@@ -674,18 +721,16 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             let expectedTotal = try l.readInt("vector count", in: 0...Int(Int32.max) * 64)
             var seen = 0
             let refineBytes = refineCodec?.codeBytes ?? 0
-            for i in 0..<lists.count {
+            for i in 0..<configuration.lists {
                 let ids = try l.readInt64s("list \(i) ids")
                 guard ids.count < 1 << 32 else { throw l.corrupt("list \(i) holds \(ids.count) vectors, at most 2^32") }
-                let codeBytes = pq.bits == 8 ? ids.count * pq.subquantizers : ((ids.count + 31) / 32) * blockBytes
-                lists[i] = InvertedList(ids: ids,
-                                        codes: try l.readBytes("list \(i) codes", expected: codeBytes),
-                                        refine: try l.readBytes("list \(i) refine codes", expected: ids.count * refineBytes))
+                lists.replace(list: i, ids: ids,
+                              codes: try l.readBytes("list \(i) codes", expected: layout.codeBytes(count: ids.count)),
+                              refine: try l.readBytes("list \(i) refine codes", expected: ids.count * refineBytes))
                 seen += ids.count
             }
             try l.expectEnd()
             guard seen == expectedTotal else { throw l.corrupt("lists hold \(seen) vectors, header says \(expectedTotal)") }
-            total = seen
             buildL2Table()
         }
     }

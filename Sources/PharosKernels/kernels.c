@@ -91,12 +91,19 @@ float pharos_heap_threshold(const PharosHeap *h) {
     return h->count < h->capacity ? INFINITY : h->distances[0];
 }
 
+/// Whether candidate `i` is marked in the skip bitmap (bit `base + i`).
+static inline int skipped(const uint64_t *skip, size_t base, size_t i) {
+    if (!skip) return 0;
+    const size_t bit = base + i;
+    return (int)((skip[bit >> 6] >> (bit & 63)) & 1);
+}
+
 void pharos_heap_push_many(PharosHeap *h, const float *distances, size_t n, const int64_t *ids,
-                           int64_t first_id) {
+                           int64_t first_id, const uint64_t *skip, size_t skip_base) {
     float threshold = pharos_heap_threshold(h);
     for (size_t i = 0; i < n; i++) {
         float d = distances[i];
-        if (d <= threshold) {
+        if (d <= threshold && !skipped(skip, skip_base, i)) {
             pharos_heap_push(h, d, ids ? ids[i] : first_id + (int64_t)i);
             threshold = pharos_heap_threshold(h);
         }
@@ -104,11 +111,11 @@ void pharos_heap_push_many(PharosHeap *h, const float *distances, size_t n, cons
 }
 
 static void heap_push_u16_scalar(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                                 float offset, int64_t first_id) {
+                                 float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
     float threshold = pharos_heap_threshold(h);
     for (size_t i = 0; i < n; i++) {
         const float d = (float)sums[i] * scale + offset;
-        if (d <= threshold) {
+        if (d <= threshold && !skipped(skip, skip_base, i)) {
             pharos_heap_push(h, d, first_id + (int64_t)i);
             threshold = pharos_heap_threshold(h);
         }
@@ -127,7 +134,7 @@ static inline uint16_t heap_u16_bound(const PharosHeap *h, float inverse_scale, 
 
 __attribute__((target("avx2")))
 static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                               float offset, int64_t first_id) {
+                               float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
     const float inverse_scale = 1.0f / scale;
     uint16_t bound = heap_u16_bound(h, inverse_scale, offset);
     __m256i limit = _mm256_set1_epi16((short)bound);
@@ -142,24 +149,24 @@ static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, fl
             mask &= mask - 1;
             const size_t j = i + (size_t)(bit >> 1);
             const float d = (float)sums[j] * scale + offset;
-            if (d <= pharos_heap_threshold(h)) pharos_heap_push(h, d, first_id + (int64_t)j);
+            if (d <= pharos_heap_threshold(h) && !skipped(skip, skip_base, j)) pharos_heap_push(h, d, first_id + (int64_t)j);
         }
         bound = heap_u16_bound(h, inverse_scale, offset);
         limit = _mm256_set1_epi16((short)bound);
     }
-    heap_push_u16_scalar(h, sums + i, n - i, scale, offset, first_id + (int64_t)i);
+    heap_push_u16_scalar(h, sums + i, n - i, scale, offset, first_id + (int64_t)i, skip, skip_base + i);
 }
 #endif
 
 void pharos_heap_push_u16(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                          float offset, int64_t first_id) {
+                          float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
 #if PHAROS_X86
     if (pharos_kernel_level() == 1) {
-        heap_push_u16_avx2(h, sums, n, scale, offset, first_id);
+        heap_push_u16_avx2(h, sums, n, scale, offset, first_id, skip, skip_base);
         return;
     }
 #endif
-    heap_push_u16_scalar(h, sums, n, scale, offset, first_id);
+    heap_push_u16_scalar(h, sums, n, scale, offset, first_id, skip, skip_base);
 }
 
 void pharos_heap_sort(PharosHeap *h) {

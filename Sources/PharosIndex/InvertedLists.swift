@@ -1,0 +1,244 @@
+import Foundation
+import PharosKernels
+
+/// How an IVF-PQ index lays out one entry's codes inside an inverted list.
+public struct CodeLayout: Sendable, Equatable {
+    /// PQ sub-quantizers (bytes of an unpacked code).
+    public let subquantizers: Int
+    /// 8 (one byte per sub-quantizer, entries back to back) or 4 (fast-scan blocks of 32).
+    public let bits: Int
+    /// Refine-code bytes per entry (0 without refinement).
+    public let refineBytes: Int
+
+    /// Creates a layout.
+    public init(subquantizers: Int, bits: Int, refineBytes: Int) {
+        precondition(bits == 8 || bits == 4, "codes are 8 or 4 bits")
+        self.subquantizers = subquantizers
+        self.bits = bits
+        self.refineBytes = refineBytes
+    }
+
+    /// Sub-quantizers rounded up to even (fast-scan blocks hold pairs).
+    public var paddedSubquantizers: Int { (subquantizers + 1) & ~1 }
+    /// Bytes of one fast-scan block of 32 entries.
+    public var blockBytes: Int { pharos_fs4_block_bytes(paddedSubquantizers) }
+
+    /// Bytes of PQ codes for a list of `count` entries.
+    public func codeBytes(count: Int) -> Int {
+        bits == 8 ? count * subquantizers : ((count + 31) / 32) * blockBytes
+    }
+
+    /// Writes entry `position`'s unpacked code (`subquantizers` bytes) into a list's code
+    /// area, which must already hold `codeBytes(count: position + 1)` bytes, zeroed beyond
+    /// the previous entries in the 4-bit case.
+    public func store(_ code: UnsafePointer<UInt8>, at position: Int, in codes: UnsafeMutablePointer<UInt8>) {
+        if bits == 8 {
+            (codes + position * subquantizers).update(from: code, count: subquantizers)
+            return
+        }
+        let block = codes + (position / 32) * blockBytes
+        let j = position % 32
+        let shift: UInt8 = j < 16 ? 0 : 4
+        for s in 0..<subquantizers {
+            block[s * 16 + j % 16] |= (code[s] & 15) << shift
+        }
+    }
+
+    /// Reads entry `position`'s unpacked code back from a list's code area.
+    public func load(at position: Int, from codes: UnsafePointer<UInt8>, into code: UnsafeMutablePointer<UInt8>) {
+        if bits == 8 {
+            code.update(from: codes + position * subquantizers, count: subquantizers)
+            return
+        }
+        for s in 0..<subquantizers { code[s] = pharos_fs4_code(codes, paddedSubquantizers, position, s) }
+    }
+}
+
+/// A read-only view of one inverted list, valid while its owner is alive and unchanged
+/// (owners change lists only under their write lock; scans hold the read lock).
+public struct InvertedListView {
+    /// Entries in the list (deleted ones included).
+    public var count: Int
+    /// PQ codes in the owner's `CodeLayout`; nil when `count == 0`.
+    public var codes: UnsafePointer<UInt8>?
+    /// Refine codes, `refineBytes` per entry; nil without refinement.
+    public var refine: UnsafePointer<UInt8>?
+    /// Deleted entries: bit `deletedBase + i` set means entry i is skipped; nil when none.
+    public var deleted: UnsafePointer<UInt64>?
+    /// The bit of entry 0 in `deleted`.
+    public var deletedBase: Int
+
+    /// Creates a view.
+    public init(count: Int, codes: UnsafePointer<UInt8>?, refine: UnsafePointer<UInt8>?,
+                deleted: UnsafePointer<UInt64>? = nil, deletedBase: Int = 0) {
+        self.count = count
+        self.codes = codes
+        self.refine = refine
+        self.deleted = deleted
+        self.deletedBase = deletedBase
+    }
+
+    /// An empty list.
+    public static var empty: InvertedListView { InvertedListView(count: 0, codes: nil, refine: nil) }
+}
+
+/// Anything `IVFPQIndex` can scan: its own in-memory lists, or a shard's segments.
+public protocol InvertedListSource: AnyObject, Sendable {
+    /// The current view of list `list`.
+    func view(ofList list: Int) -> InvertedListView
+}
+
+/// In-memory inverted lists in manually managed buffers, so that scans can hold plain
+/// pointers into them (`InvertedListView`) without copying.
+///
+/// Each entry has a 64-bit id, a PQ code in the list's `CodeLayout` and optional refine code;
+/// entries can be marked deleted (a bitmap per list) but are never moved.
+public final class InvertedLists: InvertedListSource, @unchecked Sendable {
+    // @unchecked: the owner serialises mutation against scans with its own lock.
+
+    /// The code layout of every list.
+    public let layout: CodeLayout
+    private var ids: [GrowableBuffer<Int64>]
+    private var codes: [GrowableBuffer<UInt8>]
+    private var refine: [GrowableBuffer<UInt8>]
+    private var deleted: [GrowableBuffer<UInt64>]
+    /// Entries in all lists, deleted ones included.
+    public private(set) var count = 0
+    /// Entries marked deleted.
+    public private(set) var deletedCount = 0
+
+    /// `lists` empty lists.
+    public init(lists: Int, layout: CodeLayout) {
+        self.layout = layout
+        ids = (0..<lists).map { _ in GrowableBuffer() }
+        codes = (0..<lists).map { _ in GrowableBuffer() }
+        refine = (0..<lists).map { _ in GrowableBuffer() }
+        deleted = (0..<lists).map { _ in GrowableBuffer() }
+    }
+
+    deinit {
+        for i in 0..<ids.count {
+            ids[i].free(); codes[i].free(); refine[i].free(); deleted[i].free()
+        }
+    }
+
+    /// Number of lists.
+    public var listCount: Int { ids.count }
+
+    /// Entries of list `list`.
+    public func count(ofList list: Int) -> Int { ids[list].count }
+
+    /// Appends an entry to `list` and returns its offset in the list.
+    @discardableResult
+    public func append(list: Int, id: Int64, code: UnsafePointer<UInt8>, refineCode: UnsafePointer<UInt8>?) -> Int {
+        let position = ids[list].count
+        ids[list].append(id)
+        let needed = layout.codeBytes(count: position + 1)
+        if needed > codes[list].count { codes[list].appendZeros(needed - codes[list].count) }
+        layout.store(code, at: position, in: codes[list].base!)
+        if layout.refineBytes > 0, let refineCode {
+            refine[list].append(contentsOf: refineCode, count: layout.refineBytes)
+        }
+        count += 1
+        return position
+    }
+
+    /// The id of entry `offset` of `list`.
+    public func id(list: Int, offset: Int) -> Int64 { ids[list].base![offset] }
+
+    /// All ids of `list`, in list order.
+    public func ids(ofList list: Int) -> UnsafeBufferPointer<Int64> { ids[list].buffer }
+
+    /// The code area of `list` (`layout.codeBytes(count:)` bytes).
+    public func codes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { codes[list].buffer }
+
+    /// The refine codes of `list`.
+    public func refineCodes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { refine[list].buffer }
+
+    /// Whether entry `offset` of `list` is marked deleted.
+    public func isDeleted(list: Int, offset: Int) -> Bool {
+        let words = deleted[list]
+        guard offset >> 6 < words.count else { return false }
+        return words.base![offset >> 6] >> UInt64(offset & 63) & 1 == 1
+    }
+
+    /// Marks entry `offset` of `list` deleted; returns false if it already was.
+    @discardableResult
+    public func markDeleted(list: Int, offset: Int) -> Bool {
+        precondition(offset < ids[list].count, "offset \(offset) beyond list \(list)")
+        let wordsNeeded = (ids[list].count + 63) / 64
+        if deleted[list].count < wordsNeeded { deleted[list].appendZeros(wordsNeeded - deleted[list].count) }
+        let word = deleted[list].base! + (offset >> 6)
+        let bit = UInt64(1) << UInt64(offset & 63)
+        guard word.pointee & bit == 0 else { return false }
+        word.pointee |= bit
+        deletedCount += 1
+        return true
+    }
+
+    /// Replaces list `list` wholesale (used when loading an index file).
+    func replace(list: Int, ids newIDs: [Int64], codes newCodes: [UInt8], refine newRefine: [UInt8]) {
+        count += newIDs.count - ids[list].count
+        ids[list].removeAll(); codes[list].removeAll(); refine[list].removeAll(); deleted[list].removeAll()
+        newIDs.withUnsafeBufferPointer { if let b = $0.baseAddress { ids[list].append(contentsOf: b, count: $0.count) } }
+        newCodes.withUnsafeBufferPointer { if let b = $0.baseAddress { codes[list].append(contentsOf: b, count: $0.count) } }
+        newRefine.withUnsafeBufferPointer { if let b = $0.baseAddress { refine[list].append(contentsOf: b, count: $0.count) } }
+    }
+
+    public func view(ofList list: Int) -> InvertedListView {
+        let n = ids[list].count
+        guard n > 0 else { return .empty }
+        return InvertedListView(count: n, codes: UnsafePointer(codes[list].base),
+                                refine: layout.refineBytes > 0 ? UnsafePointer(refine[list].base) : nil,
+                                deleted: deleted[list].count > 0 ? UnsafePointer(deleted[list].base) : nil)
+    }
+}
+
+/// A malloc'd array that grows by doubling; its owner frees it explicitly.
+struct GrowableBuffer<Element: BitwiseCopyable> {
+    private(set) var base: UnsafeMutablePointer<Element>?
+    private(set) var count = 0
+    private var capacity = 0
+
+    var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
+
+    private mutating func reserve(_ needed: Int) {
+        guard needed > capacity else { return }
+        let newCapacity = Swift.max(needed, capacity * 2, 16)
+        let raw = realloc(base, newCapacity * MemoryLayout<Element>.stride)
+        precondition(raw != nil, "out of memory growing a list to \(newCapacity) entries")
+        base = raw!.bindMemory(to: Element.self, capacity: newCapacity)
+        capacity = newCapacity
+    }
+
+    mutating func append(_ element: Element) {
+        reserve(count + 1)
+        (base! + count).initialize(to: element)
+        count += 1
+    }
+
+    mutating func append(contentsOf source: UnsafePointer<Element>, count n: Int) {
+        guard n > 0 else { return }
+        reserve(count + n)
+        (base! + count).initialize(from: source, count: n)
+        count += n
+    }
+
+    mutating func removeAll() { count = 0 }
+
+    mutating func free() {
+        Foundation.free(base)
+        base = nil
+        count = 0
+        capacity = 0
+    }
+}
+
+extension GrowableBuffer where Element: FixedWidthInteger & BitwiseCopyable {
+    mutating func appendZeros(_ n: Int) {
+        guard n > 0 else { return }
+        reserve(count + n)
+        (base! + count).initialize(repeating: 0, count: n)
+        count += n
+    }
+}
