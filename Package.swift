@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "PharosVectors", targets: ["PharosVectors"]),
         .library(name: "PharosIndex", targets: ["PharosIndex"]),
+        .library(name: "PharosStorage", targets: ["PharosStorage"]),
         .executable(name: "pharos", targets: ["pharos"]),
     ],
     dependencies: [
@@ -34,6 +35,7 @@ let package = Package(
 
         .target(name: "PharosVectors", dependencies: ["COpenBLAS", "PharosKernels"]),
         .target(name: "PharosIndex", dependencies: ["PharosVectors", "PharosKernels"]),
+        .target(name: "PharosStorage", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "CLZ4"]),
         .executableTarget(
             name: "pharos",
             dependencies: [
@@ -43,6 +45,7 @@ let package = Package(
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors"]),
+        .testTarget(name: "PharosStorageTests", dependencies: ["PharosStorage", "PharosIndex", "PharosVectors"]),
     ],
     swiftLanguageModes: [.v6]
 )

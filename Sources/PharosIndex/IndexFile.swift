@@ -69,7 +69,8 @@ public struct ByteReader {
     let path: String
     let tag: String
 
-    init(bytes: ArraySlice<UInt8>, path: String, tag: String) {
+    /// A reader over `bytes`; errors name `path` and `tag` (the section or record being read).
+    public init(bytes: ArraySlice<UInt8>, path: String, tag: String) {
         self.bytes = bytes
         position = bytes.startIndex
         self.path = path

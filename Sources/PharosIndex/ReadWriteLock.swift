@@ -5,12 +5,13 @@ import Darwin
 #endif
 
 /// A pthread reader-writer lock: many concurrent searches, exclusive train/add.
-final class ReadWriteLock: @unchecked Sendable {
+public final class ReadWriteLock: @unchecked Sendable {
     // The pthread object is heap-allocated so its address never moves; all access goes
     // through the pthread functions, which are thread-safe.
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    init() {
+    /// A new, unlocked lock.
+    public init() {
         lock = .allocate(capacity: 1)
         pthread_rwlock_init(lock, nil)
     }
@@ -20,13 +21,15 @@ final class ReadWriteLock: @unchecked Sendable {
         lock.deallocate()
     }
 
-    func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
+    /// Runs `body` holding the lock shared.
+    public func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_rwlock_rdlock(lock)
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
-    func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
+    /// Runs `body` holding the lock exclusively.
+    public func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_rwlock_wrlock(lock)
         defer { pthread_rwlock_unlock(lock) }
         return try body()

@@ -131,6 +131,13 @@ void pharos_f16_to_f32(const uint16_t *x, size_t n, float *out);
 /// CRC32C (Castagnoli), continuing from `crc` (start with 0).
 uint32_t pharos_crc32c(uint32_t crc, const void *data, size_t n);
 
+// MARK: - Atomic flags (Swift has no atomics over raw memory without extra packages)
+
+/// Reads a flag byte with acquire ordering.
+static inline uint8_t pharos_flag_load(const uint8_t *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
+/// Sets a flag byte with release ordering.
+static inline void pharos_flag_store(uint8_t *flag, uint8_t value) { __atomic_store_n(flag, value, __ATOMIC_RELEASE); }
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,81 @@
+import PharosIndex
+
+/// The in-memory segment that takes new writes: searchable at once, durable through the
+/// log, sealed into a segment file once large enough.
+///
+/// Entries get ordinals in arrival order; the inverted lists store ordinals as their ids.
+final class GrowingSegment: InvertedListSource, @unchecked Sendable {
+    // @unchecked: mutated only under the shard's write lock; scans hold its read lock.
+
+    let lists: InvertedLists
+    private(set) var keys: [String] = []
+    private(set) var metadata: [[UInt8]] = []
+    /// (list, offset) of each ordinal.
+    private(set) var locations: [(list: Int32, offset: Int32)] = []
+    /// Live ordinal of each key.
+    private var live: [String: Int32] = [:]
+
+    init(lists: Int, layout: CodeLayout) {
+        self.lists = InvertedLists(lists: lists, layout: layout)
+    }
+
+    /// Entries, deleted ones included.
+    var count: Int { keys.count }
+    /// Entries not deleted.
+    var liveCount: Int { live.count }
+    /// Bytes held, roughly (codes, keys, metadata), for the seal threshold.
+    private(set) var approximateBytes = 0
+
+    func view(ofList list: Int) -> InvertedListView { lists.view(ofList: list) }
+
+    /// The live ordinal of `key`.
+    func find(_ key: String) -> Int? { live[key].map(Int.init) }
+
+    /// Adds an entry (the caller has already deleted any older version of `key`).
+    func add(key: String, list: Int, code: UnsafePointer<UInt8>, refine: UnsafePointer<UInt8>?, metadata value: [UInt8]) {
+        precondition(live[key] == nil, "key added twice without a delete")
+        let ordinal = Int32(keys.count)
+        let offset = lists.append(list: list, id: Int64(ordinal), code: code, refineCode: refine)
+        keys.append(key)
+        metadata.append(value)
+        locations.append((Int32(list), Int32(offset)))
+        live[key] = ordinal
+        approximateBytes += key.utf8.count + value.count + lists.layout.subquantizers + lists.layout.refineBytes + 48
+    }
+
+    /// Deletes entry `ordinal`; returns false when it already was deleted.
+    @discardableResult
+    func delete(_ ordinal: Int) -> Bool {
+        let (l, o) = locations[ordinal]
+        guard lists.markDeleted(list: Int(l), offset: Int(o)) else { return false }
+        live[keys[ordinal]] = nil
+        return true
+    }
+
+    func isDeleted(_ ordinal: Int) -> Bool {
+        let (l, o) = locations[ordinal]
+        return lists.isDeleted(list: Int(l), offset: Int(o))
+    }
+
+    /// Ordinals deleted right now (a snapshot taken when sealing starts).
+    func deletedOrdinals() -> Set<Int> {
+        Set((0..<keys.count).filter { isDeleted($0) })
+    }
+
+    /// The entries of `list` for a segment file, skipping `skip`; their ordinals go to `ordinals`.
+    func content(ofList list: Int, skipping skip: Set<Int>, ordinals: inout [Int]) -> SegmentWriter.ListContent {
+        var content = SegmentWriter.ListContent()
+        let layout = lists.layout, m = layout.subquantizers, r = layout.refineBytes
+        let view = lists.view(ofList: list)
+        var code = [UInt8](repeating: 0, count: m)
+        for (offset, id) in lists.ids(ofList: list).enumerated() where !skip.contains(Int(id)) {
+            code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+            content.codes += code
+            if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
+            content.keys.append(keys[Int(id)])
+            content.metadata.append(metadata[Int(id)])
+            ordinals.append(Int(id))
+        }
+        return content
+    }
+}

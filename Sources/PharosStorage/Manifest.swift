@@ -1,0 +1,68 @@
+import PharosIndex
+
+/// The shard's root of truth: which segment files (and which deletion bitmaps) make up the
+/// shard, which trained state they were encoded with, and where log replay starts.
+///
+/// Stored as `MANIFEST` (a `ChecksummedFile` with magic `PHMANIFS`), replaced atomically.
+struct Manifest: Equatable {
+    static let fileName = "MANIFEST"
+    static let magic = "PHMANIFS"
+    static let formatVersion: UInt32 = 1
+
+    /// One live segment.
+    struct SegmentEntry: Equatable {
+        /// Segment id (its file is `segments/<id>.seg`).
+        var id: UInt64
+        /// Entries in the file.
+        var entries: Int
+        /// Generation of its deletion bitmap file, 0 when nothing is deleted.
+        var deletionGeneration: UInt64
+    }
+
+    /// CRC32C of the trained-state file this shard's codes were made with.
+    var trainedVersion: UInt64
+    /// Id the next new segment gets.
+    var nextSegmentID: UInt64
+    /// First log file whose records are not in any segment: replay starts there.
+    var logStart: UInt64
+    /// Live segments, oldest first.
+    var segments: [SegmentEntry]
+
+    func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(Int64(bitPattern: trainedVersion))
+        w.write(Int64(bitPattern: nextSegmentID))
+        w.write(Int64(bitPattern: logStart))
+        w.write(segments.count)
+        for s in segments {
+            w.write(Int64(bitPattern: s.id))
+            w.write(s.entries)
+            w.write(Int64(bitPattern: s.deletionGeneration))
+        }
+        return w.bytes
+    }
+
+    static func read(directory: String) throws -> Manifest {
+        let path = directory + "/" + fileName
+        let (_, payload) = try ChecksummedFile.read(path, magic: magic, versions: formatVersion...formatVersion)
+        var r = ByteReader(bytes: payload[...], path: path, tag: "manifest")
+        let trained = UInt64(bitPattern: try r.readInt64())
+        let next = UInt64(bitPattern: try r.readInt64())
+        let logStart = UInt64(bitPattern: try r.readInt64())
+        let count = try r.readInt("segment count", in: 0...StorageLimits.maximumSegments)
+        var segments: [SegmentEntry] = []
+        for i in 0..<count {
+            let id = UInt64(bitPattern: try r.readInt64())
+            guard id < next else { throw StorageError.corrupt(path: path, block: "segment \(i)", problem: "id \(id) is not below the next id \(next)") }
+            segments.append(SegmentEntry(id: id, entries: try r.readInt("segment \(id) entries", in: 0...Int(UInt32.max) * 256),
+                                         deletionGeneration: UInt64(bitPattern: try r.readInt64())))
+        }
+        try r.expectEnd()
+        return Manifest(trainedVersion: trained, nextSegmentID: next, logStart: logStart, segments: segments)
+    }
+
+    func write(directory: String, faults: StorageFaults) throws {
+        try ChecksummedFile.write(directory + "/" + Manifest.fileName, magic: Manifest.magic,
+                                  version: Manifest.formatVersion, payload: encoded(), faults: faults)
+    }
+}

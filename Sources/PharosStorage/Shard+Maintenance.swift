@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PharosIndex
+
+/// Sealing, compaction and manifest replacement. Each runs under `maintenanceLock`, so they
+/// are serial; the shard's lock is held only to freeze and to swap, never while writing files.
+extension Shard {
+    /// Writes the growing segment (if it holds anything) to a segment file and makes it part
+    /// of the manifest; the log files it covered are then deleted. Searches and writes go on
+    /// meanwhile. After a failure (e.g. disk full) the entries stay searchable in memory and
+    /// durable in the log; the next call retries.
+    public func seal() throws {
+        try maintenanceLock.withLock {
+            if lock.withReadLock({ sealing == nil && growing.count == 0 }) { return }
+            if lock.withReadLock({ sealing == nil }) {
+                // Freeze: every record applied so far is in log files older than the new one.
+                let newSequence = try wal.rotate {
+                    lock.withWriteLock {
+                        sealing = growing
+                        sealingSkip = growing.deletedOrdinals()
+                        growing = GrowingSegment(lists: index.configuration.lists, layout: index.layout)
+                    }
+                }
+                sealingLogStart = growingLogStart
+                growingLogStart = newSequence
+            }
+            guard let frozen = lock.withReadLock({ sealing }) else { return }
+            let id = manifest.nextSegmentID
+            manifest.nextSegmentID += 1
+            var order: [Int] = []
+            let path = segmentsPath + "/" + Segment.fileName(id)
+            let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
+                                       listCount: index.configuration.lists, faults: options.faults)
+            _ = try writer.write(entries: frozen.count - sealingSkip.count) { l in
+                frozen.content(ofList: l, skipping: sealingSkip, ordinals: &order)
+            }
+            let segment = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
+                                      lists: index.configuration.lists, deletions: nil)
+            lock.withWriteLock {
+                // Deletions that reached the frozen segment while it was being written.
+                for (position, ordinal) in order.enumerated() where frozen.isDeleted(ordinal) {
+                    segment.deletions.delete(position)
+                }
+                sealed.append(segment)
+                sealing = nil
+            }
+            sealingSkip = []
+            try persist()
+        }
+    }
+
+    /// Merges segment files: those the policy picks (many small ones, or ones with many
+    /// deletions), or all of them when `force`. Returns whether anything was merged.
+    @discardableResult
+    public func compact(force: Bool = false) throws -> Bool {
+        try maintenanceLock.withLock {
+            guard let chosen = compactionPlan(force: force) else { return false }
+            let snapshots = lock.withReadLock { chosen.map { $0.deletions.snapshot() } }
+            let live = zip(chosen, snapshots).reduce(0) { total, pair in
+                total + pair.0.entries - pair.1.reduce(0) { $0 + $1.nonzeroBitCount }
+            }
+            let id = manifest.nextSegmentID
+            manifest.nextSegmentID += 1
+            let path = segmentsPath + "/" + Segment.fileName(id)
+            let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
+                                       listCount: index.configuration.lists, faults: options.faults)
+            // origins[i] = (source, old position) of new position i.
+            var origins: [(source: Int32, position: Int32)] = []
+            origins.reserveCapacity(live)
+            _ = try writer.write(entries: live) { l in
+                var content = SegmentWriter.ListContent()
+                for (s, source) in chosen.enumerated() {
+                    var positions: [Int] = []
+                    try source.appendEntries(ofList: l, skipping: snapshots[s], to: &content, positions: &positions)
+                    origins += positions.map { (Int32(s), Int32($0)) }
+                }
+                return content
+            }
+            let merged = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
+                                     lists: index.configuration.lists, deletions: nil)
+            lock.withWriteLock {
+                for (position, origin) in origins.enumerated() where chosen[Int(origin.source)].deletions.isDeleted(Int(origin.position)) {
+                    merged.deletions.delete(position)
+                }
+                let ids = Set(chosen.map(\.id))
+                sealed = sealed.filter { !ids.contains($0.id) } + [merged]
+            }
+            retiredSegments += chosen
+            try persist()
+            return true
+        }
+    }
+
+    /// The segments to merge now, or nil when the policy asks for nothing.
+    func compactionPlan(force: Bool) -> [Segment]? {
+        let segments = lock.withReadLock { sealed }
+        if force { return segments.count > 1 || segments.contains { $0.deletions.deletedCount > 0 } ? segments : nil }
+        let heavy = segments.filter {
+            $0.entries > 0 && Double($0.deletions.deletedCount) >= options.compactionDeletedFraction * Double($0.entries)
+        }
+        var chosen = Set(heavy.map(\.id))
+        if segments.count > options.compactionSegmentTrigger {
+            // Merge the smallest until half the trigger remains.
+            let target = Swift.max(1, options.compactionSegmentTrigger / 2)
+            for s in segments.sorted(by: { $0.liveEntries < $1.liveEntries }).prefix(segments.count - target + 1) {
+                chosen.insert(s.id)
+            }
+        }
+        guard !chosen.isEmpty else { return nil }
+        return segments.filter { chosen.contains($0.id) }
+    }
+
+    /// Makes the in-memory segment list durable: new deletion bitmaps, then the manifest,
+    /// then removal of what it no longer names (log files, old bitmaps, merged segments).
+    func persist() throws {
+        let (segments, snapshots) = lock.withReadLock {
+            (sealed, sealed.map { $0.deletions.deletedCount > 0 ? $0.deletions.snapshot() : nil })
+        }
+        var next = manifest
+        next.logStart = lock.withReadLock { sealing != nil } ? sealingLogStart : growingLogStart
+        let previous = Dictionary(manifest.segments.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        next.segments = []
+        for (segment, words) in zip(segments, snapshots) {
+            var entry = previous[segment.id] ?? Manifest.SegmentEntry(id: segment.id, entries: segment.entries, deletionGeneration: 0)
+            if let words, words != persistedDeletions(of: entry) {
+                entry.deletionGeneration += 1
+                try DeletionBitmap.write(words, segment: segment.id, entries: segment.entries,
+                                         to: segmentsPath + "/" + DeletionBitmap.fileName(segment: segment.id, generation: entry.deletionGeneration),
+                                         faults: options.faults)
+            }
+            next.segments.append(entry)
+        }
+        try next.write(directory: directory, faults: options.faults)
+        manifest = next
+        for segment in retiredSegments { segment.isObsolete = true }
+        retiredSegments = []
+        try wal.removeFiles(before: next.logStart)
+        _ = try removeUnreferencedFiles(manifest: next, keepingLogFrom: next.logStart, atOpen: false)
+    }
+
+    /// The deletion words last written for `entry`, or nil when none was.
+    private func persistedDeletions(of entry: Manifest.SegmentEntry) -> [UInt64]? {
+        guard entry.deletionGeneration > 0 else { return nil }
+        let path = segmentsPath + "/" + DeletionBitmap.fileName(segment: entry.id, generation: entry.deletionGeneration)
+        return try? DeletionBitmap.read(path, segment: entry.id, entries: entry.entries).snapshot()
+    }
+
+    /// Deletes files in `segments/` the manifest does not name (unfinished seals and
+    /// compactions, superseded bitmaps, temporary files) and log files before `logStart`.
+    /// While the shard runs (`atOpen == false`) segment files are left alone: a merged-away
+    /// segment may still be mapped by a running search, and unlinks itself when released.
+    func removeUnreferencedFiles(manifest: Manifest, keepingLogFrom logStart: UInt64, atOpen: Bool) throws -> [String] {
+        var keep = Set<String>()
+        for s in manifest.segments {
+            keep.insert(Segment.fileName(s.id))
+            if s.deletionGeneration > 0 { keep.insert(DeletionBitmap.fileName(segment: s.id, generation: s.deletionGeneration)) }
+        }
+        var removed: [String] = []
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: segmentsPath) } catch {
+            throw StorageError.io(path: segmentsPath, operation: "list", reason: "\(error)")
+        }
+        for name in names where !keep.contains(name) {
+            if !atOpen && name.hasSuffix(".seg") { continue }
+            unlink(segmentsPath + "/" + name)
+            removed.append(Shard.segmentDirectory + "/" + name)
+        }
+        for sequence in try WriteAheadLog.sequences(in: logPath) where sequence < logStart {
+            unlink(WriteAheadLog.path(logPath, sequence))
+            removed.append(Shard.logDirectory + "/" + String(format: "%016llx", sequence) + WriteAheadLog.fileSuffix)
+        }
+        return removed
+    }
+}

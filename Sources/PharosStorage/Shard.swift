@@ -1,0 +1,442 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PharosIndex
+import PharosKernels
+import PharosVectors
+
+/// One shard's durable store: a data directory of a trained state, a manifest, a
+/// write-ahead log and immutable segment files, searched as one index.
+///
+/// - `upsert` and `delete` return once their log record is fsynced (group commit) and
+///   applied: an acknowledged write survives `kill -9`.
+/// - New entries go to an in-memory growing segment, sealed in the background into a segment
+///   file; small segments are compacted together, dropping deleted entries.
+/// - Searches scan the growing segment and every segment file with the index engine's
+///   kernels, one top-k across all, skipping deleted entries, and return keys.
+///
+/// Directory layout: `TRAINED` (the trained, empty index), `MANIFEST`, `wal/*.log`,
+/// `segments/*.seg` and `segments/*.del`; see docs/STORAGE-FORMAT.md.
+public final class Shard: @unchecked Sendable {
+    // @unchecked: segment lists and the growing segment are guarded by `lock`; manifest
+    // bookkeeping by `maintenanceLock` (held for a whole seal or compaction, which are
+    // serial); the log has its own lock.
+
+    /// Tunables of a shard; the defaults suit ingestion of millions of vectors.
+    public struct Options: Sendable {
+        /// Seal the growing segment once it holds this many entries.
+        public var sealThresholdEntries = 250_000
+        /// Seal and compact in the background when thresholds are passed (otherwise only on
+        /// explicit `seal()` / `compact()` calls, which tests use for determinism).
+        public var automaticMaintenance = true
+        /// Compact when more segment files than this exist.
+        public var compactionSegmentTrigger = 8
+        /// Rewrite a segment once this fraction of its entries is deleted.
+        public var compactionDeletedFraction = 0.25
+        /// Threads used to encode vectors on upsert.
+        public var encodeThreads = 1
+        /// Fault injection (tests).
+        public var faults = StorageFaults()
+        /// Where recovery and background problems are reported.
+        public var log: @Sendable (String) -> Void = { message in
+            FileHandle.standardError.write(Data(("pharos-storage: " + message + "\n").utf8))
+        }
+
+        /// Default options.
+        public init() {}
+    }
+
+    /// One search result.
+    public struct Hit: Sendable, Equatable {
+        /// The entry's key.
+        public var key: String
+        /// Inner product (higher is better) or squared L2 distance (lower is better).
+        public var score: Float
+    }
+
+    /// A stored entry, as encoded.
+    public struct StoredEntry: Sendable, Equatable {
+        /// Its inverted list.
+        public var list: Int
+        /// Its PQ code, one byte per sub-quantizer.
+        public var code: [UInt8]
+        /// Its refine code (empty without refinement).
+        public var refine: [UInt8]
+        /// Its metadata bytes.
+        public var metadata: [UInt8]
+    }
+
+    /// What opening found and repaired.
+    public struct Recovery: Sendable, Equatable {
+        /// Log records re-applied.
+        public var replayedRecords = 0
+        /// Torn or corrupt log tails cut off (file and bytes).
+        public var truncatedTails: [String] = []
+        /// Leftover files removed (unfinished seals or compactions).
+        public var removedFiles: [String] = []
+    }
+
+    /// Counts describing the shard.
+    public struct Statistics: Sendable, Equatable {
+        /// Segment files.
+        public var segments: Int
+        /// Entries in segment files (deleted ones included).
+        public var sealedEntries: Int
+        /// Entries in memory (growing and sealing segments, deleted included).
+        public var memoryEntries: Int
+        /// Entries that searches can return.
+        public var liveEntries: Int
+    }
+
+    static let trainedFileName = "TRAINED"
+    static let logDirectory = "wal"
+    static let segmentDirectory = "segments"
+
+    /// The data directory.
+    public let directory: String
+    /// The trained state every entry is encoded with.
+    public let index: IVFPQIndex
+    /// What opening found.
+    public private(set) var recovery = Recovery()
+    let options: Options
+    let trainedVersion: UInt64
+    let lock = ReadWriteLock()
+    var growing: GrowingSegment
+    /// A growing segment being written to a segment file (still searched until swapped).
+    var sealing: GrowingSegment?
+    var sealed: [Segment] = []
+    var wal: WriteAheadLog!
+
+    // Maintenance bookkeeping, under `maintenanceLock`.
+    let maintenanceLock = NSLock()
+    var manifest: Manifest
+    /// First log file holding records of `growing` (and of `sealing`, `sealingLogStart`).
+    var growingLogStart: UInt64
+    var sealingLogStart: UInt64 = 0
+    var sealingSkip: Set<Int> = []
+    /// Segments merged away whose files can go once a manifest without them is durable.
+    var retiredSegments: [Segment] = []
+    let maintenanceQueue = DispatchQueue(label: "pharos.shard.maintenance")
+    private let scheduleLock = NSLock()
+    private var maintenanceScheduled = false
+    private var isClosed = false
+
+    var segmentsPath: String { directory + "/" + Shard.segmentDirectory }
+    var logPath: String { directory + "/" + Shard.logDirectory }
+
+    // MARK: Create and open
+
+    /// Creates a shard in `directory` (new or empty) for the trained, empty `trainedIndex`.
+    public static func create(at directory: String, trainedIndex: IVFPQIndex, options: Options = Options()) throws -> Shard {
+        guard trainedIndex.isTrained, trainedIndex.count == 0 else {
+            throw StorageError.invalidInput(field: "trained index", problem: trainedIndex.isTrained
+                ? "holds \(trainedIndex.count) vectors; a shard starts from a trained, empty index"
+                : "is not trained")
+        }
+        let fm = FileManager.default
+        if let existing = try? fm.contentsOfDirectory(atPath: directory), !existing.isEmpty {
+            throw StorageError.invalidInput(field: "directory", problem: "\(directory) is not empty; refusing to create a shard over it")
+        }
+        do {
+            for sub in ["", "/" + logDirectory, "/" + segmentDirectory] {
+                try fm.createDirectory(atPath: directory + sub, withIntermediateDirectories: true)
+            }
+        } catch {
+            throw StorageError.io(path: directory, operation: "create directories", reason: "\(error)")
+        }
+        let trainedPath = directory + "/" + trainedFileName
+        try IndexFactory.save(trainedIndex, to: trainedPath)
+        let manifest = Manifest(trainedVersion: try fileChecksum(trainedPath), nextSegmentID: 1, logStart: 1, segments: [])
+        try manifest.write(directory: directory, faults: options.faults)
+        FileIO.syncDirectory(containing: directory + "/" + Manifest.fileName)
+        return try Shard(directory: directory, options: options)
+    }
+
+    /// Opens the shard in `directory`: maps its segments, replays its log (cutting off a
+    /// torn tail) and removes leftovers of interrupted seals and compactions.
+    public static func open(at directory: String, options: Options = Options()) throws -> Shard {
+        try Shard(directory: directory, options: options)
+    }
+
+    private init(directory: String, options: Options) throws {
+        self.directory = directory
+        self.options = options
+        let fm = FileManager.default
+        let manifestPath = directory + "/" + Manifest.fileName
+        guard fm.fileExists(atPath: manifestPath) else {
+            if fm.fileExists(atPath: directory + "/" + Shard.trainedFileName) {
+                throw StorageError.notAShard(path: directory, problem: "\(Manifest.fileName) is missing, so which segment files and log records are current is unknown; restore it from a backup or re-ingest into a new shard (see docs/STORAGE-FORMAT.md, \"Recovery\")")
+            }
+            throw StorageError.notAShard(path: directory, problem: "no \(Manifest.fileName) (create a shard first)")
+        }
+        let manifest = try Manifest.read(directory: directory)
+        (index, trainedVersion) = try Shard.loadTrained(directory: directory, expected: manifest.trainedVersion)
+        self.manifest = manifest
+        growing = GrowingSegment(lists: index.configuration.lists, layout: index.layout)
+        growingLogStart = manifest.logStart
+        for entry in manifest.segments {
+            sealed.append(try openSegment(entry))
+        }
+        recovery.removedFiles = try removeUnreferencedFiles(manifest: manifest, keepingLogFrom: manifest.logStart, atOpen: true)
+
+        // Replay the log files the manifest does not cover, in order.
+        let sequences = try WriteAheadLog.sequences(in: logPath).filter { $0 >= manifest.logStart }
+        var lastLSN: UInt64 = 0
+        for (i, sequence) in sequences.enumerated() {
+            let path = WriteAheadLog.path(logPath, sequence)
+            let file = try WriteAheadLog.read(path, layout: index.layout, lists: index.configuration.lists, after: lastLSN)
+            for (lsn, record) in file.records {
+                _ = applyUnlocked(record)
+                lastLSN = lsn
+            }
+            recovery.replayedRecords += file.records.count
+            if let tail = file.tornTail {
+                guard i == sequences.count - 1 else {
+                    throw StorageError.corrupt(path: path, block: "record at byte \(tail.offset)",
+                                               problem: "\(tail.reason), and newer log files follow: acknowledged writes after it would be lost")
+                }
+                try WriteAheadLog.truncate(path, to: tail.offset)
+                let note = "\(path): cut \(tail.bytes) bytes after the last whole record at byte \(tail.offset) (\(tail.reason))"
+                recovery.truncatedTails.append(note)
+                options.log("recovery: " + note)
+            }
+        }
+        let newSequence = (sequences.last ?? manifest.logStart - 1) + 1
+        if sequences.isEmpty { growingLogStart = newSequence }
+        wal = try WriteAheadLog(directory: logPath, sequence: newSequence, nextLSN: lastLSN + 1, faults: options.faults) { [unowned self] record in
+            self.lock.withWriteLock { self.applyUnlocked(record) }
+        }
+    }
+
+    private static func loadTrained(directory: String, expected: UInt64) throws -> (IVFPQIndex, UInt64) {
+        let path = directory + "/" + trainedFileName
+        guard let index = try IndexFactory.load(from: path) as? IVFPQIndex else {
+            throw StorageError.notAShard(path: path, problem: "the trained state is not an IVF-PQ index")
+        }
+        let version = try fileChecksum(path)
+        guard version == expected else {
+            throw StorageError.corrupt(path: path, block: "whole file", problem: "checksum \(version) differs from the trained-state version \(expected) in the manifest")
+        }
+        return (index, version)
+    }
+
+    static func fileChecksum(_ path: String) throws -> UInt64 {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StorageError.io(path: path, operation: "read", reason: "cannot read the file")
+        }
+        return UInt64(data.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress, $0.count) })
+    }
+
+    func openSegment(_ entry: Manifest.SegmentEntry) throws -> Segment {
+        var deletions: DeletionBitmap?
+        if entry.deletionGeneration > 0 {
+            deletions = try DeletionBitmap.read(segmentsPath + "/" + DeletionBitmap.fileName(segment: entry.id, generation: entry.deletionGeneration),
+                                                segment: entry.id, entries: entry.entries)
+        }
+        let segment = try Segment(path: segmentsPath + "/" + Segment.fileName(entry.id), id: entry.id, trainedVersion: trainedVersion,
+                                  layout: index.layout, lists: index.configuration.lists, deletions: deletions)
+        guard segment.entries == entry.entries else {
+            throw StorageError.corrupt(path: segment.path, block: "header", problem: "holds \(segment.entries) entries, the manifest says \(entry.entries)")
+        }
+        return segment
+    }
+
+    /// Stops background work and refuses further writes. Data already acknowledged is durable.
+    public func close() {
+        scheduleLock.withLock { isClosed = true }
+        maintenanceQueue.sync {}
+    }
+
+    // MARK: Writes
+
+    /// Inserts or replaces `keys[i]` with `vectors` row i (and `metadata[i]`); returns once
+    /// the batch is durable. Nothing is stored when it throws.
+    public func upsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws {
+        try checkOpen()
+        try Shard.validate(keys: keys)
+        guard vectors.rows == keys.count else {
+            throw StorageError.invalidInput(field: "vectors", problem: "\(vectors.rows) vectors for \(keys.count) keys")
+        }
+        let values = metadata ?? Array(repeating: [], count: keys.count)
+        guard values.count == keys.count else {
+            throw StorageError.invalidInput(field: "metadata", problem: "\(values.count) values for \(keys.count) keys")
+        }
+        if let i = values.firstIndex(where: { $0.count > StorageLimits.maximumMetadataBytes }) {
+            throw StorageError.invalidInput(field: "metadata", problem: "value \(i) holds \(values[i].count) bytes, at most \(StorageLimits.maximumMetadataBytes)")
+        }
+        let entries = try index.encodeEntries(vectors, threads: options.encodeThreads)
+        _ = try wal.append(.upsert(keys: keys, entries: entries, metadata: values))
+        scheduleMaintenanceIfNeeded()
+    }
+
+    /// Deletes `keys` (absent ones are ignored); returns how many were present. Durable on return.
+    @discardableResult
+    public func delete(keys: [String]) throws -> Int {
+        try checkOpen()
+        try Shard.validate(keys: keys)
+        let deleted = try wal.append(.delete(keys: keys))
+        scheduleMaintenanceIfNeeded()
+        return deleted
+    }
+
+    private func checkOpen() throws {
+        if scheduleLock.withLock({ isClosed }) { throw StorageError.closed }
+    }
+
+    static func validate(keys: [String]) throws {
+        guard keys.count <= StorageLimits.maximumBatchRows else {
+            throw StorageError.invalidInput(field: "batch", problem: "\(keys.count) rows, at most \(StorageLimits.maximumBatchRows)")
+        }
+        for (i, key) in keys.enumerated() {
+            let bytes = key.utf8.count
+            guard bytes > 0 else { throw StorageError.invalidInput(field: "key \(i)", problem: "empty key") }
+            guard bytes <= StorageLimits.maximumKeyBytes else {
+                throw StorageError.invalidInput(field: "key \(i)", problem: "\(bytes) bytes of UTF-8, at most \(StorageLimits.maximumKeyBytes)")
+            }
+        }
+    }
+
+    /// Applies a durable record to memory (caller holds the write lock, or is `init`).
+    /// Returns the number of keys deleted (delete) or written (upsert).
+    private func applyUnlocked(_ record: LogRecord) -> Int {
+        switch record {
+        case let .upsert(keys, entries, metadata):
+            entries.forEachEntry { row, list, code, refine in
+                removeLive(keys[row])
+                growing.add(key: keys[row], list: list, code: code, refine: refine, metadata: metadata[row])
+            }
+            return keys.count
+        case let .delete(keys):
+            return keys.reduce(0) { $0 + (removeLive($1) ? 1 : 0) }
+        }
+    }
+
+    /// Marks the live version of `key` deleted, wherever it is.
+    @discardableResult
+    private func removeLive(_ key: String) -> Bool {
+        if let o = growing.find(key) { return growing.delete(o) }
+        if let s = sealing, let o = s.find(key) { return s.delete(o) }
+        for segment in sealed.reversed() {
+            do {
+                if let p = try segment.find(key) { return segment.deletions.delete(p) }
+            } catch {
+                // The record is already durable: report the damage; reads of this segment
+                // will fail with it until it is repaired.
+                options.log("cannot look up key \(key.debugDescription) while applying a write: \(error)")
+            }
+        }
+        return false
+    }
+
+    // MARK: Reads
+
+    /// The `k` best entries for each query row, across all segments, deleted entries skipped.
+    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
+        try lock.withReadLock {
+            var sources: [any InvertedListSource] = [growing]
+            if let sealing { sources.append(sealing) }
+            sources += sealed as [any InvertedListSource]
+            let result = try index.search(queries, k: k, parameters: parameters, sources: sources)
+            if let damage = sealed.lazy.compactMap({ $0.scanDamage() }).first { throw damage }
+            return try (0..<queries.rows).map { q in
+                try zip(result.ids(ofQuery: q), result.scores(ofQuery: q)).compactMap { label, score in
+                    guard label >= 0 else { return nil }
+                    return Hit(key: try key(of: label, sources: sources), score: score)
+                }
+            }
+        }
+    }
+
+    private func key(of label: Int64, sources: [any InvertedListSource]) throws -> String {
+        let list = IVFPQIndex.Label.list(label), offset = IVFPQIndex.Label.offset(label)
+        switch sources[IVFPQIndex.Label.source(label)] {
+        case let memory as GrowingSegment:
+            return memory.keys[Int(memory.lists.id(list: list, offset: offset))]
+        case let segment as Segment:
+            return try segment.key(at: segment.header.lists[list].first + offset)
+        default:
+            preconditionFailure("unknown list source")
+        }
+    }
+
+    /// The stored codes and metadata of `key`, or nil when absent.
+    public func entry(forKey key: String) throws -> StoredEntry? {
+        try lock.withReadLock {
+            let layout = index.layout
+            func read(_ view: InvertedListView, list: Int, offset: Int) -> (code: [UInt8], refine: [UInt8]) {
+                var code = [UInt8](repeating: 0, count: layout.subquantizers)
+                code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+                let refine = layout.refineBytes > 0
+                    ? Array(UnsafeBufferPointer(start: view.refine! + offset * layout.refineBytes, count: layout.refineBytes)) : []
+                return (code, refine)
+            }
+            for memory in [growing, sealing].compactMap({ $0 }) {
+                if let o = memory.find(key) {
+                    let (l, offset) = memory.locations[o]
+                    let (code, refine) = read(memory.view(ofList: Int(l)), list: Int(l), offset: Int(offset))
+                    return StoredEntry(list: Int(l), code: code, refine: refine, metadata: memory.metadata[o])
+                }
+            }
+            for segment in sealed.reversed() {
+                guard let p = try segment.find(key) else { continue }
+                let (l, offset) = segment.location(of: p)
+                let view = segment.view(ofList: l)
+                if let damage = segment.scanDamage() { throw damage }
+                let (code, refine) = read(view, list: l, offset: offset)
+                return StoredEntry(list: l, code: code, refine: refine, metadata: try segment.metadata(at: p))
+            }
+            return nil
+        }
+    }
+
+    /// The stored approximation of `key`'s vector (refine codes when present), or nil.
+    public func vector(forKey key: String) throws -> [Float]? {
+        guard let entry = try entry(forKey: key) else { return nil }
+        let layout = index.layout
+        return try entry.code.withUnsafeBufferPointer { code in
+            try entry.refine.withUnsafeBufferPointer { refine in
+                var packed = [UInt8](repeating: 0, count: layout.codeBytes(count: 1))
+                packed.withUnsafeMutableBufferPointer { layout.store(code.baseAddress!, at: 0, in: $0.baseAddress!) }
+                return try packed.withUnsafeBufferPointer { p in
+                    try index.reconstruct(list: entry.list, offset: 0,
+                                          view: InvertedListView(count: 1, codes: p.baseAddress, refine: refine.baseAddress))
+                }
+            }
+        }
+    }
+
+    /// Counts describing the shard now.
+    public var statistics: Statistics {
+        lock.withReadLock {
+            let memory = [growing, sealing].compactMap { $0 }
+            return Statistics(segments: sealed.count, sealedEntries: sealed.reduce(0) { $0 + $1.entries },
+                              memoryEntries: memory.reduce(0) { $0 + $1.count },
+                              liveEntries: sealed.reduce(0) { $0 + $1.liveEntries } + memory.reduce(0) { $0 + $1.liveCount })
+        }
+    }
+
+    // MARK: Background work
+
+    private func scheduleMaintenanceIfNeeded() {
+        guard options.automaticMaintenance else { return }
+        let needed = lock.withReadLock { growing.count >= options.sealThresholdEntries || sealing != nil }
+            || compactionPlan(force: false) != nil
+        guard needed else { return }
+        let schedule = scheduleLock.withLock { () -> Bool in
+            guard !maintenanceScheduled, !isClosed else { return false }
+            maintenanceScheduled = true
+            return true
+        }
+        guard schedule else { return }
+        maintenanceQueue.async { [self] in
+            scheduleLock.withLock { maintenanceScheduled = false }
+            do {
+                if lock.withReadLock({ growing.count >= options.sealThresholdEntries || sealing != nil }) { try seal() }
+                if compactionPlan(force: false) != nil { try compact() }
+            } catch {
+                options.log("background maintenance failed (will retry on the next write): \(error)")
+            }
+        }
+    }
+}

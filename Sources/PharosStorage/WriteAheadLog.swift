@@ -1,0 +1,261 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PharosIndex
+import PharosKernels
+import PharosVectors
+
+/// The shard's write-ahead log: numbered files `wal/<sequence>.log` of CRC32C-framed,
+/// LZ4-compressed records, made durable by group commit before any write is acknowledged.
+///
+/// Frame: `u32 stored length, u32 raw length, u64 log sequence number (LSN), u32 CRC32C` of
+/// those 16 bytes and the stored payload, then the payload. Many writers append at once; one
+/// of them (the leader) writes every waiting frame with a single `write` and one `fsync`,
+/// then applies the records to memory in LSN order, then wakes the others.
+final class WriteAheadLog: @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by `condition`; the file descriptor is used
+    // for writing only by the single leader (`flushing == true`) or under `condition`.
+
+    static let frameHeaderBytes = 20
+    static let fileSuffix = ".log"
+
+    let directory: String
+    private let condition = NSCondition()
+    private var fd: Int32 = -1
+    private(set) var sequence: UInt64
+    private var fileSize = 0
+    private var pending: [(lsn: UInt64, record: LogRecord, frame: [UInt8])] = []
+    private var results: [UInt64: Result<Int, any Error>] = [:]
+    private var nextLSN: UInt64
+    private var flushing = false
+    private var failure: String?
+    private let faults: StorageFaults
+    /// Applies a durable record to memory; returns the number of keys it affected.
+    private let apply: (LogRecord) -> Int
+
+    /// The path of log file `sequence` in `directory`.
+    static func path(_ directory: String, _ sequence: UInt64) -> String {
+        directory + "/" + String(format: "%016llx", sequence) + fileSuffix
+    }
+
+    /// Log file sequences present in `directory`, ascending.
+    static func sequences(in directory: String) throws -> [UInt64] {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
+            throw StorageError.io(path: directory, operation: "list", reason: "\(error)")
+        }
+        return names.compactMap { name in
+            guard name.hasSuffix(fileSuffix), name.count == 16 + fileSuffix.count else { return nil }
+            return UInt64(name.prefix(16), radix: 16)
+        }.sorted()
+    }
+
+    /// Opens a new log file `sequence` for appending (records continue from `nextLSN`).
+    init(directory: String, sequence: UInt64, nextLSN: UInt64, faults: StorageFaults, apply: @escaping (LogRecord) -> Int) throws {
+        self.directory = directory
+        self.sequence = sequence
+        self.nextLSN = nextLSN
+        self.faults = faults
+        self.apply = apply
+        try openFile(sequence)
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    private func openFile(_ sequence: UInt64) throws {
+        let path = WriteAheadLog.path(directory, sequence)
+        let newFD = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard newFD >= 0 else { throw StorageError.io(path: path, operation: "create", reason: FileIO.errnoText()) }
+        let size = lseek(newFD, 0, SEEK_END)
+        guard size >= 0 else {
+            close(newFD)
+            throw StorageError.io(path: path, operation: "seek", reason: FileIO.errnoText())
+        }
+        FileIO.syncDirectory(containing: path)
+        if fd >= 0 { close(fd) }
+        fd = newFD
+        fileSize = Int(size)
+        self.sequence = sequence
+    }
+
+    /// Logs `record`, waits until it is durable and applied, and returns what `apply`
+    /// returned for it. Throws, having stored nothing, when the write or fsync fails.
+    func append(_ record: LogRecord) throws -> Int {
+        let payload = record.encoded()
+        guard payload.count <= StorageLimits.maximumRecordBytes else {
+            throw StorageError.invalidInput(field: "batch", problem: "\(payload.count) bytes encoded, at most \(StorageLimits.maximumRecordBytes)")
+        }
+        let frame = WriteAheadLog.frame(payload, lsn: 0)
+        condition.lock()
+        if let failure {
+            condition.unlock()
+            throw StorageError.logFailed(path: directory, reason: failure)
+        }
+        let lsn = nextLSN
+        nextLSN += 1
+        pending.append((lsn, record, WriteAheadLog.stamp(frame, lsn: lsn)))
+        while true {
+            if let result = results.removeValue(forKey: lsn) {
+                condition.unlock()
+                return try result.get()
+            }
+            if flushing {
+                condition.wait()
+                continue
+            }
+            flushing = true
+            let batch = pending
+            pending = []
+            condition.unlock()
+            var batchResults: [UInt64: Result<Int, any Error>] = [:]
+            do {
+                try writeAndSync(batch.map(\.frame))
+                for item in batch { batchResults[item.lsn] = .success(apply(item.record)) }
+            } catch {
+                for item in batch { batchResults[item.lsn] = .failure(error) }
+            }
+            condition.lock()
+            results.merge(batchResults) { a, _ in a }
+            flushing = false
+            condition.broadcast()
+        }
+    }
+
+    /// Appends the frames with one write and one fsync. On a failed write the file is cut
+    /// back to its previous length, so a failed batch leaves no partial record; a failure
+    /// that cannot be undone (fsync, truncate) stops the log.
+    private func writeAndSync(_ frames: [[UInt8]]) throws {
+        let path = WriteAheadLog.path(directory, sequence)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(frames.reduce(0) { $0 + $1.count })
+        for f in frames { bytes += f }
+        let error: String? = bytes.withUnsafeBytes { buffer in
+            if let injected = faults.takeWriteFailure() { return injected }
+            var done = 0
+            while done < buffer.count {
+                let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(fileSize + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return FileIO.errnoText()
+                }
+                done += n
+            }
+            return nil
+        }
+        if let error {
+            if ftruncate(fd, off_t(fileSize)) != 0 {
+                stop("truncate after a failed write: \(FileIO.errnoText())")
+            }
+            throw StorageError.io(path: path, operation: "append \(bytes.count) bytes", reason: error)
+        }
+        guard fsync(fd) == 0 else {
+            let reason = "fsync: \(FileIO.errnoText())"
+            stop(reason)
+            throw StorageError.logFailed(path: path, reason: reason)
+        }
+        fileSize += bytes.count
+    }
+
+    private func stop(_ reason: String) {
+        condition.lock()
+        failure = reason
+        condition.unlock()
+    }
+
+    /// Starts log file `sequence + 1` and runs `body` while no batch is being written or
+    /// applied, so that every record applied before `body` is in the older files and every
+    /// record applied after it is in the new one. Returns the new sequence.
+    func rotate(_ body: () -> Void) throws -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        while flushing { condition.wait() }
+        if let failure { throw StorageError.logFailed(path: directory, reason: failure) }
+        // Waiting writers keep their records in `pending`; they will be written to the new file.
+        try openFile(sequence + 1)
+        body()
+        return sequence
+    }
+
+    /// Deletes log files older than `sequence` (their records are in segments now).
+    func removeFiles(before sequence: UInt64) throws {
+        for s in try WriteAheadLog.sequences(in: directory) where s < sequence {
+            unlink(WriteAheadLog.path(directory, s))
+        }
+    }
+
+    // MARK: Frames
+
+    private static func frame(_ payload: [UInt8], lsn: UInt64) -> [UInt8] {
+        let compressed = LZ4Block.compress(payload)
+        var w = ByteWriter()
+        w.write(UInt32(compressed.count))
+        w.write(UInt32(payload.count))
+        w.write(Int64(bitPattern: lsn))
+        w.write(UInt32(0))
+        return w.bytes + compressed
+    }
+
+    /// Fills in the LSN and CRC of a frame built by `frame`.
+    private static func stamp(_ frame: [UInt8], lsn: UInt64) -> [UInt8] {
+        var f = frame
+        withUnsafeBytes(of: lsn.littleEndian) { for i in 0..<8 { f[8 + i] = $0[i] } }
+        let crc = f.withUnsafeBytes { b -> UInt32 in
+            let head = pharos_crc32c(0, b.baseAddress!, 16)
+            return pharos_crc32c(head, b.baseAddress! + frameHeaderBytes, b.count - frameHeaderBytes)
+        }
+        withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { f[16 + i] = $0[i] } }
+        return f
+    }
+
+    /// What replay found in one file.
+    struct ReplayedFile {
+        var records: [(lsn: UInt64, record: LogRecord)] = []
+        /// Bytes after the last whole record (a torn or corrupt tail), if any.
+        var tornTail: (offset: Int, bytes: Int, reason: String)?
+    }
+
+    /// Reads every whole record of log file `path`, stopping at the first frame that is
+    /// incomplete, fails its CRC or goes backwards in LSN.
+    static func read(_ path: String, layout: CodeLayout, lists: Int, after previousLSN: UInt64) throws -> ReplayedFile {
+        let fd = try FileIO.openForReading(path)
+        defer { close(fd) }
+        let size = try FileIO.size(of: fd, path: path)
+        var out = ReplayedFile()
+        var offset = 0
+        var lastLSN = previousLSN
+        func torn(_ reason: String) { out.tornTail = (offset, size - offset, reason) }
+        while offset < size {
+            guard size - offset >= frameHeaderBytes else { torn("incomplete frame header"); break }
+            let head = try FileIO.readBytes(fd, path: path, count: frameHeaderBytes, offset: offset)
+            var r = ByteReader(bytes: head[...], path: path, tag: "frame at \(offset)")
+            let stored = Int(try r.readUInt32()), raw = Int(try r.readUInt32())
+            let lsn = UInt64(bitPattern: try r.readInt64())
+            let crc = try r.readUInt32()
+            guard stored <= LZ4Block.maximumInput, raw <= StorageLimits.maximumRecordBytes,
+                  stored <= size - offset - frameHeaderBytes else { torn("frame length \(stored) runs past the end"); break }
+            let payload = try FileIO.readBytes(fd, path: path, count: stored, offset: offset + frameHeaderBytes)
+            let actual = pharos_crc32c(pharos_crc32c(0, head, 16), payload, payload.count)
+            guard actual == crc else { torn("CRC32C mismatch"); break }
+            guard lsn > lastLSN else { torn("LSN \(lsn) does not follow \(lastLSN)"); break }
+            guard let bytes = payload.withUnsafeBytes({ LZ4Block.decompress($0, rawSize: raw) }) else {
+                torn("LZ4 payload does not decompress")
+                break
+            }
+            out.records.append((lsn, try LogRecord.decode(bytes, layout: layout, lists: lists, path: path, tag: "record \(lsn)")))
+            lastLSN = lsn
+            offset += frameHeaderBytes + stored
+        }
+        return out
+    }
+
+    /// Cuts log file `path` back to `length` bytes (a torn tail) and makes that durable.
+    static func truncate(_ path: String, to length: Int) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError.io(path: path, operation: "open for truncation", reason: FileIO.errnoText()) }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(length)) == 0, fsync(fd) == 0 else {
+            throw StorageError.io(path: path, operation: "truncate to \(length) bytes", reason: FileIO.errnoText())
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import PharosIndex
+import PharosVectors
+import Testing
+@testable import PharosStorage
+
+@Suite struct ShardTests {
+    static let factories = ["IVF8,PQ8x4fs,RefineSQ8", "IVF8,PQ8"]
+
+    @Test(arguments: factories)
+    func writesAreSearchableBeforeAndAfterSealAndReopen(factory: String) throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let base = Fixture.vectors(0..<600)
+        let keys = Fixture.keys(0..<600)
+        var shard: Shard? = try Shard.create(at: dir, trainedIndex: try Fixture.trained(factory), options: Fixture.manualOptions)
+        try shard!.upsert(keys: Array(keys[0..<300]), vectors: base.rows(0..<300), metadata: (0..<300).map { [UInt8($0 % 256)] })
+        try shard!.seal()
+        try shard!.upsert(keys: Array(keys[300...]), vectors: base.rows(300..<600), metadata: (300..<600).map { [UInt8($0 % 256)] })
+        let parameters = SearchParameters(nprobe: 8, threads: 2)
+        let before = try shard!.search(base.rows(0..<40), k: 5, parameters: parameters)
+        // The nearest stored entry of a stored vector is itself in nearly every case.
+        let selfHits = (0..<40).filter { before[$0].first?.key == keys[$0] }.count
+        #expect(selfHits >= 36)
+        #expect(try shard!.entry(forKey: "img-7")?.metadata == [7])
+        #expect(try shard!.entry(forKey: "img-407")?.metadata == [UInt8(407 % 256)])
+        shard!.close()
+        shard = nil
+
+        let reopened = try Shard.open(at: dir, options: Fixture.manualOptions)
+        #expect(reopened.recovery.replayedRecords == 1)
+        #expect(try reopened.search(base.rows(0..<40), k: 5, parameters: parameters) == before)
+        try reopened.seal()
+        #expect(try reopened.search(base.rows(0..<40), k: 5, parameters: parameters) == before)
+        #expect(reopened.statistics == .init(segments: 2, sealedEntries: 600, memoryEntries: 0, liveEntries: 600))
+    }
+
+    /// A sealed shard returns what the in-memory index returns for the same vectors.
+    @Test(arguments: factories)
+    func sealedSearchMatchesTheInMemoryIndex(factory: String) throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let trained = try Fixture.trained(factory)
+        let memory = try IndexFactory.load(from: { () -> String in
+            let p = dir + "-index"
+            try! IndexFactory.save(trained, to: p)
+            return p
+        }()) as! IVFPQIndex
+        defer { Fixture.cleanup(dir + "-index") }
+        let base = Fixture.vectors(0..<1000)
+        try memory.add(base, ids: nil, threads: 2)
+        let shard = try Shard.create(at: dir, trainedIndex: trained, options: Fixture.manualOptions)
+        for start in stride(from: 0, to: 1000, by: 250) {
+            try shard.upsert(keys: Fixture.keys(start..<start + 250), vectors: base.rows(start..<start + 250))
+            try shard.seal()
+        }
+        try shard.compact(force: true)
+        #expect(shard.statistics.segments == 1)
+        let queries = Fixture.vectors(0..<50, stream: 3)
+        let parameters = SearchParameters(nprobe: 3, threads: 2)
+        let expected = try memory.search(queries, k: 10, parameters: parameters)
+        let found = try shard.search(queries, k: 10, parameters: parameters)
+        for q in 0..<50 {
+            #expect(found[q].map(\.score) == Array(expected.scores(ofQuery: q)))
+            let expectedKeys = Set(expected.ids(ofQuery: q).map { "img-\($0)" })
+            #expect(Set(found[q].map(\.key)).symmetricDifference(expectedKeys).count <= 2)  // ties only
+        }
+    }
+
+    @Test func upsertReplacesAndDeleteRemovesEverywhere() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8x4fs"), options: Fixture.manualOptions)
+        let a = Fixture.vectors(0..<100), b = Fixture.vectors(100..<200)
+        try shard.upsert(keys: Fixture.keys(0..<100), vectors: a)
+        try shard.seal()
+        let old = try shard.entry(forKey: "img-5")
+        try shard.upsert(keys: Fixture.keys(0..<50), vectors: b.rows(0..<50))   // replace half
+        #expect(try shard.entry(forKey: "img-5") != old)
+        #expect(shard.statistics.liveEntries == 100)
+        #expect(try shard.delete(keys: ["img-5", "img-60", "absent"]) == 2)
+        #expect(try shard.entry(forKey: "img-5") == nil)
+        #expect(try shard.entry(forKey: "img-60") == nil)
+        #expect(shard.statistics.liveEntries == 98)
+        let everything = try shard.search(Fixture.vectors(0..<3, stream: 5), k: 200, parameters: SearchParameters(nprobe: 4))
+        for hits in everything {
+            #expect(hits.count == 98)
+            #expect(Set(hits.map(\.key)).count == 98)
+            #expect(!hits.contains { $0.key == "img-5" || $0.key == "img-60" })
+        }
+    }
+
+    @Test func badInputIsRefusedWithNamedErrorsAndNothingStored() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: Fixture.manualOptions)
+        let v = Fixture.vectors(0..<2)
+        #expect(throws: StorageError.invalidInput(field: "key 1", problem: "1025 bytes of UTF-8, at most 1024")) {
+            try shard.upsert(keys: ["a", String(repeating: "x", count: 1025)], vectors: v)
+        }
+        #expect(throws: StorageError.invalidInput(field: "key 0", problem: "empty key")) { try shard.upsert(keys: ["", "b"], vectors: v) }
+        #expect(throws: IndexError.dimensionMismatch(expected: 16, found: 3)) {
+            try shard.upsert(keys: ["a", "b"], vectors: Matrix(rows: 2, columns: 3))
+        }
+        var nan = v
+        nan.values[20] = .nan
+        #expect(throws: IndexError.nonFiniteValue(row: 1, column: 4)) { try shard.upsert(keys: ["a", "b"], vectors: nan) }
+        #expect(throws: StorageError.invalidInput(field: "vectors", problem: "2 vectors for 1 keys")) { try shard.upsert(keys: ["a"], vectors: v) }
+        #expect(throws: StorageError.invalidInput(field: "metadata", problem: "value 0 holds 65537 bytes, at most 65536")) {
+            try shard.upsert(keys: ["a", "b"], vectors: v, metadata: [[UInt8](repeating: 0, count: 65537), []])
+        }
+        #expect(throws: StorageError.invalidInput(field: "batch", problem: "100001 rows, at most 100000")) {
+            try shard.delete(keys: Array(repeating: "k", count: 100_001))
+        }
+        #expect(shard.statistics.liveEntries == 0)
+        #expect(throws: StorageError.invalidInput(field: "directory", problem: "\(dir) is not empty; refusing to create a shard over it")) {
+            try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"))
+        }
+    }
+
+    /// A full disk fails the write, keeps everything stored, and the shard goes on serving.
+    @Test func diskFullFailsTheWriteAndHarmsNothing() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        var options = Fixture.manualOptions
+        let faults = StorageFaults()
+        options.faults = faults
+        var shard: Shard? = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        try shard!.upsert(keys: Fixture.keys(0..<50), vectors: Fixture.vectors(0..<50))
+        faults.failNextLogWrites(1)
+        #expect(throws: StorageError.self) { try shard!.upsert(keys: Fixture.keys(50..<100), vectors: Fixture.vectors(50..<100)) }
+        #expect(shard!.statistics.liveEntries == 50)
+        #expect(try shard!.search(Fixture.vectors(0..<1), k: 3).first?.count == 3)
+        // A failed seal keeps the entries in memory and in the log; the retry succeeds.
+        faults.failNextSegmentWrites(1)
+        #expect(throws: StorageError.self) { try shard!.seal() }
+        #expect(shard!.statistics.liveEntries == 50)
+        try shard!.upsert(keys: Fixture.keys(100..<120), vectors: Fixture.vectors(100..<120))
+        try shard!.seal()
+        #expect(shard!.statistics.segments == 1)
+        shard!.close()
+        shard = nil
+        let reopened = try Shard.open(at: dir, options: Fixture.manualOptions)
+        #expect(reopened.statistics.liveEntries == 70)
+        #expect(try reopened.entry(forKey: "img-110") != nil)
+        #expect(try reopened.entry(forKey: "img-60") == nil)
+    }
+}
