@@ -25,6 +25,7 @@ extension Shard {
                 }
                 sealingLogStart = growingLogStart
                 growingLogStart = newSequence
+                options.events?(.sealFrozen)
             }
             guard let frozen = lock.withReadLock({ sealing }) else { return }
             let id = manifest.nextSegmentID
@@ -36,6 +37,7 @@ extension Shard {
             _ = try writer.write(entries: frozen.count - sealingSkip.count) { l in
                 frozen.content(ofList: l, skipping: sealingSkip, ordinals: &order)
             }
+            options.events?(.sealSegmentWritten)
             let segment = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
                                       lists: index.configuration.lists, deletions: nil)
             lock.withWriteLock {
@@ -78,6 +80,7 @@ extension Shard {
                 }
                 return content
             }
+            options.events?(.compactionSegmentWritten)
             let merged = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
                                      lists: index.configuration.lists, deletions: nil)
             lock.withWriteLock {
@@ -132,12 +135,15 @@ extension Shard {
             }
             next.segments.append(entry)
         }
+        options.events?(.deletionsWritten)
         try next.write(directory: directory, faults: options.faults)
         manifest = next
+        options.events?(.manifestWritten)
         for segment in retiredSegments { segment.isObsolete = true }
         retiredSegments = []
         try wal.removeFiles(before: next.logStart)
         _ = try removeUnreferencedFiles(manifest: next, keepingLogFrom: next.logStart, atOpen: false)
+        options.events?(.filesRemoved)
     }
 
     /// The deletion words last written for `entry`, or nil when none was.

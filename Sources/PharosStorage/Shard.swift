@@ -43,8 +43,29 @@ public final class Shard: @unchecked Sendable {
             FileHandle.standardError.write(Data(("pharos-storage: " + message + "\n").utf8))
         }
 
+        /// Called at each step of sealing, compaction and manifest replacement (see
+        /// `MaintenanceEvent`), on the thread doing it: crash tests kill the process there,
+        /// concurrency tests write there.
+        public var events: (@Sendable (MaintenanceEvent) -> Void)?
+
         /// Default options.
         public init() {}
+    }
+
+    /// The steps of background work that `Options.events` reports.
+    public enum MaintenanceEvent: String, Sendable, CaseIterable {
+        /// The growing segment was frozen and a new log file started.
+        case sealFrozen = "seal.frozen"
+        /// A sealed segment file is durable under its final name, not yet in the manifest.
+        case sealSegmentWritten = "seal.segment-written"
+        /// A merged segment file is durable, not yet in the manifest.
+        case compactionSegmentWritten = "compaction.segment-written"
+        /// New deletion bitmaps are durable, the manifest not yet replaced.
+        case deletionsWritten = "persist.deletions-written"
+        /// The new manifest is durable; obsolete log files are not yet removed.
+        case manifestWritten = "persist.manifest-written"
+        /// Obsolete files were removed.
+        case filesRemoved = "persist.files-removed"
     }
 
     /// One search result.

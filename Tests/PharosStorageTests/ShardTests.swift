@@ -146,3 +146,54 @@ import Testing
         #expect(try reopened.entry(forKey: "img-60") == nil)
     }
 }
+
+/// Writes that land while a seal or compaction is writing its file are not lost in the swap.
+@Suite struct ShardConcurrencyTests {
+    final class Box<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
+
+    @Test func deletesAndUpsertsDuringSealAndCompactionAreKept() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        var options = Fixture.manualOptions
+        let shardBox = Box<Shard?>(nil)
+        let fired = Box<[Shard.MaintenanceEvent]>([])
+        options.events = { event in
+            guard let shard = shardBox.value else { return }
+            switch event {
+            case .sealSegmentWritten:
+                fired.value.append(event)
+                // img-1 is in the segment being sealed; img-2 is replaced.
+                _ = try? shard.delete(keys: ["img-1"])
+                try? shard.upsert(keys: ["img-2"], vectors: Fixture.vectors(900..<901))
+            case .compactionSegmentWritten:
+                fired.value.append(event)
+                _ = try? shard.delete(keys: ["img-3", "img-150"])
+            default: break
+            }
+        }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8x4fs"), options: options)
+        shardBox.value = shard
+        try shard.upsert(keys: Fixture.keys(0..<100), vectors: Fixture.vectors(0..<100))
+        try shard.seal()
+        try shard.upsert(keys: Fixture.keys(100..<200), vectors: Fixture.vectors(100..<200))
+        try shard.seal()
+        shardBox.value = nil   // no writes during the next seal
+        try shard.seal()
+        shardBox.value = shard
+        try shard.compact(force: true)
+        shardBox.value = nil
+        #expect(fired.value == [.sealSegmentWritten, .sealSegmentWritten, .compactionSegmentWritten])
+        let expectedLive = 200 - 3   // img-1 (deleted twice), img-3, img-150; img-2 replaced
+        func check(_ s: Shard) throws {
+            #expect(s.statistics.liveEntries == expectedLive)
+            for gone in ["img-1", "img-3", "img-150"] { #expect(try s.entry(forKey: gone) == nil) }
+            let replaced = try s.index.encodeEntries(Fixture.vectors(900..<901), threads: 1)
+            #expect(try s.entry(forKey: "img-2")?.code == replaced.codes)
+            let hits = try s.search(Fixture.vectors(0..<1, stream: 4), k: 300, parameters: SearchParameters(nprobe: 4))[0]
+            #expect(hits.count == expectedLive)
+        }
+        try check(shard)
+        shard.close()
+        try check(try Shard.open(at: dir, options: Fixture.manualOptions))
+    }
+}

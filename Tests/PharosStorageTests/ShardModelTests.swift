@@ -1,0 +1,83 @@
+import Foundation
+import PharosIndex
+import PharosVectors
+import Testing
+@testable import PharosStorage
+
+/// Randomised sequences of upserts, deletes, seals, compactions and restarts, checked after
+/// every step against a dictionary that says what each key should hold.
+@Suite struct ShardModelTests {
+    enum Step: CaseIterable { case upsert, delete, seal, compact, compactAll, reopen }
+
+    @Test(arguments: [(UInt64(1), "IVF4,PQ8x4fs,RefineSQ8"), (2, "IVF4,PQ8"), (3, "IVF6,PQ4x4fs")])
+    func randomSequencesMatchTheModel(seed: UInt64, factory: String) throws {
+        let dir = Fixture.directory("model\(seed)")
+        defer { Fixture.cleanup(dir) }
+        let trained = try Fixture.trained(factory)
+        var options = Fixture.manualOptions
+        options.compactionSegmentTrigger = 3
+        var shard = try Shard.create(at: dir, trainedIndex: trained, options: options)
+        var model: [String: Shard.StoredEntry] = [:]
+        var rng = SplitMix64(seed: seed)
+        let keySpace = 150
+        var vectorStream = 0
+        var taken: [Step: Int] = [:]
+        var merges = 0
+        for stepNumber in 0..<160 {
+            let roll = Int(rng.next() % 100)
+            let step: Step = roll < 50 ? .upsert : roll < 72 ? .delete : roll < 84 ? .seal : roll < 90 ? .compact : roll < 94 ? .compactAll : .reopen
+            taken[step, default: 0] += 1
+            switch step {
+            case .upsert:
+                let n = 1 + Int(rng.next() % 24)
+                let keys = (0..<n).map { _ in "key-\(rng.next() % UInt64(keySpace))" }
+                let vectors = Fixture.vectors(vectorStream..<vectorStream + n, stream: 11)
+                vectorStream += n
+                let metadata = (0..<n).map { [UInt8(stepNumber % 256), UInt8($0)] }
+                try shard.upsert(keys: keys, vectors: vectors, metadata: metadata)
+                let encoded = try trained.encodeEntries(vectors, threads: 1)
+                let m = trained.layout.subquantizers, r = trained.layout.refineBytes
+                for (i, key) in keys.enumerated() {
+                    model[key] = .init(list: Int(encoded.lists[i]), code: Array(encoded.codes[i * m ..< (i + 1) * m]),
+                                       refine: Array(encoded.refine[i * r ..< (i + 1) * r]), metadata: metadata[i])
+                }
+            case .delete:
+                let keys = (0..<(1 + Int(rng.next() % 8))).map { _ in "key-\(rng.next() % UInt64(keySpace))" }
+                let present = Set(keys).filter { model[$0] != nil }.count
+                #expect(try shard.delete(keys: keys) == present)
+                for key in keys { model[key] = nil }
+            case .seal:
+                try shard.seal()
+            case .compact:
+                if try shard.compact() { merges += 1 }
+            case .compactAll:
+                if try shard.compact(force: true) { merges += 1 }
+            case .reopen:
+                shard.close()
+                shard = try Shard.open(at: dir, options: options)
+            }
+            #expect(shard.statistics.liveEntries == model.count, "step \(stepNumber) (\(step))")
+            if stepNumber % 8 == 7 || step == .reopen || step == .compactAll {
+                try check(shard, against: model, keySpace: keySpace, step: stepNumber)
+            }
+        }
+        try check(shard, against: model, keySpace: keySpace, step: -1)
+        // The sequence exercised every kind of step, and compactions really merged.
+        #expect(Set(taken.keys) == Set(Step.allCases))
+        #expect(merges >= 3)
+    }
+
+    private func check(_ shard: Shard, against model: [String: Shard.StoredEntry], keySpace: Int, step: Int) throws {
+        for k in 0..<keySpace {
+            let key = "key-\(k)"
+            #expect(try shard.entry(forKey: key) == model[key], "step \(step): \(key)")
+        }
+        // An exhaustive search returns every live key exactly once and nothing else.
+        let lists = shard.index.configuration.lists
+        let hits = try shard.search(Fixture.vectors(0..<2, stream: 12), k: keySpace + 10, parameters: SearchParameters(nprobe: lists))
+        for row in hits {
+            #expect(row.count == model.count, "step \(step)")
+            #expect(Set(row.map(\.key)) == Set(model.keys), "step \(step)")
+        }
+    }
+}
