@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "PharosIndex", targets: ["PharosIndex"]),
         .library(name: "PharosStorage", targets: ["PharosStorage"]),
         .executable(name: "pharos", targets: ["pharos"]),
+        .executable(name: "pharos-shard", targets: ["pharos-shard"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,12 @@ let package = Package(
             name: "pharos",
             dependencies: [
                 "PharosIndex", "PharosVectors", "PharosKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "pharos-shard",
+            dependencies: [
+                "PharosStorage", "PharosIndex", "PharosVectors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -105,10 +105,14 @@ extension Shard {
         }
         var chosen = Set(heavy.map(\.id))
         if segments.count > options.compactionSegmentTrigger {
-            // Merge the smallest until half the trigger remains.
-            let target = Swift.max(1, options.compactionSegmentTrigger / 2)
-            for s in segments.sorted(by: { $0.liveEntries < $1.liveEntries }).prefix(segments.count - target + 1) {
+            // Size-tiered: the two smallest, then the next smallest while it is at most twice
+            // what is chosen so far, so an entry is rewritten O(log n) times, not at every merge.
+            let bySize = segments.sorted { $0.liveEntries < $1.liveEntries }
+            var total = 0
+            for (i, s) in bySize.enumerated() {
+                if i >= 2 && s.liveEntries > 2 * total { break }
                 chosen.insert(s.id)
+                total += s.liveEntries
             }
         }
         guard !chosen.isEmpty else { return nil }

@@ -86,6 +86,14 @@ public final class Shard: @unchecked Sendable {
         public var refine: [UInt8]
         /// Its metadata bytes.
         public var metadata: [UInt8]
+
+        /// Creates an entry description.
+        public init(list: Int, code: [UInt8], refine: [UInt8], metadata: [UInt8]) {
+            self.list = list
+            self.code = code
+            self.refine = refine
+            self.metadata = metadata
+        }
     }
 
     /// What opening found and repaired.

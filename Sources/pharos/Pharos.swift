@@ -1,5 +1,6 @@
 import Foundation
 import ArgumentParser
+import PharosVectors
 
 /// The `pharos` command line: thin flag parsing over the Pharos libraries.
 @main

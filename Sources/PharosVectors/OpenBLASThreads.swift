@@ -7,8 +7,10 @@ import Foundation
 /// `sched_yield` for a while, which took a quarter of the throughput of a 2-thread search on
 /// 2 cores. Only `OPENBLAS_NUM_THREADS` set before the process starts prevents the pool, so
 /// the command re-executes itself once with it set (a user's own setting is respected).
-enum OpenBLASThreads {
-    static func pinBeforeLoad() {
+public enum OpenBLASThreads {
+    /// Re-executes the current process with `OPENBLAS_NUM_THREADS=1` unless it is set.
+    /// Call first thing in `main`.
+    public static func pinBeforeLoad() {
         guard ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil else { return }
         setenv("OPENBLAS_NUM_THREADS", "1", 1)
         let arguments = CommandLine.arguments

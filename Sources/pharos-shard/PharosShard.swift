@@ -1,0 +1,17 @@
+import ArgumentParser
+import PharosVectors
+
+/// The `pharos-shard` command: shard-node tools over `PharosStorage` (verification,
+/// statistics, and the crash-test driver and harness).
+@main
+struct PharosShard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pharos-shard",
+        abstract: "Pharos shard node: storage tools.",
+        subcommands: [VerifyCommand.self, StatsCommand.self, CrashTestCommand.self, DriveCommand.self])
+
+    static func main() {
+        OpenBLASThreads.pinBeforeLoad()
+        Self.main(nil)
+    }
+}
