@@ -150,6 +150,8 @@ public final class Shard: @unchecked Sendable {
     private let scheduleLock = NSLock()
     private var maintenanceScheduled = false
     private var isClosed = false
+    /// Held while open so that two processes never share a directory.
+    private var directoryLock: DirectoryLock?
 
     var segmentsPath: String { directory + "/" + Shard.segmentDirectory }
     var logPath: String { directory + "/" + Shard.logDirectory }
@@ -199,6 +201,7 @@ public final class Shard: @unchecked Sendable {
             }
             throw StorageError.notAShard(path: directory, problem: "no \(Manifest.fileName) (create a shard first)")
         }
+        directoryLock = try DirectoryLock(directory + "/LOCK")
         let manifest = try Manifest.read(directory: directory)
         (index, trainedVersion) = try Shard.loadTrained(directory: directory, expected: manifest.trainedVersion)
         self.manifest = manifest
@@ -271,10 +274,12 @@ public final class Shard: @unchecked Sendable {
         return segment
     }
 
-    /// Stops background work and refuses further writes. Data already acknowledged is durable.
+    /// Stops background work, refuses further writes and releases the directory. Data
+    /// already acknowledged is durable.
     public func close() {
         scheduleLock.withLock { isClosed = true }
         maintenanceQueue.sync {}
+        maintenanceLock.withLock { directoryLock = nil }
     }
 
     // MARK: Writes

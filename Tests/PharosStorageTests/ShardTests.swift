@@ -197,3 +197,16 @@ import Testing
         try check(try Shard.open(at: dir, options: Fixture.manualOptions))
     }
 }
+
+@Suite struct ShardLockTests {
+    @Test func aShardDirectoryOpensOnceAtATime() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: Fixture.manualOptions)
+        #expect { try Shard.open(at: dir, options: Fixture.manualOptions) } throws: { "\($0)".contains("already open") }
+        shard.close()
+        let again = try Shard.open(at: dir, options: Fixture.manualOptions)
+        again.close()
+        #expect(throws: StorageError.closed) { try again.upsert(keys: ["a"], vectors: Fixture.vectors(0..<1)) }
+    }
+}
