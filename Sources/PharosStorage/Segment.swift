@@ -33,10 +33,11 @@ final class Segment: InvertedListSource, @unchecked Sendable {
     private let verified: UnsafeMutablePointer<UInt8>
     private let flagCount: Int
     private let cacheLock = NSLock()
-    private var keyCache: [Int: [ArraySlice<UInt8>]] = [:]
+    /// Decompressed key blocks, published once each and kept for the segment's life (about
+    /// 12 bytes per key): searches resolve result keys here without locks.
+    private let keySlots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private var damage: StorageError?
     private var obsolete = false
-    static let keyCacheBlocks = 64
 
     var id: UInt64 { header.segmentID }
     var entries: Int { header.entries }
@@ -82,11 +83,17 @@ final class Segment: InvertedListSource, @unchecked Sendable {
         flagCount = header.lists.count + header.keyIndexCRCs.count
         verified = .allocate(capacity: Swift.max(1, flagCount))
         verified.initialize(repeating: 0, count: Swift.max(1, flagCount))
+        keySlots = .allocate(capacity: Swift.max(1, header.keyBlocks.count))
+        keySlots.initialize(repeating: nil, count: Swift.max(1, header.keyBlocks.count))
     }
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), mappedBytes)
         verified.deallocate()
+        for i in 0..<header.keyBlocks.count {
+            if let p = keySlots[i] { Unmanaged<BlobBlock>.fromOpaque(p).release() }
+        }
+        keySlots.deallocate()
         if obsolete { unlink(path) }
     }
 
@@ -141,18 +148,24 @@ final class Segment: InvertedListSource, @unchecked Sendable {
 
     /// The key of entry `position`.
     func key(at position: Int) throws -> String {
-        let block = try blobEntries(position / StorageLimits.blobBlockEntries, keys: true)
-        return String(decoding: block[position % StorageLimits.blobBlockEntries], as: UTF8.self)
+        let index = position / StorageLimits.blobBlockEntries
+        let slot = keySlots + index
+        if let cached = pharos_slot_load(slot) {
+            return Unmanaged<BlobBlock>.fromOpaque(cached).takeUnretainedValue().string(position % StorageLimits.blobBlockEntries)
+        }
+        let block = try blob(index, keys: true)
+        let retained = Unmanaged.passRetained(block).toOpaque()
+        if pharos_slot_publish(slot, retained) == 0 { Unmanaged<BlobBlock>.fromOpaque(retained).release() }
+        return block.string(position % StorageLimits.blobBlockEntries)
     }
 
     /// The metadata bytes of entry `position`.
     func metadata(at position: Int) throws -> [UInt8] {
-        Array(try blobEntries(position / StorageLimits.blobBlockEntries, keys: false)[position % StorageLimits.blobBlockEntries])
+        try blob(position / StorageLimits.blobBlockEntries, keys: false).bytes(position % StorageLimits.blobBlockEntries)
     }
 
     /// Decompresses (and on first use verifies) key or metadata block `index`.
-    private func blobEntries(_ index: Int, keys: Bool) throws -> [ArraySlice<UInt8>] {
-        if keys, let cached = cacheLock.withLock({ keyCache[index] }) { return cached }
+    private func blob(_ index: Int, keys: Bool) throws -> BlobBlock {
         let block = (keys ? header.keyBlocks : header.metadataBlocks)[index]
         let name = "\(keys ? "key" : "metadata") block \(index)"
         let stored = UnsafeRawBufferPointer(start: base + block.offset, count: block.storedBytes)
@@ -160,18 +173,12 @@ final class Segment: InvertedListSource, @unchecked Sendable {
         guard crc == block.crc else {
             throw StorageError.corrupt(path: path, block: name, problem: "CRC32C mismatch (stored \(block.crc), computed \(crc))")
         }
-        guard let raw = LZ4Block.decompress(stored, rawSize: block.rawBytes), let entries = BlobBlockBuilder.entries(of: raw) else {
+        guard let raw = LZ4Block.decompress(stored, rawSize: block.rawBytes), let entries = BlobBlock(raw) else {
             throw StorageError.corrupt(path: path, block: name, problem: "does not decompress to \(block.rawBytes) bytes of entries")
         }
         let expected = Swift.min(StorageLimits.blobBlockEntries, header.entries - index * StorageLimits.blobBlockEntries)
         guard entries.count == expected else {
             throw StorageError.corrupt(path: path, block: name, problem: "holds \(entries.count) entries, expected \(expected)")
-        }
-        if keys {
-            cacheLock.withLock {
-                if keyCache.count >= Segment.keyCacheBlocks { keyCache.removeAll() }
-                keyCache[index] = entries
-            }
         }
         return entries
     }
@@ -238,8 +245,8 @@ final class Segment: InvertedListSource, @unchecked Sendable {
     func verifyAll() throws {
         for l in 0..<header.lists.count where header.lists[l].count > 0 { try verifyList(l) }
         for b in 0..<header.keyBlocks.count {
-            _ = try blobEntries(b, keys: true)
-            _ = try blobEntries(b, keys: false)
+            _ = try blob(b, keys: true)
+            _ = try blob(b, keys: false)
         }
         var previous: UInt64 = 0
         for i in 0..<header.entries {

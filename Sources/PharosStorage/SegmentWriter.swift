@@ -104,50 +104,80 @@ struct SegmentWriter {
 }
 
 /// Accumulates keys (or metadata values) into LZ4 blocks of `blobBlockEntries` entries.
-/// Raw block layout: u32 count, u32 length of each entry, the entries' bytes.
+/// Raw block layout: u32 count, u32 end offset of each entry (cumulative, from the start of
+/// the data), the entries' bytes; so entry i is found without walking the others.
 struct BlobBlockBuilder {
-    private var lengths: [UInt32] = []
+    private var ends: [UInt32] = []
     private var bytes: [UInt8] = []
     private var blocks: [(stored: [UInt8], raw: Int)] = []
 
     mutating func append(_ value: [UInt8]) {
-        lengths.append(UInt32(value.count))
         bytes += value
-        if lengths.count == StorageLimits.blobBlockEntries { seal() }
+        ends.append(UInt32(bytes.count))
+        if ends.count == StorageLimits.blobBlockEntries { seal() }
     }
 
     private mutating func seal() {
         var raw = ByteWriter()
-        raw.write(UInt32(lengths.count))
-        for length in lengths { raw.write(length) }
+        raw.write(UInt32(ends.count))
+        for end in ends { raw.write(end) }
         let all = raw.bytes + bytes
         blocks.append((LZ4Block.compress(all), all.count))
-        lengths.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
         bytes.removeAll(keepingCapacity: true)
     }
 
     /// The compressed blocks and their raw sizes.
     mutating func finish() -> [(stored: [UInt8], raw: Int)] {
-        if !lengths.isEmpty { seal() }
+        if !ends.isEmpty { seal() }
         return blocks
     }
+}
 
-    /// Splits a decompressed block back into its entries; nil when malformed.
-    static func entries(of raw: [UInt8]) -> [ArraySlice<UInt8>]? {
-        guard raw.count >= 4 else { return nil }
-        let count = Int(raw.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian })
-        guard count <= StorageLimits.blobBlockEntries, raw.count >= 4 + 4 * count else { return nil }
-        var out: [ArraySlice<UInt8>] = []
-        out.reserveCapacity(count)
-        var position = 4 + 4 * count
+/// A decompressed key or metadata block, checked once so that entry reads need no checks.
+/// A class with its bytes in one allocation: segments share it between threads without
+/// reference-count traffic on the bytes.
+final class BlobBlock: @unchecked Sendable {
+    // @unchecked: the bytes are written once in init and only read afterwards.
+    private let raw: UnsafeMutableRawBufferPointer
+    /// Entries in the block.
+    let count: Int
+
+    /// Checks `raw` (count, monotone end offsets within the data); nil when malformed.
+    init?(_ bytes: [UInt8]) {
+        guard bytes.count >= 4 else { return nil }
+        let count = Int(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian })
+        guard count <= StorageLimits.blobBlockEntries, bytes.count >= 4 + 4 * count else { return nil }
+        let dataBytes = bytes.count - 4 - 4 * count
+        var previous = 0
         for i in 0..<count {
-            let length = Int(raw.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4 + 4 * i, as: UInt32.self).littleEndian })
-            guard length <= raw.count - position else { return nil }
-            out.append(raw[position ..< position + length])
-            position += length
+            let end = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4 + 4 * i, as: UInt32.self).littleEndian })
+            guard end >= previous, end <= dataBytes else { return nil }
+            previous = end
         }
-        return position == raw.count ? out : nil
+        guard previous == dataBytes else { return nil }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        raw = buffer
+        self.count = count
     }
+
+    deinit { raw.deallocate() }
+
+    /// The bytes of entry `i`, valid while this block is alive.
+    func entry(_ i: Int) -> UnsafeRawBufferPointer {
+        precondition(i >= 0 && i < count, "entry \(i) outside a block of \(count)")
+        let start = i == 0 ? 0 : Int(raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian)
+        let end = Int(raw.loadUnaligned(fromByteOffset: 4 + 4 * i, as: UInt32.self).littleEndian)
+        let data = 4 + 4 * count
+        return UnsafeRawBufferPointer(rebasing: raw[data + start ..< data + end])
+    }
+
+    /// Entry `i` as a string.
+    func string(_ i: Int) -> String { String(decoding: entry(i), as: UTF8.self) }
+
+    /// Entry `i` as bytes.
+    func bytes(_ i: Int) -> [UInt8] { Array(entry(i)) }
 }
 
 /// Buffered sequential writes at aligned offsets, through `pwrite`.

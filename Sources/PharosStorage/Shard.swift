@@ -368,17 +368,30 @@ public final class Shard: @unchecked Sendable {
     /// The `k` best entries for each query row, across all segments, deleted entries skipped.
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
         try lock.withReadLock {
-            var sources: [any InvertedListSource] = [growing]
-            if let sealing { sources.append(sealing) }
-            sources += sealed as [any InvertedListSource]
+            let sources: [any InvertedListSource] = [growing] + (sealing.map { [$0] } ?? []) + sealed
             let result = try index.search(queries, k: k, parameters: parameters, sources: sources)
             if let damage = sealed.lazy.compactMap({ $0.scanDamage() }).first { throw damage }
-            return try (0..<queries.rows).map { q in
-                try zip(result.ids(ofQuery: q), result.scores(ofQuery: q)).compactMap { label, score in
-                    guard label >= 0 else { return nil }
-                    return Hit(key: try key(of: label, sources: sources), score: score)
+            // Keys are resolved in parallel too: a key read may decompress a block.
+            var hits = [[Hit]](repeating: [], count: queries.rows)
+            var failures = [StorageError?](repeating: nil, count: queries.rows)
+            hits.withSendablePointer { out in
+                failures.withSendablePointer { failed in
+                    Parallel.forEachChunk(count: queries.rows, chunkSize: 64, threads: parameters.threads) { chunk in
+                        for q in chunk {
+                            do {
+                                out.pointer[q] = try zip(result.ids(ofQuery: q), result.scores(ofQuery: q)).compactMap { label, score in
+                                    guard label >= 0 else { return nil }
+                                    return Hit(key: try self.key(of: label, sources: sources), score: score)
+                                }
+                            } catch {
+                                failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)")
+                            }
+                        }
+                    }
                 }
             }
+            if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+            return hits
         }
     }
 

@@ -8,7 +8,7 @@ struct PharosShard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
-        subcommands: [VerifyCommand.self, StatsCommand.self, CrashTestCommand.self, DriveCommand.self])
+        subcommands: [VerifyCommand.self, StatsCommand.self, BenchCommand.self, CrashTestCommand.self, DriveCommand.self, BenchOpenCommand.self])
 
     static func main() {
         OpenBLASThreads.pinBeforeLoad()

@@ -137,6 +137,14 @@ uint32_t pharos_crc32c(uint32_t crc, const void *data, size_t n);
 static inline uint8_t pharos_flag_load(const uint8_t *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
 /// Sets a flag byte with release ordering.
 static inline void pharos_flag_store(uint8_t *flag, uint8_t value) { __atomic_store_n(flag, value, __ATOMIC_RELEASE); }
+/// Reads a published pointer slot with acquire ordering (NULL while unpublished).
+static inline void *pharos_slot_load(void *const *slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
+/// Publishes `value` into an empty slot; returns 0 (and changes nothing) if another thread
+/// published first.
+static inline int pharos_slot_publish(void **slot, void *value) {
+    void *expected = 0;
+    return __atomic_compare_exchange_n(slot, &expected, value, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 
 #ifdef __cplusplus
 }
