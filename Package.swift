@@ -37,16 +37,20 @@ let package = Package(
         .target(name: "PharosVectors", dependencies: ["COpenBLAS", "PharosKernels"]),
         .target(name: "PharosIndex", dependencies: ["PharosVectors", "PharosKernels"]),
         .target(name: "PharosStorage", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "CLZ4"]),
+        // Terminal helpers shared by the executables (progress bars, messages).
+        .target(
+            name: "PharosCommandLine",
+            dependencies: ["PharosIndex", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "pharos",
             dependencies: [
-                "PharosIndex", "PharosVectors", "PharosKernels",
+                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "pharos-shard",
             dependencies: [
-                "PharosStorage", "PharosIndex", "PharosVectors",
+                "PharosStorage", "PharosIndex", "PharosVectors", "PharosCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

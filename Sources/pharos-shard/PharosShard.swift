@@ -8,7 +8,8 @@ struct PharosShard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
-        subcommands: [VerifyCommand.self, StatsCommand.self, BenchCommand.self, CrashTestCommand.self, DriveCommand.self, BenchOpenCommand.self])
+        subcommands: [CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
+                      BenchCommand.self, CrashTestCommand.self, DriveCommand.self, BenchOpenCommand.self])
 
     static func main() {
         OpenBLASThreads.pinBeforeLoad()

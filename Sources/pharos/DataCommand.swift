@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PharosCommandLine
 import PharosIndex
 import PharosVectors
 

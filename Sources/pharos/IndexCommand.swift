@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
+import PharosCommandLine
 import PharosIndex
 import PharosVectors
-
-extension Metric: ExpressibleByArgument {}
 
 struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,19 +2,21 @@ import Foundation
 
 /// A one-line progress display on standard error with rate and ETA, redrawn at most ten
 /// times a second; silent when standard error is not a terminal except for the final line.
-final class ProgressBar {
+public final class ProgressBar {
     private let label: String
     private let total: Int
     private let start = Date()
     private var lastDraw = Date.distantPast
     private let interactive = isatty(STDERR_FILENO) != 0
 
-    init(_ label: String, total: Int) {
+    /// A bar for `total` units of work.
+    public init(_ label: String, total: Int) {
         self.label = label
         self.total = total
     }
 
-    func update(_ done: Int) {
+    /// Redraws with `done` units finished.
+    public func update(_ done: Int) {
         guard interactive else { return }
         let now = Date()
         guard now.timeIntervalSince(lastDraw) >= 0.1 || done >= total else { return }
@@ -22,7 +24,8 @@ final class ProgressBar {
         draw(done, final: false)
     }
 
-    func finish() { draw(total, final: true) }
+    /// Draws the final line (always, also when not a terminal).
+    public func finish() { draw(total, final: true) }
 
     private func draw(_ done: Int, final: Bool) {
         let elapsed = Date().timeIntervalSince(start)
@@ -40,6 +43,6 @@ final class ProgressBar {
 }
 
 /// Writes a line to standard error.
-func printError(_ text: String) {
+public func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

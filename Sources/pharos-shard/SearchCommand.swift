@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import PharosCommandLine
+import PharosIndex
+import PharosStorage
+import PharosVectors
+
+/// `pharos-shard search`: searches a shard with a query file; prints QPS, optionally recall
+/// against exact neighbours (when keys are `<prefix><row>`) and writes the keys found.
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "search", abstract: "Search a shard with a query file.")
+
+    @Option(help: "The shard's data directory.") var data: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(name: .customShort("k"), help: "Results per query.") var k: Int = 10
+    @Option(help: "Lists probed per query.") var nprobe: Int = 16
+    @Option(help: "Refine factor.") var refineFactor: Int = 4
+    @Option(help: "Worker threads.") var threads: Int = Parallel.defaultThreads
+    @Option(help: "Exact neighbour rows (.ivecs) for recall; keys must be <key-prefix><row>.") var truth: String?
+    @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
+    @Option(help: "Write one line per query: key<TAB>score pairs.") var out: String?
+
+    func run() throws {
+        let queryRows = try VectorFileReader(path: queries).readAll()
+        var options = Shard.Options()
+        options.automaticMaintenance = false
+        let clock = Date()
+        let shard = try Shard.open(at: data, options: options)
+        let opened = Date().timeIntervalSince(clock)
+        defer { shard.close() }
+        let parameters = SearchParameters(nprobe: nprobe, refineFactor: refineFactor, threads: threads)
+        let start = Date()
+        let hits = try shard.search(queryRows, k: k, parameters: parameters)
+        let seconds = Date().timeIntervalSince(start)
+        print(String(format: "opened %@ in %.1f ms; searched %d queries, k=%d, nprobe=%d, %d threads: %.1f QPS",
+                     data, opened * 1000, queryRows.rows, k, nprobe, threads, Double(queryRows.rows) / seconds))
+        if let truth {
+            let truthFile = try VectorFileReader(path: truth)
+            let truthIDs = try truthFile.readInt32Rows(0..<queryRows.rows).map(Int64.init)
+            let ids = hits.flatMap { row in (0..<k).map { r in r < row.count ? Int64(row[r].key.dropFirst(keyPrefix.count)) ?? -1 : -1 } }
+            let recalls = [1, 10, 100].filter { $0 <= k && $0 <= truthFile.dimension }.map { at in
+                String(format: "recall@%d %.4f", at, GroundTruth.recall(at: at, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension))
+            }
+            print(recalls.joined(separator: "  "))
+        }
+        if let out {
+            let text = hits.map { $0.map { "\($0.key)\t\($0.score)" }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
+            try text.write(toFile: out, atomically: true, encoding: .utf8)
+        }
+    }
+}
