@@ -453,6 +453,9 @@ public final class Shard: @unchecked Sendable {
         }
     }
 
+    /// Log records written and fsyncs made since the shard was opened.
+    public var logCounts: (records: Int, syncs: Int) { wal.counts }
+
     /// Counts describing the shard now.
     public var statistics: Statistics {
         lock.withReadLock {

@@ -29,6 +29,8 @@ final class WriteAheadLog: @unchecked Sendable {
     private var results: [UInt64: Result<Int, any Error>] = [:]
     private var nextLSN: UInt64
     private var flushing = false
+    private var records = 0
+    private var syncs = 0
     private var failure: String?
     private let faults: StorageFaults
     /// Applies a durable record to memory; returns the number of keys it affected.
@@ -79,6 +81,10 @@ final class WriteAheadLog: @unchecked Sendable {
         self.sequence = sequence
     }
 
+    /// Records written and fsyncs made since this log was opened (group commit makes the
+    /// second smaller than the first under concurrent writers).
+    var counts: (records: Int, syncs: Int) { condition.withLock { (records, syncs) } }
+
     /// Logs `record`, waits until it is durable and applied, and returns what `apply`
     /// returned for it. Throws, having stored nothing, when the write or fsync fails.
     func append(_ record: LogRecord) throws -> Int {
@@ -116,6 +122,8 @@ final class WriteAheadLog: @unchecked Sendable {
                 for item in batch { batchResults[item.lsn] = .failure(error) }
             }
             condition.lock()
+            records += batch.count
+            syncs += 1
             results.merge(batchResults) { a, _ in a }
             flushing = false
             condition.broadcast()

@@ -19,6 +19,8 @@ struct CrashTestCommand: ParsableCommand {
     @Option(help: "Pause between the driver's batches, in milliseconds.") var pause: Int = 2
     @Option(help: "Longest wait before a random kill, in milliseconds.") var maximumDelay: Int = 600
     @Option(help: "Data directory (default: a new temporary one, removed on success).") var data: String?
+    @Flag(help: "Instead of killing, let the driver write until the file system is full (run on a small file system): the failed write must name the full disk, and everything acknowledged must still be there and searchable.")
+    var diskFull = false
 
     func run() throws {
         let directory = data ?? NSTemporaryDirectory() + "pharos-crash-\(getpid())"
@@ -33,6 +35,25 @@ struct CrashTestCommand: ParsableCommand {
         var killsAtEvents: [String: Int] = [:]
         let events = Shard.MaintenanceEvent.allCases
         let started = Date()
+        if diskFull {
+            let run = try runDriver(directory: directory, from: 0, crashAt: nil, delayMilliseconds: nil)
+            // The driver's own failure is its last "Error:" line (background seals may have
+            // reported the full disk before, and retried).
+            let final = run.error?.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init)
+            guard let error = final, error.contains("No space left on device") else {
+                throw ValidationError("the driver stopped without a disk-full error: \(run.error ?? "none")")
+            }
+            let lastAcknowledged = run.acknowledged.max() ?? -1
+            for b in 0 ... max(0, lastAcknowledged) where b <= lastAcknowledged { model.apply(b, of: workload) }
+            var withFailed = model
+            withFailed.apply(lastAcknowledged + 1, of: workload)
+            let shard = try Shard.open(at: directory, options: quietOptions())
+            model = try check(shard, against: model, orWithInFlight: withFailed, workload: workload, encoded: &encoded, kill: 0)
+            shard.close()
+            _ = try ShardVerifier.verify(directory)
+            print("disk-full test passed: the write failed with \"\(error)\" after \(run.acknowledged.count) acknowledged batches; all \(model.live.count) live keys intact, shard verifies and searches")
+            return
+        }
         for k in 0..<kills {
             // The first kills target each maintenance step once; the rest land at random.
             let target = k < events.count ? "\(events[k].rawValue):\(1 + rng.next() % 2)" : nil
@@ -76,36 +97,54 @@ struct CrashTestCommand: ParsableCommand {
     struct DriverRun {
         var acknowledged: [Int] = []
         var crashedAt: String?
+        /// What the driver printed on standard error when it stopped by itself.
+        var error: String?
     }
 
     /// Starts the driver, kills it after `delayMilliseconds` (or lets it kill itself at
-    /// `crashAt`, within 60 s), and returns what it acknowledged.
-    private func runDriver(directory: String, from first: Int, crashAt: String?, delayMilliseconds: Int) throws -> DriverRun {
+    /// `crashAt`, or with no delay lets it run until it fails by itself; within 120 s), and
+    /// returns what it acknowledged.
+    private func runDriver(directory: String, from first: Int, crashAt: String?, delayMilliseconds: Int?) throws -> DriverRun {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
         var arguments = ["drive", "--data", directory, "--seed", "\(seed)", "--batch-size", "\(batchSize)", "--first-batch", "\(first)", "--pause", "\(pause)"]
         if let crashAt { arguments += ["--crash-at", crashAt] }
         process.arguments = arguments
-        let output = Pipe()
+        let output = Pipe(), errors = Pipe()
         process.standardOutput = output
+        process.standardError = errors
         try process.run()
-        if crashAt == nil {
+        // Drain both pipes from the start, so a chatty child never blocks on a full pipe.
+        let outputText = Box(""), errorText = Box("")
+        let readers = [(output, outputText), (errors, errorText)].map { pipe, box in
+            Thread { box.value = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        }
+        readers.forEach { $0.start() }
+        if crashAt == nil, let delayMilliseconds {
             usleep(UInt32(delayMilliseconds) * 1000)
             kill(process.processIdentifier, SIGKILL)
         } else {
-            let deadline = Date().addingTimeInterval(60)
+            let deadline = Date().addingTimeInterval(120)
             while process.isRunning && Date() < deadline { usleep(5000) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         process.waitUntilExit()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        while readers.contains(where: { !$0.isFinished }) { usleep(1000) }
+        let text = outputText.value
         var run = DriverRun()
         for line in text.split(separator: "\n") {
             if line.hasPrefix("ack "), let b = Int(line.dropFirst(4)) { run.acknowledged.append(b) }
             if line.hasPrefix("crash-at ") { run.crashedAt = String(line.dropFirst(9)) }
         }
+        if delayMilliseconds == nil && crashAt == nil {
+            guard process.terminationReason == .exit, process.terminationStatus != 0 else {
+                throw ValidationError("the driver was expected to fail by itself (status \(process.terminationStatus))")
+            }
+            run.error = errorText.value
+            return run
+        }
         guard process.terminationReason == .uncaughtSignal, process.terminationStatus == SIGKILL else {
-            throw ValidationError("the driver exited by itself (status \(process.terminationStatus)) instead of being killed:\n\(text.suffix(2000))")
+            throw ValidationError("the driver exited by itself (status \(process.terminationStatus)) instead of being killed:\n\(text.suffix(2000))\(errorText.value.suffix(2000))")
         }
         return run
     }
@@ -144,4 +183,10 @@ struct CrashTestCommand: ParsableCommand {
         }
         throw ValidationError("kill \(kill): the reopened shard matches neither the acknowledged writes nor them plus the batch in flight:\n\(mismatches.map { "\($0.key): \($0.value.joined(separator: "; "))" }.joined(separator: "\n"))")
     }
+}
+
+/// A value shared with a reader thread (written once before the thread finishes).
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
 }

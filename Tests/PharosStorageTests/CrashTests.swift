@@ -11,11 +11,11 @@ import Testing
         return bundle.appendingPathComponent("pharos-shard").path
     }
 
-    @Test func acknowledgedWritesSurviveKills() throws {
-        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "build pharos-shard first (swift build)")
+    /// Runs `command` with `arguments`; returns its exit status and combined output.
+    static func run(_ command: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["crash-test", "--kills", "8", "--maximum-delay", "300", "--seed", "7"]
+        process.executableURL = URL(fileURLWithPath: command)
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["OPENBLAS_NUM_THREADS"] = "1"
         process.environment = environment
@@ -25,7 +25,24 @@ import Testing
         try process.run()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        return (process.terminationStatus, text)
+    }
+
+    /// A real full file system (a 4 MiB tmpfs in a private mount namespace, so root only).
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
+    func fullDiskFailsTheWriteAndKeepsEverythingAcknowledged() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/disk-full-test.sh").path
+        let (status, text) = try Self.run("/bin/bash", [script, Self.binary])
+        #expect(status == 0, "\(text)")
+        #expect(text.contains("disk-full test passed: the write failed with \"Error: "), "\(text)")
+        #expect(text.contains("No space left on device"), "\(text)")
+    }
+
+    @Test func acknowledgedWritesSurviveKills() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "build pharos-shard first (swift build)")
+        let (status, text) = try Self.run(Self.binary, ["crash-test", "--kills", "8", "--maximum-delay", "300", "--seed", "7"])
+        #expect(status == 0, "\(text)")
         #expect(text.contains("crash-test passed: 8 kills"), "\(text)")
         for event in ["seal.frozen", "seal.segment-written", "compaction.segment-written", "persist.deletions-written",
                       "persist.manifest-written", "persist.files-removed"] {

@@ -210,3 +210,31 @@ import Testing
         #expect(throws: StorageError.closed) { try again.upsert(keys: ["a"], vectors: Fixture.vectors(0..<1)) }
     }
 }
+
+@Suite struct GroupCommitTests {
+    /// Concurrent writers share fsyncs, and every acknowledged write is applied exactly once.
+    @Test func concurrentWritersShareFsyncs() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: Fixture.manualOptions)
+        let writers = 8, perWriter = 40
+        let vectors = Fixture.vectors(0..<writers * perWriter)
+        let failures = NSLock()
+        nonisolated(unsafe) var failed = 0
+        DispatchQueue.concurrentPerform(iterations: writers) { w in
+            for i in 0..<perWriter {
+                let row = w * perWriter + i
+                do { try shard.upsert(keys: ["w\(w)-\(i)"], vectors: vectors.rows(row..<row + 1)) } catch { failures.withLock { failed += 1 } }
+            }
+        }
+        #expect(failed == 0)
+        let counts = shard.logCounts
+        #expect(counts.records == writers * perWriter)
+        #expect(counts.syncs < counts.records)
+        #expect(shard.statistics.liveEntries == writers * perWriter)
+        shard.close()
+        let reopened = try Shard.open(at: dir, options: Fixture.manualOptions)
+        #expect(reopened.recovery.replayedRecords == writers * perWriter)
+        #expect(reopened.statistics.liveEntries == writers * perWriter)
+    }
+}
