@@ -175,15 +175,7 @@ public struct IndexFileWriter {
 
     /// Writes to `path` through a temporary file, fsync and rename.
     public func write(to path: String) throws {
-        let bytes = encoded()
-        let (fd, temporary) = try FileIO.createTemporary(for: path)
-        do {
-            try bytes.withUnsafeBytes { try FileIO.writeAll(fd, path: temporary, $0) }
-        } catch {
-            FileIO.discardTemporary(fd: fd, temporary: temporary)
-            throw error
-        }
-        try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)
+        try FileIO.writeAtomically(encoded(), to: path)
     }
 }
 

@@ -22,14 +22,7 @@ enum ChecksummedFile {
             throw StorageError.io(path: path, operation: "write", reason: injected)
         }
         do {
-            let (fd, temporary) = try FileIO.createTemporary(for: path)
-            do {
-                try bytes.withUnsafeBytes { try FileIO.writeAll(fd, path: temporary, $0) }
-            } catch {
-                FileIO.discardTemporary(fd: fd, temporary: temporary)
-                throw error
-            }
-            try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)
+            try FileIO.writeAtomically(bytes, to: path)
         } catch let error as VectorFileError {
             throw StorageError.io(path: path, operation: "atomic write", reason: error.description)
         }

@@ -26,7 +26,7 @@ struct SegmentHeader: Equatable {
     }
 
     /// One LZ4 block of keys or metadata, holding entries `i * blobBlockEntries ..< ...`.
-    struct BlobBlock: Equatable {
+    struct BlobLocation: Equatable {
         var offset: Int
         var storedBytes: Int
         var rawBytes: Int
@@ -40,8 +40,8 @@ struct SegmentHeader: Equatable {
     var refineBytes: Int
     var entries: Int
     var lists: [List]
-    var keyBlocks: [BlobBlock]
-    var metadataBlocks: [BlobBlock]
+    var keyBlocks: [BlobLocation]
+    var metadataBlocks: [BlobLocation]
     /// Sorted (key hash, position) pairs, 16 bytes each.
     var keyIndexOffset: Int
     /// CRC32C of each run of `keyIndexBlockEntries` pairs.
@@ -106,14 +106,14 @@ struct SegmentHeader: Equatable {
         let codes = try r.readInt64s("list code offsets", expected: n)
         let refine = try r.readInt64s("list refine offsets", expected: n)
         let crcs = try r.readInt64s("list CRCs", expected: n)
-        var blockSets: [[BlobBlock]] = []
+        var blockSets: [[BlobLocation]] = []
         for name in ["key", "metadata"] {
             let offsets = try r.readInt64s("\(name) block offsets")
             let stored = try r.readInt64s("\(name) block sizes", expected: offsets.count)
             let raw = try r.readInt64s("\(name) block raw sizes", expected: offsets.count)
             let bcrc = try r.readInt64s("\(name) block CRCs", expected: offsets.count)
             blockSets.append((0..<offsets.count).map {
-                BlobBlock(offset: Int(offsets[$0]), storedBytes: Int(stored[$0]), rawBytes: Int(raw[$0]), crc: UInt32(truncatingIfNeeded: bcrc[$0]))
+                BlobLocation(offset: Int(offsets[$0]), storedBytes: Int(stored[$0]), rawBytes: Int(raw[$0]), crc: UInt32(truncatingIfNeeded: bcrc[$0]))
             })
         }
         let keyIndexOffset = try r.readInt("key index offset", in: 0...file.count)

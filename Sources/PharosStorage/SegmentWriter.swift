@@ -29,7 +29,7 @@ struct SegmentWriter {
     func write(entries: Int, content: (Int) throws -> ListContent) throws -> SegmentHeader {
         let blobBlocks = (entries + StorageLimits.blobBlockEntries - 1) / StorageLimits.blobBlockEntries
         let indexBlocks = (entries + StorageLimits.keyIndexBlockEntries - 1) / StorageLimits.keyIndexBlockEntries
-        let emptyBlock = SegmentHeader.BlobBlock(offset: 0, storedBytes: 0, rawBytes: 0, crc: 0)
+        let emptyBlock = SegmentHeader.BlobLocation(offset: 0, storedBytes: 0, rawBytes: 0, crc: 0)
         var header = SegmentHeader(
             segmentID: segmentID, trainedVersion: trainedVersion, subquantizers: layout.subquantizers, bits: layout.bits,
             refineBytes: layout.refineBytes, entries: entries,
@@ -211,7 +211,7 @@ struct AlignedFileWriter {
 
     mutating func write(_ bytes: [UInt8]) throws -> Int { try bytes.withUnsafeBytes { try write($0) } }
 
-    mutating func writeBlob(_ block: (stored: [UInt8], raw: Int)) throws -> SegmentHeader.BlobBlock {
+    mutating func writeBlob(_ block: (stored: [UInt8], raw: Int)) throws -> SegmentHeader.BlobLocation {
         let at = try write(block.stored)
         return .init(offset: at, storedBytes: block.stored.count, rawBytes: block.raw,
                      crc: pharos_crc32c(0, block.stored, block.stored.count))

@@ -87,6 +87,19 @@ public enum FileIO {
         syncDirectory(containing: path)
     }
 
+    /// Replaces `path` with `bytes` atomically: temporary sibling, write, fsync, rename, fsync
+    /// of the directory. On failure the old file (if any) is untouched.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let (fd, temporary) = try createTemporary(for: path)
+        do {
+            try bytes.withUnsafeBytes { try writeAll(fd, path: temporary, $0) }
+        } catch {
+            discardTemporary(fd: fd, temporary: temporary)
+            throw error
+        }
+        try commitTemporary(fd: fd, temporary: temporary, to: path)
+    }
+
     /// Abandons a temporary file after a failure.
     public static func discardTemporary(fd: Int32, temporary: String) {
         close(fd)
