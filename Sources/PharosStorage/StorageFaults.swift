@@ -7,6 +7,7 @@ public final class StorageFaults: @unchecked Sendable {
     private let lock = NSLock()
     private var failingWrites = 0
     private var failingSegmentWrites = 0
+    private var logWriteDelay: UInt32 = 0
 
     /// No faults.
     public init() {}
@@ -19,6 +20,17 @@ public final class StorageFaults: @unchecked Sendable {
     /// Makes the next `count` segment or manifest writes fail the same way.
     public func failNextSegmentWrites(_ count: Int) {
         lock.withLock { failingSegmentWrites = count }
+    }
+
+    /// Makes every log write take at least `milliseconds` longer, as a slow disk would (so
+    /// tests can see writers pile up behind one fsync).
+    public func delayLogWrites(milliseconds: Int) {
+        lock.withLock { logWriteDelay = UInt32(milliseconds) * 1000 }
+    }
+
+    func applyLogWriteDelay() {
+        let delay = lock.withLock { logWriteDelay }
+        if delay > 0 { usleep(delay) }
     }
 
     func takeWriteFailure() -> String? {

@@ -138,6 +138,7 @@ final class WriteAheadLog: @unchecked Sendable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(frames.reduce(0) { $0 + $1.count })
         for f in frames { bytes += f }
+        faults.applyLogWriteDelay()
         let error: String? = bytes.withUnsafeBytes { buffer in
             if let injected = faults.takeWriteFailure() { return injected }
             var done = 0
