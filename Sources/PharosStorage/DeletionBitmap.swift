@@ -61,8 +61,9 @@ final class DeletionBitmap: @unchecked Sendable {
         try ChecksummedFile.write(path, magic: magic, version: formatVersion, payload: w.bytes, faults: faults)
     }
 
-    /// Reads the bitmap of segment `id` (with `entries` entries) from `path`.
-    static func read(_ path: String, segment id: UInt64, entries: Int) throws -> DeletionBitmap {
+    /// Reads the bitmap of segment `id` (with `entries` entries, `deleted` of them deleted
+    /// as the manifest says) from `path`.
+    static func read(_ path: String, segment id: UInt64, entries: Int, deleted: Int) throws -> DeletionBitmap {
         let (_, payload) = try ChecksummedFile.read(path, magic: magic, versions: formatVersion...formatVersion)
         var r = ByteReader(bytes: payload[...], path: path, tag: "deletion bitmap")
         let storedID = UInt64(bitPattern: try r.readInt64())
@@ -84,6 +85,9 @@ final class DeletionBitmap: @unchecked Sendable {
                 }
                 bitmap.delete(position)
             }
+        }
+        guard bitmap.deletedCount == deleted else {
+            throw StorageError.corrupt(path: path, block: "words", problem: "\(bitmap.deletedCount) entries marked, the manifest says \(deleted)")
         }
         return bitmap
     }

@@ -17,6 +17,8 @@ struct Manifest: Equatable {
         var entries: Int
         /// Generation of its deletion bitmap file, 0 when nothing is deleted.
         var deletionGeneration: UInt64
+        /// Entries that bitmap marks deleted (checked against it on open).
+        var deleted: Int
     }
 
     /// CRC32C of the trained-state file this shard's codes were made with.
@@ -38,6 +40,7 @@ struct Manifest: Equatable {
             w.write(Int64(bitPattern: s.id))
             w.write(s.entries)
             w.write(Int64(bitPattern: s.deletionGeneration))
+            w.write(s.deleted)
         }
         return w.bytes
     }
@@ -54,8 +57,13 @@ struct Manifest: Equatable {
         for i in 0..<count {
             let id = UInt64(bitPattern: try r.readInt64())
             guard id < next else { throw StorageError.corrupt(path: path, block: "segment \(i)", problem: "id \(id) is not below the next id \(next)") }
-            segments.append(SegmentEntry(id: id, entries: try r.readInt("segment \(id) entries", in: 0...Int(UInt32.max) * 256),
-                                         deletionGeneration: UInt64(bitPattern: try r.readInt64())))
+            let entries = try r.readInt("segment \(id) entries", in: 0...Int(UInt32.max) * 256)
+            let generation = UInt64(bitPattern: try r.readInt64())
+            let deleted = try r.readInt("segment \(id) deleted entries", in: 0...entries)
+            guard (generation == 0) == (deleted == 0) else {
+                throw StorageError.corrupt(path: path, block: "segment \(i)", problem: "bitmap generation \(generation) with \(deleted) deleted entries")
+            }
+            segments.append(SegmentEntry(id: id, entries: entries, deletionGeneration: generation, deleted: deleted))
         }
         try r.expectEnd()
         return Manifest(trainedVersion: trained, nextSegmentID: next, logStart: logStart, segments: segments)

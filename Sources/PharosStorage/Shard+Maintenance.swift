@@ -130,9 +130,12 @@ extension Shard {
         let previous = Dictionary(manifest.segments.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         next.segments = []
         for (segment, words) in zip(segments, snapshots) {
-            var entry = previous[segment.id] ?? Manifest.SegmentEntry(id: segment.id, entries: segment.entries, deletionGeneration: 0)
-            if let words, words != persistedDeletions(of: entry) {
+            var entry = previous[segment.id]
+                ?? Manifest.SegmentEntry(id: segment.id, entries: segment.entries, deletionGeneration: 0, deleted: 0)
+            // Bits are only ever set, so an unchanged count means an unchanged bitmap.
+            if let words, case let deleted = words.reduce(0, { $0 + $1.nonzeroBitCount }), deleted != entry.deleted {
                 entry.deletionGeneration += 1
+                entry.deleted = deleted
                 try DeletionBitmap.write(words, segment: segment.id, entries: segment.entries,
                                          to: segmentsPath + "/" + DeletionBitmap.fileName(segment: segment.id, generation: entry.deletionGeneration),
                                          faults: options.faults)
@@ -148,13 +151,6 @@ extension Shard {
         try wal.removeFiles(before: next.logStart)
         _ = try removeUnreferencedFiles(manifest: next, keepingLogFrom: next.logStart, atOpen: false)
         options.events?(.filesRemoved)
-    }
-
-    /// The deletion words last written for `entry`, or nil when none was.
-    private func persistedDeletions(of entry: Manifest.SegmentEntry) -> [UInt64]? {
-        guard entry.deletionGeneration > 0 else { return nil }
-        let path = segmentsPath + "/" + DeletionBitmap.fileName(segment: entry.id, generation: entry.deletionGeneration)
-        return try? DeletionBitmap.read(path, segment: entry.id, entries: entry.entries).snapshot()
     }
 
     /// Deletes files in `segments/` the manifest does not name (unfinished seals and

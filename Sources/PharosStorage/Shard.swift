@@ -264,7 +264,7 @@ public final class Shard: @unchecked Sendable {
         var deletions: DeletionBitmap?
         if entry.deletionGeneration > 0 {
             deletions = try DeletionBitmap.read(segmentsPath + "/" + DeletionBitmap.fileName(segment: entry.id, generation: entry.deletionGeneration),
-                                                segment: entry.id, entries: entry.entries)
+                                                segment: entry.id, entries: entry.entries, deleted: entry.deleted)
         }
         let segment = try Segment(path: segmentsPath + "/" + Segment.fileName(entry.id), id: entry.id, trainedVersion: trainedVersion,
                                   layout: index.layout, lists: index.configuration.lists, deletions: deletions)

@@ -37,7 +37,7 @@ public enum ShardVerifier {
             if entry.deletionGeneration > 0 {
                 let name = DeletionBitmap.fileName(segment: entry.id, generation: entry.deletionGeneration)
                 named.insert(name)
-                deletions = try DeletionBitmap.read(segmentsPath + "/" + name, segment: entry.id, entries: entry.entries)
+                deletions = try DeletionBitmap.read(segmentsPath + "/" + name, segment: entry.id, entries: entry.entries, deleted: entry.deleted)
             }
             named.insert(Segment.fileName(entry.id))
             let segment = try Segment(path: segmentsPath + "/" + Segment.fileName(entry.id), id: entry.id, trainedVersion: version,
