@@ -245,3 +245,25 @@ import Testing
         #expect(reopened.statistics.liveEntries == writers * perWriter)
     }
 }
+
+@Suite struct SegmentLifetimeTests {
+    /// A segment merged away stays mapped and on disk while a reader (a search's snapshot)
+    /// still holds it, and its file goes when the last holder lets go.
+    @Test func mergedSegmentFilesOutliveTheirLastReader() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8x4fs"), options: Fixture.manualOptions)
+        for start in [0, 50] {
+            try shard.upsert(keys: Fixture.keys(start..<start + 50), vectors: Fixture.vectors(start..<start + 50))
+            try shard.seal()
+        }
+        var held: [Segment]? = shard.lock.withReadLock { shard.sealed }
+        let paths = held!.map(\.path)
+        try shard.compact(force: true)
+        #expect(shard.statistics.segments == 1)
+        for path in paths { #expect(FileManager.default.fileExists(atPath: path)) }
+        #expect(try held![0].key(at: 0).hasPrefix("img-"))   // still readable
+        held = nil
+        for path in paths { #expect(!FileManager.default.fileExists(atPath: path)) }
+    }
+}
