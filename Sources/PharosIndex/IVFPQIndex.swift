@@ -569,13 +569,34 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     struct FastScanScratch {
         var luts: [UInt8] = []
         var sums: [UInt16] = []
+        var views: [InvertedListView] = []
+    }
+
+    /// A small direct-mapped cache of list views for re-ranking one query: its shortlist
+    /// comes from its nprobe lists, so nearly every label hits and the source's `view` call
+    /// (a protocol call) is made about once per list.
+    struct RecentViews {
+        private var keys = [Int64](repeating: -1, count: 64)
+        private var views = [InvertedListView](repeating: .empty, count: 64)
+
+        mutating func view(_ label: Int64, sources: [any InvertedListSource]) -> InvertedListView {
+            let key = label >> 32   // source and list
+            let slot = Int(truncatingIfNeeded: (key ^ (key >> 6)) & 63)
+            if keys[slot] != key {
+                views[slot] = sources[Label.source(label)].view(ofList: Label.list(label))
+                keys[slot] = key
+            }
+            return views[slot]
+        }
     }
 
     /// Scans list `l` of every source once for every (query, probe) pair in `pairs`, in
     /// segments of blocks.
     private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables, nprobe: Int,
                           sources: [any InvertedListSource], heaps: inout [ResultHeap], scratch: inout FastScanScratch) {
-        let views = sources.map { $0.view(ofList: l) }
+        scratch.views.removeAll(keepingCapacity: true)
+        for source in sources { scratch.views.append(source.view(ofList: l)) }
+        let views = scratch.views
         guard views.contains(where: { $0.count > 0 }) else { return }
         let mp = mPadded, lutBytes = mp * 16
         scratch.luts.removeAll(keepingCapacity: true)
@@ -620,11 +641,16 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             scratch.withUnsafeMutableBufferPointer { out in
                 let query = qb.baseAddress! + q * d
                 let prepared = codec.prepare(query, metric: metric)
+                var views = RecentViews()
                 for label in labels {
-                    let view = sources[Label.source(label)].view(ofList: Label.list(label))
+                    let view = views.view(label, sources: sources)
                     let code = view.refine! + Label.offset(label) * bytes
-                    let distance = prepared.map { codec.distance(prepared: $0, code) }
-                        ?? codec.distance(query, code, metric: metric, scratch: out.baseAddress!)
+                    let distance: Float
+                    if let prepared {
+                        distance = codec.distance(prepared: prepared, code)
+                    } else {
+                        distance = codec.distance(query, code, metric: metric, scratch: out.baseAddress!)
+                    }
                     heap.push(distance, label)
                 }
             }

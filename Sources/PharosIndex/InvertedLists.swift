@@ -96,12 +96,21 @@ public protocol InvertedListSource: AnyObject, Sendable {
 public final class InvertedLists: InvertedListSource, @unchecked Sendable {
     // @unchecked: the owner serialises mutation against scans with its own lock.
 
+    /// One list's buffers.
+    private struct List {
+        var ids = GrowableBuffer<Int64>()
+        var codes = GrowableBuffer<UInt8>()
+        var refine = GrowableBuffer<UInt8>()
+        var deleted = GrowableBuffer<UInt64>()
+    }
+
     /// The code layout of every list.
     public let layout: CodeLayout
-    private var ids: [GrowableBuffer<Int64>]
-    private var codes: [GrowableBuffer<UInt8>]
-    private var refine: [GrowableBuffer<UInt8>]
-    private var deleted: [GrowableBuffer<UInt64>]
+    /// Number of lists.
+    public let listCount: Int
+    // A raw allocation rather than an array property: scans read it on every list they visit,
+    // and a class's array property pays a dynamic exclusivity check on each access.
+    private let lists: UnsafeMutablePointer<List>
     /// Entries in all lists, deleted ones included.
     public private(set) var count = 0
     /// Entries marked deleted.
@@ -110,54 +119,53 @@ public final class InvertedLists: InvertedListSource, @unchecked Sendable {
     /// `lists` empty lists.
     public init(lists: Int, layout: CodeLayout) {
         self.layout = layout
-        ids = (0..<lists).map { _ in GrowableBuffer() }
-        codes = (0..<lists).map { _ in GrowableBuffer() }
-        refine = (0..<lists).map { _ in GrowableBuffer() }
-        deleted = (0..<lists).map { _ in GrowableBuffer() }
+        listCount = lists
+        self.lists = .allocate(capacity: Swift.max(1, lists))
+        self.lists.initialize(repeating: List(), count: lists)
     }
 
     deinit {
-        for i in 0..<ids.count {
-            ids[i].free(); codes[i].free(); refine[i].free(); deleted[i].free()
+        for i in 0..<listCount {
+            lists[i].ids.free(); lists[i].codes.free(); lists[i].refine.free(); lists[i].deleted.free()
         }
+        lists.deinitialize(count: listCount)
+        lists.deallocate()
     }
 
-    /// Number of lists.
-    public var listCount: Int { ids.count }
-
     /// Entries of list `list`.
-    public func count(ofList list: Int) -> Int { ids[list].count }
+    public func count(ofList list: Int) -> Int { lists[list].ids.count }
 
     /// Appends an entry to `list` and returns its offset in the list.
     @discardableResult
     public func append(list: Int, id: Int64, code: UnsafePointer<UInt8>, refineCode: UnsafePointer<UInt8>?) -> Int {
-        let position = ids[list].count
-        ids[list].append(id)
+        let l = lists + list
+        let position = l.pointee.ids.count
+        l.pointee.ids.append(id)
         let needed = layout.codeBytes(count: position + 1)
-        if needed > codes[list].count { codes[list].appendZeros(needed - codes[list].count) }
-        layout.store(code, at: position, in: codes[list].base!)
+        if needed > l.pointee.codes.count { l.pointee.codes.appendZeros(needed - l.pointee.codes.count) }
+        layout.store(code, at: position, in: l.pointee.codes.base!)
         if layout.refineBytes > 0, let refineCode {
-            refine[list].append(contentsOf: refineCode, count: layout.refineBytes)
+            l.pointee.refine.append(contentsOf: refineCode, count: layout.refineBytes)
         }
         count += 1
         return position
     }
 
     /// The id of entry `offset` of `list`.
-    public func id(list: Int, offset: Int) -> Int64 { ids[list].base![offset] }
+    public func id(list: Int, offset: Int) -> Int64 { lists[list].ids.base![offset] }
 
     /// All ids of `list`, in list order.
-    public func ids(ofList list: Int) -> UnsafeBufferPointer<Int64> { ids[list].buffer }
+    public func ids(ofList list: Int) -> UnsafeBufferPointer<Int64> { lists[list].ids.buffer }
 
     /// The code area of `list` (`layout.codeBytes(count:)` bytes).
-    public func codes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { codes[list].buffer }
+    public func codes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].codes.buffer }
 
     /// The refine codes of `list`.
-    public func refineCodes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { refine[list].buffer }
+    public func refineCodes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].refine.buffer }
 
     /// Whether entry `offset` of `list` is marked deleted.
     public func isDeleted(list: Int, offset: Int) -> Bool {
-        let words = deleted[list]
+        let words = lists[list].deleted
         guard offset >> 6 < words.count else { return false }
         return words.base![offset >> 6] >> UInt64(offset & 63) & 1 == 1
     }
@@ -165,10 +173,11 @@ public final class InvertedLists: InvertedListSource, @unchecked Sendable {
     /// Marks entry `offset` of `list` deleted; returns false if it already was.
     @discardableResult
     public func markDeleted(list: Int, offset: Int) -> Bool {
-        precondition(offset < ids[list].count, "offset \(offset) beyond list \(list)")
-        let wordsNeeded = (ids[list].count + 63) / 64
-        if deleted[list].count < wordsNeeded { deleted[list].appendZeros(wordsNeeded - deleted[list].count) }
-        let word = deleted[list].base! + (offset >> 6)
+        let l = lists + list
+        precondition(offset < l.pointee.ids.count, "offset \(offset) beyond list \(list)")
+        let wordsNeeded = (l.pointee.ids.count + 63) / 64
+        if l.pointee.deleted.count < wordsNeeded { l.pointee.deleted.appendZeros(wordsNeeded - l.pointee.deleted.count) }
+        let word = l.pointee.deleted.base! + (offset >> 6)
         let bit = UInt64(1) << UInt64(offset & 63)
         guard word.pointee & bit == 0 else { return false }
         word.pointee |= bit
@@ -178,19 +187,21 @@ public final class InvertedLists: InvertedListSource, @unchecked Sendable {
 
     /// Replaces list `list` wholesale (used when loading an index file).
     func replace(list: Int, ids newIDs: [Int64], codes newCodes: [UInt8], refine newRefine: [UInt8]) {
-        count += newIDs.count - ids[list].count
-        ids[list].removeAll(); codes[list].removeAll(); refine[list].removeAll(); deleted[list].removeAll()
-        newIDs.withUnsafeBufferPointer { if let b = $0.baseAddress { ids[list].append(contentsOf: b, count: $0.count) } }
-        newCodes.withUnsafeBufferPointer { if let b = $0.baseAddress { codes[list].append(contentsOf: b, count: $0.count) } }
-        newRefine.withUnsafeBufferPointer { if let b = $0.baseAddress { refine[list].append(contentsOf: b, count: $0.count) } }
+        let l = lists + list
+        count += newIDs.count - l.pointee.ids.count
+        l.pointee.ids.removeAll(); l.pointee.codes.removeAll(); l.pointee.refine.removeAll(); l.pointee.deleted.removeAll()
+        newIDs.withUnsafeBufferPointer { if let b = $0.baseAddress { l.pointee.ids.append(contentsOf: b, count: $0.count) } }
+        newCodes.withUnsafeBufferPointer { if let b = $0.baseAddress { l.pointee.codes.append(contentsOf: b, count: $0.count) } }
+        newRefine.withUnsafeBufferPointer { if let b = $0.baseAddress { l.pointee.refine.append(contentsOf: b, count: $0.count) } }
     }
 
     public func view(ofList list: Int) -> InvertedListView {
-        let n = ids[list].count
+        let l = lists + list
+        let n = l.pointee.ids.count
         guard n > 0 else { return .empty }
-        return InvertedListView(count: n, codes: UnsafePointer(codes[list].base),
-                                refine: layout.refineBytes > 0 ? UnsafePointer(refine[list].base) : nil,
-                                deleted: deleted[list].count > 0 ? UnsafePointer(deleted[list].base) : nil)
+        return InvertedListView(count: n, codes: UnsafePointer(l.pointee.codes.base),
+                                refine: layout.refineBytes > 0 ? UnsafePointer(l.pointee.refine.base) : nil,
+                                deleted: l.pointee.deleted.count > 0 ? UnsafePointer(l.pointee.deleted.base) : nil)
     }
 }
 
