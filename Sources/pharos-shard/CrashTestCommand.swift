@@ -37,11 +37,12 @@ struct CrashTestCommand: ParsableCommand {
         let started = Date()
         if diskFull {
             let run = try runDriver(directory: directory, from: 0, crashAt: nil, delayMilliseconds: nil)
-            // The driver's own failure is its last "Error:" line (background seals may have
-            // reported the full disk before, and retried).
-            let final = run.error?.split(separator: "\n").last { $0.hasPrefix("Error:") }.map(String.init)
-            guard let error = final, error.contains("No space left on device") else {
-                throw ValidationError("the driver stopped without a disk-full error: \(run.error ?? "none")")
+            // The driver's own failure is its last "Error:" line; background seals may have
+            // reported the full disk before it (and retried).
+            let lines = (run.error ?? "").split(separator: "\n").map(String.init)
+            let error = lines.last { $0.hasPrefix("Error:") } ?? lines.last ?? "nothing on standard error"
+            guard lines.contains(where: { $0.contains("No space left on device") }) else {
+                throw ValidationError("the driver stopped without naming a full disk; its last output:\n\(lines.suffix(20).joined(separator: "\n"))")
             }
             let lastAcknowledged = run.acknowledged.max() ?? -1
             for b in 0 ... max(0, lastAcknowledged) where b <= lastAcknowledged { model.apply(b, of: workload) }
