@@ -28,6 +28,12 @@ extension Shard {
                 options.events?(.sealFrozen)
             }
             guard let frozen = lock.withReadLock({ sealing }) else { return }
+            // The segment count is bounded (manifest, scan labels): at the bound, merge the
+            // smaller half first, whatever the policy says.
+            let current = lock.withReadLock { sealed }
+            if current.count >= StorageLimits.maximumSegments {
+                try merge(Array(current.sorted { $0.liveEntries < $1.liveEntries }.prefix(current.count / 2)))
+            }
             let id = manifest.nextSegmentID
             manifest.nextSegmentID += 1
             var order: [Int] = []
@@ -59,41 +65,46 @@ extension Shard {
     public func compact(force: Bool = false) throws -> Bool {
         try maintenanceLock.withLock {
             guard let chosen = compactionPlan(force: force) else { return false }
-            let snapshots = lock.withReadLock { chosen.map { $0.deletions.snapshot() } }
-            let live = zip(chosen, snapshots).reduce(0) { total, pair in
-                total + pair.0.entries - pair.1.reduce(0) { $0 + $1.nonzeroBitCount }
-            }
-            let id = manifest.nextSegmentID
-            manifest.nextSegmentID += 1
-            let path = segmentsPath + "/" + Segment.fileName(id)
-            let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
-                                       listCount: index.configuration.lists, faults: options.faults)
-            // origins[i] = (source, old position) of new position i.
-            var origins: [(source: Int32, position: Int32)] = []
-            origins.reserveCapacity(live)
-            _ = try writer.write(entries: live) { l in
-                var content = SegmentWriter.ListContent()
-                for (s, source) in chosen.enumerated() {
-                    var positions: [Int] = []
-                    try source.appendEntries(ofList: l, skipping: snapshots[s], to: &content, positions: &positions)
-                    origins += positions.map { (Int32(s), Int32($0)) }
-                }
-                return content
-            }
-            options.events?(.compactionSegmentWritten)
-            let merged = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
-                                     lists: index.configuration.lists, deletions: nil)
-            lock.withWriteLock {
-                for (position, origin) in origins.enumerated() where chosen[Int(origin.source)].deletions.isDeleted(Int(origin.position)) {
-                    merged.deletions.delete(position)
-                }
-                let ids = Set(chosen.map(\.id))
-                sealed = sealed.filter { !ids.contains($0.id) } + [merged]
-            }
-            retiredSegments += chosen
-            try persist()
+            try merge(chosen)
             return true
         }
+    }
+
+    /// Merges `chosen` into one new segment and persists the result (`maintenanceLock` held).
+    private func merge(_ chosen: [Segment]) throws {
+        let snapshots = lock.withReadLock { chosen.map { $0.deletions.snapshot() } }
+        let live = zip(chosen, snapshots).reduce(0) { total, pair in
+            total + pair.0.entries - pair.1.reduce(0) { $0 + $1.nonzeroBitCount }
+        }
+        let id = manifest.nextSegmentID
+        manifest.nextSegmentID += 1
+        let path = segmentsPath + "/" + Segment.fileName(id)
+        let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
+                                   listCount: index.configuration.lists, faults: options.faults)
+        // origins[i] = (source, old position) of new position i.
+        var origins: [(source: Int32, position: Int32)] = []
+        origins.reserveCapacity(live)
+        _ = try writer.write(entries: live) { l in
+            var content = SegmentWriter.ListContent()
+            for (s, source) in chosen.enumerated() {
+                var positions: [Int] = []
+                try source.appendEntries(ofList: l, skipping: snapshots[s], to: &content, positions: &positions)
+                origins += positions.map { (Int32(s), Int32($0)) }
+            }
+            return content
+        }
+        options.events?(.compactionSegmentWritten)
+        let merged = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
+                                 lists: index.configuration.lists, deletions: nil)
+        lock.withWriteLock {
+            for (position, origin) in origins.enumerated() where chosen[Int(origin.source)].deletions.isDeleted(Int(origin.position)) {
+                merged.deletions.delete(position)
+            }
+            let ids = Set(chosen.map(\.id))
+            sealed = sealed.filter { !ids.contains($0.id) } + [merged]
+        }
+        retiredSegments += chosen
+        try persist()
     }
 
     /// The segments to merge now, or nil when the policy asks for nothing.
@@ -125,6 +136,7 @@ extension Shard {
         let (segments, snapshots) = lock.withReadLock {
             (sealed, sealed.map { $0.deletions.deletedCount > 0 ? $0.deletions.snapshot() : nil })
         }
+        precondition(segments.count <= StorageLimits.maximumSegments, "\(segments.count) segments exceed the bound sealing keeps")
         var next = manifest
         next.logStart = lock.withReadLock { sealing != nil } ? sealingLogStart : growingLogStart
         let previous = Dictionary(manifest.segments.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
