@@ -2,7 +2,9 @@ import Foundation
 
 /// A one-line progress display on standard error with rate and ETA, redrawn at most ten
 /// times a second; silent when standard error is not a terminal except for the final line.
-public final class ProgressBar {
+public final class ProgressBar: @unchecked Sendable {
+    // @unchecked: the mutable state (`lastDraw`) is guarded by `lock`.
+    private let lock = NSLock()
     private let label: String
     private let total: Int
     private let start = Date()
@@ -18,6 +20,8 @@ public final class ProgressBar {
     /// Redraws with `done` units finished.
     public func update(_ done: Int) {
         guard interactive else { return }
+        lock.lock()
+        defer { lock.unlock() }
         let now = Date()
         guard now.timeIntervalSince(lastDraw) >= 0.1 || done >= total else { return }
         lastDraw = now

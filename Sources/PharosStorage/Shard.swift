@@ -287,6 +287,21 @@ public final class Shard: @unchecked Sendable {
     /// Inserts or replaces `keys[i]` with `vectors` row i (and `metadata[i]`); returns once
     /// the batch is durable. Nothing is stored when it throws.
     public func upsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws {
+        try commit(try prepareUpsert(keys: keys, vectors: vectors, metadata: metadata))
+    }
+
+    /// A validated, encoded batch, ready for `commit`.
+    public struct PreparedUpsert: Sendable {
+        fileprivate let keys: [String]
+        fileprivate let entries: EncodedEntries
+        fileprivate let metadata: [[UInt8]]
+        /// Rows in the batch.
+        public var count: Int { keys.count }
+    }
+
+    /// The first half of `upsert`: checks the batch against every limit and encodes it.
+    /// Safe to run for several batches at once (on other threads) while others commit.
+    public func prepareUpsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws -> PreparedUpsert {
         try checkOpen()
         try Shard.validate(keys: keys)
         guard vectors.rows == keys.count else {
@@ -299,9 +314,64 @@ public final class Shard: @unchecked Sendable {
         if let i = values.firstIndex(where: { $0.count > StorageLimits.maximumMetadataBytes }) {
             throw StorageError.invalidInput(field: "metadata", problem: "value \(i) holds \(values[i].count) bytes, at most \(StorageLimits.maximumMetadataBytes)")
         }
-        let entries = try index.encodeEntries(vectors, threads: options.encodeThreads)
-        _ = try wal.append(.upsert(keys: keys, entries: entries, metadata: values))
+        return PreparedUpsert(keys: keys, entries: try index.encodeEntries(vectors, threads: options.encodeThreads), metadata: values)
+    }
+
+    /// The second half of `upsert`: logs the batch and returns once it is durable and
+    /// applied. Batches committed one after another take effect in that order.
+    public func commit(_ prepared: PreparedUpsert) throws {
+        try checkOpen()
+        precondition(prepared.entries.layout == index.layout, "a batch prepared for another shard")
+        _ = try wal.append(.upsert(keys: prepared.keys, entries: prepared.entries, metadata: prepared.metadata))
         scheduleMaintenanceIfNeeded()
+    }
+
+    /// Upserts batches `0..<count` made by `batch`, keeping `inFlight` of them being read and
+    /// encoded at once while committing them strictly in order (so a key repeated across
+    /// batches ends with its last value, as with sequential upserts). `committed(i)` is called
+    /// after batch i is durable. Stops at the first error and rethrows it; batches before it
+    /// are durable, none after it is committed.
+    public func upsertInOrder(count: Int, inFlight: Int = 2,
+                              batch: @escaping @Sendable (Int) throws -> (keys: [String], vectors: Matrix, metadata: [[UInt8]]?),
+                              committed: @escaping @Sendable (Int) -> Void = { _ in }) throws {
+        precondition(inFlight >= 1, "at least one batch in flight")
+        let turn = NSCondition()
+        nonisolated(unsafe) var next = 0
+        // The earliest failed batch and its error: batches before it still commit.
+        nonisolated(unsafe) var failure: (index: Int, error: any Error)?
+        // Plain threads, not a dispatch pool: a worker waiting for its turn must not hold a
+        // pool thread that the other worker's parallel encoding needs.
+        let done = DispatchGroup()
+        for worker in 0..<Swift.min(inFlight, Swift.max(1, count)) {
+            done.enter()
+            Thread { [self] in
+                defer { done.leave() }
+                var i = worker
+                while i < count {
+                    do {
+                        let made = try batch(i)
+                        let prepared = try prepareUpsert(keys: made.keys, vectors: made.vectors, metadata: made.metadata)
+                        turn.lock()
+                        while next != i && !(failure.map { $0.index < i } ?? false) { turn.wait() }
+                        let stop = failure.map { $0.index < i } ?? false
+                        turn.unlock()
+                        if stop { return }
+                        try commit(prepared)
+                        committed(i)
+                        turn.withLock { next += 1; turn.broadcast() }
+                    } catch {
+                        turn.withLock {
+                            if failure.map({ i < $0.index }) ?? true { failure = (i, error) }
+                            turn.broadcast()
+                        }
+                        return
+                    }
+                    i += inFlight
+                }
+            }.start()
+        }
+        done.wait()
+        if let failure { throw failure.error }
     }
 
     /// Deletes `keys` (absent ones are ignored); returns how many were present. Durable on return.

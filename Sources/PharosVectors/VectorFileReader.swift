@@ -11,7 +11,9 @@ import PharosKernels
 /// the file's size against it; rows are read on demand with positioned reads, so memory stays
 /// bounded by the batch asked for whatever the file's size. Every row of a TEXMEX file is
 /// checked for its declared dimension as it is read.
-public final class VectorFileReader {
+public final class VectorFileReader: @unchecked Sendable {
+    // @unchecked: every property is immutable and reads use `pread` at explicit offsets, so
+    // several threads may read one file at once.
     /// The path as given.
     public let path: String
     /// The file's format, from its extension.

@@ -32,11 +32,12 @@ struct IngestCommand: ParsableCommand {
         let shard = try Shard.open(at: data, options: options)
         defer { shard.close() }
         let bar = ProgressBar("ingest", total: reader.count)
-        try reader.forEachBatch(of: batch) { rows, first in
-            let batchKeys = (first ..< first + rows.rows).map { keyList?[$0] ?? "\(keyPrefix)\($0)" }
-            try shard.upsert(keys: batchKeys, vectors: rows)
-            bar.update(first + rows.rows)
-        }
+        let total = reader.count, size = batch, prefix = keyPrefix, names = keyList
+        // Two batches in flight: one encodes while the other is logged and applied.
+        try shard.upsertInOrder(count: (total + size - 1) / size, inFlight: 2, batch: { b in
+            let rows = b * size ..< min(total, (b + 1) * size)
+            return (rows.map { names?[$0] ?? "\(prefix)\($0)" }, try reader.readRows(rows), nil)
+        }, committed: { b in bar.update(min(total, (b + 1) * size)) })
         try shard.seal()
         bar.finish()
         let s = shard.statistics

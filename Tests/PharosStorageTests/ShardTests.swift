@@ -267,3 +267,31 @@ import Testing
         for path in paths { #expect(!FileManager.default.fileExists(atPath: path)) }
     }
 }
+
+@Suite struct PipelinedUpsertTests {
+    struct Stop: Error {}
+
+    /// Batches encode concurrently but commit in order: a key in every batch ends with the
+    /// last batch's value; a failing batch stops the rest and nothing after it is committed.
+    @Test func batchesCommitInOrderAndStopAtTheFirstError() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8x4fs"), options: Fixture.manualOptions)
+        try shard.upsertInOrder(count: 9, inFlight: 3) { b in
+            (["dup"] + Fixture.keys(b * 10 ..< b * 10 + 9), Fixture.vectors(b * 10 ..< b * 10 + 10), nil)
+        }
+        let last = try shard.index.encodeEntries(Fixture.vectors(80..<81), threads: 1)
+        #expect(try shard.entry(forKey: "dup")?.code == last.codes)
+        #expect(shard.statistics.liveEntries == 1 + 9 * 9)
+
+        #expect(throws: Stop.self) {
+            try shard.upsertInOrder(count: 6, inFlight: 2) { b in
+                if b == 3 { throw Stop() }
+                return (Fixture.keys(1000 + b * 10 ..< 1000 + b * 10 + 10), Fixture.vectors(b * 10 ..< b * 10 + 10), nil)
+            }
+        }
+        for b in 0..<6 {
+            #expect(try (shard.entry(forKey: "img-\(1000 + b * 10)") != nil) == (b < 3), "batch \(b)")
+        }
+    }
+}
