@@ -292,11 +292,9 @@ public final class Shard: @unchecked Sendable {
 
     /// A validated, encoded batch, ready for `commit`.
     public struct PreparedUpsert: Sendable {
-        fileprivate let keys: [String]
-        fileprivate let entries: EncodedEntries
-        fileprivate let metadata: [[UInt8]]
+        fileprivate let record: WriteAheadLog.PreparedRecord
         /// Rows in the batch.
-        public var count: Int { keys.count }
+        public let count: Int
     }
 
     /// The first half of `upsert`: checks the batch against every limit and encodes it.
@@ -314,15 +312,15 @@ public final class Shard: @unchecked Sendable {
         if let i = values.firstIndex(where: { $0.count > StorageLimits.maximumMetadataBytes }) {
             throw StorageError.invalidInput(field: "metadata", problem: "value \(i) holds \(values[i].count) bytes, at most \(StorageLimits.maximumMetadataBytes)")
         }
-        return PreparedUpsert(keys: keys, entries: try index.encodeEntries(vectors, threads: options.encodeThreads), metadata: values)
+        let entries = try index.encodeEntries(vectors, threads: options.encodeThreads)
+        return PreparedUpsert(record: try WriteAheadLog.prepare(.upsert(keys: keys, entries: entries, metadata: values)), count: keys.count)
     }
 
     /// The second half of `upsert`: logs the batch and returns once it is durable and
     /// applied. Batches committed one after another take effect in that order.
     public func commit(_ prepared: PreparedUpsert) throws {
         try checkOpen()
-        precondition(prepared.entries.layout == index.layout, "a batch prepared for another shard")
-        _ = try wal.append(.upsert(keys: prepared.keys, entries: prepared.entries, metadata: prepared.metadata))
+        _ = try wal.wait(for: try wal.enqueue(prepared.record))
         scheduleMaintenanceIfNeeded()
     }
 
@@ -353,12 +351,23 @@ public final class Shard: @unchecked Sendable {
                         let prepared = try prepareUpsert(keys: made.keys, vectors: made.vectors, metadata: made.metadata)
                         turn.lock()
                         while next != i && !(failure.map { $0.index < i } ?? false) { turn.wait() }
-                        let stop = failure.map { $0.index < i } ?? false
+                        if failure.map({ $0.index < i }) ?? false {
+                            turn.unlock()
+                            return
+                        }
+                        // Enqueue in turn (LSN order = batch order), then let the next batch
+                        // enqueue while this one waits: both can share one fsync.
+                        let lsn: UInt64
+                        do { lsn = try wal.enqueue(prepared.record) } catch {
+                            turn.unlock()
+                            throw error
+                        }
+                        next += 1
+                        turn.broadcast()
                         turn.unlock()
-                        if stop { return }
-                        try commit(prepared)
+                        _ = try wal.wait(for: lsn)
+                        scheduleMaintenanceIfNeeded()
                         committed(i)
-                        turn.withLock { next += 1; turn.broadcast() }
                     } catch {
                         turn.withLock {
                             if failure.map({ i < $0.index }) ?? true { failure = (i, error) }

@@ -85,22 +85,43 @@ final class WriteAheadLog: @unchecked Sendable {
     /// second smaller than the first under concurrent writers).
     var counts: (records: Int, syncs: Int) { condition.withLock { (records, syncs) } }
 
-    /// Logs `record`, waits until it is durable and applied, and returns what `apply`
-    /// returned for it. Throws, having stored nothing, when the write or fsync fails.
-    func append(_ record: LogRecord) throws -> Int {
+    /// A record serialised and compressed, not yet given its place in the log.
+    struct PreparedRecord: Sendable {
+        fileprivate let record: LogRecord
+        fileprivate let frame: [UInt8]
+    }
+
+    /// Serialises and compresses `record` (no lock taken: callers do this in parallel).
+    static func prepare(_ record: LogRecord) throws -> PreparedRecord {
         let payload = record.encoded()
         guard payload.count <= StorageLimits.maximumRecordBytes else {
             throw StorageError.invalidInput(field: "batch", problem: "\(payload.count) bytes encoded, at most \(StorageLimits.maximumRecordBytes)")
         }
-        let frame = WriteAheadLog.frame(payload, lsn: 0)
+        return PreparedRecord(record: record, frame: frame(payload, lsn: 0))
+    }
+
+    /// Logs `record`, waits until it is durable and applied, and returns what `apply`
+    /// returned for it. Throws, having stored nothing, when the write or fsync fails.
+    func append(_ record: LogRecord) throws -> Int {
+        try wait(for: try enqueue(try WriteAheadLog.prepare(record)))
+    }
+
+    /// Gives `prepared` the next LSN: it will be written and applied after every record
+    /// enqueued before it. Returns the LSN to `wait` for.
+    func enqueue(_ prepared: PreparedRecord) throws -> UInt64 {
         condition.lock()
-        if let failure {
-            condition.unlock()
-            throw StorageError.logFailed(path: directory, reason: failure)
-        }
+        defer { condition.unlock() }
+        if let failure { throw StorageError.logFailed(path: directory, reason: failure) }
         let lsn = nextLSN
         nextLSN += 1
-        pending.append((lsn, record, WriteAheadLog.stamp(frame, lsn: lsn)))
+        pending.append((lsn, prepared.record, WriteAheadLog.stamp(prepared.frame, lsn: lsn)))
+        return lsn
+    }
+
+    /// Waits until record `lsn` is durable and applied (leading a group commit when no
+    /// other writer is), and returns what `apply` returned for it, or its write's error.
+    func wait(for lsn: UInt64) throws -> Int {
+        condition.lock()
         while true {
             if let result = results.removeValue(forKey: lsn) {
                 condition.unlock()
@@ -115,13 +136,20 @@ final class WriteAheadLog: @unchecked Sendable {
             pending = []
             condition.unlock()
             var batchResults: [UInt64: Result<Int, any Error>] = [:]
+            var writeError: (any Error)?
             do {
                 try writeAndSync(batch.map(\.frame))
                 for item in batch { batchResults[item.lsn] = .success(apply(item.record)) }
             } catch {
-                for item in batch { batchResults[item.lsn] = .failure(error) }
+                writeError = error
             }
             condition.lock()
+            if let writeError {
+                // Records queued behind a failed write fail with it, so the log never holds a
+                // record whose predecessor was refused (batches committed in order stay a prefix).
+                for item in batch + pending { batchResults[item.lsn] = .failure(writeError) }
+                pending = []
+            }
             records += batch.count
             syncs += 1
             results.merge(batchResults) { a, _ in a }

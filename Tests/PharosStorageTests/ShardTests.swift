@@ -295,3 +295,28 @@ import Testing
         }
     }
 }
+
+extension PipelinedUpsertTests {
+    /// A write that fails (full disk) fails the batches queued behind it too, so in-order
+    /// ingestion leaves exactly a prefix of its batches, and the shard takes writes again after.
+    @Test func aFailedWriteLeavesAPrefixOfBatches() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        var options = Fixture.manualOptions
+        let faults = StorageFaults()
+        options.faults = faults
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        #expect(throws: StorageError.self) {
+            try shard.upsertInOrder(count: 12, inFlight: 3, batch: { b in
+                if b == 5 { faults.failNextLogWrites(1) }
+                return (Fixture.keys(b * 10 ..< b * 10 + 10), Fixture.vectors(b * 10 ..< b * 10 + 10), nil)
+            })
+        }
+        let present = (0..<12).map { b in (try? shard.entry(forKey: "img-\(b * 10)")) != nil }
+        let prefix = present.prefix { $0 }.count
+        #expect(!present.dropFirst(prefix).contains(true), "not a prefix: \(present)")
+        #expect(prefix <= 5)
+        try shard.upsert(keys: ["after"], vectors: Fixture.vectors(0..<1))
+        #expect(try shard.entry(forKey: "after") != nil)
+    }
+}
