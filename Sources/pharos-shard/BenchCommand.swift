@@ -103,7 +103,7 @@ struct BenchCommand: ParsableCommand {
 
         | measure | in-memory engine | shard storage | ratio |
         |---|---|---|---|
-        | ingest (vectors/s; storage: batches of \(batch), \(writers) in flight, each fsynced before the next, then seal) | \(Int(addMedian)) | \(Int(ingestMedian)) | \(String(format: "%.2f", ingestMedian / addMedian))x |
+        | ingest (vectors/s; storage: batches of \(batch), \(writers) in flight, committed in order with group commit, then seal) | \(Int(addMedian)) | \(Int(ingestMedian)) | \(String(format: "%.2f", ingestMedian / addMedian))x |
         | search QPS, nprobe \(nprobe), k 10, \(segmentsAsSealed) sealed segments | \(Int(memoryMedian)) | \(Int(median(sealedQPS))) | \(String(format: "%.2f", median(sealedQPS) / memoryMedian))x |
         | search QPS, after compaction to 1 segment | \(Int(memoryMedian)) | \(Int(median(compactedQPS))) | \(String(format: "%.2f", median(compactedQPS) / memoryMedian))x |
         | top-10 agreement with the in-memory index | | \(String(format: "%.4f", Double(same) / Double(queries * 10))) | |
