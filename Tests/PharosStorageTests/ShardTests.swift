@@ -122,9 +122,7 @@ import Testing
     @Test func diskFullFailsTheWriteAndHarmsNothing() throws {
         let dir = Fixture.directory()
         defer { Fixture.cleanup(dir) }
-        var options = Fixture.manualOptions
-        let faults = StorageFaults()
-        options.faults = faults
+        let (options, faults) = Fixture.faultyOptions()
         var shard: Shard? = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
         try shard!.upsert(keys: Fixture.keys(0..<50), vectors: Fixture.vectors(0..<50))
         faults.failNextLogWrites(1)
@@ -302,9 +300,7 @@ extension PipelinedUpsertTests {
     @Test func aFailedWriteLeavesAPrefixOfBatches() throws {
         let dir = Fixture.directory()
         defer { Fixture.cleanup(dir) }
-        var options = Fixture.manualOptions
-        let faults = StorageFaults()
-        options.faults = faults
+        let (options, faults) = Fixture.faultyOptions()
         let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
         #expect(throws: StorageError.self) {
             try shard.upsertInOrder(count: 12, inFlight: 3, batch: { b in

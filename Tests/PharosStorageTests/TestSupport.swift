@@ -37,5 +37,13 @@ enum Fixture {
         return o
     }
 
+    /// Manual options with a fault injector the test controls.
+    static func faultyOptions() -> (Shard.Options, StorageFaults) {
+        var options = manualOptions
+        let faults = StorageFaults()
+        options.faults = faults
+        return (options, faults)
+    }
+
     static func keys(_ range: Range<Int>, prefix: String = "img") -> [String] { range.map { "\(prefix)-\($0)" } }
 }
