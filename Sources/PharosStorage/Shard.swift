@@ -404,6 +404,9 @@ public final class Shard: @unchecked Sendable {
         for (i, key) in keys.enumerated() {
             let bytes = key.utf8.count
             guard bytes > 0 else { throw StorageError.invalidInput(field: "key \(i)", problem: "empty key") }
+            guard !key.utf8.contains(0) else {
+                throw StorageError.invalidInput(field: "key \(i)", problem: "contains a NUL byte (keys travel as C strings on the wire)")
+            }
             guard bytes <= StorageLimits.maximumKeyBytes else {
                 throw StorageError.invalidInput(field: "key \(i)", problem: "\(bytes) bytes of UTF-8, at most \(StorageLimits.maximumKeyBytes)")
             }

@@ -99,6 +99,9 @@ import Testing
             try shard.upsert(keys: ["a", String(repeating: "x", count: 1025)], vectors: v)
         }
         #expect(throws: StorageError.invalidInput(field: "key 0", problem: "empty key")) { try shard.upsert(keys: ["", "b"], vectors: v) }
+        #expect(throws: StorageError.invalidInput(field: "key 1", problem: "contains a NUL byte (keys travel as C strings on the wire)")) {
+            try shard.upsert(keys: ["a", "b\u{0}c"], vectors: v)
+        }
         #expect(throws: IndexError.dimensionMismatch(expected: 16, found: 3)) {
             try shard.upsert(keys: ["a", "b"], vectors: Matrix(rows: 2, columns: 3))
         }

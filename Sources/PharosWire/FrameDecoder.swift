@@ -1,0 +1,74 @@
+import NIOCore
+
+/// What one frame decoded to.
+public enum DecodedFrame: Sendable, Equatable {
+    /// A valid envelope.
+    case envelope(Envelope)
+    /// A whole frame whose payload is not a valid envelope: the connection's framing is
+    /// intact, so the server answers with this error and goes on.
+    case malformed(WireError)
+}
+
+/// Splits a byte stream into frames (`u32` big-endian length, then that many bytes of
+/// envelope) and decodes them. A length above the limit throws `malformed` as soon as the
+/// four length bytes arrive, before anything is allocated for the payload.
+public struct FrameDecoder: ByteToMessageDecoder, Sendable {
+    public typealias InboundOut = DecodedFrame
+
+    private let limits: WireLimits
+
+    /// A decoder enforcing `limits`.
+    public init(limits: WireLimits = WireLimits()) { self.limits = limits }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try FrameDecoder.nextFrame(&buffer, limits: limits) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(frame))
+        return .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while let frame = try FrameDecoder.nextFrame(&buffer, limits: limits) {
+            context.fireChannelRead(wrapInboundOut(frame))
+        }
+        // A partial frame at the end of the stream (a dropped connection) is discarded.
+        buffer.clear()
+        return .needMoreData
+    }
+
+    /// Takes one whole frame off the front of `buffer`, or nil if it is not all there yet.
+    public static func nextFrame(_ buffer: inout ByteBuffer, limits: WireLimits) throws -> DecodedFrame? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else { return nil }
+        guard Int(length) <= limits.maximumFrameBytes else {
+            throw WireError(.malformed, "frame of \(length) bytes exceeds the limit of \(limits.maximumFrameBytes)")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let payload = buffer.readSlice(length: Int(length))!
+        do {
+            return .envelope(try payload.withUnsafeReadableBytes { try WireCodec.decode($0) })
+        } catch let error as WireError {
+            return .malformed(error)
+        }
+    }
+}
+
+/// Writes envelopes as frames.
+public struct FrameEncoder: MessageToByteEncoder, Sendable {
+    public typealias OutboundIn = Envelope
+
+    /// An encoder.
+    public init() {}
+
+    public func encode(data: Envelope, out: inout ByteBuffer) throws {
+        let payload = try WireCodec.encode(data)
+        out.writeInteger(UInt32(payload.count), endianness: .big)
+        out.writeBytes(payload)
+    }
+
+    /// The frame bytes of `envelope` (for clients that do not use NIO).
+    public static func frame(_ envelope: Envelope) throws -> [UInt8] {
+        let payload = try WireCodec.encode(envelope)
+        let n = UInt32(payload.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+    }
+}

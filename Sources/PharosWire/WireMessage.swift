@@ -1,0 +1,233 @@
+/// One framed message: a request id and a body (the protocol's `Envelope`).
+///
+/// Replies carry the id of the request they answer; ids are chosen by the requester and
+/// need only be unique among its requests in flight on one connection.
+public struct Envelope: Sendable, Equatable {
+    /// The request this message is, or answers.
+    public var requestID: UInt64
+    /// The message.
+    public var body: WireMessage
+
+    /// Creates an envelope.
+    public init(requestID: UInt64, body: WireMessage) {
+        self.requestID = requestID
+        self.body = body
+    }
+}
+
+/// Every message of `Protocols/pharos.proto`, as Swift values (no C pointers).
+public enum WireMessage: Sendable, Equatable {
+    case hello(Hello)
+    case search(SearchRequest)
+    case searchResult(SearchResponse)
+    case upsert(UpsertRequest)
+    case upsertResult(written: Int)
+    case delete(keys: [String])
+    case deleteResult(deleted: Int)
+    case fetch(keys: [String])
+    case fetchResult([FetchedEntry])
+    case stats
+    case statsResult(ShardStatistics)
+    case health
+    case healthResult(ready: Bool, status: String)
+    /// The trained, empty index (the `PHAROSIX` container bytes).
+    case trainedState(indexFile: [UInt8])
+    case trainedStateAck(version: UInt64)
+    case error(WireError)
+
+    /// The message's name in the protocol document.
+    public var name: String {
+        switch self {
+        case .hello: return "Hello"
+        case .search: return "Search"
+        case .searchResult: return "SearchResult"
+        case .upsert: return "Upsert"
+        case .upsertResult: return "UpsertResult"
+        case .delete: return "Delete"
+        case .deleteResult: return "DeleteResult"
+        case .fetch: return "Fetch"
+        case .fetchResult: return "FetchResult"
+        case .stats: return "Stats"
+        case .statsResult: return "StatsResult"
+        case .health: return "Health"
+        case .healthResult: return "HealthResult"
+        case .trainedState: return "TrainedState"
+        case .trainedStateAck: return "TrainedStateAck"
+        case .error: return "Error"
+        }
+    }
+}
+
+/// What a peer is.
+public enum PeerRole: Int32, Sendable, Equatable {
+    case unspecified = 0, client, coordinator, shard
+}
+
+/// The first message on a connection, both ways.
+public struct Hello: Sendable, Equatable {
+    /// The protocol version this document describes.
+    public static let currentVersion: UInt32 = 1
+    public var protocolVersion: UInt32
+    public var role: PeerRole
+    public var nodeName: String
+
+    public init(protocolVersion: UInt32 = Hello.currentVersion, role: PeerRole, nodeName: String) {
+        self.protocolVersion = protocolVersion
+        self.role = role
+        self.nodeName = nodeName
+    }
+}
+
+/// Query expansion, applied by the coordinator.
+public enum QueryExpansion: Sendable, Equatable {
+    case none
+    /// Average query expansion: the mean of the query and its top `n`.
+    case averageQE(n: Int)
+    /// alpha-QE: the top `n` weighted by max(similarity, 0)^alpha.
+    case alphaQE(n: Int, alpha: Float)
+}
+
+/// A batch of queries by vector and/or by key.
+public struct SearchRequest: Sendable, Equatable {
+    /// Row-major query vectors, `dimension` floats each.
+    public var vectors: [Float]
+    public var dimension: Int
+    /// Keys of indexed images to query by (their stored vectors).
+    public var queryKeys: [String]
+    public var k: Int
+    public var nprobe: Int
+    public var refineFactor: Int
+    public var expansion: QueryExpansion
+    /// Milliseconds the requester will wait; 0 for the server's default.
+    public var deadlineMilliseconds: Int
+    /// Whether each hit carries its reconstructed vector.
+    public var withVectors: Bool
+
+    public init(vectors: [Float] = [], dimension: Int = 0, queryKeys: [String] = [], k: Int, nprobe: Int,
+                refineFactor: Int = 4, expansion: QueryExpansion = .none, deadlineMilliseconds: Int = 0, withVectors: Bool = false) {
+        self.vectors = vectors
+        self.dimension = dimension
+        self.queryKeys = queryKeys
+        self.k = k
+        self.nprobe = nprobe
+        self.refineFactor = refineFactor
+        self.expansion = expansion
+        self.deadlineMilliseconds = deadlineMilliseconds
+        self.withVectors = withVectors
+    }
+}
+
+/// The hits of one query, best first.
+public struct QueryHits: Sendable, Equatable {
+    public var keys: [String]
+    public var scores: [Float]
+    /// Row-major reconstructed vectors, when requested.
+    public var vectors: [Float]
+
+    public init(keys: [String], scores: [Float], vectors: [Float] = []) {
+        self.keys = keys
+        self.scores = scores
+        self.vectors = vectors
+    }
+}
+
+/// A shard left out of a result, and why.
+public struct ShardFailure: Sendable, Equatable {
+    public var shard: String
+    public var reason: String
+
+    public init(shard: String, reason: String) {
+        self.shard = shard
+        self.reason = reason
+    }
+}
+
+/// The answer to a `SearchRequest`.
+public struct SearchResponse: Sendable, Equatable {
+    public var queries: [QueryHits]
+    /// True when some shard's hits are missing (see `missing`).
+    public var partial: Bool
+    public var missing: [ShardFailure]
+
+    public init(queries: [QueryHits], partial: Bool = false, missing: [ShardFailure] = []) {
+        self.queries = queries
+        self.partial = partial
+        self.missing = missing
+    }
+}
+
+/// Entries to insert or replace by key.
+public struct UpsertRequest: Sendable, Equatable {
+    public var keys: [String]
+    /// Row-major, `dimension` floats per key.
+    public var vectors: [Float]
+    public var dimension: Int
+    /// Empty, or one value per key.
+    public var metadata: [[UInt8]]
+
+    public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = []) {
+        self.keys = keys
+        self.vectors = vectors
+        self.dimension = dimension
+        self.metadata = metadata
+    }
+}
+
+/// One entry of a `fetch` answer.
+public struct FetchedEntry: Sendable, Equatable {
+    public var key: String
+    public var found: Bool
+    public var vector: [Float]
+    public var metadata: [UInt8]
+
+    public init(key: String, found: Bool, vector: [Float] = [], metadata: [UInt8] = []) {
+        self.key = key
+        self.found = found
+        self.vector = vector
+        self.metadata = metadata
+    }
+}
+
+/// A shard's counts.
+public struct ShardStatistics: Sendable, Equatable {
+    public var liveEntries: UInt64
+    public var segments: UInt64
+    public var sealedEntries: UInt64
+    public var memoryEntries: UInt64
+    public var factory: String
+    public var dimension: Int
+    public var trainedVersion: UInt64
+
+    public init(liveEntries: UInt64, segments: UInt64, sealedEntries: UInt64, memoryEntries: UInt64,
+                factory: String, dimension: Int, trainedVersion: UInt64) {
+        self.liveEntries = liveEntries
+        self.segments = segments
+        self.sealedEntries = sealedEntries
+        self.memoryEntries = memoryEntries
+        self.factory = factory
+        self.dimension = dimension
+        self.trainedVersion = trainedVersion
+    }
+}
+
+/// An error answer: a code a program can act on and a message a person can.
+public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The protocol's error codes (see Protocols/README.md).
+    public enum Code: Int32, Sendable, Equatable {
+        case unspecified = 0, malformed, unsupported, invalidArgument, notReady, overloaded,
+             deadlineExceeded, storage, unavailable, internalError
+    }
+
+    public var code: Code
+    public var message: String
+    /// The request it answers (0 when none could be read).
+    public var requestID: UInt64
+
+    public init(_ code: Code, _ message: String, requestID: UInt64 = 0) {
+        self.code = code
+        self.message = message
+        self.requestID = requestID
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

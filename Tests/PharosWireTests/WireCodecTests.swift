@@ -1,0 +1,75 @@
+import Testing
+@testable import PharosWire
+
+@Suite struct WireCodecTests {
+    static let samples: [WireMessage] = [
+        .hello(Hello(role: .shard, nodeName: "shard-2")),
+        .search(SearchRequest(vectors: [1, -2.5, 3, 0.25], dimension: 2, queryKeys: ["img/1.jpg"], k: 100, nprobe: 16,
+                              refineFactor: 4, expansion: .alphaQE(n: 10, alpha: 3), deadlineMilliseconds: 250, withVectors: true)),
+        .search(SearchRequest(vectors: [1, 2], dimension: 2, k: 10, nprobe: 1, expansion: .averageQE(n: 5))),
+        .searchResult(SearchResponse(queries: [QueryHits(keys: ["a", "b"], scores: [0.9, 0.8], vectors: [1, 2, 3, 4]),
+                                               QueryHits(keys: [], scores: [])],
+                                     partial: true, missing: [ShardFailure(shard: "10.0.0.3:7701", reason: "deadline of 250 ms passed")])),
+        .upsert(UpsertRequest(keys: ["k1", "ключ-2"], vectors: [0, 1, 2, 3], dimension: 2, metadata: [[1, 2, 3], []])),
+        .upsertResult(written: 2),
+        .delete(keys: ["k1"]),
+        .deleteResult(deleted: 1),
+        .fetch(keys: ["k1", "missing"]),
+        .fetchResult([FetchedEntry(key: "k1", found: true, vector: [0.5, 0.25], metadata: [9]), FetchedEntry(key: "missing", found: false)]),
+        .stats,
+        .statsResult(ShardStatistics(liveEntries: 1_000_000, segments: 4, sealedEntries: 999_000, memoryEntries: 1000,
+                                     factory: "IVF1024,PQ32x4fs,RefineSQ8", dimension: 128, trainedVersion: 0xdead_beef)),
+        .health,
+        .healthResult(ready: false, status: "waiting for a trained state"),
+        .trainedState(indexFile: Array("PHAROSIX".utf8) + [0, 1, 2, 255]),
+        .trainedStateAck(version: 42),
+        .error(WireError(.overloaded, "64 requests in flight, at most 64", requestID: 7)),
+    ]
+
+    @Test(arguments: samples)
+    func everyMessageRoundTrips(message: WireMessage) throws {
+        let envelope = Envelope(requestID: 0x1234_5678_9abc, body: message)
+        #expect(try WireCodec.decode(try WireCodec.encode(envelope)) == envelope)
+    }
+
+    @Test func nulBytesInStringsAreRefused() {
+        #expect(throws: WireError(.invalidArgument, "key 1 contains a NUL byte")) {
+            try WireCodec.encode(Envelope(requestID: 1, body: .delete(keys: ["fine", "bad\u{0}key"])))
+        }
+    }
+
+    /// Random bytes, truncations and bit flips of valid messages never crash the decoder:
+    /// each either decodes or throws a `WireError`.
+    @Test func garbageNeverCrashesTheDecoder() throws {
+        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
+        func next() -> UInt64 {
+            state &+= 0x9e37_79b9_7f4a_7c15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return z ^ (z >> 31)
+        }
+        var decoded = 0, refused = 0
+        let valid = try Self.samples.map { try WireCodec.encode(Envelope(requestID: 9, body: $0)) }
+        for round in 0..<3000 {
+            var bytes: [UInt8]
+            switch round % 3 {
+            case 0: bytes = (0..<Int(next() % 200)).map { _ in UInt8(truncatingIfNeeded: next()) }
+            case 1:
+                bytes = valid[Int(next() % UInt64(valid.count))]
+                bytes = Array(bytes.prefix(Int(next() % UInt64(bytes.count + 1))))
+            default:
+                bytes = valid[Int(next() % UInt64(valid.count))]
+                if !bytes.isEmpty { bytes[Int(next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: next() | 1) }
+            }
+            do {
+                _ = try WireCodec.decode(bytes)
+                decoded += 1
+            } catch is WireError {
+                refused += 1
+            }
+        }
+        #expect(decoded + refused == 3000)
+        #expect(refused > 100)
+    }
+}
