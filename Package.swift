@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // System-library shims: a module map and one header each, nothing else.
@@ -48,6 +49,16 @@ let package = Package(
             dependencies: [
                 "PharosWireC", "CProtobufC",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        // The shard-node service: a storage directory served over the wire protocol.
+        .target(
+            name: "PharosShard",
+            dependencies: [
+                "PharosStorage", "PharosWire", "PharosIndex", "PharosVectors",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // Terminal helpers shared by the executables (progress bars, messages).
         .target(
@@ -62,7 +73,9 @@ let package = Package(
         .executableTarget(
             name: "pharos-shard",
             dependencies: [
-                "PharosStorage", "PharosIndex", "PharosVectors", "PharosCommandLine",
+                "PharosStorage", "PharosShard", "PharosWire", "PharosIndex", "PharosVectors", "PharosCommandLine",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -72,6 +85,10 @@ let package = Package(
         .testTarget(
             name: "PharosWireTests",
             dependencies: ["PharosWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        .testTarget(
+            name: "PharosShardTests",
+            dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",
+                           .product(name: "NIOPosix", package: "swift-nio")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -79,6 +79,22 @@ public enum IndexFactory {
 
     /// Writes `index` to `path` atomically (temporary file, fsync, rename).
     public static func save(_ index: any VectorIndex, to path: String) throws {
+        try FileIO.writeAtomically(encoded(index), to: path)
+    }
+
+    /// Loads an index written by `save`, verifying every checksum and size.
+    public static func load(from path: String) throws -> any VectorIndex {
+        try load(try IndexFileReader(path: path))
+    }
+
+    /// Loads an index from the bytes of a file written by `save` (received over the wire);
+    /// errors name `name` as the file.
+    public static func load(bytes: [UInt8], name: String) throws -> any VectorIndex {
+        try load(try IndexFileReader(bytes: bytes, path: name))
+    }
+
+    /// The bytes `save` would write.
+    public static func encoded(_ index: any VectorIndex) -> [UInt8] {
         var writer = IndexFileWriter()
         writer.section("CONF") { w in
             w.write(index.factoryString)
@@ -86,12 +102,11 @@ public enum IndexFactory {
             w.write(index.dimension)
         }
         index.encode(into: &writer)
-        try writer.write(to: path)
+        return writer.encoded()
     }
 
-    /// Loads an index written by `save`, verifying every checksum and size.
-    public static func load(from path: String) throws -> any VectorIndex {
-        var reader = try IndexFileReader(path: path)
+    private static func load(_ file: IndexFileReader) throws -> any VectorIndex {
+        var reader = file
         var conf = try reader.section("CONF")
         let factory = try conf.readString()
         let metricName = try conf.readString()

@@ -257,7 +257,7 @@ public final class Shard: @unchecked Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw StorageError.io(path: path, operation: "read", reason: "cannot read the file")
         }
-        return UInt64(data.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress, $0.count) })
+        return UInt64(data.withUnsafeBytes { checksum($0) })
     }
 
     func openSegment(_ entry: Manifest.SegmentEntry) throws -> Segment {
@@ -533,6 +533,14 @@ public final class Shard: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The version (CRC32C of the `TRAINED` file) of the trained state entries are encoded with.
+    public var trainedStateVersion: UInt64 { trainedVersion }
+
+    /// The trained-state version of a `TRAINED` file's bytes.
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        pharos_crc32c(0, bytes.baseAddress, bytes.count)
     }
 
     /// Log records written and fsyncs made since the shard was opened.

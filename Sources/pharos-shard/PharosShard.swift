@@ -8,7 +8,7 @@ struct PharosShard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
-        subcommands: [CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
+        subcommands: [ServeCommand.self, CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
                       BenchCommand.self, CrashTestCommand.self, DriveCommand.self, BenchOpenCommand.self])
 
     static func main() {

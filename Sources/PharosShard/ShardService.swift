@@ -1,0 +1,191 @@
+import Foundation
+import PharosIndex
+import PharosStorage
+import PharosVectors
+import PharosWire
+
+/// The shard node's request logic, independent of the network: one storage directory,
+/// answering every `WireMessage` with a reply (errors included, never a throw).
+///
+/// A node starts without a trained state when its directory holds no shard; it then refuses
+/// vectors (`notReady`) until a coordinator pushes one (`TrainedState`).
+public final class ShardService: @unchecked Sendable {
+    // @unchecked: `shard` is set once under `lock`; `Shard` is itself thread-safe.
+
+    /// What a node serves and how.
+    public struct Configuration: Sendable {
+        /// The storage directory.
+        public var dataDirectory: String
+        /// Storage tunables.
+        public var storage: Shard.Options
+        /// Threads one search request may use.
+        public var searchThreads: Int
+        /// Node name sent in `Hello`.
+        public var nodeName: String
+
+        /// A configuration with default storage options.
+        public init(dataDirectory: String, storage: Shard.Options = Shard.Options(), searchThreads: Int = 1, nodeName: String = "shard") {
+            self.dataDirectory = dataDirectory
+            self.storage = storage
+            self.searchThreads = searchThreads
+            self.nodeName = nodeName
+        }
+    }
+
+    /// Most queries in one `Search`, and keys in one `Fetch`.
+    public static let maximumQueries = 10_000
+
+    public let configuration: Configuration
+    private let lock = NSLock()
+    private var shard: Shard?
+
+    /// Opens the shard in the data directory if there is one.
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/MANIFEST") {
+            shard = try Shard.open(at: configuration.dataDirectory, options: configuration.storage)
+        }
+    }
+
+    /// The open shard, if a trained state exists.
+    public var currentShard: Shard? { lock.withLock { shard } }
+
+    /// Stops background work and releases the directory.
+    public func close() { currentShard?.close() }
+
+    /// The reply to `message`.
+    public func handle(_ message: WireMessage) -> WireMessage {
+        do {
+            return try reply(to: message)
+        } catch let error as WireError {
+            return .error(error)
+        } catch {
+            return .error(ShardService.wireError(error))
+        }
+    }
+
+    private func ready() throws -> Shard {
+        guard let shard = currentShard else {
+            throw WireError(.notReady, "this shard has no trained state yet: push one (TrainedState) first")
+        }
+        return shard
+    }
+
+    private func reply(to message: WireMessage) throws -> WireMessage {
+        switch message {
+        case .hello:
+            return .hello(Hello(role: .shard, nodeName: configuration.nodeName))
+        case let .search(request):
+            return .searchResult(try search(request))
+        case let .upsert(request):
+            let shard = try ready()
+            let vectors = try matrix(request.vectors, rows: request.keys.count, dimension: request.dimension, of: shard, field: "vectors")
+            try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
+            return .upsertResult(written: request.keys.count)
+        case let .delete(keys):
+            return .deleteResult(deleted: try ready().delete(keys: keys))
+        case let .fetch(keys):
+            let shard = try ready()
+            guard keys.count <= ShardService.maximumQueries else {
+                throw WireError(.invalidArgument, "fetch of \(keys.count) keys, at most \(ShardService.maximumQueries)")
+            }
+            return .fetchResult(try keys.map { key in
+                guard let entry = try shard.entry(forKey: key) else { return FetchedEntry(key: key, found: false) }
+                return FetchedEntry(key: key, found: true, vector: try shard.vector(forKey: key) ?? [], metadata: entry.metadata)
+            })
+        case .stats:
+            let shard = try ready()
+            let s = shard.statistics
+            return .statsResult(ShardStatistics(liveEntries: UInt64(s.liveEntries), segments: UInt64(s.segments),
+                                                sealedEntries: UInt64(s.sealedEntries), memoryEntries: UInt64(s.memoryEntries),
+                                                factory: shard.index.factoryString, dimension: shard.index.dimension,
+                                                trainedVersion: shard.trainedStateVersion))
+        case .health:
+            let shard = currentShard
+            return .healthResult(ready: shard != nil, status: shard.map { "serving \($0.statistics.liveEntries) entries" }
+                                 ?? "waiting for a trained state")
+        case let .trainedState(indexFile):
+            return .trainedStateAck(version: try install(indexFile))
+        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .error:
+            throw WireError(.unsupported, "\(message.name) is a reply, not a request a shard serves")
+        }
+    }
+
+    /// Creates the shard from a pushed trained state; the same state again is acknowledged,
+    /// a different one refused (re-training is a new collection).
+    private func install(_ bytes: [UInt8]) throws -> UInt64 {
+        try lock.withLock {
+            guard let index = try IndexFactory.load(bytes: bytes, name: "pushed trained state") as? IVFPQIndex else {
+                throw WireError(.invalidArgument, "the trained state is not an IVF/PQ index")
+            }
+            // The version of the file the shard would write (the canonical encoding).
+            let version = UInt64(IndexFactory.encoded(index).withUnsafeBytes { Shard.checksum($0) })
+            if let shard {
+                guard shard.trainedStateVersion == version else {
+                    throw WireError(.invalidArgument, "this shard already holds trained state \(shard.trainedStateVersion); refusing \(version)")
+                }
+                return version
+            }
+            let created = try Shard.create(at: configuration.dataDirectory, trainedIndex: index, options: configuration.storage)
+            shard = created
+            return created.trainedStateVersion
+        }
+    }
+
+    private func search(_ request: SearchRequest) throws -> SearchResponse {
+        let shard = try ready()
+        let d = shard.index.dimension
+        let vectorRows = request.dimension == 0 && request.vectors.isEmpty ? 0 : request.vectors.count / Swift.max(1, request.dimension)
+        guard vectorRows + request.queryKeys.count <= ShardService.maximumQueries else {
+            throw WireError(.invalidArgument, "\(vectorRows + request.queryKeys.count) queries, at most \(ShardService.maximumQueries)")
+        }
+        var queries = try matrix(request.vectors, rows: vectorRows, dimension: request.dimension, of: shard, field: "query vectors")
+        for key in request.queryKeys {
+            guard let v = try shard.vector(forKey: key) else {
+                throw WireError(.invalidArgument, "query key \(key.debugDescription) is not in this shard")
+            }
+            queries.append(contentsOf: Matrix(rows: 1, columns: d, values: v))
+        }
+        let parameters = SearchParameters(nprobe: Swift.max(1, request.nprobe), refineFactor: Swift.max(1, request.refineFactor),
+                                          threads: configuration.searchThreads)
+        let hits = try shard.search(queries, k: request.k, parameters: parameters)
+        return SearchResponse(queries: try hits.map { row in
+            QueryHits(keys: row.map(\.key), scores: row.map(\.score),
+                      vectors: request.withVectors ? try row.flatMap { try shard.vector(forKey: $0.key) ?? [] } : [])
+        })
+    }
+
+    /// `values` as a `rows x dimension` matrix, checked against the shard's dimension.
+    private func matrix(_ values: [Float], rows: Int, dimension: Int, of shard: Shard, field: String) throws -> Matrix {
+        let d = shard.index.dimension
+        if rows == 0 && values.isEmpty { return Matrix(rows: 0, columns: d) }
+        guard dimension == d else {
+            throw WireError(.invalidArgument, "\(field): dimension \(dimension), this shard holds \(d)-D vectors")
+        }
+        guard values.count == rows * d else {
+            throw WireError(.invalidArgument, "\(field): \(values.count) floats for \(rows) rows of \(d)")
+        }
+        return Matrix(rows: rows, columns: d, values: values)
+    }
+
+    /// The wire form of an error from the libraries.
+    static func wireError(_ error: any Error) -> WireError {
+        switch error {
+        case let e as WireError: return e
+        case let e as IndexError:
+            switch e {
+            case .dimensionMismatch, .nonFiniteValue, .invalidParameter, .idCountMismatch: return WireError(.invalidArgument, e.description)
+            case .notTrained: return WireError(.notReady, e.description)
+            default: return WireError(.storage, e.description)
+            }
+        case let e as StorageError:
+            switch e {
+            case .invalidInput: return WireError(.invalidArgument, e.description)
+            case .closed: return WireError(.unavailable, e.description)
+            default: return WireError(.storage, e.description)
+            }
+        default:
+            return WireError(.internalError, "\(error)")
+        }
+    }
+}

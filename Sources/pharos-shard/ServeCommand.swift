@@ -1,0 +1,65 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOPosix
+import PharosShard
+import PharosStorage
+import PharosWire
+
+/// `pharos-shard serve`: the shard node. Serves one data directory over TCP until SIGTERM or
+/// SIGINT, then stops gracefully (running requests finish, files are closed).
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve a shard directory over the wire protocol (Protocols/README.md).")
+
+    @Option(help: "The shard's data directory (created when a trained state is pushed).") var data: String
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7701
+    @Option(help: "Threads one search may use.") var searchThreads: Int = 1
+    @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 64
+    @Option(help: "Largest frame accepted, in MiB.") var maxFrameMB: Int = 64
+    @Option(help: "Node name reported in Hello.") var name: String = "shard"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+
+    func run() throws {
+        var logger = Logger(label: "pharos.shard")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        var storage = Shard.Options()
+        let storageLogger = logger
+        storage.log = { storageLogger.warning("\($0)") }
+        let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = ShardServer(service: service, group: group,
+                                 limits: .init(maximumRequestsInFlight: maxRequests, wire: WireLimits(maximumFrameBytes: maxFrameMB << 20)),
+                                 logger: logger)
+        let host = self.host, port = self.port
+        Task {
+            do {
+                let bound = try await server.start(host: host, port: port)
+                // One line for scripts and tests to wait for.
+                FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
+            } catch {
+                FileHandle.standardError.write(Data("pharos-shard: cannot listen on \(host):\(port): \(error)\n".utf8))
+                Foundation.exit(1)
+            }
+        }
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+            source.setEventHandler {
+                logger.info("signal received, stopping", metadata: ["signal": "\(signalNumber)"])
+                Task {
+                    await server.stop()
+                    try? await group.shutdownGracefully()
+                    Foundation.exit(0)
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        withExtendedLifetime(sources) { dispatchMain() }
+    }
+}
