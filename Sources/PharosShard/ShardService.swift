@@ -9,7 +9,7 @@ import PharosWire
 ///
 /// A node starts without a trained state when its directory holds no shard; it then refuses
 /// vectors (`notReady`) until a coordinator pushes one (`TrainedState`).
-public final class ShardService: @unchecked Sendable {
+public final class ShardService: WireService, @unchecked Sendable {
     // @unchecked: `shard` is set once under `lock`; `Shard` is itself thread-safe.
 
     /// What a node serves and how.
@@ -52,6 +52,14 @@ public final class ShardService: @unchecked Sendable {
 
     /// Stops background work and releases the directory.
     public func close() { currentShard?.close() }
+
+    public var serviceName: String { "shard \(configuration.nodeName) (\(configuration.dataDirectory))" }
+
+    /// Storage calls block, so requests run on a worker queue.
+    public func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
+        workers.async { reply(self.handle(message)) }
+    }
+    private let workers = DispatchQueue(label: "pharos.shard.requests", attributes: .concurrent)
 
     /// The reply to `message`.
     public func handle(_ message: WireMessage) -> WireMessage {

@@ -31,7 +31,7 @@ struct ServeCommand: ParsableCommand {
         storage.log = { storageLogger.warning("\($0)") }
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = ShardServer(service: service, group: group,
+        let server = WireServer(service: service, group: group,
                                  limits: .init(maximumRequestsInFlight: maxRequests, wire: WireLimits(maximumFrameBytes: maxFrameMB << 20)),
                                  logger: logger)
         let host = self.host, port = self.port

@@ -11,16 +11,16 @@ import Testing
 final class TestNode: @unchecked Sendable {
     let directory: String
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let server: ShardServer
+    let server: WireServer
     var port = 0
 
-    init(limits: ShardServer.Limits = .init()) throws {
+    init(limits: WireServer.Limits = .init()) throws {
         directory = NSTemporaryDirectory() + "pharos-node-\(UUID().uuidString.prefix(8))"
         var storage = Shard.Options()
         storage.automaticMaintenance = false
         storage.log = { _ in }
         let service = try ShardService(configuration: .init(dataDirectory: directory, storage: storage, searchThreads: 1, nodeName: "test-shard"))
-        server = ShardServer(service: service, group: group, limits: limits)
+        server = WireServer(service: service, group: group, limits: limits)
     }
 
     func start() async throws -> WireClient {
@@ -35,7 +35,7 @@ final class TestNode: @unchecked Sendable {
     }
 
     /// Runs `body` against a started node, and stops it however `body` ends.
-    static func with(limits: ShardServer.Limits = .init(), _ body: (TestNode, WireClient) async throws -> Void) async throws {
+    static func with(limits: WireServer.Limits = .init(), _ body: (TestNode, WireClient) async throws -> Void) async throws {
         let node = try TestNode(limits: limits)
         let client = try await node.start()
         do {

@@ -1,16 +1,25 @@
-import Dispatch
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import PharosWire
 
-/// Serves a `ShardService` over TCP with the wire protocol.
+/// What a server serves: a reply for each request, produced off the event loops.
+public protocol WireService: AnyObject, Sendable {
+    /// The name reported in logs.
+    var serviceName: String { get }
+    /// Produces the reply to `message` and passes it to `reply` exactly once, from any thread.
+    /// Must not block the caller (an event loop): run blocking work elsewhere.
+    func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void)
+    /// Releases resources after the server stopped.
+    func close()
+}
+
+/// Serves a `WireService` over TCP with the wire protocol (shard nodes and the coordinator).
 ///
-/// Requests run on a worker queue, never on the event loops; admission is bounded by
-/// requests and bytes in flight (beyond them a request is answered `overloaded` at once);
-/// `stop` refuses new work, lets running requests finish, then closes connections.
-public final class ShardServer: @unchecked Sendable {
+/// Admission is bounded by requests and bytes in flight (beyond them a request is answered
+/// `overloaded` at once); replies go out in completion order, matched by request id; `stop`
+/// refuses new work, lets running requests finish, then closes connections.
+public final class WireServer: @unchecked Sendable {
     // @unchecked: mutable state (`channel`, `children`, counters) is guarded by `state`.
 
     /// Admission limits.
@@ -30,11 +39,10 @@ public final class ShardServer: @unchecked Sendable {
         }
     }
 
-    public let service: ShardService
+    public let service: any WireService
     let limits: Limits
     let logger: Logger
     private let group: any EventLoopGroup
-    private let workers = DispatchQueue(label: "pharos.shard.requests", attributes: .concurrent)
     private let state = NSCondition()
     private var channel: (any Channel)?
     private var children: [ObjectIdentifier: any Channel] = [:]
@@ -43,7 +51,7 @@ public final class ShardServer: @unchecked Sendable {
     private var draining = false
 
     /// A server for `service` on `group`'s event loops.
-    public init(service: ShardService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.shard")) {
+    public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server")) {
         self.service = service
         self.group = group
         self.limits = limits
@@ -66,7 +74,7 @@ public final class ShardServer: @unchecked Sendable {
         let bound = try await bootstrap.bind(host: host, port: port).get()
         state.withLock { channel = bound }
         let actual = bound.localAddress?.port ?? port
-        logger.info("serving", metadata: ["address": "\(host):\(actual)", "data": "\(service.configuration.dataDirectory)"])
+        logger.info("serving", metadata: ["address": "\(host):\(actual)", "service": "\(service.serviceName)"])
         return actual
     }
 
@@ -95,9 +103,9 @@ public final class ShardServer: @unchecked Sendable {
     func closed(_ channel: any Channel) { state.withLock { _ = children.removeValue(forKey: ObjectIdentifier(channel)) } }
 
     /// Admits a request of `bytes`, or says why not.
-    func admit(bytes: Int) -> WireError? {
+    public func admit(bytes: Int) -> WireError? {
         state.withLock {
-            if draining { return WireError(.unavailable, "the shard is shutting down") }
+            if draining { return WireError(.unavailable, "\(service.serviceName) is shutting down") }
             guard requestsInFlight < limits.maximumRequestsInFlight else {
                 return WireError(.overloaded, "\(requestsInFlight) requests in flight, at most \(limits.maximumRequestsInFlight): retry later")
             }
@@ -110,16 +118,13 @@ public final class ShardServer: @unchecked Sendable {
         }
     }
 
-    func finished(bytes: Int) {
+    public func finished(bytes: Int) {
         state.withLock {
             requestsInFlight -= 1
             bytesInFlight -= bytes
             state.broadcast()
         }
     }
-
-    /// Runs `work` on the worker queue.
-    func run(_ work: @escaping @Sendable () -> Void) { workers.async(execute: work) }
 }
 
 /// One connection: decoded frames in, replies out (possibly out of order).
@@ -129,9 +134,9 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = DecodedFrame
     typealias OutboundOut = Envelope
 
-    private let server: ShardServer
+    private let server: WireServer
 
-    init(server: ShardServer) { self.server = server }
+    init(server: WireServer) { self.server = server }
 
     func channelActive(context: ChannelHandlerContext) {
         server.opened(context.channel)
@@ -158,8 +163,8 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             let channel = context.channel
             let server = self.server
-            server.run {
-                var reply = server.service.handle(envelope.body)
+            server.service.respond(to: envelope.body) { reply in
+                var reply = reply
                 if case var .error(error) = reply {
                     error.requestID = envelope.requestID
                     reply = .error(error)

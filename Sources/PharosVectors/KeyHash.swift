@@ -1,6 +1,7 @@
 /// The stable 64-bit hash of a key: FNV-1a over its UTF-8 bytes, then the SplitMix64
-/// finaliser so that every bit depends on every byte. Stored in segment key indexes, so it
-/// must never change within a format version.
+/// finaliser so that every bit depends on every byte. Segment key indexes store it and the
+/// coordinator routes keys to buckets with it, so it must never change within a format or
+/// protocol version.
 public enum KeyHash {
     /// The hash of `key`.
     public static func of(_ key: String) -> UInt64 {
