@@ -71,6 +71,15 @@ let package = Package(
                 "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The coordinator: routing, fan-out, merge, query expansion, training push.
+        .target(
+            name: "PharosCoordinator",
+            dependencies: [
+                "PharosWire", "PharosIndex", "PharosVectors",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "pharos-shard",
             dependencies: [
@@ -86,6 +95,10 @@ let package = Package(
         .testTarget(
             name: "PharosWireTests",
             dependencies: ["PharosWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
+        .testTarget(
+            name: "PharosCoordinatorTests",
+            dependencies: ["PharosCoordinator", "PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",
+                           .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "PharosShardTests",
             dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",

@@ -1,0 +1,66 @@
+import NIOCore
+import PharosWire
+
+/// The coordinator's connection to one shard: connected on first use, reconnected after a
+/// failure with exponential backoff (100 ms doubling to 5 s) so a down shard costs a quick
+/// `unavailable` rather than a connect attempt per request.
+actor ShardLink {
+    let address: ClusterMap.ShardAddress
+    private let group: any EventLoopGroup
+    private var client: WireClient?
+    private var backoff: Duration = .milliseconds(100)
+    private var retryAfter: ContinuousClock.Instant?
+
+    init(address: ClusterMap.ShardAddress, group: any EventLoopGroup) {
+        self.address = address
+        self.group = group
+    }
+
+    /// Sends `message` within `timeout`; reconnects first if needed.
+    func call(_ message: WireMessage, timeout: Duration) async throws -> WireMessage {
+        let client = try await connected(timeout: timeout)
+        do {
+            return try await client.call(message, timeout: timeout.timeAmount)
+        } catch let error as WireError where error.code == .unavailable {
+            drop(client)
+            throw error
+        }
+    }
+
+    private func connected(timeout: Duration) async throws -> WireClient {
+        if let client { return client }
+        let now = ContinuousClock.now
+        if let retryAfter, now < retryAfter {
+            throw WireError(.unavailable, "\(address.name) (\(address.host):\(address.port)) is down; next connection attempt in \(retryAfter - now)")
+        }
+        do {
+            let connectTimeout = min(timeout, .seconds(2))
+            let c = try await WireClient.connect(host: address.host, port: address.port, group: group, timeout: connectTimeout.timeAmount)
+            client = c
+            backoff = .milliseconds(100)
+            retryAfter = nil
+            return c
+        } catch {
+            retryAfter = ContinuousClock.now + backoff
+            backoff = min(backoff * 2, .seconds(5))
+            throw WireError(.unavailable, "cannot reach \(address.name) (\(address.host):\(address.port)): \(error)")
+        }
+    }
+
+    private func drop(_ failed: WireClient) {
+        guard client === failed else { return }
+        client = nil
+        Task { await failed.close() }
+    }
+
+    /// Closes the connection.
+    func close() async {
+        await client?.close()
+        client = nil
+    }
+}
+
+extension Duration {
+    /// The same span as NIO's `TimeAmount`.
+    var timeAmount: TimeAmount { .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000) }
+}

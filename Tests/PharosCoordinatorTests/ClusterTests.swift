@@ -1,0 +1,143 @@
+import Foundation
+import NIOPosix
+import PharosIndex
+import PharosStorage
+import PharosVectors
+import PharosWire
+import Testing
+@testable import PharosCoordinator
+@testable import PharosShard
+
+/// Three shard nodes and a coordinator on loopback, in one process.
+final class TestCluster: @unchecked Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    var shardServers: [WireServer] = []
+    var directories: [String] = []
+    var coordinatorServer: WireServer!
+    var map: ClusterMap!
+    var client: WireClient!
+
+    static let dimension = 16
+
+    func start(shards: Int = 3, factory: String, metric: String = "l2") async throws {
+        var addresses: [ClusterMap.ShardAddress] = []
+        for i in 0..<shards {
+            let dir = NSTemporaryDirectory() + "pharos-cluster-\(UUID().uuidString.prefix(8))"
+            directories.append(dir)
+            var storage = Shard.Options()
+            storage.automaticMaintenance = false
+            storage.log = { _ in }
+            let server = WireServer(service: try ShardService(configuration: .init(dataDirectory: dir, storage: storage, nodeName: "s\(i)")), group: group)
+            let port = try await server.start(host: "127.0.0.1", port: 0)
+            shardServers.append(server)
+            addresses.append(.init(name: "s\(i)", host: "127.0.0.1", port: port))
+        }
+        map = ClusterMap(collection: .init(dimension: Self.dimension, metric: metric, factory: factory), buckets: 64, shards: addresses)
+        coordinatorServer = WireServer(service: Coordinator(map: map, group: group), group: group)
+        let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
+        client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group)
+    }
+
+    func stop() async {
+        await client?.close()
+        await coordinatorServer?.stop(grace: 2)
+        for s in shardServers { await s.stop(grace: 2) }
+        try? await group.shutdownGracefully()
+        for d in directories { try? FileManager.default.removeItem(atPath: d) }
+    }
+
+    static func with(factory: String, _ body: (TestCluster) async throws -> Void) async throws {
+        let cluster = TestCluster()
+        do {
+            try await cluster.start(factory: factory)
+            try await body(cluster)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+}
+
+@Suite(.serialized) struct ClusterTests {
+    static let data = SyntheticDataset(dimension: TestCluster.dimension, clusters: 20, normalized: false, seed: 5)
+
+    static func trained(_ factory: String) throws -> IVFPQIndex {
+        let index = try IndexFactory.make(factory, dimension: TestCluster.dimension, metric: .l2) as! IVFPQIndex
+        try index.train(data.vectors(0..<3000, stream: 1), threads: 1)
+        return index
+    }
+
+    /// Search through the coordinator over 3 shards returns what one in-process index over the
+    /// same data returns (8-bit codes, no refinement: each entry's distance is the same on any
+    /// shard, so the merged top-k is the global top-k).
+    @Test func threeShardsAnswerLikeOneIndex() async throws {
+        let factory = "IVF8,PQ8"
+        try await TestCluster.with(factory: factory) { cluster in
+            let trained = try Self.trained(factory)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(trained)))
+            let base = Self.data.vectors(0..<3000, stream: 0)
+            for start in stride(from: 0, to: 3000, by: 1000) {
+                let rows = start ..< start + 1000
+                #expect(try await cluster.client.call(.upsert(UpsertRequest(keys: rows.map { "id-\($0)" }, vectors: base.rows(rows).values,
+                                                                            dimension: 16))) == .upsertResult(written: 1000))
+            }
+            guard case let .statsResult(stats) = try await cluster.client.call(.stats) else { Issue.record("no stats"); return }
+            #expect(stats.liveEntries == 3000)
+
+            let single = try IndexFactory.load(bytes: IndexFactory.encoded(trained), name: "copy") as! IVFPQIndex
+            try single.add(base, ids: nil, threads: 1)
+            let queries = Self.data.vectors(0..<40, stream: 2)
+            let expected = try single.search(queries, k: 10, parameters: SearchParameters(nprobe: 3))
+            guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(
+                vectors: queries.values, dimension: 16, k: 10, nprobe: 3))) else { Issue.record("no result"); return }
+            #expect(!result.partial)
+            var sameKeys = 0
+            for q in 0..<40 {
+                #expect(result.queries[q].scores == Array(expected.scores(ofQuery: q)))
+                if result.queries[q].keys == expected.ids(ofQuery: q).map({ "id-\($0)" }) { sameKeys += 1 }
+            }
+            #expect(sameKeys >= 38)   // the rest differ only in the order of tied scores
+        }
+    }
+
+    @Test func expansionAndQueryByKeyAndPartialAnswers() async throws {
+        let factory = "IVF8,PQ8x4fs,RefineSQ8"
+        try await TestCluster.with(factory: factory) { cluster in
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(try Self.trained(factory))))
+            let base = Self.data.vectors(0..<600, stream: 0)
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<600).map { "p\($0)" }, vectors: base.values, dimension: 16)))
+
+            // alpha-QE equals: first round with vectors, expand, second round.
+            let query = base.row(5)
+            let expansion = QueryExpansion.alphaQE(n: 5, alpha: 3)
+            guard case let .searchResult(first) = try await cluster.client.call(.search(SearchRequest(
+                vectors: query, dimension: 16, k: 10, nprobe: 8, withVectors: true))) else { Issue.record("no result"); return }
+            let expanded = QueryExpansionMath.expand(query: query, hits: first.queries[0], expansion: expansion, higherIsBetter: false)
+            guard case let .searchResult(direct) = try await cluster.client.call(.search(SearchRequest(
+                vectors: expanded, dimension: 16, k: 10, nprobe: 8))),
+                  case let .searchResult(viaCoordinator) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: query, dimension: 16, k: 10, nprobe: 8, expansion: expansion))) else { Issue.record("no result"); return }
+            #expect(viaCoordinator.queries == direct.queries)
+
+            // Query by key: the stored entry comes back first.
+            guard case let .searchResult(byKey) = try await cluster.client.call(.search(SearchRequest(queryKeys: ["p42"], k: 3, nprobe: 8))) else {
+                Issue.record("no result"); return
+            }
+            #expect(byKey.queries[0].keys.first == "p42")
+
+            // One shard down: answers come back flagged partial, naming it.
+            await cluster.shardServers[1].stop(grace: 1)
+            guard case let .searchResult(partial) = try await cluster.client.call(.search(SearchRequest(
+                vectors: query, dimension: 16, k: 10, nprobe: 8, deadlineMilliseconds: 2000))) else { Issue.record("no result"); return }
+            #expect(partial.partial)
+            #expect(partial.missing.map(\.shard) == ["s1"])
+            #expect(partial.queries[0].keys.count == 10)
+            // Writes that need the missing shard fail, naming it; nothing is acknowledged.
+            await #expect { try await cluster.client.call(.upsert(UpsertRequest(
+                keys: (0..<30).map { "new\($0)" }, vectors: Self.data.vectors(0..<30, stream: 3).values, dimension: 16))) } throws: {
+                ($0 as? WireError)?.message.contains("s1") == true
+            }
+        }
+    }
+}
