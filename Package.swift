@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "PharosWire", targets: ["PharosWire"]),
         .executable(name: "pharos", targets: ["pharos"]),
         .executable(name: "pharos-shard", targets: ["pharos-shard"]),
+        .executable(name: "pharos-coordinator", targets: ["pharos-coordinator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -68,8 +69,9 @@ let package = Package(
         .executableTarget(
             name: "pharos",
             dependencies: [
-                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine",
+                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         // The coordinator: routing, fan-out, merge, query expansion, training push.
         .target(
@@ -87,6 +89,15 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .executableTarget(
+            name: "pharos-coordinator",
+            dependencies: [
+                "PharosCoordinator", "PharosWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),

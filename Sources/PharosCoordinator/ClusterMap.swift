@@ -94,6 +94,9 @@ public struct ClusterMap: Codable, Sendable, Equatable {
 
     /// Whether higher scores are better (inner product).
     public var higherIsBetter: Bool { collection.metric == "ip" }
+
+    /// Whether vectors are unit-norm (normalised, or an inner-product collection of descriptors).
+    public var unitNorm: Bool { collection.normalize == true || collection.metric == "ip" }
 }
 
 /// A cluster file that cannot be used.

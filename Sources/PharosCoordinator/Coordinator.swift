@@ -136,11 +136,11 @@ public final class Coordinator: WireService, @unchecked Sendable {
         // Expansion: a first round that returns the hits' vectors, then the expanded queries.
         let n: Int = switch request.expansion { case .none: 0; case let .averageQE(n): n; case let .alphaQE(n, _): n }
         var round = first
-        round.k = Swift.max(request.k, n)
+        round.k = Swift.max(1, n)   // only the top n feed the expansion: their vectors are the cost
         round.withVectors = true
         let initial = try await fanOutSearch(queries, request: round, deadline: deadline)
         let expanded = zip(queries, initial.queries).map { query, hits in
-            QueryExpansionMath.expand(query: query, hits: hits, expansion: request.expansion, higherIsBetter: map.higherIsBetter)
+            QueryExpansionMath.expand(query: query, hits: hits, expansion: request.expansion, unitNorm: map.unitNorm)
         }
         var second = try await fanOutSearch(expanded, request: first, deadline: deadline)
         second.partial = second.partial || initial.partial

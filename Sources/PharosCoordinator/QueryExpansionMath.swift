@@ -3,13 +3,17 @@ import PharosWire
 
 /// Query expansion from a first search's hits (the retrieval literature's AQE and alpha-QE).
 ///
-/// The new query is `q + sum_i w_i v_i` over the top `n` hits' vectors, L2-normalised:
-/// - AQE: `w_i = 1` (the mean of the query and its neighbours, up to scale);
-/// - alpha-QE: `w_i = max(s_i, 0)^alpha`, `s_i` the hit's similarity to the query (its inner
-///   product, or `1 - d/2` for squared L2 distances, equal for unit vectors).
+/// The new query combines the query with its top `n` hits' vectors `v_i`, weighted by
+/// - AQE: `w_i = 1`;
+/// - alpha-QE: `w_i = max(cos(q, v_i), 0)^alpha`, the cosine taken from the vectors
+///   themselves, so it means the same for inner-product and L2 collections.
+///
+/// For unit-norm collections (inner product on normalised descriptors) the sum `q + sum w_i v_i`
+/// is L2-normalised, as in the literature; for others it is divided by `1 + sum w_i` (a
+/// weighted mean), which keeps the query on the data's scale.
 public enum QueryExpansionMath {
-    /// The expanded query; `query` itself when there are no hits or the sum vanishes.
-    public static func expand(query: [Float], hits: QueryHits, expansion: QueryExpansion, higherIsBetter: Bool) -> [Float] {
+    /// The expanded query; `query` itself when there are no hit vectors.
+    public static func expand(query: [Float], hits: QueryHits, expansion: QueryExpansion, unitNorm: Bool) -> [Float] {
         let d = query.count
         let (n, alpha): (Int, Float?) = switch expansion {
         case .none: (0, nil)
@@ -18,17 +22,26 @@ public enum QueryExpansionMath {
         }
         let used = Swift.min(n, hits.keys.count, d > 0 ? hits.vectors.count / d : 0)
         guard used > 0 else { return query }
+        let queryNorm = norm(query[...])
         var sum = query
+        var totalWeight: Float = 1
         for i in 0..<used {
+            let v = hits.vectors[i * d ..< (i + 1) * d]
             var weight: Float = 1
             if let alpha {
-                let similarity = higherIsBetter ? hits.scores[i] : 1 - hits.scores[i] / 2
-                weight = powf(Swift.max(similarity, 0), alpha)
+                let vNorm = norm(v)
+                let cosine = queryNorm > 0 && vNorm > 0 ? zip(query, v).reduce(0) { $0 + $1.0 * $1.1 } / (queryNorm * vNorm) : 0
+                weight = powf(Swift.max(cosine, 0), alpha)
             }
-            for j in 0..<d { sum[j] += weight * hits.vectors[i * d + j] }
+            for (j, x) in v.enumerated() { sum[j] += weight * x }
+            totalWeight += weight
         }
-        let norm = sum.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        guard norm > 0, norm.isFinite else { return query }
-        return sum.map { $0 / norm }
+        if unitNorm {
+            let length = norm(sum[...])
+            return length > 0 && length.isFinite ? sum.map { $0 / length } : query
+        }
+        return sum.map { $0 / totalWeight }
     }
+
+    private static func norm(_ v: ArraySlice<Float>) -> Float { v.reduce(0) { $0 + $1 * $1 }.squareRoot() }
 }

@@ -179,8 +179,9 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         // Framing errors (an oversized length) leave the stream unreadable: say why, close.
         let wire = error as? WireError ?? WireError(.malformed, "\(error)")
         server.logger.info("closing a connection", metadata: ["reason": "\(wire)"])
+        let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(Envelope(requestID: 0, body: .error(wire)))).whenComplete { _ in
-            context.close(promise: nil)
+            channel.close(promise: nil)
         }
     }
 

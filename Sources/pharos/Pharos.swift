@@ -8,7 +8,8 @@ struct Pharos: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos",
         abstract: "Pharos: an image-retrieval vector index.",
-        subcommands: [IndexCommand.self, DataCommand.self])
+        subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self,
+                      IndexCommand.self, DataCommand.self])
 
     static func main() {
         OpenBLASThreads.pinBeforeLoad()

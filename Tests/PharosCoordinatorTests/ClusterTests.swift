@@ -111,9 +111,10 @@ final class TestCluster: @unchecked Sendable {
             // alpha-QE equals: first round with vectors, expand, second round.
             let query = base.row(5)
             let expansion = QueryExpansion.alphaQE(n: 5, alpha: 3)
+            // (The coordinator's first round asks for the top n only.)
             guard case let .searchResult(first) = try await cluster.client.call(.search(SearchRequest(
-                vectors: query, dimension: 16, k: 10, nprobe: 8, withVectors: true))) else { Issue.record("no result"); return }
-            let expanded = QueryExpansionMath.expand(query: query, hits: first.queries[0], expansion: expansion, higherIsBetter: false)
+                vectors: query, dimension: 16, k: 5, nprobe: 8, withVectors: true))) else { Issue.record("no result"); return }
+            let expanded = QueryExpansionMath.expand(query: query, hits: first.queries[0], expansion: expansion, unitNorm: false)
             guard case let .searchResult(direct) = try await cluster.client.call(.search(SearchRequest(
                 vectors: expanded, dimension: 16, k: 10, nprobe: 8))),
                   case let .searchResult(viaCoordinator) = try await cluster.client.call(.search(SearchRequest(

@@ -38,21 +38,20 @@ import Testing
 
     @Test func expansionMatchesADirectComputation() {
         let query: [Float] = [1, 0, 0]
-        let hits = QueryHits(keys: ["a", "b", "c"], scores: [0.9, 0.5, -0.2], vectors: [0, 1, 0, 0, 0, 1, 1, 1, 1])
+        let hits = QueryHits(keys: ["a", "b", "c"], scores: [0.9, 0.5, -0.2], vectors: [0.6, 0.8, 0, 2, 0, 0, -1, 0, 0])
         func unit(_ v: [Float]) -> [Float] { let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot(); return v.map { $0 / n } }
-        // AQE with n = 2: q + a + b.
-        #expect(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), higherIsBetter: true) == unit([1, 1, 1]))
-        // alpha-QE, alpha 3, n = 3: q + 0.9^3 a + 0.5^3 b + 0 * c (negative similarity).
-        let expected = unit([1, Float(0.9 * 0.9 * 0.9), Float(0.5 * 0.5 * 0.5)])
-        let got = QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), higherIsBetter: true)
-        for j in 0..<3 { #expect(abs(got[j] - expected[j]) < 1e-6) }
-        // L2 scores become similarities 1 - d/2.
-        let l2 = QueryHits(keys: ["a"], scores: [0.2], vectors: [0, 1, 0])
-        let gotL2 = QueryExpansionMath.expand(query: query, hits: l2, expansion: .alphaQE(n: 1, alpha: 1), higherIsBetter: false)
-        let expectedL2 = unit([1, 0.9, 0])
-        for j in 0..<3 { #expect(abs(gotL2[j] - expectedL2[j]) < 1e-6) }
+        func close(_ a: [Float], _ b: [Float]) -> Bool { zip(a, b).allSatisfy { abs($0 - $1) < 1e-5 } }
+        // AQE, n = 2, unit-norm collection: normalise(q + a + b).
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), unitNorm: true), unit([3.6, 0.8, 0])))
+        // AQE, n = 2, raw vectors: the mean of q, a, b.
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), unitNorm: false), [3.6 / 3, 0.8 / 3, 0]))
+        // alpha-QE, alpha 3, n = 3: cosines 0.6, 1, -1 -> weights 0.216, 1, 0.
+        let weighted: [Float] = [1 + 0.216 * 0.6 + 2, 0.216 * 0.8, 0]
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), unitNorm: true), unit(weighted)))
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), unitNorm: false),
+                      weighted.map { $0 / (1 + 0.216 + 1) }))
         // No vectors: the query itself.
-        #expect(QueryExpansionMath.expand(query: query, hits: QueryHits(keys: [], scores: []), expansion: .averageQE(n: 5), higherIsBetter: true) == query)
+        #expect(QueryExpansionMath.expand(query: query, hits: QueryHits(keys: [], scores: []), expansion: .averageQE(n: 5), unitNorm: true) == query)
     }
 
     @Test func badClusterFilesNameTheField() {

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOPosix
+import PharosCoordinator
+import PharosWire
+
+/// `pharos-coordinator`: routes, fans out, merges and expands; clients speak the wire
+/// protocol to it (Protocols/README.md). Stops gracefully on SIGTERM or SIGINT.
+@main
+struct PharosCoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pharos-coordinator", abstract: "Pharos coordinator: one endpoint in front of the shard nodes of a cluster file.")
+
+    @Option(help: "The cluster file (JSON: collection, buckets, shards, optional assignment).") var cluster: String
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7700
+    @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 256
+    @Option(help: "Default search deadline, in milliseconds.") var deadline: Int = 5000
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+
+    func run() throws {
+        var logger = Logger(label: "pharos.coordinator")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let map = try ClusterMap.load(cluster)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let coordinator = Coordinator(map: map, group: group, logger: logger)
+        coordinator.defaultDeadline = .milliseconds(deadline)
+        let server = WireServer(service: coordinator, group: group, limits: .init(maximumRequestsInFlight: maxRequests), logger: logger)
+        let host = self.host, port = self.port
+        Task {
+            do {
+                let bound = try await server.start(host: host, port: port)
+                FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
+            } catch {
+                FileHandle.standardError.write(Data("pharos-coordinator: cannot listen on \(host):\(port): \(error)\n".utf8))
+                Foundation.exit(1)
+            }
+        }
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
+            source.setEventHandler {
+                Task {
+                    await server.stop()
+                    try? await group.shutdownGracefully()
+                    Foundation.exit(0)
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        withExtendedLifetime(sources) { dispatchMain() }
+    }
+}

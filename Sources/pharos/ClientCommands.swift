@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import NIOPosix
+import PharosCommandLine
+import PharosCoordinator
+import PharosIndex
+import PharosVectors
+import PharosWire
+
+/// The coordinator address option shared by the client commands.
+struct CoordinatorOptions: ParsableArguments {
+    @Option(help: "Coordinator address, HOST:PORT.") var coordinator: String = "127.0.0.1:7700"
+
+    /// Connects, runs `body` with the client, closes.
+    func withClient<T: Sendable>(_ body: @escaping @Sendable (WireClient) async throws -> T) throws -> T {
+        let parts = coordinator.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--coordinator \(coordinator): expected HOST:PORT") }
+        let host = String(parts[0])
+        return try runBlocking {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let client = try await WireClient.connect(host: host, port: port, group: group)
+            do {
+                let result = try await body(client)
+                await client.close()
+                try? await group.shutdownGracefully()
+                return result
+            } catch {
+                await client.close()
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
+    }
+}
+
+/// `pharos train`: trains the collection's configuration on a sample and pushes it to every shard.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train", abstract: "Train the collection on a sample; push the trained state to every shard.")
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "The cluster file (its collection names the configuration).") var cluster: String = "data/cluster/cluster.json"
+    @Option(help: "Training vectors (.fvecs/.bvecs/.npy).") var train: String
+    @Option(help: "Use at most this many training vectors (evenly spaced).") var trainCount: Int = 100_000
+    @Option(help: "Worker threads.") var threads: Int = Parallel.defaultThreads
+
+    func run() throws {
+        let map = try ClusterMap.load(cluster)
+        let reader = try VectorFileReader(path: train)
+        guard reader.dimension == map.collection.dimension else {
+            throw ValidationError("\(train) holds \(reader.dimension)-D vectors, the collection \(map.collection.dimension)-D")
+        }
+        var sample = reader.count <= trainCount ? try reader.readAll()
+            : try Matrix(rowArrays: (0..<trainCount).map { try reader.readRows($0 * reader.count / trainCount ..< $0 * reader.count / trainCount + 1).row(0) })
+        if map.collection.normalize == true { VectorMath.normalizeRows(&sample) }
+        guard let metric = Metric(rawValue: map.collection.metric) else { throw ValidationError("unknown metric \(map.collection.metric)") }
+        let index = try IndexFactory.make(map.collection.factory, dimension: reader.dimension, metric: metric)
+        printError("training \(map.collection.factory) on \(sample.rows) x \(sample.columns) with \(threads) threads...")
+        let clock = Date()
+        try index.train(sample, threads: threads)
+        let file = IndexFactory.encoded(index)
+        let reply = try options.withClient { try await $0.call(.trainedState(indexFile: file), timeout: .seconds(120)) }
+        guard case let .trainedStateAck(version) = reply else { throw ValidationError("unexpected reply \(reply.name)") }
+        print(String(format: "trained %@ in %.2f s; every shard holds trained state %llu", map.collection.factory, Date().timeIntervalSince(clock), version))
+    }
+}
+
+/// `pharos ingest`: upserts a vector file through the coordinator in batches.
+struct IngestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ingest", abstract: "Upsert a vector file through the coordinator (durable on every shard when acknowledged).")
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "Vectors (.fvecs/.bvecs/.npy).") var vectors: String
+    @Option(help: "Keys, one per line, in row order (default: <key-prefix><row>).") var keys: String?
+    @Option(help: "Key of row i without a key file.") var keyPrefix: String = "row-"
+    @Option(help: "Rows per request.") var batch: Int = 5000
+    @Option(help: "Requests in flight (keys should be unique across batches in flight).") var inFlight: Int = 2
+
+    func run() throws {
+        let reader = try VectorFileReader(path: vectors)
+        var keyList: [String]?
+        if let keys {
+            guard let text = try? String(contentsOfFile: keys, encoding: .utf8) else { throw ValidationError("cannot read \(keys)") }
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            keyList = lines.last == "" ? Array(lines.dropLast()) : lines
+            guard keyList!.count == reader.count else { throw ValidationError("\(keys) has \(keyList!.count) keys for \(reader.count) rows") }
+        }
+        let names = keyList, prefix = keyPrefix, size = batch, total = reader.count, window = max(1, inFlight)
+        let bar = ProgressBar("ingest", total: total)
+        let clock = Date()
+        try options.withClient { client in
+            let batches = (total + size - 1) / size
+            var next = 0, done = 0
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                func submit(_ b: Int) throws {
+                    let rows = b * size ..< min(total, (b + 1) * size)
+                    let m = try reader.readRows(rows)
+                    let request = UpsertRequest(keys: rows.map { names?[$0] ?? "\(prefix)\($0)" }, vectors: m.values, dimension: m.columns)
+                    group.addTask {
+                        _ = try await client.call(.upsert(request), timeout: .seconds(120))
+                        return rows.count
+                    }
+                }
+                while next < min(window, batches) { try submit(next); next += 1 }
+                while let finished = try await group.next() {
+                    done += finished
+                    bar.update(done)
+                    if next < batches { try submit(next); next += 1 }
+                }
+            }
+        }
+        bar.finish()
+        print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s)", total, Date().timeIntervalSince(clock), Double(total) / Date().timeIntervalSince(clock)))
+    }
+}
+
+/// `pharos search`: queries the cluster with a vector file (or keys); prints latency, QPS and recall.
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "search", abstract: "Search the cluster; print latency percentiles, QPS and (with --truth) recall.")
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "Query vectors.") var queries: String?
+    @Option(help: "Query by these keys of indexed images (comma-separated) instead of vectors.") var queryKeys: String?
+    @Option(name: .customShort("k"), help: "Results per query.") var k: Int = 10
+    @Option(help: "Lists probed per query.") var nprobe: Int = 16
+    @Option(help: "Refine factor.") var refineFactor: Int = 4
+    @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "Queries per request.") var batch: Int = 1
+    @Option(help: "Use only the first N queries; 0 for all.") var limit: Int = 0
+    @Option(help: "Exact neighbour rows (.ivecs) for recall; keys must be <key-prefix><row>.") var truth: String?
+    @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
+    @Option(help: "Per-request deadline in milliseconds.") var deadline: Int = 5000
+    @Flag(help: "Print each query's hits.") var show = false
+
+    func parsedExpansion() throws -> QueryExpansion {
+        let parts = expand.split(separator: ":", maxSplits: 1)
+        var n = 10, alpha: Float = 3
+        if parts.count == 2 {
+            for setting in parts[1].split(separator: ",") {
+                let kv = setting.split(separator: "=")
+                guard kv.count == 2 else { throw ValidationError("--expand \(expand): expected name=value settings") }
+                switch kv[0] {
+                case "n": n = Int(kv[1]) ?? n
+                case "alpha": alpha = Float(kv[1]) ?? alpha
+                default: throw ValidationError("--expand \(expand): unknown setting \(kv[0]) (n, alpha)")
+                }
+            }
+        }
+        switch parts.first.map(String.init) ?? "none" {
+        case "none": return .none
+        case "aqe": return .averageQE(n: n)
+        case "alpha", "alpha-qe", "aqe-alpha": return .alphaQE(n: n, alpha: alpha)
+        default: throw ValidationError("--expand \(expand): expected none, aqe[:n=N] or alpha[:alpha=A,n=N]")
+        }
+    }
+
+    func run() throws {
+        let expansion = try parsedExpansion()
+        let keys = queryKeys?.split(separator: ",").map(String.init) ?? []
+        var rows = Matrix(rows: 0, columns: 0)
+        if let queries {
+            let reader = try VectorFileReader(path: queries)
+            rows = try reader.readRows(0 ..< (limit > 0 ? min(limit, reader.count) : reader.count))
+        } else if keys.isEmpty {
+            throw ValidationError("give --queries FILE or --query-keys KEY,...")
+        }
+        let count = keys.isEmpty ? rows.rows : keys.count
+        let (k, nprobe, refine, deadline, size) = (self.k, self.nprobe, self.refineFactor, self.deadline, max(1, batch))
+        let queryRows = rows
+        let (hits, latencies, seconds, partial) = try options.withClient { client -> ([QueryHits], [Double], Double, Int) in
+            var hits: [QueryHits] = [], latencies: [Double] = [], partial = 0
+            let start = Date()
+            for first in stride(from: 0, to: count, by: size) {
+                let range = first ..< min(count, first + size)
+                let request = keys.isEmpty
+                    ? SearchRequest(vectors: queryRows.rows(range).values, dimension: queryRows.columns, k: k, nprobe: nprobe,
+                                    refineFactor: refine, expansion: expansion, deadlineMilliseconds: deadline)
+                    : SearchRequest(queryKeys: Array(keys[range]), k: k, nprobe: nprobe, refineFactor: refine, expansion: expansion,
+                                    deadlineMilliseconds: deadline)
+                let clock = Date()
+                guard case let .searchResult(result) = try await client.call(.search(request), timeout: .milliseconds(Int64(deadline) + 1000)) else {
+                    throw ValidationError("unexpected reply")
+                }
+                latencies.append(Date().timeIntervalSince(clock) * 1000)
+                if result.partial { partial += 1; printError("partial answer, missing: \(result.missing.map { "\($0.shard) (\($0.reason))" })") }
+                hits += result.queries
+            }
+            return (hits, latencies, Date().timeIntervalSince(start), partial)
+        }
+        let sorted = latencies.sorted()
+        func percentile(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
+        print(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
+                     count, size, k, nprobe, expand, Double(count) / seconds, percentile(0.5), percentile(0.99),
+                     partial > 0 ? ", \(partial) partial answers" : ""))
+        if show {
+            for (q, h) in hits.enumerated() {
+                print("query \(q): " + zip(h.keys, h.scores).map { "\($0) \(String(format: "%.4f", $1))" }.joined(separator: ", "))
+            }
+        }
+        if let truth {
+            let truthFile = try VectorFileReader(path: truth)
+            let truthIDs = try truthFile.readInt32Rows(0..<count).map(Int64.init)
+            let ids = hits.flatMap { h in (0..<k).map { r in r < h.keys.count ? Int64(h.keys[r].dropFirst(keyPrefix.count)) ?? -1 : -1 } }
+            print([1, 10, 100].filter { $0 <= k && $0 <= truthFile.dimension }.map { at in
+                String(format: "recall@%d %.4f", at, GroundTruth.recall(at: at, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension))
+            }.joined(separator: "  "))
+        }
+    }
+}
+
+/// `pharos status`: the cluster's health and counts.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print the cluster's health and counts.")
+
+    @OptionGroup var options: CoordinatorOptions
+
+    func run() throws {
+        let (health, stats) = try options.withClient { client -> (WireMessage, WireMessage) in
+            let health = try await client.call(.health)
+            let stats = (try? await client.call(.stats)) ?? .error(WireError(.notReady, "no trained state yet"))
+            return (health, stats)
+        }
+        if case let .healthResult(ready, status) = health {
+            print("ready: \(ready ? "yes" : "no")")
+            for line in status.split(separator: ";") { print("  \(line.trimmingCharacters(in: .whitespaces))") }
+        }
+        if case let .statsResult(s) = stats {
+            print("collection: \(s.factory), \(s.dimension)-D; \(s.liveEntries) live entries, \(s.segments) segments, \(s.memoryEntries) in memory; trained state \(s.trainedVersion)")
+        }
+    }
+}
