@@ -1,36 +1,37 @@
 #!/usr/bin/env bash
-# The main job: build an index over Fashion-MNIST (60,000 x 784) and search it with the
-# 10,000 test images, printing build time, QPS and recall against exact neighbours; then the
-# same in a durable shard (write-ahead log, sealed mmap segment), reopened and verified.
-# Data lands under ./data (git-ignored); a second run reuses it.
+# The main job, on the embedded default: a local cluster on loopback (a coordinator and 3
+# shard processes, data under ./data/cluster), trained and loaded with Fashion-MNIST
+# (60,000 x 784), searched with the 10,000 test images with and without query expansion;
+# prints recall against exact neighbours and latency, then stops the cluster cleanly.
+# Data lands under ./data (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/install-deps.sh
-swift build -c release --product pharos
-pharos=.build/release/pharos
+swift build -c release
+bin=.build/release
 data=data/fashion-mnist
 threads=${THREADS:-$(nproc)}
+"$bin/pharos" data fashion-mnist --out "$data" --threads "$threads"
 
-"$pharos" data fashion-mnist --out "$data" --threads "$threads"
-for factory in "IVF256,PQ56x4fs,RefineSQ8" "IVF256,PQ56"; do
-  echo "== $factory"
-  "$pharos" index build --factory "$factory" --metric l2 --base "$data/base.fvecs" \
-    --out "data/index-demo" --threads "$threads"
-  for nprobe in 4 16; do
-    "$pharos" index search --index data/index-demo --queries "$data/queries.fvecs" -k 100 \
-      --nprobe "$nprobe" --threads "$threads" --out data/result-demo.ivecs
-    "$pharos" index recall --result data/result-demo.ivecs --truth "$data/truth-l2-100.ivecs"
-  done
-done
+rm -rf data/cluster
+log=$(mktemp)
+"$bin/pharos" cluster up --shards 3 --dimension 784 --factory "IVF256,PQ56x4fs,RefineSQ8" --data data/cluster >"$log" 2>&1 &
+cluster=$!
+trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do grep -q "cluster ready" "$log" && break; sleep 0.1; done
+grep "cluster ready" "$log" || { cat "$log"; exit 1; }
 
-# The same data in a durable shard: create (train), ingest (log + seal), reopen by mmap and
-# search, then check every checksum. The recall matches the in-memory index above.
-swift build -c release --product pharos-shard
-shard=.build/release/pharos-shard
-echo "== durable shard: IVF256,PQ56x4fs,RefineSQ8"
-rm -rf data/shard-demo
-"$shard" create --data data/shard-demo --factory "IVF256,PQ56x4fs,RefineSQ8" --train "$data/base.fvecs" --threads "$threads"
-"$shard" ingest --data data/shard-demo --vectors "$data/base.fvecs" --threads "$threads"
-"$shard" search --data data/shard-demo --queries "$data/queries.fvecs" -k 100 --nprobe 16 --threads "$threads" \
+"$bin/pharos" train --train "$data/base.fvecs" --threads "$threads"
+"$bin/pharos" ingest --vectors "$data/base.fvecs"
+"$bin/pharos" status
+echo "== search, 100 queries per request (throughput)"
+"$bin/pharos" search --queries "$data/queries.fvecs" -k 100 --nprobe 16 --batch 100 --truth "$data/truth-l2-100.ivecs"
+echo "== search, one query per request (latency)"
+"$bin/pharos" search --queries "$data/queries.fvecs" -k 100 --nprobe 16 --limit 2000 --truth "$data/truth-l2-100.ivecs"
+echo "== with alpha-QE (alpha 3, top 10), one query per request"
+"$bin/pharos" search --queries "$data/queries.fvecs" -k 100 --nprobe 16 --limit 2000 --expand alpha:alpha=3,n=10 \
   --truth "$data/truth-l2-100.ivecs"
-"$shard" verify data/shard-demo
+kill -INT $cluster
+wait $cluster || true
+trap - EXIT
+grep "cluster stopped" "$log"

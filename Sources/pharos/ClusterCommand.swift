@@ -60,7 +60,8 @@ struct ClusterCommand: ParsableCommand {
                 _ = i
             }
             try launch("coordinator", "pharos-coordinator", ["--cluster", clusterFile, "--port", "\(port)"])
-            print("cluster ready: coordinator 127.0.0.1:\(port), \(shards) shards, data under \(data) (Ctrl-C stops it)")
+            // Unbuffered: scripts wait for this line while the command keeps running.
+            FileHandle.standardOutput.write(Data("cluster ready: coordinator 127.0.0.1:\(port), \(shards) shards, data under \(data) (Ctrl-C stops it)\n".utf8))
 
             // Stop on Ctrl-C / SIGTERM, or when any child dies.
             let stop = DispatchSemaphore(value: 0)
@@ -82,7 +83,7 @@ struct ClusterCommand: ParsableCommand {
             for child in children where child.process.terminationStatus != 0 {
                 printError("\(child.name) exited with status \(child.process.terminationStatus)")
             }
-            print("cluster stopped")
+            FileHandle.standardOutput.write(Data("cluster stopped\n".utf8))
         }
     }
 }
