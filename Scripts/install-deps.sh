@@ -11,6 +11,8 @@ packages=(
   pkg-config           # SwiftPM finds the three libraries through it
   dataset-fashion-mnist  # the real data set of the demo and benchmarks
   gzip
+  iproute2 iptables    # the multi-host test's network namespaces and partitions
+  util-linux           # unshare (tests that need private namespaces)
 )
 
 missing=()

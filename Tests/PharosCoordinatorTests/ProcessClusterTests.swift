@@ -143,3 +143,24 @@ final class ProcessCluster: @unchecked Sendable {
         #expect(cluster.stop() == [0, 0, 0, 0])   // SIGTERM: every process stops cleanly
     }
 }
+
+/// Runs Scripts/multihost-test.sh: four hosts (network namespaces under `unshare -n`) on a
+/// bridge, a shard cut off with iptables, frozen with SIGSTOP, killed and restarted.
+@Suite struct MultiHostTests {
+    @Test(.enabled(if: getuid() == 0, "network namespaces need root"), .timeLimit(.minutes(5)))
+    func partitionsFreezesAndKillsAcrossHosts() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/multihost-test.sh").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, ProcessCluster.binaries.path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.contains("multihost-test passed"), "\(text)")
+    }
+}
