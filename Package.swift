@@ -69,7 +69,7 @@ let package = Package(
         .executableTarget(
             name: "pharos",
             dependencies: [
-                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator",
+                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

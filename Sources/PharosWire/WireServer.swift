@@ -50,6 +50,13 @@ public final class WireServer: @unchecked Sendable {
     private var bytesInFlight = 0
     private var draining = false
 
+    /// The port the server listens on, once started.
+    public private(set) var boundPort: Int? {
+        get { state.withLock { _boundPort } }
+        set { state.withLock { _boundPort = newValue } }
+    }
+    private var _boundPort: Int?
+
     /// A server for `service` on `group`'s event loops.
     public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server")) {
         self.service = service
@@ -74,6 +81,7 @@ public final class WireServer: @unchecked Sendable {
         let bound = try await bootstrap.bind(host: host, port: port).get()
         state.withLock { channel = bound }
         let actual = bound.localAddress?.port ?? port
+        boundPort = actual
         logger.info("serving", metadata: ["address": "\(host):\(actual)", "service": "\(service.serviceName)"])
         return actual
     }

@@ -8,7 +8,7 @@ struct Pharos: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos",
         abstract: "Pharos: an image-retrieval vector index.",
-        subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self,
+        subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self, ClusterBenchCommand.self,
                       IndexCommand.self, DataCommand.self])
 
     static func main() {

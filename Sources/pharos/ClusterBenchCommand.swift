@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import NIOPosix
+import PharosCommandLine
+import PharosCoordinator
+import PharosIndex
+import PharosStorage
+import PharosVectors
+import PharosWire
+
+/// `pharos cluster-bench`: the cluster against the in-process engine on the same data, in
+/// one run (see Benchmarks/cluster.sh): per-query latency through the coordinator vs one
+/// in-process index holding all the data, throughput with concurrent clients, alpha-QE's
+/// cost, and ingestion through the coordinator vs a single in-process shard.
+struct ClusterBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster-bench", abstract: "Measure a running (empty) cluster against the in-process engine; print a table.")
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "The cluster file.") var cluster: String = "data/cluster/cluster.json"
+    @Option(help: "Training vectors.") var train: String
+    @Option(help: "Vectors to ingest.") var base: String
+    @Option(help: "Query vectors.") var queries: String
+    @Option(help: "Queries per latency run.") var queryCount: Int = 500
+    @Option(name: .customShort("k"), help: "Results per query.") var k: Int = 100
+    @Option(help: "Lists probed per query.") var nprobe: Int = 16
+    @Option(help: "Concurrent clients for the throughput row.") var clients: Int = 16
+    @Option(help: "Interleaved rounds; medians over rounds are reported.") var rounds: Int = 3
+
+    func run() throws {
+        let map = try ClusterMap.load(cluster)
+        guard let metric = Metric(rawValue: map.collection.metric) else { throw ValidationError("unknown metric") }
+        let trainRows = try VectorFileReader(path: train).readAll()
+        let baseRows = try VectorFileReader(path: base).readAll()
+        let queryReader = try VectorFileReader(path: queries)
+        let queryRows = try queryReader.readRows(0 ..< min(queryCount, queryReader.count))
+        let n = baseRows.rows, d = baseRows.columns
+        let keys = (0..<n).map { "row-\($0)" }
+        let index = try IndexFactory.make(map.collection.factory, dimension: d, metric: metric) as! IVFPQIndex
+        try index.train(trainRows, threads: Parallel.defaultThreads)
+        let trained = IndexFactory.encoded(index)
+        let parameters = SearchParameters(nprobe: nprobe, threads: 1)
+        let (k, nprobe, clients, rounds) = (self.k, self.nprobe, self.clients, self.rounds)
+
+        // Ingestion: one in-process shard (same batches, 2 in flight) vs the coordinator.
+        let shardDirectory = NSTemporaryDirectory() + "pharos-bench-shard-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: shardDirectory) }
+        var storage = Shard.Options()
+        storage.encodeThreads = Parallel.defaultThreads
+        let batch = 5000
+        let clock = Date()
+        let local = try Shard.create(at: shardDirectory, trainedIndex: try IndexFactory.load(bytes: trained, name: "trained") as! IVFPQIndex, options: storage)
+        try local.upsertInOrder(count: (n + batch - 1) / batch) { b in
+            let rows = b * batch ..< min(n, (b + 1) * batch)
+            return (Array(keys[rows]), baseRows.rows(rows), nil)
+        }
+        let localRate = Double(n) / Date().timeIntervalSince(clock)
+        local.close()
+
+        let memory = try IndexFactory.load(bytes: trained, name: "trained") as! IVFPQIndex
+        try memory.add(baseRows, ids: nil, threads: Parallel.defaultThreads)
+
+        let report = try options.withClient { client -> String in
+            _ = try await client.call(.trainedState(indexFile: trained), timeout: .seconds(60))
+            let start = Date()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var next = 0, running = 0
+                func submit(_ b: Int) {
+                    let rows = b * batch ..< min(n, (b + 1) * batch)
+                    let request = UpsertRequest(keys: Array(keys[rows]), vectors: baseRows.rows(rows).values, dimension: d)
+                    group.addTask { _ = try await client.call(.upsert(request), timeout: .seconds(120)) }
+                }
+                let batches = (n + batch - 1) / batch
+                while next < min(2, batches) { submit(next); next += 1; running += 1 }
+                while try await group.next() != nil {
+                    if next < batches { submit(next); next += 1 }
+                }
+            }
+            let clusterRate = Double(n) / Date().timeIntervalSince(start)
+
+            // Latency: alternate blocks of in-process and coordinator queries.
+            func percentile(_ x: [Double], _ p: Double) -> Double { let s = x.sorted(); return s[min(s.count - 1, Int(p * Double(s.count)))] }
+            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+            var inProcess: [[Double]] = [], viaCoordinator: [[Double]] = [], expanded: [[Double]] = []
+            for _ in 0..<rounds {
+                var a: [Double] = [], b: [Double] = [], c: [Double] = []
+                for q in 0..<queryRows.rows {
+                    let row = queryRows.rows(q ..< q + 1)
+                    var t = Date()
+                    _ = try memory.search(row, k: k, parameters: parameters)
+                    a.append(Date().timeIntervalSince(t) * 1000)
+                    t = Date()
+                    _ = try await client.call(.search(SearchRequest(vectors: row.values, dimension: d, k: k, nprobe: nprobe)))
+                    b.append(Date().timeIntervalSince(t) * 1000)
+                    t = Date()
+                    _ = try await client.call(.search(SearchRequest(vectors: row.values, dimension: d, k: k, nprobe: nprobe,
+                                                                    expansion: .alphaQE(n: 10, alpha: 3))))
+                    c.append(Date().timeIntervalSince(t) * 1000)
+                }
+                inProcess.append(a); viaCoordinator.append(b); expanded.append(c)
+            }
+            // Throughput: concurrent clients, each with its own connection, single-query requests.
+            let parts = coordinatorAddress()
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+            let perClient = max(1, queryRows.rows / clients * 2)
+            let throughputStart = Date()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for c in 0..<clients {
+                    tasks.addTask {
+                        let connection = try await WireClient.connect(host: parts.host, port: parts.port, group: group)
+                        for i in 0..<perClient {
+                            let q = (c * perClient + i) % queryRows.rows
+                            _ = try await connection.call(.search(SearchRequest(vectors: queryRows.row(q), dimension: d, k: k, nprobe: nprobe)))
+                        }
+                        await connection.close()
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            let throughput = Double(perClient * clients) / Date().timeIntervalSince(throughputStart)
+            try? await group.shutdownGracefully()
+
+            let p50a = median(inProcess.map { percentile($0, 0.5) }), p99a = median(inProcess.map { percentile($0, 0.99) })
+            let p50b = median(viaCoordinator.map { percentile($0, 0.5) }), p99b = median(viaCoordinator.map { percentile($0, 0.99) })
+            let p50c = median(expanded.map { percentile($0, 0.5) }), p99c = median(expanded.map { percentile($0, 0.99) })
+            return """
+            ## Cluster vs in-process engine: \(n) x \(d), \(map.collection.factory), \(map.shards.count) shards on loopback, k=\(k), nprobe=\(nprobe)
+
+            | measure | in-process | through the coordinator | difference / ratio |
+            |---|---|---|---|
+            | search latency p50 (ms), one query per request | \(String(format: "%.3f", p50a)) | \(String(format: "%.3f", p50b)) | +\(String(format: "%.3f", p50b - p50a)) ms |
+            | search latency p99 (ms) | \(String(format: "%.3f", p99a)) | \(String(format: "%.3f", p99b)) | +\(String(format: "%.3f", p99b - p99a)) ms |
+            | alpha-QE (alpha 3, top 10) latency p50 / p99 (ms) | | \(String(format: "%.3f / %.3f", p50c, p99c)) | \(String(format: "%.2f", p50c / p50b))x plain p50 |
+            | throughput, \(clients) concurrent clients (QPS) | | \(String(format: "%.0f", throughput)) | |
+            | ingestion (vectors/s), batches of \(batch), 2 in flight | \(String(format: "%.0f", localRate)) (one in-process shard) | \(String(format: "%.0f", clusterRate)) | \(String(format: "%.2f", clusterRate / localRate))x |
+
+            Medians over \(rounds) interleaved rounds of \(queryRows.rows) queries (in-process, coordinator and alpha-QE alternate query by query).
+            """
+        }
+        print(report)
+    }
+
+    private func coordinatorAddress() -> (host: String, port: Int) {
+        let parts = options.coordinator.split(separator: ":")
+        return (String(parts[0]), Int(parts[1]) ?? 7700)
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import PharosIndex
+import PharosVectors
+import PharosWire
+import Testing
+
+/// A blocking TCP connection with a receive timeout, for sending raw bytes.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw WireError(.unavailable, "connect failed") }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Reads one frame; nil on timeout or a closed connection.
+    func readFrame() -> Envelope? {
+        guard let head = read(4) else { return nil }
+        let length = Int(head[0]) << 24 | Int(head[1]) << 16 | Int(head[2]) << 8 | Int(head[3])
+        guard let payload = read(length) else { return nil }
+        return try? WireCodec.decode(payload)
+    }
+
+    private func read(_ n: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: n)
+        var done = 0
+        while done < n {
+            let got = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, n - done, 0) }
+            if got <= 0 { return nil }
+            done += got
+        }
+        return out
+    }
+}
+
+@Suite(.serialized) struct FuzzTests {
+    static func frame(_ payload: [UInt8]) -> [UInt8] {
+        let n = UInt32(payload.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+    }
+
+    /// Random bytes, truncated frames, huge lengths, unknown message types, requests that are
+    /// replies, wrong dimensions, NaNs and connections dropped mid-frame, sent to a shard node
+    /// and to the coordinator: each answers with an Error where a reply is possible, stays up,
+    /// and then serves a valid search correctly.
+    @Test func serversSurviveGarbageAndStillAnswerCorrectly() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineSQ8") { cluster in
+            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
+            let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
+            try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+            let base = data.vectors(0..<60, stream: 0)
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)))
+            let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
+            for port in [cluster.map.shards[0].port, coordinatorPort] {
+                #expect(try Self.fuzz(port: port, rounds: 60) == 50, "port \(port)")
+            }
+            guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(vectors: base.row(3), dimension: 16, k: 1, nprobe: 8))) else {
+                Issue.record("no search result"); return
+            }
+            #expect(result.queries[0].keys == ["k3"])
+        }
+    }
+
+    /// Sends `rounds` kinds of bad input on fresh connections; returns how many got the right Error.
+    static func fuzz(port: Int, rounds: Int) throws -> Int {
+        var state: UInt64 = 12345
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        var errorsSeen = 0
+        for round in 0..<rounds {
+            let c = try RawConnection(port: port)
+            switch round % 6 {
+            case 0:   // a whole frame of random bytes: answered MALFORMED, connection stays
+                c.send(Self.frame((0..<Int(1 + next() % 64)).map { _ in UInt8(truncatingIfNeeded: next()) }))
+                if case let .error(e)? = c.readFrame()?.body, e.code == .malformed { errorsSeen += 1 }
+            case 1:   // a huge length: answered MALFORMED, then closed
+                c.send([0x7f, 0xff, 0xff, 0xff, 1, 2, 3])
+                if case let .error(e)? = c.readFrame()?.body, e.code == .malformed { errorsSeen += 1 }
+            case 2:   // a truncated frame, then the connection drops
+                c.send(Array(Self.frame(try WireCodec.encode(Envelope(requestID: 5, body: .stats))).prefix(5)))
+            case 3:   // an unknown body field (99) in an otherwise valid envelope
+                c.send(Self.frame([0x08, 0x07, 0x9a, 0x06, 0x00]))   // request_id 7; field 99, empty message
+                if case let .error(e)? = c.readFrame()?.body, [.unsupported, .malformed].contains(e.code) { errorsSeen += 1 }
+            case 4:   // wrong dimension and NaN
+                let bad = Envelope(requestID: 9, body: .upsert(UpsertRequest(keys: ["x"], vectors: [.nan, 1, 2], dimension: 3)))
+                c.send(try FrameEncoder.frame(bad))
+                if case let .error(e)? = c.readFrame()?.body, e.code == .invalidArgument, e.requestID == 9 { errorsSeen += 1 }
+            default:  // a reply sent as a request
+                c.send(try FrameEncoder.frame(Envelope(requestID: 11, body: .deleteResult(deleted: 3))))
+                if case let .error(e)? = c.readFrame()?.body, e.code == .unsupported { errorsSeen += 1 }
+            }
+        }
+        return errorsSeen
+    }
+}
