@@ -28,30 +28,6 @@ struct PharosCoordinatorCommand: ParsableCommand {
         let coordinator = Coordinator(map: map, group: group, logger: logger)
         coordinator.defaultDeadline = .milliseconds(deadline)
         let server = WireServer(service: coordinator, group: group, limits: .init(maximumRequestsInFlight: maxRequests), logger: logger)
-        let host = self.host, port = self.port
-        Task {
-            do {
-                let bound = try await server.start(host: host, port: port)
-                FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
-            } catch {
-                FileHandle.standardError.write(Data("pharos-coordinator: cannot listen on \(host):\(port): \(error)\n".utf8))
-                Foundation.exit(1)
-            }
-        }
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
-            source.setEventHandler {
-                Task {
-                    await server.stop()
-                    try? await group.shutdownGracefully()
-                    Foundation.exit(0)
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-        withExtendedLifetime(sources) { dispatchMain() }
+        server.serveUntilSignalled(host: host, port: port, group: group, program: "pharos-coordinator")
     }
 }

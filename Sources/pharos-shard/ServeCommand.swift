@@ -34,32 +34,6 @@ struct ServeCommand: ParsableCommand {
         let server = WireServer(service: service, group: group,
                                  limits: .init(maximumRequestsInFlight: maxRequests, wire: WireLimits(maximumFrameBytes: maxFrameMB << 20)),
                                  logger: logger)
-        let host = self.host, port = self.port
-        Task {
-            do {
-                let bound = try await server.start(host: host, port: port)
-                // One line for scripts and tests to wait for.
-                FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
-            } catch {
-                FileHandle.standardError.write(Data("pharos-shard: cannot listen on \(host):\(port): \(error)\n".utf8))
-                Foundation.exit(1)
-            }
-        }
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .main)
-            source.setEventHandler {
-                logger.info("signal received, stopping", metadata: ["signal": "\(signalNumber)"])
-                Task {
-                    await server.stop()
-                    try? await group.shutdownGracefully()
-                    Foundation.exit(0)
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-        withExtendedLifetime(sources) { dispatchMain() }
+        server.serveUntilSignalled(host: host, port: port, group: group, program: "pharos-shard")
     }
 }
