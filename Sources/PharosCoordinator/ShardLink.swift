@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import PharosWire
 
@@ -7,13 +8,27 @@ import PharosWire
 actor ShardLink {
     let address: ClusterMap.ShardAddress
     private let group: any EventLoopGroup
-    private var client: WireClient?
+    private var client: WireClient? {
+        didSet { published.withLock { $0 = client } }
+    }
+    /// The connected client, readable without entering the actor (the coordinator's
+    /// event-loop fast path uses it).
+    private nonisolated let published = LockedValue<WireClient?>(nil)
     private var backoff: Duration = .milliseconds(100)
     private var retryAfter: ContinuousClock.Instant?
 
     init(address: ClusterMap.ShardAddress, group: any EventLoopGroup) {
         self.address = address
         self.group = group
+    }
+
+    /// The connected client, if any (nil while disconnected or backing off).
+    nonisolated var currentClient: WireClient? { published.withLock { $0 } }
+
+    /// Called when a request through `currentClient` found the connection gone.
+    nonisolated func connectionFailed() {
+        guard let failed = currentClient else { return }
+        Task { await self.drop(failed) }
     }
 
     /// Sends `message` within `timeout`; reconnects first if needed.
@@ -63,4 +78,19 @@ actor ShardLink {
 extension Duration {
     /// The same span as NIO's `TimeAmount`.
     var timeAmount: TimeAmount { .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000) }
+}
+
+/// A value behind a lock, shared between threads.
+final class LockedValue<Value>: @unchecked Sendable {
+    // @unchecked: every access goes through `lock`.
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
 }

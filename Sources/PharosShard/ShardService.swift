@@ -55,9 +55,26 @@ public final class ShardService: WireService, @unchecked Sendable {
 
     public var serviceName: String { "shard \(configuration.nodeName) (\(configuration.dataDirectory))" }
 
-    /// Storage calls block, so requests run on a worker queue.
+    /// Storage calls block, so requests run on a worker queue, except small reads (a few
+    /// queries, stats, health) that take well under a millisecond: those answer on the
+    /// calling event loop, which saves two thread switches per request.
     public func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
-        workers.async { reply(self.handle(message)) }
+        if Self.isSmallRead(message) {
+            reply(handle(message))
+        } else {
+            workers.async { reply(self.handle(message)) }
+        }
+    }
+
+    /// Requests cheap enough to serve on an event loop.
+    static func isSmallRead(_ message: WireMessage) -> Bool {
+        switch message {
+        case let .search(s):
+            let queries = s.vectors.count / Swift.max(1, s.dimension) + s.queryKeys.count
+            return queries <= 4 && !s.withVectors
+        case .stats, .health, .hello: return true
+        default: return false
+        }
     }
     private let workers = DispatchQueue(label: "pharos.shard.requests", attributes: .concurrent)
 
