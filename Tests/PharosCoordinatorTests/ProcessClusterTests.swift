@@ -88,7 +88,7 @@ final class ProcessCluster: @unchecked Sendable {
     @Test func processesServeSurviveAKilledShardAndStopCleanly() async throws {
         let cluster = ProcessCluster()
         let factory = "IVF8,PQ8"
-        _ = try cluster.start(factory: factory)
+        let map = try cluster.start(factory: factory)
         var stopped = false
         defer { if !stopped { _ = cluster.stop() } }
         let client = try await cluster.client()
@@ -124,6 +124,29 @@ final class ProcessCluster: @unchecked Sendable {
         guard case let .fetchResult(entries) = try await client.call(.fetch(keys: acknowledged)) else { Issue.record("no fetch"); return }
         #expect(entries.allSatisfy { $0.found })
         #expect(entries.count == acknowledged.count)
+
+        // The three processes answer like one in-process index over the acknowledged batches
+        // (8-bit codes, no refinement: exact configuration, same scores).
+        // A refused batch is not undone on the shards that did take their part (writes are
+        // idempotent upserts, retried by the client), so those parts are expected too.
+        let single = try IndexFactory.load(bytes: IndexFactory.encoded(index), name: "copy") as! IVFPQIndex
+        let acknowledgedSet = Set(acknowledged)
+        for b in 0..<12 {
+            let rows = (0..<100).filter { acknowledgedSet.contains("b\(b)-\($0)") || map.shard(of: "b\(b)-\($0)") != 1 }
+            let vectors = Self.data.vectors(b * 100 ..< b * 100 + 100, stream: 0)
+            try single.add(vectors.gathering(rows: rows), ids: rows.map { Int64(b * 100 + $0) }, threads: 1)
+        }
+        let probes = Self.data.vectors(0..<20, stream: 4)
+        let expected = try single.search(probes, k: 10, parameters: SearchParameters(nprobe: 3))
+        guard case let .searchResult(answer) = try await client.call(.search(SearchRequest(vectors: probes.values, dimension: 16, k: 10, nprobe: 3))) else {
+            Issue.record("no result"); return
+        }
+        var sameKeys = 0
+        for q in 0..<20 {
+            #expect(answer.queries[q].scores == Array(expected.scores(ofQuery: q)))
+            if answer.queries[q].keys == expected.ids(ofQuery: q).map({ "b\($0 / 100)-\($0 % 100)" }) { sameKeys += 1 }
+        }
+        #expect(sameKeys >= 18)   // the rest differ only in the order of tied scores
 
         // A frozen shard: answers come back partial within the deadline, then complete again.
         let query = Self.data.vectors(0..<1, stream: 0).values
