@@ -73,7 +73,7 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Keys, one per line, in row order (default: <key-prefix><row>).") var keys: String?
     @Option(help: "Key of row i without a key file.") var keyPrefix: String = "row-"
     @Option(help: "Rows per request.") var batch: Int = 5000
-    @Option(help: "Requests in flight (keys should be unique across batches in flight).") var inFlight: Int = 2
+    @Option(help: "Requests in flight: the coordinator splits each over the shards, so a few keep every shard busy (keys should be unique across batches in flight).") var inFlight: Int = 4
 
     func run() throws {
         let reader = try VectorFileReader(path: vectors)

@@ -26,6 +26,7 @@ struct ClusterBenchCommand: ParsableCommand {
     @Option(help: "Lists probed per query.") var nprobe: Int = 16
     @Option(help: "Concurrent clients for the throughput row.") var clients: Int = 16
     @Option(help: "Interleaved rounds; medians over rounds are reported.") var rounds: Int = 3
+    @Option(help: "Upsert requests in flight through the coordinator (as pharos ingest --in-flight).") var inFlight: Int = 4
 
     func run() throws {
         let map = try ClusterMap.load(cluster)
@@ -40,7 +41,7 @@ struct ClusterBenchCommand: ParsableCommand {
         try index.train(trainRows, threads: Parallel.defaultThreads)
         let trained = IndexFactory.encoded(index)
         let parameters = SearchParameters(nprobe: nprobe, threads: 1)
-        let (k, nprobe, clients, rounds) = (self.k, self.nprobe, self.clients, self.rounds)
+        let (k, nprobe, clients, rounds, inFlight) = (self.k, self.nprobe, self.clients, self.rounds, max(1, self.inFlight))
 
         // Ingestion: one in-process shard (same batches, 2 in flight) vs the coordinator.
         let shardDirectory = NSTemporaryDirectory() + "pharos-bench-shard-\(getpid())"
@@ -64,14 +65,14 @@ struct ClusterBenchCommand: ParsableCommand {
             _ = try await client.call(.trainedState(indexFile: trained), timeout: .seconds(60))
             let start = Date()
             try await withThrowingTaskGroup(of: Void.self) { group in
-                var next = 0, running = 0
+                var next = 0
                 func submit(_ b: Int) {
                     let rows = b * batch ..< min(n, (b + 1) * batch)
                     let request = UpsertRequest(keys: Array(keys[rows]), vectors: baseRows.rows(rows).values, dimension: d)
                     group.addTask { _ = try await client.call(.upsert(request), timeout: .seconds(120)) }
                 }
                 let batches = (n + batch - 1) / batch
-                while next < min(2, batches) { submit(next); next += 1; running += 1 }
+                while next < min(inFlight, batches) { submit(next); next += 1 }
                 while try await group.next() != nil {
                     if next < batches { submit(next); next += 1 }
                 }
@@ -132,7 +133,7 @@ struct ClusterBenchCommand: ParsableCommand {
             | search latency p99 (ms) | \(String(format: "%.3f", p99a)) | \(String(format: "%.3f", p99b)) | +\(String(format: "%.3f", p99b - p99a)) ms |
             | alpha-QE (alpha 3, top 10) latency p50 / p99 (ms) | | \(String(format: "%.3f / %.3f", p50c, p99c)) | \(String(format: "%.2f", p50c / p50b))x plain p50 |
             | throughput, \(clients) concurrent clients (QPS) | | \(String(format: "%.0f", throughput)) | |
-            | ingestion (vectors/s), batches of \(batch), 2 in flight | \(String(format: "%.0f", localRate)) (one in-process shard) | \(String(format: "%.0f", clusterRate)) | \(String(format: "%.2f", clusterRate / localRate))x |
+            | ingestion (vectors/s), batches of \(batch); shard: 2 in flight, coordinator: \(inFlight) | \(String(format: "%.0f", localRate)) (one in-process shard) | \(String(format: "%.0f", clusterRate)) | \(String(format: "%.2f", clusterRate / localRate))x |
 
             Medians over \(rounds) interleaved rounds of \(queryRows.rows) queries (in-process, coordinator and alpha-QE alternate query by query).
             """
