@@ -74,6 +74,16 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Key of row i without a key file.") var keyPrefix: String = "row-"
     @Option(help: "Rows per request.") var batch: Int = 5000
     @Option(help: "Requests in flight: the coordinator splits each over the shards, so a few keep every shard busy (keys should be unique across batches in flight).") var inFlight: Int = 4
+    @Option(help: "Checkpoint file: records the batches acknowledged so far, so a rerun with the same file resumes after them.") var checkpoint: String?
+
+    /// What a checkpoint records: how far the acknowledged prefix of batches reaches, and the
+    /// input it refers to (a checkpoint of another file or batch size is refused).
+    struct Checkpoint: Codable, Equatable {
+        var vectors: String
+        var rows: Int
+        var batch: Int
+        var acknowledgedBatches: Int
+    }
 
     func run() throws {
         let reader = try VectorFileReader(path: vectors)
@@ -85,11 +95,27 @@ struct IngestCommand: ParsableCommand {
             guard keyList!.count == reader.count else { throw ValidationError("\(keys) has \(keyList!.count) keys for \(reader.count) rows") }
         }
         let names = keyList, prefix = keyPrefix, size = batch, total = reader.count, window = max(1, inFlight)
+        var state = Checkpoint(vectors: vectors, rows: total, batch: size, acknowledgedBatches: 0)
+        if let checkpoint, let data = FileManager.default.contents(atPath: checkpoint) {
+            guard let saved = try? JSONDecoder().decode(Checkpoint.self, from: data) else {
+                throw ValidationError("\(checkpoint) is not an ingest checkpoint")
+            }
+            guard saved.vectors == vectors, saved.rows == total, saved.batch == size else {
+                throw ValidationError("\(checkpoint) belongs to \(saved.vectors) (\(saved.rows) rows, batches of \(saved.batch)), not this run")
+            }
+            state = saved
+            printError("resuming after \(saved.acknowledgedBatches) acknowledged batches (\(min(total, saved.acknowledgedBatches * size)) rows) from \(checkpoint)")
+        }
+        let first = state.acknowledgedBatches
+        let checkpointPath = checkpoint
+        let initial = state
         let bar = ProgressBar("ingest", total: total)
         let clock = Date()
         try options.withClient { client in
             let batches = (total + size - 1) / size
-            var next = 0, done = 0
+            var next = first, done = min(total, first * size)
+            var saved = initial
+            var finishedBatches = Set<Int>()
             try await withThrowingTaskGroup(of: Int.self) { group in
                 func submit(_ b: Int) throws {
                     let rows = b * size ..< min(total, (b + 1) * size)
@@ -97,19 +123,26 @@ struct IngestCommand: ParsableCommand {
                     let request = UpsertRequest(keys: rows.map { names?[$0] ?? "\(prefix)\($0)" }, vectors: m.values, dimension: m.columns)
                     group.addTask {
                         _ = try await client.call(.upsert(request), timeout: .seconds(120))
-                        return rows.count
+                        return b
                     }
                 }
-                while next < min(window, batches) { try submit(next); next += 1 }
-                while let finished = try await group.next() {
-                    done += finished
+                while next < min(first + window, batches) { try submit(next); next += 1 }
+                while let b = try await group.next() {
+                    done += min(total, (b + 1) * size) - b * size
                     bar.update(done)
+                    // The checkpoint advances over the contiguous prefix of acknowledged batches.
+                    finishedBatches.insert(b)
+                    while finishedBatches.remove(saved.acknowledgedBatches) != nil { saved.acknowledgedBatches += 1 }
+                    if let checkpointPath {
+                        try FileIO.writeAtomically(Array(try JSONEncoder().encode(saved)), to: checkpointPath)
+                    }
                     if next < batches { try submit(next); next += 1 }
                 }
             }
         }
         bar.finish()
-        print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s)", total, Date().timeIntervalSince(clock), Double(total) / Date().timeIntervalSince(clock)))
+        let seconds = Date().timeIntervalSince(clock), sent = total - min(total, first * size)
+        print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s)", sent, seconds, Double(sent) / seconds))
     }
 }
 
