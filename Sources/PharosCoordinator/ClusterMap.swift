@@ -13,13 +13,16 @@ import PharosVectors
 public struct ClusterMap: Codable, Sendable, Equatable {
     /// What is indexed and how.
     public struct Collection: Codable, Sendable, Equatable {
+        /// Vector dimension.
         public var dimension: Int
         /// "l2" or "ip".
         public var metric: String
+        /// Index configuration (factory string).
         public var factory: String
         /// L2-normalise vectors (queries and ingested) before use: for inner-product collections of descriptors.
         public var normalize: Bool?
 
+        /// A collection description.
         public init(dimension: Int, metric: String, factory: String, normalize: Bool? = nil) {
             self.dimension = dimension
             self.metric = metric
@@ -30,10 +33,14 @@ public struct ClusterMap: Codable, Sendable, Equatable {
 
     /// One shard node.
     public struct ShardAddress: Codable, Sendable, Equatable {
+        /// The shard's name (in logs and partial answers).
         public var name: String
+        /// Its address.
         public var host: String
+        /// Its port.
         public var port: Int
 
+        /// A shard address.
         public init(name: String, host: String, port: Int) {
             self.name = name
             self.host = host
@@ -41,11 +48,16 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         }
     }
 
+    /// What is indexed.
     public var collection: Collection
+    /// Virtual buckets keys hash into.
     public var buckets: Int
+    /// The shard nodes.
     public var shards: [ShardAddress]
+    /// Bucket -> shard index; nil for `bucket % shards.count`.
     public var assignment: [Int]?
 
+    /// A cluster description.
     public init(collection: Collection, buckets: Int = 4096, shards: [ShardAddress], assignment: [Int]? = nil) {
         self.collection = collection
         self.buckets = buckets
@@ -101,7 +113,9 @@ public struct ClusterMap: Codable, Sendable, Equatable {
 
 /// A cluster file that cannot be used.
 public struct ClusterMapError: Error, CustomStringConvertible, Equatable {
+    /// The cluster file.
     public var path: String
+    /// What is wrong, naming the field.
     public var problem: String
     public var description: String { "\(path): \(problem)" }
 }

@@ -15,12 +15,14 @@ import PharosWire
 public final class Coordinator: WireService, @unchecked Sendable {
     // @unchecked: immutable after init; `ShardLink`s are actors.
 
+    /// The cluster it routes over.
     public let map: ClusterMap
     private let links: [ShardLink]
     private let logger: Logger
     /// Deadline of requests that give none.
     public var defaultDeadline: Duration = .seconds(5)
 
+    /// A coordinator for `map`, connecting to shards on `group`.
     public init(map: ClusterMap, group: any EventLoopGroup, logger: Logger = Logger(label: "pharos.coordinator")) {
         self.map = map
         self.links = map.shards.map { ShardLink(address: $0, group: group) }

@@ -35,6 +35,7 @@ public final class ShardService: WireService, @unchecked Sendable {
     /// Most queries in one `Search`, and keys in one `Fetch`.
     public static let maximumQueries = 10_000
 
+    /// What this node serves.
     public let configuration: Configuration
     private let lock = NSLock()
     private var shard: Shard?

@@ -67,10 +67,14 @@ public enum PeerRole: Int32, Sendable, Equatable {
 public struct Hello: Sendable, Equatable {
     /// The protocol version this document describes.
     public static let currentVersion: UInt32 = 1
+    /// The version the sender speaks.
     public var protocolVersion: UInt32
+    /// What the sender is.
     public var role: PeerRole
+    /// The sender's name, for logs.
     public var nodeName: String
 
+    /// A hello from a peer of `role`.
     public init(protocolVersion: UInt32 = Hello.currentVersion, role: PeerRole, nodeName: String) {
         self.protocolVersion = protocolVersion
         self.role = role
@@ -91,18 +95,24 @@ public enum QueryExpansion: Sendable, Equatable {
 public struct SearchRequest: Sendable, Equatable {
     /// Row-major query vectors, `dimension` floats each.
     public var vectors: [Float]
+    /// Floats per query vector.
     public var dimension: Int
     /// Keys of indexed images to query by (their stored vectors).
     public var queryKeys: [String]
+    /// Results per query (1...4096).
     public var k: Int
+    /// Inverted lists probed per query.
     public var nprobe: Int
+    /// Candidates re-ranked with refine codes, as a multiple of k.
     public var refineFactor: Int
+    /// Query expansion (applied by the coordinator).
     public var expansion: QueryExpansion
     /// Milliseconds the requester will wait; 0 for the server's default.
     public var deadlineMilliseconds: Int
     /// Whether each hit carries its reconstructed vector.
     public var withVectors: Bool
 
+    /// A search request.
     public init(vectors: [Float] = [], dimension: Int = 0, queryKeys: [String] = [], k: Int, nprobe: Int,
                 refineFactor: Int = 4, expansion: QueryExpansion = .none, deadlineMilliseconds: Int = 0, withVectors: Bool = false) {
         self.vectors = vectors
@@ -119,11 +129,14 @@ public struct SearchRequest: Sendable, Equatable {
 
 /// The hits of one query, best first.
 public struct QueryHits: Sendable, Equatable {
+    /// The hits' keys, best first.
     public var keys: [String]
+    /// Their scores (inner products descending, or squared L2 distances ascending).
     public var scores: [Float]
     /// Row-major reconstructed vectors, when requested.
     public var vectors: [Float]
 
+    /// Hits of one query.
     public init(keys: [String], scores: [Float], vectors: [Float] = []) {
         self.keys = keys
         self.scores = scores
@@ -133,9 +146,12 @@ public struct QueryHits: Sendable, Equatable {
 
 /// A shard left out of a result, and why.
 public struct ShardFailure: Sendable, Equatable {
+    /// The shard's name in the cluster file.
     public var shard: String
+    /// Why it is missing (timeout, connection refused, ...).
     public var reason: String
 
+    /// A missing shard.
     public init(shard: String, reason: String) {
         self.shard = shard
         self.reason = reason
@@ -144,11 +160,14 @@ public struct ShardFailure: Sendable, Equatable {
 
 /// The answer to a `SearchRequest`.
 public struct SearchResponse: Sendable, Equatable {
+    /// One entry per query, in request order.
     public var queries: [QueryHits]
     /// True when some shard's hits are missing (see `missing`).
     public var partial: Bool
+    /// The shards left out, and why.
     public var missing: [ShardFailure]
 
+    /// A search answer.
     public init(queries: [QueryHits], partial: Bool = false, missing: [ShardFailure] = []) {
         self.queries = queries
         self.partial = partial
@@ -158,13 +177,16 @@ public struct SearchResponse: Sendable, Equatable {
 
 /// Entries to insert or replace by key.
 public struct UpsertRequest: Sendable, Equatable {
+    /// The entries' keys.
     public var keys: [String]
     /// Row-major, `dimension` floats per key.
     public var vectors: [Float]
+    /// Floats per vector.
     public var dimension: Int
     /// Empty, or one value per key.
     public var metadata: [[UInt8]]
 
+    /// An upsert batch.
     public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = []) {
         self.keys = keys
         self.vectors = vectors
@@ -175,11 +197,16 @@ public struct UpsertRequest: Sendable, Equatable {
 
 /// One entry of a `fetch` answer.
 public struct FetchedEntry: Sendable, Equatable {
+    /// The key asked for.
     public var key: String
+    /// Whether it is stored.
     public var found: Bool
+    /// Its stored approximation (refine codes when the index has them).
     public var vector: [Float]
+    /// Its metadata.
     public var metadata: [UInt8]
 
+    /// A fetched entry.
     public init(key: String, found: Bool, vector: [Float] = [], metadata: [UInt8] = []) {
         self.key = key
         self.found = found
@@ -190,14 +217,22 @@ public struct FetchedEntry: Sendable, Equatable {
 
 /// A shard's counts.
 public struct ShardStatistics: Sendable, Equatable {
+    /// Entries searches can return.
     public var liveEntries: UInt64
+    /// Segment files.
     public var segments: UInt64
+    /// Entries in segment files (deleted ones included).
     public var sealedEntries: UInt64
+    /// Entries in memory, not yet sealed.
     public var memoryEntries: UInt64
+    /// The index configuration.
     public var factory: String
+    /// Vector dimension.
     public var dimension: Int
+    /// The trained-state version (CRC32C of the trained index file).
     public var trainedVersion: UInt64
 
+    /// Counts of a shard (or summed over a cluster).
     public init(liveEntries: UInt64, segments: UInt64, sealedEntries: UInt64, memoryEntries: UInt64,
                 factory: String, dimension: Int, trainedVersion: UInt64) {
         self.liveEntries = liveEntries
@@ -218,11 +253,14 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
              deadlineExceeded, storage, unavailable, internalError
     }
 
+    /// What kind of failure.
     public var code: Code
+    /// What went wrong, naming the field or shard.
     public var message: String
     /// The request it answers (0 when none could be read).
     public var requestID: UInt64
 
+    /// An error answer.
     public init(_ code: Code, _ message: String, requestID: UInt64 = 0) {
         self.code = code
         self.message = message

@@ -39,6 +39,7 @@ public final class WireServer: @unchecked Sendable {
         }
     }
 
+    /// What it serves.
     public let service: any WireService
     let limits: Limits
     let logger: Logger
@@ -110,7 +111,7 @@ public final class WireServer: @unchecked Sendable {
     func opened(_ channel: any Channel) { state.withLock { children[ObjectIdentifier(channel)] = channel } }
     func closed(_ channel: any Channel) { state.withLock { _ = children.removeValue(forKey: ObjectIdentifier(channel)) } }
 
-    /// Admits a request of `bytes`, or says why not.
+    /// Admits a request of `bytes`, or returns why not (`overloaded`, `unavailable`).
     public func admit(bytes: Int) -> WireError? {
         state.withLock {
             if draining { return WireError(.unavailable, "\(service.serviceName) is shutting down") }
@@ -126,6 +127,7 @@ public final class WireServer: @unchecked Sendable {
         }
     }
 
+    /// Releases an admitted request of `bytes`.
     public func finished(bytes: Int) {
         state.withLock {
             requestsInFlight -= 1
