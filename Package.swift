@@ -102,14 +102,16 @@ let package = Package(
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors"]),
-        .testTarget(name: "PharosStorageTests", dependencies: ["PharosStorage", "PharosIndex", "PharosVectors"]),
+        // Helpers shared by test targets (running commands off the concurrency pool).
+        .target(name: "PharosTestSupport", path: "Tests/PharosTestSupport"),
+        .testTarget(name: "PharosStorageTests", dependencies: ["PharosStorage", "PharosIndex", "PharosVectors", "PharosTestSupport"]),
         .testTarget(
             name: "PharosWireTests",
             dependencies: ["PharosWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
         .testTarget(
             name: "PharosCoordinatorTests",
             dependencies: ["PharosCoordinator", "PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",
-                           .product(name: "NIOPosix", package: "swift-nio")]),
+                           "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "PharosShardTests",
             dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",

@@ -139,7 +139,7 @@ public struct ByteReader {
     }
 }
 
-/// Collects sections and writes the container atomically.
+/// Collects sections into a container (`IndexFactory.save` writes it atomically).
 public struct IndexFileWriter {
     private var sections: [(tag: String, payload: [UInt8])] = []
 
@@ -173,10 +173,6 @@ public struct IndexFileWriter {
         return out
     }
 
-    /// Writes to `path` through a temporary file, fsync and rename.
-    public func write(to path: String) throws {
-        try FileIO.writeAtomically(encoded(), to: path)
-    }
 }
 
 /// Parses and verifies a container; sections are then read by tag, in order.

@@ -44,7 +44,7 @@ public final class WireServer: @unchecked Sendable {
     let limits: Limits
     let logger: Logger
     private let group: any EventLoopGroup
-    private let state = NSCondition()
+    private let state = NSLock()
     private var channel: (any Channel)?
     private var children: [ObjectIdentifier: any Channel] = [:]
     private var requestsInFlight = 0
@@ -132,7 +132,6 @@ public final class WireServer: @unchecked Sendable {
         state.withLock {
             requestsInFlight -= 1
             bytesInFlight -= bytes
-            state.broadcast()
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PharosTestSupport
 import NIOPosix
 import PharosIndex
 import PharosVectors
@@ -180,23 +181,7 @@ final class ProcessCluster: @unchecked Sendable {
     func partitionsFreezesAndKillsAcrossHosts() async throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/multihost-test.sh").path
-        // On a thread of its own: the test pool must stay free for other tests' servers.
-        let (status, text) = try await withCheckedThrowingContinuation { (done: CheckedContinuation<(Int32, String), any Error>) in
-            Thread {
-                done.resume(with: Result {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: "/bin/bash")
-                    process.arguments = [script, ProcessCluster.binaries.path]
-                    let output = Pipe()
-                    process.standardOutput = output
-                    process.standardError = output
-                    try process.run()
-                    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    process.waitUntilExit()
-                    return (process.terminationStatus, text)
-                })
-            }.start()
-        }
+        let (status, text) = try await ProcessRunner.run("/bin/bash", [script, ProcessCluster.binaries.path])
         #expect(status == 0, "\(text)")
         #expect(text.contains("multihost-test passed"), "\(text)")
     }

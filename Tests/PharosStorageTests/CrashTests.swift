@@ -1,4 +1,5 @@
 import Foundation
+import PharosTestSupport
 import Testing
 
 /// Runs the crash harness (`pharos-shard crash-test`) in a bounded form: the driver is
@@ -11,36 +12,12 @@ import Testing
         return bundle.appendingPathComponent("pharos-shard").path
     }
 
-    /// Runs `command` with `arguments` on a thread of its own (never blocking the test pool,
-    /// which in-process servers of other tests need); returns its exit status and output.
-    static func run(_ command: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: command)
-                    process.arguments = arguments
-                    var environment = ProcessInfo.processInfo.environment
-                    environment["OPENBLAS_NUM_THREADS"] = "1"
-                    process.environment = environment
-                    let output = Pipe()
-                    process.standardOutput = output
-                    process.standardError = output
-                    try process.run()
-                    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                    process.waitUntilExit()
-                    return (process.terminationStatus, text)
-                })
-            }.start()
-        }
-    }
-
     /// A real full file system (a 4 MiB tmpfs in a private mount namespace, so root only).
     @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
     func fullDiskFailsTheWriteAndKeepsEverythingAcknowledged() async throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/disk-full-test.sh").path
-        let (status, text) = try await Self.run("/bin/bash", [script, Self.binary])
+        let (status, text) = try await ProcessRunner.run("/bin/bash", [script, Self.binary])
         #expect(status == 0, "\(text)")
         #expect(text.contains("disk-full test passed: the write failed with"), "\(text)")
         #expect(text.contains("No space left on device"), "\(text)")
@@ -48,7 +25,7 @@ import Testing
 
     @Test func acknowledgedWritesSurviveKills() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "build pharos-shard first (swift build)")
-        let (status, text) = try await Self.run(Self.binary, ["crash-test", "--kills", "8", "--maximum-delay", "300", "--seed", "7"])
+        let (status, text) = try await ProcessRunner.run(Self.binary, ["crash-test", "--kills", "8", "--maximum-delay", "300", "--seed", "7"])
         #expect(status == 0, "\(text)")
         #expect(text.contains("crash-test passed: 8 kills"), "\(text)")
         for event in ["seal.frozen", "seal.segment-written", "compaction.segment-written", "persist.deletions-written",
