@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import NIOCore
+import PharosIndex
+import PharosVectors
 import PharosWire
 
 /// The coordinator: clients speak the wire protocol to it as to one big shard.
@@ -11,9 +13,11 @@ import PharosWire
 ///   searches again. Queries by key fetch the stored vector from the key's shard first.
 /// - Upserts and deletes are split by key -> bucket -> shard and sent concurrently; an
 ///   acknowledgement means every shard involved acknowledged durably.
-/// - A pushed trained state goes to every shard.
+/// - A pushed trained state goes to every shard. Its whitening, when it has one, stays here
+///   (kept in the state folder) and is applied to every query and upserted vector before they
+///   reach a shard, so shards only ever see whitened, normalised descriptors.
 public final class Coordinator: WireService, @unchecked Sendable {
-    // @unchecked: immutable after init; `ShardLink`s are actors.
+    // @unchecked: immutable after init except `whitening`, which is behind a lock; `ShardLink`s are actors.
 
     /// The cluster it routes over.
     public let map: ClusterMap
@@ -21,12 +25,59 @@ public final class Coordinator: WireService, @unchecked Sendable {
     private let logger: Logger
     /// Deadline of requests that give none.
     public var defaultDeadline: Duration = .seconds(5)
+    /// Where the coordinator keeps what it must not forget (the whitening); nil keeps nothing.
+    public let stateDirectory: String?
+    private let installedWhitening = LockedValue<Whitening?>(nil)
 
-    /// A coordinator for `map`, connecting to shards on `group`.
-    public init(map: ClusterMap, group: any EventLoopGroup, logger: Logger = Logger(label: "pharos.coordinator")) {
+    /// File name of the kept whitening inside the state folder.
+    public static let whiteningFileName = "whitening.phxw"
+
+    /// A coordinator for `map`, connecting to shards on `group`. With a `stateDirectory`, a
+    /// whitening kept there by an earlier run is loaded (a damaged file is an error, never skipped).
+    public init(map: ClusterMap, group: any EventLoopGroup, stateDirectory: String? = nil,
+                logger: Logger = Logger(label: "pharos.coordinator")) throws {
         self.map = map
         self.links = map.shards.map { ShardLink(address: $0, group: group) }
         self.logger = logger
+        self.stateDirectory = stateDirectory
+        if let stateDirectory {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            let path = stateDirectory + "/" + Self.whiteningFileName
+            if FileManager.default.fileExists(atPath: path) {
+                let whitening = try Whitening.load(path)
+                try Self.check(whitening, against: map, source: path)
+                installedWhitening.withLock { $0 = whitening }
+            }
+        }
+    }
+
+    /// The collection's whitening, once trained with one.
+    public var whitening: Whitening? { installedWhitening.withLock { $0 } }
+
+    /// The dimension of the vectors clients send: the whitening's input, or the collection's.
+    public var inputDimension: Int { whitening?.inputDimension ?? map.collection.dimension }
+
+    private static func check(_ whitening: Whitening, against map: ClusterMap, source: String) throws {
+        guard whitening.outputDimension == map.collection.dimension else {
+            throw WireError(.invalidArgument, "\(source): the whitening produces \(whitening.outputDimension)-D vectors, the collection holds \(map.collection.dimension)-D")
+        }
+    }
+
+    /// Query or upsert rows (`count x inputDimension`) in the collection's space: whitened and
+    /// normalised when the collection has a whitening, normalised when it asks for that.
+    private func prepared(_ vectors: [Float], dimension: Int, field: String) throws -> [Float] {
+        guard dimension == inputDimension else {
+            throw WireError(.invalidArgument, "\(field): dimension \(dimension), the collection takes \(inputDimension)-D vectors")
+        }
+        guard vectors.count % dimension == 0 else {
+            throw WireError(.invalidArgument, "\(field): \(vectors.count) floats is not a multiple of \(dimension)")
+        }
+        if let whitening {
+            guard vectors.allSatisfy(\.isFinite) else { throw WireError(.invalidArgument, "\(field): NaN or infinity") }
+            return try whitening.apply(Matrix(rows: vectors.count / dimension, columns: dimension, values: vectors)).values
+        }
+        guard map.collection.normalize == true else { return vectors }
+        return stride(from: 0, to: vectors.count, by: dimension).flatMap { Self.normalized(Array(vectors[$0 ..< $0 + dimension])) }
     }
 
     public var serviceName: String { "coordinator of \(map.shards.count) shards" }
@@ -41,16 +92,21 @@ public final class Coordinator: WireService, @unchecked Sendable {
     /// coordinator's added latency. Returns false (doing nothing) when it does not apply.
     private func fastSearch(_ request: SearchRequest, reply: @escaping @Sendable (WireMessage) -> Void) -> Bool {
         let d = map.collection.dimension
-        guard request.expansion == .none, request.queryKeys.isEmpty, map.collection.normalize != true,
-              request.dimension == d, !request.vectors.isEmpty, request.vectors.count % d == 0 else { return false }
+        guard request.expansion == .none, request.queryKeys.isEmpty, !request.vectors.isEmpty else { return false }
         let clients = links.map(\.currentClient)
         guard clients.allSatisfy({ $0 != nil }) else { return false }
+        var shardRequest = request
+        do {
+            shardRequest.vectors = try prepared(request.vectors, dimension: request.dimension, field: "query vectors")
+            shardRequest.dimension = d
+        } catch {
+            return false   // the full path gives the error
+        }
         let milliseconds = request.deadlineMilliseconds > 0 ? request.deadlineMilliseconds
             : Int(defaultDeadline.components.seconds * 1000 + defaultDeadline.components.attoseconds / 1_000_000_000_000_000)
-        var shardRequest = request
         shardRequest.deadlineMilliseconds = milliseconds
         let futures = clients.map { $0!.send(.search(shardRequest), timeout: .milliseconds(Int64(milliseconds))) }
-        let queries = request.vectors.count / d
+        let queries = shardRequest.vectors.count / d
         EventLoopFuture.whenAllComplete(futures, on: futures[0].eventLoop).whenSuccess { [self] results in
             var outcomes: [(Int, Result<WireMessage, WireError>)] = []
             for (i, result) in results.enumerated() {
@@ -108,7 +164,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
             return .fetchResult(try await fetch(keys))
         case .stats:
             var total = ShardStatistics(liveEntries: 0, segments: 0, sealedEntries: 0, memoryEntries: 0,
-                                        factory: map.collection.factory, dimension: map.collection.dimension, trainedVersion: 0)
+                                        factory: map.collection.factory, dimension: inputDimension, trainedVersion: 0)
             for (_, reply) in try await allOrNothing(links.indices.map { ($0, .stats) }) {
                 guard case let .statsResult(s) = reply else { continue }
                 total.liveEntries += s.liveEntries
@@ -134,7 +190,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
                 }
             }
             return .healthResult(ready: ready, status: lines.joined(separator: "; "))
-        case let .trainedState(file):
+        case let .trainedState(file, whiteningFile):
+            let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
             var version: UInt64?
             for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }) {
                 guard case let .trainedStateAck(v) = reply else { continue }
@@ -143,10 +200,39 @@ public final class Coordinator: WireService, @unchecked Sendable {
                 }
                 version = v
             }
+            if let whitening { try keep(whitening) }
             return .trainedStateAck(version: version ?? 0)
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request the coordinator serves")
         }
+    }
+
+    // MARK: Whitening
+
+    /// A pushed whitening, checked against the collection and against the one already kept.
+    private func acceptable(_ bytes: [UInt8]) throws -> Whitening {
+        guard stateDirectory != nil else {
+            throw WireError(.invalidArgument, "this coordinator has no state folder (--state) to keep a whitening in")
+        }
+        let whitening: Whitening
+        do { whitening = try Whitening(bytes: bytes, source: "pushed whitening") } catch {
+            throw WireError(.invalidArgument, "\(error)")
+        }
+        try Self.check(whitening, against: map, source: "pushed whitening")
+        if let current = self.whitening, current != whitening {
+            throw WireError(.invalidArgument, "the collection already has a different whitening: the stored vectors are in its space (a new whitening is a new collection)")
+        }
+        return whitening
+    }
+
+    /// Makes `whitening` durable in the state folder, then applies it to new requests.
+    private func keep(_ whitening: Whitening) throws {
+        guard let stateDirectory, self.whitening != whitening else { return }
+        do { try whitening.save(stateDirectory + "/" + Self.whiteningFileName) } catch {
+            throw WireError(.storage, "keeping the whitening: \(error)")
+        }
+        installedWhitening.withLock { $0 = whitening }
+        logger.info("whitening installed", metadata: ["input": "\(whitening.inputDimension)", "output": "\(whitening.outputDimension)"])
     }
 
     // MARK: Search
@@ -154,20 +240,15 @@ public final class Coordinator: WireService, @unchecked Sendable {
     private func search(_ request: SearchRequest) async throws -> SearchResponse {
         let deadline = ContinuousClock.now + (request.deadlineMilliseconds > 0 ? .milliseconds(request.deadlineMilliseconds) : defaultDeadline)
         let d = map.collection.dimension
-        guard request.vectors.isEmpty || request.dimension == d else {
-            throw WireError(.invalidArgument, "query vectors: dimension \(request.dimension), the collection holds \(d)-D vectors")
-        }
-        guard request.vectors.count % d == 0 else {
-            throw WireError(.invalidArgument, "query vectors: \(request.vectors.count) floats is not a multiple of \(d)")
-        }
-        var queries = stride(from: 0, to: request.vectors.count, by: d).map { Array(request.vectors[$0 ..< $0 + d]) }
+        let vectors = request.vectors.isEmpty ? [] : try prepared(request.vectors, dimension: request.dimension, field: "query vectors")
+        var queries = stride(from: 0, to: vectors.count, by: d).map { Array(vectors[$0 ..< $0 + d]) }
         if !request.queryKeys.isEmpty {
+            // Stored vectors are already in the collection's space.
             for entry in try await fetch(request.queryKeys) {
                 guard entry.found else { throw WireError(.invalidArgument, "query key \(entry.key.debugDescription) is not indexed") }
-                queries.append(entry.vector)
+                queries.append(map.collection.normalize == true ? Self.normalized(entry.vector) : entry.vector)
             }
         }
-        if map.collection.normalize == true { queries = queries.map(Self.normalized) }
         var first = request
         first.queryKeys = []
         first.expansion = .none
@@ -232,23 +313,17 @@ public final class Coordinator: WireService, @unchecked Sendable {
 
     private func upsert(_ request: UpsertRequest) async throws -> Int {
         let d = map.collection.dimension
-        guard request.dimension == d else {
-            throw WireError(.invalidArgument, "vectors: dimension \(request.dimension), the collection holds \(d)-D vectors")
-        }
-        guard request.vectors.count == request.keys.count * d else {
-            throw WireError(.invalidArgument, "vectors: \(request.vectors.count) floats for \(request.keys.count) keys of \(d)")
+        guard request.vectors.count == request.keys.count * request.dimension else {
+            throw WireError(.invalidArgument, "vectors: \(request.vectors.count) floats for \(request.keys.count) keys of \(request.dimension)")
         }
         guard request.metadata.isEmpty || request.metadata.count == request.keys.count else {
             throw WireError(.invalidArgument, "metadata: \(request.metadata.count) values for \(request.keys.count) keys")
         }
-        let normalize = map.collection.normalize == true
+        let all = try prepared(request.vectors, dimension: request.dimension, field: "vectors")
         let parts = split(request.keys).map { shard, rows -> (Int, WireMessage) in
             var vectors: [Float] = []
             vectors.reserveCapacity(rows.count * d)
-            for r in rows {
-                let row = Array(request.vectors[r * d ..< (r + 1) * d])
-                vectors += normalize ? Self.normalized(row) : row
-            }
+            for r in rows { vectors += all[r * d ..< (r + 1) * d] }
             return (shard, .upsert(UpsertRequest(keys: rows.map { request.keys[$0] }, vectors: vectors, dimension: d,
                                                  metadata: request.metadata.isEmpty ? [] : rows.map { request.metadata[$0] })))
         }

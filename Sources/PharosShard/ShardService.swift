@@ -130,7 +130,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             let shard = currentShard
             return .healthResult(ready: shard != nil, status: shard.map { "serving \($0.statistics.liveEntries) entries" }
                                  ?? "waiting for a trained state")
-        case let .trainedState(indexFile):
+        case let .trainedState(indexFile, _):   // a whitening is the coordinator's business
             return .trainedStateAck(version: try install(indexFile))
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request a shard serves")

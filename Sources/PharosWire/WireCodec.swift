@@ -186,9 +186,10 @@ public enum WireCodec {
             m.pointee.status = arena.string(try checked([status], "status")[0])
             e.body_case = PHAROS__ENVELOPE__BODY_HEALTH_RESULT
             e.health_result = m
-        case let .trainedState(indexFile):
+        case let .trainedState(indexFile, whitening):
             let m = arena.message(Pharos__TrainedState.self) { pharos__trained_state__init($0) }
             m.pointee.index_file = arena.bytes(indexFile)
+            m.pointee.whitening = arena.bytes(whitening)
             e.body_case = PHAROS__ENVELOPE__BODY_TRAINED_STATE
             e.trained_state = m
         case let .trainedStateAck(version):
@@ -291,7 +292,7 @@ public enum WireCodec {
         case PHAROS__ENVELOPE__BODY_HEALTH_RESULT:
             return .healthResult(ready: e.health_result.pointee.ready != 0, status: string(e.health_result.pointee.status))
         case PHAROS__ENVELOPE__BODY_TRAINED_STATE:
-            return .trainedState(indexFile: bytes(e.trained_state.pointee.index_file))
+            return .trainedState(indexFile: bytes(e.trained_state.pointee.index_file), whitening: bytes(e.trained_state.pointee.whitening))
         case PHAROS__ENVELOPE__BODY_TRAINED_STATE_ACK:
             return .trainedStateAck(version: e.trained_state_ack.pointee.trained_version)
         case PHAROS__ENVELOPE__BODY_ERROR:

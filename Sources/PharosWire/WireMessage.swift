@@ -30,8 +30,9 @@ public enum WireMessage: Sendable, Equatable {
     case statsResult(ShardStatistics)
     case health
     case healthResult(ready: Bool, status: String)
-    /// The trained, empty index (the `PHAROSIX` container bytes).
-    case trainedState(indexFile: [UInt8])
+    /// The trained, empty index (the `PHAROSIX` container bytes) and optionally the
+    /// collection's whitening (a `PHXWHITN` file; empty for none), which only the coordinator keeps.
+    case trainedState(indexFile: [UInt8], whitening: [UInt8] = [])
     case trainedStateAck(version: UInt64)
     case error(WireError)
 

@@ -200,7 +200,7 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         case let .search(s): return s.vectors.count * 4 + s.queryKeys.reduce(0) { $0 + $1.utf8.count }
         case let .upsert(u): return u.vectors.count * 4 + u.keys.reduce(0) { $0 + $1.utf8.count } + u.metadata.reduce(0) { $0 + $1.count }
         case let .delete(keys), let .fetch(keys): return keys.reduce(0) { $0 + $1.utf8.count }
-        case let .trainedState(file): return file.count
+        case let .trainedState(file, whitening): return file.count + whitening.count
         default: return 0
         }
     }

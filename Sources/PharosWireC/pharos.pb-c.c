@@ -1978,7 +1978,7 @@ const ProtobufCMessageDescriptor pharos__health_result__descriptor =
   (ProtobufCMessageInit) pharos__health_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__trained_state__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pharos__trained_state__field_descriptors[2] =
 {
   {
     "index_file",
@@ -1992,14 +1992,27 @@ static const ProtobufCFieldDescriptor pharos__trained_state__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "whitening",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__TrainedState, whitening),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__trained_state__field_indices_by_name[] = {
   0,   /* field[0] = index_file */
+  1,   /* field[1] = whitening */
 };
 static const ProtobufCIntRange pharos__trained_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pharos__trained_state__descriptor =
 {
@@ -2009,7 +2022,7 @@ const ProtobufCMessageDescriptor pharos__trained_state__descriptor =
   "Pharos__TrainedState",
   "pharos",
   sizeof(Pharos__TrainedState),
-  1,
+  2,
   pharos__trained_state__field_descriptors,
   pharos__trained_state__field_indices_by_name,
   1,  pharos__trained_state__number_ranges,

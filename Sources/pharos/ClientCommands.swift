@@ -33,32 +33,60 @@ struct CoordinatorOptions: ParsableArguments {
     }
 }
 
-/// `pharos train`: trains the collection's configuration on a sample and pushes it to every shard.
+/// `pharos train`: trains the collection's configuration on a sample and pushes it to every
+/// shard, optionally with a PCA whitening the coordinator then applies to every vector.
 struct TrainCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train", abstract: "Train the collection on a sample; push the trained state to every shard.")
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Train the collection on a sample; push the trained state to every shard.",
+        discussion: """
+            With --whiten, a PCA whitening is learned from the same sample first (or read from \
+            --whitening-file), the index is trained on the whitened sample, and the coordinator keeps \
+            the whitening and applies it to every query and ingested vector. The whitening's output \
+            dimension must be the collection's dimension; its input is the sample's.
+            """)
 
     @OptionGroup var options: CoordinatorOptions
     @Option(help: "The cluster file (its collection names the configuration).") var cluster: String = "data/cluster/cluster.json"
     @Option(help: "Training vectors (.fvecs/.bvecs/.npy).") var train: String
     @Option(help: "Use at most this many training vectors (evenly spaced).") var trainCount: Int = 100_000
     @Option(help: "Worker threads.") var threads: Int = Parallel.defaultThreads
+    @Flag(help: "Learn a PCA whitening from the sample and make it the collection's.") var whiten = false
+    @Option(help: "Use this whitening file (PHXWHITN) instead of learning one.") var whiteningFile: String?
+    @Option(help: "PCA whitening: eigenvalue power (0.5 whitens fully, 0 is plain PCA).") var whitenPower: Float = 0.5
+    @Option(help: "PCA whitening: shrinkage of eigenvalues toward their mean, 0...1.") var whitenShrinkage: Float = 0
 
     func run() throws {
         let map = try ClusterMap.load(cluster)
         let reader = try VectorFileReader(path: train)
-        guard reader.dimension == map.collection.dimension else {
-            throw ValidationError("\(train) holds \(reader.dimension)-D vectors, the collection \(map.collection.dimension)-D")
-        }
         var sample = reader.count <= trainCount ? try reader.readAll()
             : try Matrix(rowArrays: (0..<trainCount).map { try reader.readRows($0 * reader.count / trainCount ..< $0 * reader.count / trainCount + 1).row(0) })
-        if map.collection.normalize == true { VectorMath.normalizeRows(&sample) }
+        var whitening: Whitening?
+        if let whiteningFile {
+            whitening = try Whitening.load(whiteningFile)
+        } else if whiten {
+            printError("learning PCA whitening \(reader.dimension) -> \(map.collection.dimension) on \(sample.rows) vectors...")
+            whitening = try Whitening.learnPCA(sample, outputDimension: map.collection.dimension, power: whitenPower, shrinkage: whitenShrinkage)
+        }
+        if let whitening {
+            guard whitening.inputDimension == reader.dimension, whitening.outputDimension == map.collection.dimension else {
+                throw ValidationError("the whitening maps \(whitening.inputDimension)-D to \(whitening.outputDimension)-D; \(train) holds \(reader.dimension)-D vectors and the collection \(map.collection.dimension)-D")
+            }
+            sample = try whitening.apply(sample)
+        } else {
+            guard reader.dimension == map.collection.dimension else {
+                throw ValidationError("\(train) holds \(reader.dimension)-D vectors, the collection \(map.collection.dimension)-D (a whitening can reduce the dimension: --whiten)")
+            }
+            if map.collection.normalize == true { VectorMath.normalizeRows(&sample) }
+        }
         guard let metric = Metric(rawValue: map.collection.metric) else { throw ValidationError("unknown metric \(map.collection.metric)") }
-        let index = try IndexFactory.make(map.collection.factory, dimension: reader.dimension, metric: metric)
+        let index = try IndexFactory.make(map.collection.factory, dimension: map.collection.dimension, metric: metric)
         printError("training \(map.collection.factory) on \(sample.rows) x \(sample.columns) with \(threads) threads...")
         let clock = Date()
         try index.train(sample, threads: threads)
-        let file = IndexFactory.encoded(index)
-        let reply = try options.withClient { try await $0.call(.trainedState(indexFile: file), timeout: .seconds(120)) }
+        let file = IndexFactory.encoded(index), whiteningFile = whitening?.serialized() ?? []
+        let reply = try options.withClient {
+            try await $0.call(.trainedState(indexFile: file, whitening: whiteningFile), timeout: .seconds(120))
+        }
         guard case let .trainedStateAck(version) = reply else { throw ValidationError("unexpected reply \(reply.name)") }
         print(String(format: "trained %@ in %.2f s; every shard holds trained state %llu", map.collection.factory, Date().timeIntervalSince(clock), version))
     }

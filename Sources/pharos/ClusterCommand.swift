@@ -59,7 +59,7 @@ struct ClusterCommand: ParsableCommand {
                 try launch(shard.name, "pharos-shard", ["serve", "--data", "\(data)/\(shard.name)", "--port", "\(shard.port)", "--name", shard.name])
                 _ = i
             }
-            try launch("coordinator", "pharos-coordinator", ["--cluster", clusterFile, "--port", "\(port)"])
+            try launch("coordinator", "pharos-coordinator", ["--cluster", clusterFile, "--port", "\(port)", "--state", "\(data)/coordinator"])
             // Unbuffered: scripts wait for this line while the command keeps running.
             FileHandle.standardOutput.write(Data("cluster ready: coordinator 127.0.0.1:\(port), \(shards) shards, data under \(data) (Ctrl-C stops it)\n".utf8))
 

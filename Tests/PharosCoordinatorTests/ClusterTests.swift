@@ -16,6 +16,8 @@ final class TestCluster: @unchecked Sendable {
     var coordinatorServer: WireServer!
     var map: ClusterMap!
     var client: WireClient!
+    var coordinator: Coordinator!
+    let stateDirectory = NSTemporaryDirectory() + "pharos-coordinator-\(UUID().uuidString.prefix(8))"
 
     static let dimension = 16
 
@@ -33,7 +35,8 @@ final class TestCluster: @unchecked Sendable {
             addresses.append(.init(name: "s\(i)", host: "127.0.0.1", port: port))
         }
         map = ClusterMap(collection: .init(dimension: Self.dimension, metric: metric, factory: factory), buckets: 64, shards: addresses)
-        coordinatorServer = WireServer(service: Coordinator(map: map, group: group), group: group)
+        coordinator = try Coordinator(map: map, group: group, stateDirectory: stateDirectory)
+        coordinatorServer = WireServer(service: coordinator, group: group)
         let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
         client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group)
     }
@@ -43,7 +46,7 @@ final class TestCluster: @unchecked Sendable {
         await coordinatorServer?.stop(grace: 2)
         for s in shardServers { await s.stop(grace: 2) }
         try? await group.shutdownGracefully()
-        for d in directories { try? FileManager.default.removeItem(atPath: d) }
+        for d in directories + [stateDirectory] { try? FileManager.default.removeItem(atPath: d) }
     }
 
     static func with(factory: String, _ body: (TestCluster) async throws -> Void) async throws {
@@ -98,6 +101,44 @@ final class TestCluster: @unchecked Sendable {
                 if result.queries[q].keys == expected.ids(ofQuery: q).map({ "id-\($0)" }) { sameKeys += 1 }
             }
             #expect(sameKeys >= 38)   // the rest differ only in the order of tied scores
+        }
+    }
+
+    /// A whitening pushed with the trained state is kept by the coordinator and applied to
+    /// every query and upsert: the cluster answers like one index over the whitened data.
+    @Test func coordinatorAppliesAndKeepsTheWhitening() async throws {
+        let factory = "IVF8,PQ8"
+        let raw = SyntheticDataset(dimension: 24, clusters: 20, normalized: false, seed: 9)
+        let whitening = try Whitening.learnPCA(raw.vectors(0..<2000, stream: 1), outputDimension: TestCluster.dimension)
+        let index = try IndexFactory.make(factory, dimension: TestCluster.dimension, metric: .l2) as! IVFPQIndex
+        try index.train(try whitening.apply(raw.vectors(0..<2000, stream: 1)), threads: 1)
+        try await TestCluster.with(factory: factory) { cluster in
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index), whitening: whitening.serialized()))
+            #expect(cluster.coordinator.whitening == whitening)
+            let base = raw.vectors(0..<900, stream: 0)
+            #expect(try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<900).map { "w\($0)" }, vectors: base.values, dimension: 24)))
+                    == .upsertResult(written: 900))
+            let single = try IndexFactory.load(bytes: IndexFactory.encoded(index), name: "copy") as! IVFPQIndex
+            try single.add(try whitening.apply(base), ids: nil, threads: 1)
+            let queries = raw.vectors(0..<20, stream: 2)
+            let expected = try single.search(try whitening.apply(queries), k: 5, parameters: SearchParameters(nprobe: 8))
+            guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(
+                vectors: queries.values, dimension: 24, k: 5, nprobe: 8))) else { Issue.record("no result"); return }
+            for q in 0..<20 { #expect(result.queries[q].scores == Array(expected.scores(ofQuery: q))) }
+
+            // Vectors of the collection's (whitened) dimension are refused, naming the one expected.
+            await #expect { try await cluster.client.call(.search(SearchRequest(vectors: [Float](repeating: 0.1, count: 16), dimension: 16, k: 5, nprobe: 8))) } throws: {
+                ($0 as? WireError)?.message.contains("24-D") == true
+            }
+            // Another whitening would put new vectors in another space: refused.
+            let other = try Whitening.learnPCA(raw.vectors(0..<2000, stream: 3), outputDimension: TestCluster.dimension)
+            await #expect { try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index), whitening: other.serialized())) } throws: {
+                ($0 as? WireError)?.message.contains("different whitening") == true
+            }
+            // A new coordinator over the same state folder starts with it.
+            let restarted = try Coordinator(map: cluster.map, group: cluster.group, stateDirectory: cluster.stateDirectory)
+            #expect(restarted.whitening == whitening)
+            restarted.close()
         }
     }
 

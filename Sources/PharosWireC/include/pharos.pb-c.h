@@ -368,11 +368,18 @@ struct  Pharos__HealthResult
 struct  Pharos__TrainedState
 {
   ProtobufCMessage base;
+  /*
+   * the trained, empty index (PHAROSIX container)
+   */
   ProtobufCBinaryData index_file;
+  /*
+   * optional: the collection's whitening (PHXWHITN file), kept by the coordinator
+   */
+  ProtobufCBinaryData whitening;
 };
 #define PHAROS__TRAINED_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__trained_state__descriptor) \
-    , {0,NULL} }
+    , {0,NULL}, {0,NULL} }
 
 
 struct  Pharos__TrainedStateAck

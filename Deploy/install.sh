@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs Pharos on this host for systemd: the release binaries in /usr/local/bin, the units,
+# a `pharos` system user owning /var/lib/pharos, and example settings in /etc/pharos (never
+# overwriting ones already there). Run from a checkout, as root:
+#   Deploy/install.sh shard s0 10.0.0.11     a shard node named s0 listening on 10.0.0.11:7701
+#   Deploy/install.sh coordinator 10.0.0.10  the coordinator on 10.0.0.10:7700 (edit /etc/pharos/cluster.json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+role=${1:?usage: Deploy/install.sh shard NAME HOST | coordinator HOST}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+swift build -c release --product pharos-shard
+swift build -c release --product pharos-coordinator
+swift build -c release --product pharos
+install -m 0755 .build/release/pharos-shard .build/release/pharos-coordinator .build/release/pharos /usr/local/bin/
+id pharos >/dev/null 2>&1 || useradd --system --home /var/lib/pharos --shell /usr/sbin/nologin pharos
+install -d -o pharos -g pharos -m 0750 /var/lib/pharos
+install -d -m 0755 /etc/pharos
+install -m 0644 Deploy/systemd/pharos-shard@.service Deploy/systemd/pharos-coordinator.service /etc/systemd/system/
+write_once() { [ -e "$1" ] && echo "kept $1" || { printf '%s\n' "$2" > "$1"; echo "wrote $1"; }; }
+case "$role" in
+  shard)
+    name=${2:?shard name}; host=${3:?listen address}
+    write_once "/etc/pharos/shard-$name.env" "PHAROS_DATA=/var/lib/pharos/$name
+PHAROS_HOST=$host
+PHAROS_PORT=7701
+PHAROS_SEARCH_THREADS=1"
+    systemctl daemon-reload
+    echo "start it: systemctl enable --now pharos-shard@$name" ;;
+  coordinator)
+    host=${2:?listen address}
+    write_once /etc/pharos/coordinator.env "PHAROS_HOST=$host
+PHAROS_PORT=7700
+PHAROS_STATE=/var/lib/pharos/coordinator
+PHAROS_DEADLINE_MS=5000"
+    [ -e /etc/pharos/cluster.json ] || install -m 0644 Deploy/cluster.example.json /etc/pharos/cluster.json
+    systemctl daemon-reload
+    echo "edit /etc/pharos/cluster.json, then: systemctl enable --now pharos-coordinator" ;;
+  *) echo "unknown role $role: shard or coordinator" >&2; exit 2 ;;
+esac
