@@ -126,6 +126,21 @@ void pharos_f32_to_f16(const float *x, size_t n, uint16_t *out);
 /// Converts IEEE half precision to float32.
 void pharos_f16_to_f32(const uint16_t *x, size_t n, float *out);
 
+// MARK: - CNN forward pass
+
+/// Depthwise convolution with TensorFlow-SAME padding (`pad_top`, `pad_left`; the bottom and
+/// right padding follow from the output size), one `kernel x kernel` filter per channel plus a
+/// bias, optionally ReLU6. `input` is channels x height x width, `output` channels x
+/// out_height x out_width; `scratch` holds `pharos_depthwise_scratch(...)` floats.
+void pharos_depthwise_conv(const float *input, size_t channels, size_t height, size_t width,
+                           const float *weights, const float *bias, size_t kernel, size_t stride,
+                           size_t pad_top, size_t pad_left, size_t out_height, size_t out_width,
+                           int apply_relu6, float *scratch, float *output);
+/// Floats of scratch `pharos_depthwise_conv` needs.
+size_t pharos_depthwise_scratch(size_t kernel, size_t stride, size_t out_height, size_t out_width);
+/// `x[c][i] = act(x[c][i] + bias[c])` over channels x plane values; act is ReLU6 or identity.
+void pharos_bias_activation(float *x, size_t channels, size_t plane, const float *bias, int apply_relu6);
+
 // MARK: - Checksums
 
 /// CRC32C (Castagnoli), continuing from `crc` (start with 0).
