@@ -10,6 +10,9 @@ Tests/PharosDescriptorsTests/Fixtures/*.npy:
 - intermediate.npy   112 x (5*6): the output of block 10
 - map.npy            16 x (13*17): a random non-negative map with zeros, for pooling
 - pooled.npy         5 x 16: MAC, SPoC, GeM (p=3), CroW, R-MAC (L=3) of map.npy, each L2-normalised
+- tiny.png, tiny.jpg 40 x 30 test pattern (PNG with alpha, JPEG quality 95), written by Pillow
+- tiny.npy           3 x (30*40): the pattern's RGB pixels (the PNG's exactly, after compositing onto white)
+- tiny-jpeg.npy      3 x (30*40): tiny.jpg as Pillow (libjpeg-turbo) decodes it
 """
 import math
 import os
@@ -110,4 +113,18 @@ pooled = [
 save("map.npy", m.reshape(C, h * w))
 save("pooled.npy", np.stack(pooled))
 print("regions", rmac_regions(h, w))
+
+# Small image files for the decoders.
+from PIL import Image  # noqa: E402
+
+ty, tx = np.mgrid[0:30, 0:40]
+rgb = np.stack([tx * 6, ty * 8, (tx + ty) % 2 * 255], axis=-1).astype(np.uint8)
+alpha = np.where(tx < 20, 255, 128).astype(np.uint8)
+Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(os.path.join(out, "tiny.png"))
+Image.fromarray(rgb, "RGB").save(os.path.join(out, "tiny.jpg"), quality=95)
+a = alpha[..., None].astype(np.float64) / 255
+composited = np.round(rgb * a + 255 * (1 - a))
+save("tiny.npy", composited.transpose(2, 0, 1).reshape(3, -1))
+decoded = np.asarray(Image.open(os.path.join(out, "tiny.jpg")).convert("RGB")).astype(np.float64)
+save("tiny-jpeg.npy", decoded.transpose(2, 0, 1).reshape(3, -1))
 print("wrote", out)

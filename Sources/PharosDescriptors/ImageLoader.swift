@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPharosImage
+import PharosVectors
+
+/// Reads JPEG and PNG files into RGB planes (pixel values 0...255), any aspect ratio, the longer
+/// side brought down to a maximum with antialiasing (never up).
+public enum ImageLoader {
+    /// Largest file read: bounds memory before decoding.
+    public static let maximumFileBytes = 256 << 20
+
+    /// The image at `path` as a 3 x height x width map, longer side at most `maximumSide`.
+    /// Errors name the file and what is wrong with it (not an image, truncated, unsupported).
+    public static func load(path: String, maximumSide: Int? = nil) throws -> FeatureMap {
+        let bytes: [UInt8]
+        do {
+            let fd = try FileIO.openForReading(path)
+            defer { close(fd) }
+            let size = try FileIO.size(of: fd, path: path)
+            guard size <= maximumFileBytes else {
+                throw DescriptorError.unreadableImage(path: path, reason: "\(size) bytes, more than the \(maximumFileBytes) read at most")
+            }
+            bytes = try FileIO.readBytes(fd, path: path, count: size, offset: 0)
+        } catch let error as VectorFileError {
+            throw DescriptorError.unreadableImage(path: path, reason: error.problem)
+        }
+        return try decode(bytes, path: path, maximumSide: maximumSide)
+    }
+
+    /// Decodes JPEG or PNG bytes (told apart by their signature); `path` is for messages.
+    public static func decode(_ bytes: [UInt8], path: String, maximumSide: Int? = nil) throws -> FeatureMap {
+        if let maximumSide, maximumSide < 1 {
+            throw DescriptorError.invalidParameter(name: "maximum side", value: "\(maximumSide)", allowed: ">= 1")
+        }
+        var image = PharosDecodedImage()
+        var message = [CChar](repeating: 0, count: 256)
+        let status: Int32
+        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) {
+            status = pharos_decode_jpeg(bytes, bytes.count, Int32(maximumSide ?? 0), &image, &message, message.count)
+        } else if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            status = pharos_decode_png(bytes, bytes.count, &image, &message, message.count)
+        } else {
+            throw DescriptorError.unreadableImage(path: path, reason: bytes.isEmpty ? "empty file" : "not a JPEG or PNG file (unknown signature)")
+        }
+        guard status == 0 else {
+            throw DescriptorError.unreadableImage(path: path, reason: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        defer { pharos_decoded_image_free(&image) }
+        let (w, h) = (Int(image.width), Int(image.height))
+        var map = FeatureMap(channels: 3, height: h, width: w)
+        map.values.withUnsafeMutableBufferPointer { planes in
+            let pixels = image.pixels!
+            for i in 0..<(w * h) {
+                planes[i] = Float(pixels[3 * i])
+                planes[w * h + i] = Float(pixels[3 * i + 1])
+                planes[2 * w * h + i] = Float(pixels[3 * i + 2])
+            }
+        }
+        if let maximumSide, Swift.max(w, h) > maximumSide { map = ImageResampler.resize(map, longerSide: maximumSide) }
+        return map
+    }
+}
