@@ -51,6 +51,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
         // Images to descriptors: decoding, the CNN, pooling, local features.
         .target(name: "PharosDescriptors", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "CPharosImage"]),
+        // Retrieval metrics: the revisited Oxford/Paris protocol, recall@k.
+        .target(name: "PharosEvaluation"),
         // Framing and the Swift <-> protobuf-c codec; knows messages, not indexes.
         .target(
             name: "PharosWire",
@@ -109,6 +111,7 @@ let package = Package(
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors"]),
+        .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
         .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).
