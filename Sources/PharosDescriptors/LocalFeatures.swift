@@ -170,3 +170,15 @@ extension EfficientNetLite0 {
         return (rowStart, colStart, jump, size)
     }
 }
+
+extension LocalFeatures {
+    /// The descriptors reduced by a PCA (and L2-normalised again); keypoints unchanged.
+    public func projected(by pca: Whitening) throws -> LocalFeatures {
+        guard pca.inputDimension == dimension else {
+            throw DescriptorError.invalidParameter(name: "local PCA", value: "\(pca.inputDimension)-D input", allowed: "\(dimension)-D")
+        }
+        guard !keypoints.isEmpty else { return LocalFeatures(keypoints: [], descriptors: [], dimension: pca.outputDimension) }
+        let reduced = try pca.apply(Matrix(rows: keypoints.count, columns: dimension, values: descriptors))
+        return LocalFeatures(keypoints: keypoints, descriptors: reduced.values, dimension: pca.outputDimension)
+    }
+}

@@ -192,30 +192,9 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "Per-request deadline in milliseconds.") var deadline: Int = 5000
     @Flag(help: "Print each query's hits.") var show = false
 
-    func parsedExpansion() throws -> QueryExpansion {
-        let parts = expand.split(separator: ":", maxSplits: 1)
-        var n = 10, alpha: Float = 3
-        if parts.count == 2 {
-            for setting in parts[1].split(separator: ",") {
-                let kv = setting.split(separator: "=")
-                guard kv.count == 2 else { throw ValidationError("--expand \(expand): expected name=value settings") }
-                switch kv[0] {
-                case "n": n = Int(kv[1]) ?? n
-                case "alpha": alpha = Float(kv[1]) ?? alpha
-                default: throw ValidationError("--expand \(expand): unknown setting \(kv[0]) (n, alpha)")
-                }
-            }
-        }
-        switch parts.first.map(String.init) ?? "none" {
-        case "none": return .none
-        case "aqe": return .averageQE(n: n)
-        case "alpha", "alpha-qe", "aqe-alpha": return .alphaQE(n: n, alpha: alpha)
-        default: throw ValidationError("--expand \(expand): expected none, aqe[:n=N] or alpha[:alpha=A,n=N]")
-        }
-    }
 
     func run() throws {
-        let expansion = try parsedExpansion()
+        let expansion = try parseExpansion(expand)
         let keys = queryKeys?.split(separator: ",").map(String.init) ?? []
         var rows = Matrix(rows: 0, columns: 0)
         if let queries {
@@ -287,5 +266,28 @@ struct StatusCommand: ParsableCommand {
         if case let .statsResult(s) = stats {
             print("collection: \(s.factory), \(s.dimension)-D; \(s.liveEntries) live entries, \(s.segments) segments, \(s.memoryEntries) in memory; trained state \(s.trainedVersion)")
         }
+    }
+}
+
+/// Parses `--expand`: none, aqe[:n=N], alpha[:alpha=A,n=N].
+func parseExpansion(_ expand: String) throws -> QueryExpansion {
+    let parts = expand.split(separator: ":", maxSplits: 1)
+    var n = 10, alpha: Float = 3
+    if parts.count == 2 {
+        for setting in parts[1].split(separator: ",") {
+            let kv = setting.split(separator: "=")
+            guard kv.count == 2 else { throw ValidationError("--expand \(expand): expected name=value settings") }
+            switch kv[0] {
+            case "n": n = Int(kv[1]) ?? n
+            case "alpha": alpha = Float(kv[1]) ?? alpha
+            default: throw ValidationError("--expand \(expand): unknown setting \(kv[0]) (n, alpha)")
+            }
+        }
+    }
+    switch parts.first.map(String.init) ?? "none" {
+    case "none": return .none
+    case "aqe": return .averageQE(n: n)
+    case "alpha", "alpha-qe", "aqe-alpha": return .alphaQE(n: n, alpha: alpha)
+    default: throw ValidationError("--expand \(expand): expected none, aqe[:n=N] or alpha[:alpha=A,n=N]")
     }
 }

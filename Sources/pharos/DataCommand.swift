@@ -8,7 +8,7 @@ struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Prepare data sets: Fashion-MNIST, synthetic clustered vectors, exact neighbours.",
-        subcommands: [FashionMNIST.self, Synthetic.self, Truth.self])
+        subcommands: [FashionMNIST.self, Synthetic.self, Truth.self, PhotoSetCommand.self])
 }
 
 /// Writes a matrix to a vector file (format from the extension).

@@ -9,6 +9,7 @@ struct Pharos: ParsableCommand {
         commandName: "pharos",
         abstract: "Pharos: an image-retrieval vector index.",
         subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self, ClusterBenchCommand.self,
+                      ExtractCommand.self, WhitenCommand.self, EvalCommand.self, CNNBenchCommand.self,
                       IndexCommand.self, DataCommand.self])
 
     static func main() {

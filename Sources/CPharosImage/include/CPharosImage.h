@@ -25,6 +25,14 @@ int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, Pharo
 /// Decodes a PNG held in memory (any bit depth, palette, gray; alpha is composited onto white).
 int pharos_decode_png(const uint8_t *data, size_t size, PharosDecodedImage *out, char *error, size_t error_size);
 
+/// Encodes 8-bit interleaved RGB as a baseline JPEG of `quality` (1...100) into a malloc'd
+/// buffer (`*out`, `*out_size`; free with `free`). Returns 0, or -1 with `error` filled.
+int pharos_encode_jpeg(const uint8_t *pixels, int width, int height, int quality, uint8_t **out, size_t *out_size,
+                       char *error, size_t error_size);
+
+/// Frees a buffer returned by `pharos_encode_jpeg`.
+void pharos_encoded_free(uint8_t *buffer);
+
 /// Frees what a decoder returned.
 void pharos_decoded_image_free(PharosDecodedImage *image);
 

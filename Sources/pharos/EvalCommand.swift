@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import PharosCommandLine
+import PharosEvaluation
+import PharosVectors
+import PharosWire
+
+/// `pharos eval`: retrieval quality of a cluster's (or an exact) ranking against ground truth.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval", abstract: "Measure mAP and mP@1/5/10 (revisited Oxford/Paris protocol, or a labelled set).",
+        discussion: """
+            Rankings come from the cluster (--coordinator) or, with --database, from an exact \
+            inner-product ranking of a descriptor file. Queries are the ground truth's query keys: \
+            looked up in --queries/--query-keys when given, else searched by key (indexed images). \
+            Ground-truth JSON: see Sources/PharosEvaluation/RetrievalGroundTruth.swift; \
+            Scripts/convert-revisited-gnd.py converts the official .pkl files.
+            """)
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "Ground truth (JSON, revisited or labelled form).") var groundTruth: String
+    @Option(help: "Query descriptors (.npy/.fvecs) with --query-keys; default: search by key.") var queries: String?
+    @Option(help: "Keys of the query descriptors, one per line.") var queryKeys: String?
+    @Option(help: "Rank exactly against this descriptor file instead of asking the cluster.") var database: String?
+    @Option(help: "Keys of --database, one per line.") var databaseKeys: String?
+    @Option(name: .customShort("k"), help: "Ranking length (positives beyond it count as not found).") var k: Int = 100
+    @Option(help: "Lists probed per query (cluster).") var nprobe: Int = 16
+    @Option(help: "Query expansion (cluster): none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "A label for the result line.") var label: String = ""
+
+    static func lines(_ path: String) throws -> [String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+        return text.split(separator: "\n").map(String.init)
+    }
+
+    func run() throws {
+        let truth = try RetrievalGroundTruth.load(groundTruth)
+        let keys = truth.queries.map(\.key)
+        var queryVectors: [String: [Float]] = [:]
+        if let queries {
+            guard let queryKeys else { throw ValidationError("--queries needs --query-keys") }
+            let rows = try VectorFileReader(path: queries).readAll(), names = try Self.lines(queryKeys)
+            guard names.count == rows.rows else { throw ValidationError("\(queryKeys): \(names.count) keys for \(rows.rows) rows") }
+            for (i, name) in names.enumerated() { queryVectors[name] = rows.row(i) }
+        }
+        let rankings: [[String]]
+        if let database {
+            guard let databaseKeys else { throw ValidationError("--database needs --database-keys") }
+            let base = try VectorFileReader(path: database).readAll(), names = try Self.lines(databaseKeys)
+            guard names.count == base.rows else { throw ValidationError("\(databaseKeys): \(names.count) keys for \(base.rows) rows") }
+            let index = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+            rankings = try keys.map { key in
+                guard let q = queryVectors[key] ?? index[key].map({ base.row($0) }) else {
+                    throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
+                }
+                let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), base).values
+                return scores.indices.sorted { scores[$0] > scores[$1] }.prefix(k).map { names[$0] }
+            }
+        } else {
+            let expansion = try parseExpansion(expand)
+            let (k, nprobe, vectors) = (self.k, self.nprobe, queryVectors)
+            rankings = try options.withClient { client in
+                var out: [[String]] = []
+                for key in keys {
+                    let request = vectors[key].map { SearchRequest(vectors: $0, dimension: $0.count, k: k, nprobe: nprobe, expansion: expansion) }
+                        ?? SearchRequest(queryKeys: [key], k: k, nprobe: nprobe, expansion: expansion)
+                    guard case let .searchResult(result) = try await client.call(.search(request)) else {
+                        throw ValidationError("query \(key): unexpected reply")
+                    }
+                    if result.partial { printError("query \(key): partial answer (missing \(result.missing.map(\.shard)))") }
+                    out.append(result.queries[0].keys)
+                }
+                return out
+            }
+        }
+        let setups: [RevisitedProtocol.Setup] = truth.labelled ? [.easy] : RevisitedProtocol.Setup.allCases
+        for setup in setups {
+            let s = RevisitedProtocol.evaluate(rankings, truth: truth, setup: setup)
+            let name = truth.labelled ? "labelled" : setup.rawValue
+            print(String(format: "%@%@: mAP %.4f  mP@1 %.4f  mP@5 %.4f  mP@10 %.4f  (%d queries, %d without positives)",
+                         label.isEmpty ? "" : label + " ", name, s.meanAveragePrecision, s.meanPrecision[1]!, s.meanPrecision[5]!,
+                         s.meanPrecision[10]!, truth.queries.count - s.emptyQueries, s.emptyQueries))
+        }
+    }
+}
