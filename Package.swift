@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors"]),
         .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
-        .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors"],
+        .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).
         .target(name: "PharosTestSupport", path: "Tests/PharosTestSupport"),

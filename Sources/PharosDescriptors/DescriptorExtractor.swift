@@ -80,7 +80,7 @@ public struct DescriptorExtractor: Sendable {
         }
         let factors = configuration.multiscale || configuration.local != nil ? Self.multiscaleFactors : [1]
         var pooled: [[Float]] = []
-        var intermediates: [(map: FeatureMap, scale: Double, height: Int, width: Int)] = []
+        var intermediates: [(map: FeatureMap, height: Int, width: Int)] = []
         for (i, factor) in factors.enumerated() {
             let scaled = factor == 1 ? image : ImageResampler.resize(
                 image, height: Int((Double(image.height) * factor).rounded()), width: Int((Double(image.width) * factor).rounded()))
@@ -94,14 +94,14 @@ public struct DescriptorExtractor: Sendable {
             if i == 0 || configuration.multiscale {
                 pooled.append(try GlobalPooling.pool(final, configuration.pooling, options: configuration.poolingOptions))
             }
-            if let intermediate { intermediates.append((intermediate, factor, scaled.height, scaled.width)) }
+            if let intermediate { intermediates.append((intermediate, scaled.height, scaled.width)) }
         }
         var global = Self.combine(pooled, power: configuration.pooling == .gem ? configuration.poolingOptions.gemPower : 1)
         if let whitening = configuration.whitening { global = try whitening.apply(global) }
         var local: LocalFeatures?
         if let localConfiguration = configuration.local {
             local = try LocalFeatureExtractor(configuration: localConfiguration)
-                .select(intermediates.map { ($0.map, $0.scale, $0.height, $0.width) }, network: network)
+                .select(intermediates, imageHeight: image.height, imageWidth: image.width, network: network)
         }
         return Description(global: global, local: local)
     }

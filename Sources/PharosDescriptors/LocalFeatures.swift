@@ -107,12 +107,15 @@ public struct LocalFeatureExtractor: Sendable {
         self.configuration = configuration
     }
 
-    /// Picks the best keypoints of a pyramid of intermediate maps (map, scale factor relative to
-    /// the image, scaled input height and width).
-    func select(_ pyramid: [(FeatureMap, Double, Int, Int)], network: EfficientNetLite0) throws -> LocalFeatures {
+    /// Picks the best keypoints of a pyramid of intermediate maps, each with the size of the
+    /// scaled input it came from; locations are mapped back to the `imageHeight x imageWidth`
+    /// image per axis.
+    func select(_ pyramid: [(map: FeatureMap, height: Int, width: Int)], imageHeight: Int, imageWidth: Int,
+                network: EfficientNetLite0) throws -> LocalFeatures {
         var candidates: [(score: Float, keypoint: Keypoint, vector: [Float])] = []
-        for (map, factor, height, width) in pyramid {
+        for (map, height, width) in pyramid {
             let (rowOrigin, colOrigin, step, size) = network.intermediateReceptiveField(height: height, width: width)
+            let (toRow, toColumn) = (Double(imageHeight) / Double(height), Double(imageWidth) / Double(width))
             for y in 0..<map.height {
                 for x in 0..<map.width {
                     var vector = [Float](repeating: 0, count: map.channels)
@@ -126,8 +129,8 @@ public struct LocalFeatureExtractor: Sendable {
                     guard norm > 0 else { continue }
                     for c in vector.indices { vector[c] /= norm }
                     let keypoint = Keypoint(
-                        x: Float((colOrigin + Double(x) * step) / factor), y: Float((rowOrigin + Double(y) * step) / factor),
-                        scale: Float(size / factor), score: norm)
+                        x: Float((colOrigin + Double(x) * step) * toColumn), y: Float((rowOrigin + Double(y) * step) * toRow),
+                        scale: Float(size * (toRow + toColumn) / 2), score: norm)
                     candidates.append((norm, keypoint, vector))
                 }
             }

@@ -94,10 +94,17 @@ struct TrainCommand: ParsableCommand {
 
 /// `pharos ingest`: upserts a vector file through the coordinator in batches.
 struct IngestCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ingest", abstract: "Upsert a vector file through the coordinator (durable on every shard when acknowledged).")
+    static let configuration = CommandConfiguration(
+        commandName: "ingest", abstract: "Upsert a vector file (or a folder of photos) through the coordinator (durable on every shard when acknowledged).",
+        discussion: """
+            With --images DIR, the photos are first described (as `pharos extract`, writing \
+            --descriptors-out PREFIX.npy and .keys) and then ingested with their relative paths as keys.
+            """)
 
     @OptionGroup var options: CoordinatorOptions
-    @Option(help: "Vectors (.fvecs/.bvecs/.npy).") var vectors: String
+    @Option(help: "Vectors (.fvecs/.bvecs/.npy).") var vectors: String?
+    @OptionGroup(title: "Photos (--images)") var extraction: ExtractionOptions
+    @Option(help: "With --images: where the descriptors are written (PREFIX.npy, PREFIX.keys).") var descriptorsOut: String = "data/extracted/descriptors"
     @Option(help: "Keys, one per line, in row order (default: <key-prefix><row>).") var keys: String?
     @Option(help: "Key of row i without a key file.") var keyPrefix: String = "row-"
     @Option(help: "Rows per request.") var batch: Int = 5000
@@ -114,6 +121,14 @@ struct IngestCommand: ParsableCommand {
     }
 
     func run() throws {
+        var vectors = self.vectors, keys = self.keys
+        if extraction.images != nil {
+            guard vectors == nil, keys == nil else { throw ValidationError("--images replaces --vectors and --keys") }
+            let extracted = try extraction.run(prefix: descriptorsOut, format: "npy")
+            printError("extracted \(extracted.count) images into \(extracted.vectors)")
+            (vectors, keys) = (extracted.vectors, extracted.keys)
+        }
+        guard let vectors else { throw ValidationError("give --vectors (a vector file) or --images (a folder of photos)") }
         let reader = try VectorFileReader(path: vectors)
         var keyList: [String]?
         if let keys {

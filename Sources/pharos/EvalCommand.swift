@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import PharosCommandLine
+import PharosCoordinator
 import PharosEvaluation
+import PharosIndex
 import PharosVectors
 import PharosWire
 
@@ -25,7 +27,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Keys of --database, one per line.") var databaseKeys: String?
     @Option(name: .customShort("k"), help: "Ranking length (positives beyond it count as not found).") var k: Int = 100
     @Option(help: "Lists probed per query (cluster).") var nprobe: Int = 16
-    @Option(help: "Query expansion (cluster): none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "With --database: whiten database and queries with this file first (PHXWHITN).") var whitening: String?
     @Option(help: "A label for the result line.") var label: String = ""
 
     static func lines(_ path: String) throws -> [String] {
@@ -46,15 +49,32 @@ struct EvalCommand: ParsableCommand {
         let rankings: [[String]]
         if let database {
             guard let databaseKeys else { throw ValidationError("--database needs --database-keys") }
-            let base = try VectorFileReader(path: database).readAll(), names = try Self.lines(databaseKeys)
+            var base = try VectorFileReader(path: database).readAll()
+            let names = try Self.lines(databaseKeys)
             guard names.count == base.rows else { throw ValidationError("\(databaseKeys): \(names.count) keys for \(base.rows) rows") }
+            let whitener = try whitening.map(Whitening.load)
+            if let whitener {
+                base = try whitener.apply(base)
+                queryVectors = try queryVectors.mapValues { try whitener.apply($0) }
+            }
             let index = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+            let expansion = try parseExpansion(expand)
+            func ranked(_ q: [Float], _ count: Int) -> [Int] {
+                let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), base).values
+                return Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(count))
+            }
             rankings = try keys.map { key in
-                guard let q = queryVectors[key] ?? index[key].map({ base.row($0) }) else {
+                guard var q = queryVectors[key] ?? index[key].map({ base.row($0) }) else {
                     throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
                 }
-                let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), base).values
-                return scores.indices.sorted { scores[$0] > scores[$1] }.prefix(k).map { names[$0] }
+                let n: Int = switch expansion { case .none: 0; case let .averageQE(n): n; case let .alphaQE(n, _): n }
+                if n > 0 {
+                    // The same expansion the coordinator applies, over exact first-round hits.
+                    let top = ranked(q, n)
+                    let hits = QueryHits(keys: top.map { names[$0] }, scores: [], vectors: top.flatMap { base.row($0) })
+                    q = QueryExpansionMath.expand(query: q, hits: hits, expansion: expansion, unitNorm: true)
+                }
+                return ranked(q, k).map { names[$0] }
             }
         } else {
             let expansion = try parseExpansion(expand)

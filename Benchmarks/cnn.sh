@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The Swift EfficientNet-Lite0 forward pass against PyTorch's (CPU, batch norm folded,
+# inference mode) on the same photos at the same resolution and thread count, interleaved:
+# images per second and their ratio, medians over rounds.
+#   Benchmarks/cnn.sh            16 photos at 512x384 and 224x224, 1 and 2 threads, 5 rounds
+#   Benchmarks/cnn.sh --small    8 photos at 224x224, 1 thread, 3 rounds (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=16; rounds=5; sizes=("512 384" "224 224"); thread_counts=(1 2)
+if [ "${1:-}" = "--small" ]; then count=8; rounds=3; sizes=("224 224"); thread_counts=(1); fi
+bash Scripts/install-deps.sh
+swift build -c release
+venv=.venv-bench
+if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+"$venv/bin/python" -c "import torch, PIL" 2>/dev/null || "$venv/bin/pip" install -q --disable-pip-version-check \
+  "torch==2.13.0+cpu" pillow "numpy<3"   # the CPU wheel (find-links); PyPI's default torch pulls CUDA
+images=/usr/share/doc/opencv-doc/examples/data
+mkdir -p Benchmarks/results
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+{
+  echo "| input | threads | pharos (images/s) | torch (images/s) | ratio |"
+  echo "|---|---|---|---|---|"
+  for size in "${sizes[@]}"; do
+    read -r w h <<<"$size"
+    for t in "${thread_counts[@]}"; do
+      ours=(); theirs=()
+      for _ in $(seq 1 "$rounds"); do   # interleaved: one round of each, in turn
+        ours+=("$(OPENBLAS_NUM_THREADS=1 .build/release/pharos cnn-bench --images "$images" --count "$count" --width "$w" --height "$h" \
+          --threads "$t" --rounds 1 | sed -E 's/.*: ([0-9.]+) images.*/\1/')")
+        theirs+=("$("$venv/bin/python" Benchmarks/cnn_bench.py --images "$images" --count "$count" --width "$w" --height "$h" \
+          --threads "$t" --rounds 1 | sed -E 's/.*: ([0-9.]+) images.*/\1/')")
+      done
+      a=$(printf '%s\n' "${ours[@]}" | median); b=$(printf '%s\n' "${theirs[@]}" | median)
+      echo "| ${w}x${h} | $t | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2fx", a / b}') |"
+    done
+  done
+} | tee "Benchmarks/results/cnn-$(date +%Y%m%d-%H%M%S).md"
