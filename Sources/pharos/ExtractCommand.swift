@@ -11,6 +11,8 @@ struct ExtractionOptions: ParsableArguments {
     @Option(help: "Global pooling: gem, mac, spoc, crow, rmac.") var pooling: String = "gem"
     @Option(help: "GeM power p.") var gemPower: Float = 3
     @Flag(help: "Extract at scales 1, 1/sqrt(2), 1/2 and combine.") var multiscale = false
+    @Option(help: "R-MAC levels (region scales).") var rmacLevels: Int = 3
+    @Option(help: "R-MAC: a whitening applied to each L2-normalised region vector before the sum (PHXWHITN, 1280-D input).") var regionWhitening: String?
     @Option(help: "A whitening file (PHXWHITN, from `pharos whiten learn`) applied to every global descriptor.") var whiten: String?
     @Flag(help: "Also extract DELF-style local features (PREFIX.local).") var local = false
     @Option(help: "PCA for local descriptors (112 -> 40); default: learned from the first images and saved as PREFIX.local-pca.phxw.") var localPca: String?
@@ -40,6 +42,8 @@ struct ExtractionOptions: ParsableArguments {
         var configuration = DescriptorExtractor.Configuration(pooling: method, multiscale: multiscale, maximumSide: maxSide,
                                                               whitening: try whiten.map(Whitening.load))
         configuration.poolingOptions.gemPower = gemPower
+        configuration.poolingOptions.rmacLevels = rmacLevels
+        configuration.poolingOptions.regionWhitening = try regionWhitening.map(Whitening.load)
         if local { configuration.local = .init(maximumKeypoints: maxKeypoints) }
         return try DescriptorExtractor(network: network, configuration: configuration)
     }
