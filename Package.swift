@@ -50,7 +50,11 @@ let package = Package(
             name: "CPharosImage",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
         // Images to descriptors: decoding, the CNN, pooling, local features.
-        .target(name: "PharosDescriptors", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "CPharosImage"]),
+        // Optimised in debug builds too: its pixel loops run unoptimised at a fraction of the
+        // speed, which would make the photo tests and a debug `pharos extract` crawl.
+        .target(
+            name: "PharosDescriptors", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "CPharosImage"],
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Retrieval metrics: the revisited Oxford/Paris protocol, recall@k.
         .target(name: "PharosEvaluation"),
         // Framing and the Swift <-> protobuf-c codec; knows messages, not indexes.

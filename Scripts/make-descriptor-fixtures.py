@@ -8,6 +8,7 @@ Tests/PharosDescriptorsTests/Fixtures/*.npy:
 - image.npy          3 x (67*83) float32: a deterministic RGB test pattern, pixel values 0...255
 - final.npy          1280 x (3*3): EfficientNet-Lite0's last map for it (head, after ReLU6)
 - intermediate.npy   112 x (5*6): the output of block 10
+- final-gem.npy      1 x 1280: the GeM (p=3) descriptor of final.npy, L2-normalised (float64 math)
 - map.npy            16 x (13*17): a random non-negative map with zeros, for pooling
 - pooled.npy         5 x 16: MAC, SPoC, GeM (p=3), CroW, R-MAC (L=3) of map.npy, each L2-normalised
 - tiny.png, tiny.jpg 40 x 30 test pattern (PNG with alpha, JPEG quality 95), written by Pillow
@@ -52,6 +53,9 @@ with torch.no_grad():
 print("final", tuple(final.shape), "intermediate", tuple(intermediate.shape))
 save("final.npy", final[0].reshape(final.shape[1], -1).numpy())
 save("intermediate.npy", intermediate[0].reshape(intermediate.shape[1], -1).numpy())
+f = final[0].double().numpy()
+gem = np.mean(np.maximum(f, 1e-6) ** 3, axis=(1, 2)) ** (1 / 3)
+save("final-gem.npy", (gem / np.linalg.norm(gem))[None])
 
 
 # Pooling on a small random map (channels x height x width), computed in float64.

@@ -33,3 +33,25 @@ public struct FeatureMap: Sendable, Equatable {
         values[(c * height + y) * width + x]
     }
 }
+
+extension FeatureMap {
+    /// The `height x width` window at (`top`, `left`) of every plane.
+    public func cropped(top: Int, left: Int, height h: Int, width w: Int) -> FeatureMap {
+        precondition(top >= 0 && left >= 0 && h > 0 && w > 0 && top + h <= height && left + w <= width, "crop outside the map")
+        var out = FeatureMap(channels: channels, height: h, width: w)
+        for c in 0..<channels {
+            for y in 0..<h {
+                let source = (c * height + top + y) * width + left
+                out.values.replaceSubrange((c * h + y) * w ..< (c * h + y + 1) * w, with: values[source ..< source + w])
+            }
+        }
+        return out
+    }
+
+    /// Pixel values scaled by `brightness`, then spread by `contrast` around mid-grey (128).
+    public func adjusted(brightness: Float, contrast: Float) -> FeatureMap {
+        var out = self
+        for i in out.values.indices { out.values[i] = (values[i] * brightness - 128) * contrast + 128 }
+        return out
+    }
+}

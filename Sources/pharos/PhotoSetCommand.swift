@@ -69,13 +69,8 @@ struct PhotoSetCommand: ParsableCommand {
                     let h = min(photo.height, max(32, Int((Double(photo.height * photo.width) * area / aspect).squareRoot())))
                     let w = min(photo.width, max(32, Int(Double(h) * aspect)))
                     let top = Int(Double(rng.nextUnitFloat()) * Double(photo.height - h)), left = Int(Double(rng.nextUnitFloat()) * Double(photo.width - w))
-                    var crop = FeatureMap(channels: 3, height: h, width: w)
                     let brightness = Float(0.7 + 0.6 * Double(rng.nextUnitFloat())), contrast = Float(0.7 + 0.6 * Double(rng.nextUnitFloat()))
-                    for c in 0..<3 {
-                        for y in 0..<h {
-                            for x in 0..<w { crop.values[(c * h + y) * w + x] = (photo[c, top + y, left + x] * brightness - 128) * contrast + 128 }
-                        }
-                    }
+                    let crop = photo.cropped(top: top, left: left, height: h, width: w).adjusted(brightness: brightness, contrast: contrast)
                     let longer = Int(Double(side) * (0.5 + 0.5 * Double(rng.nextUnitFloat())))
                     crops.append(ImageResampler.resize(crop, longerSide: min(longer, max(h, w))))
                 }
