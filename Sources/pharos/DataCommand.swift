@@ -7,7 +7,7 @@ import PharosVectors
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
-        abstract: "Prepare data sets: Fashion-MNIST, synthetic clustered vectors, exact neighbours.",
+        abstract: "Prepare data sets: Fashion-MNIST, synthetic clustered vectors, exact neighbours, the labelled photo set.",
         subcommands: [FashionMNIST.self, Synthetic.self, Truth.self, PhotoSetCommand.self])
 }
 
