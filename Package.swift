@@ -78,7 +78,8 @@ let package = Package(
         // Terminal helpers shared by the executables (progress bars, messages).
         .target(
             name: "PharosCommandLine",
-            dependencies: ["PharosIndex", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["PharosIndex", "PharosWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "pharos",
             dependencies: [
@@ -107,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-coordinator",
             dependencies: [
-                "PharosCoordinator", "PharosWire",
+                "PharosCoordinator", "PharosWire", "PharosCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -77,7 +77,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
             return try whitening.apply(Matrix(rows: vectors.count / dimension, columns: dimension, values: vectors)).values
         }
         guard map.collection.normalize == true else { return vectors }
-        return stride(from: 0, to: vectors.count, by: dimension).flatMap { Self.normalized(Array(vectors[$0 ..< $0 + dimension])) }
+        var rows = Matrix(rows: vectors.count / dimension, columns: dimension, values: vectors)
+        VectorMath.normalizeRows(&rows)
+        return rows.values
     }
 
     public var serviceName: String { "coordinator of \(map.shards.count) shards" }
@@ -246,7 +248,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
             // Stored vectors are already in the collection's space.
             for entry in try await fetch(request.queryKeys) {
                 guard entry.found else { throw WireError(.invalidArgument, "query key \(entry.key.debugDescription) is not indexed") }
-                queries.append(map.collection.normalize == true ? Self.normalized(entry.vector) : entry.vector)
+                queries.append(map.collection.normalize == true ? VectorMath.normalized(entry.vector) : entry.vector)
             }
         }
         var first = request
@@ -387,10 +389,5 @@ public final class Coordinator: WireService, @unchecked Sendable {
             throw WireError(code, failures.map { "\(map.shards[$0.0].name): \($0.1.message)" }.joined(separator: "; "))
         }
         return replies
-    }
-
-    static func normalized(_ v: [Float]) -> [Float] {
-        let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        return norm > 0 ? v.map { $0 / norm } : v
     }
 }

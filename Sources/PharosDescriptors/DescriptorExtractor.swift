@@ -90,11 +90,15 @@ public struct DescriptorExtractor: Sendable {
                 }
                 continue
             }
-            let (final, intermediate) = try network.forward(EfficientNetLite0.normalizedInput(scaled), intermediate: configuration.local != nil)
+            let input = EfficientNetLite0.normalizedInput(scaled)
             if i == 0 || configuration.multiscale {
+                let (final, intermediate) = try network.forward(input, intermediate: configuration.local != nil)
                 pooled.append(try GlobalPooling.pool(final, configuration.pooling, options: configuration.poolingOptions))
+                if let intermediate { intermediates.append((intermediate, scaled.height, scaled.width)) }
+            } else {
+                // A pyramid level for local features only.
+                intermediates.append((try network.intermediate(input), scaled.height, scaled.width))
             }
-            if let intermediate { intermediates.append((intermediate, scaled.height, scaled.width)) }
         }
         var global = Self.combine(pooled, power: configuration.pooling == .gem ? configuration.poolingOptions.gemPower : 1)
         if let whitening = configuration.whitening { global = try whitening.apply(global) }
@@ -116,6 +120,6 @@ public struct DescriptorExtractor: Sendable {
             let mean = descriptors.reduce(0.0) { $0 + pow(Double($1[i]), p) } / Double(descriptors.count)
             out[i] = Float(p == 1 ? mean : pow(mean, 1 / p))
         }
-        return GlobalPooling.normalized(out)
+        return VectorMath.normalized(out)
     }
 }

@@ -140,13 +140,29 @@ public final class EfficientNetLite0: Sendable {
     /// The forward pass on a normalised RGB input (`normalizedInput`).
     /// - Returns: the final map (1280 channels) and, when asked for, the intermediate one.
     public func forward(_ input: FeatureMap, intermediate wantIntermediate: Bool = true) throws -> (final: FeatureMap, intermediate: FeatureMap?) {
-        guard input.channels == 3 else { throw DescriptorError.badInput("the network takes 3 channels (RGB), got \(input.channels)") }
-        guard (Self.minimumSide...Self.maximumSide).contains(input.height), (Self.minimumSide...Self.maximumSide).contains(input.width) else {
-            throw DescriptorError.badInput("image of \(input.width) x \(input.height): each side must be \(Self.minimumSide)...\(Self.maximumSide)")
+        let mid = try run(input, blocks: 0...Self.intermediateBlock)
+        let last = try run(mid, blocks: (Self.intermediateBlock + 1)...(blocks.count - 1))
+        return (Self.run(head, last), wantIntermediate ? mid : nil)
+    }
+
+    /// Only the intermediate map (block 10's output): the local features' pyramid levels that
+    /// need no global descriptor skip the last blocks and the head.
+    public func intermediate(_ input: FeatureMap) throws -> FeatureMap {
+        try run(input, blocks: 0...Self.intermediateBlock)
+    }
+
+    /// Runs `range` of the blocks; the stem first when the range starts at block 0 (checking
+    /// the input there).
+    private func run(_ input: FeatureMap, blocks range: ClosedRange<Int>) throws -> FeatureMap {
+        var x = input
+        if range.lowerBound == 0 {
+            guard input.channels == 3 else { throw DescriptorError.badInput("the network takes 3 channels (RGB), got \(input.channels)") }
+            guard (Self.minimumSide...Self.maximumSide).contains(input.height), (Self.minimumSide...Self.maximumSide).contains(input.width) else {
+                throw DescriptorError.badInput("image of \(input.width) x \(input.height): each side must be \(Self.minimumSide)...\(Self.maximumSide)")
+            }
+            x = Self.run(stem, input)
         }
-        var x = Self.run(stem, input)
-        var intermediate: FeatureMap?
-        for (b, block) in blocks.enumerated() {
+        for block in blocks[range] {
             var y = block.expand.map { Self.run($0, x) } ?? x
             y = Self.run(block.depthwise, y)
             y = Self.run(block.project, y)
@@ -158,9 +174,8 @@ public final class EfficientNetLite0: Sendable {
                 }
             }
             x = y
-            if b == Self.intermediateBlock, wantIntermediate { intermediate = x }
         }
-        return (Self.run(head, x), intermediate)
+        return x
     }
 
     /// TensorFlow "SAME": output `ceil(in / stride)`, padding split with the extra pixel after.

@@ -53,12 +53,7 @@ public enum GlobalPooling {
         case .crow: crow(map)
         case .rmac: try rmac(map, levels: options.rmacLevels, whitening: options.regionWhitening)
         }
-        return normalized(v)
-    }
-
-    static func normalized(_ v: [Float]) -> [Float] {
-        let norm = v.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
-        return norm > 0 ? v.map { Float(Double($0) / norm) } : v
+        return VectorMath.normalized(v)
     }
 
     private static func mean(_ map: FeatureMap, channel c: Int) -> Float {
@@ -156,7 +151,7 @@ public enum GlobalPooling {
         }
         var sum = [Float](repeating: 0, count: whitening?.outputDimension ?? map.channels)
         for r in rmacRegions(height: map.height, width: map.width, levels: levels) {
-            var v = normalized(regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
+            var v = VectorMath.normalized(regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
             if let whitening { v = try whitening.apply(v) }
             for i in sum.indices { sum[i] += v[i] }
         }

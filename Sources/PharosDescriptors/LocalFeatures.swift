@@ -137,18 +137,9 @@ public struct LocalFeatureExtractor: Sendable {
         }
         candidates.sort { $0.score > $1.score }
         let kept = candidates.prefix(configuration.maximumKeypoints)
-        var descriptors = kept.flatMap(\.vector)
-        var dimension = pyramid.first?.0.channels ?? EfficientNetLite0.intermediateChannels
-        if let pca = configuration.pca, !kept.isEmpty {
-            guard pca.inputDimension == dimension else {
-                throw DescriptorError.invalidParameter(name: "local PCA", value: "\(pca.inputDimension)-D input", allowed: "\(dimension)-D")
-            }
-            descriptors = try pca.apply(Matrix(rows: kept.count, columns: dimension, values: descriptors)).values
-            dimension = pca.outputDimension
-        } else if let pca = configuration.pca {
-            dimension = pca.outputDimension
-        }
-        return LocalFeatures(keypoints: kept.map(\.keypoint), descriptors: descriptors, dimension: dimension)
+        let features = LocalFeatures(keypoints: kept.map(\.keypoint), descriptors: kept.flatMap(\.vector),
+                                     dimension: pyramid.first?.map.channels ?? EfficientNetLite0.intermediateChannels)
+        return try configuration.pca.map { try features.projected(by: $0) } ?? features
     }
 }
 

@@ -24,6 +24,12 @@ public struct TorchCheckpoint: Sendable {
     /// The file read.
     public let path: String
 
+    /// The storage element types read, by their PyTorch class names.
+    enum StorageElement: String {
+        case float = "FloatStorage", int = "IntStorage", long = "LongStorage", double = "DoubleStorage"
+        var size: Int { self == .long || self == .double ? 8 : 4 }
+    }
+
     static let legacyMagic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]   // 0x1950a86a20f9469cfc6c
 
     /// Reads a checkpoint file; errors name the file and what is wrong.
@@ -50,7 +56,7 @@ public struct TorchCheckpoint: Sendable {
 
         // Storage payloads follow the pickles, in key-list order.
         var offset = reader.position
-        var storages: [String: (start: Int, count: Int, elementBytes: Int)] = [:]
+        var storages: [String: (start: Int, count: Int, element: StorageElement)] = [:]
         var storageTypes: [String: String] = [:]
         for (_, value) in stateDict.entries {
             guard let (key, type) = Self.storageReference(value) else { continue }
@@ -61,23 +67,22 @@ public struct TorchCheckpoint: Sendable {
             guard offset + 8 <= bytes.count else { throw bad("storage \(key): file ends before its element count") }
             var count = 0
             for i in 0..<8 { count |= Int(bytes[offset + i]) << (8 * i) }
-            let elementBytes = switch storageTypes[key] {
-            case "FloatStorage", "IntStorage", nil: 4
-            case "LongStorage", "DoubleStorage": 8
-            case let other?: throw bad("storage \(key): type \(other) is not supported (float32, float64, int32, int64 are)")
+            let type = storageTypes[key] ?? StorageElement.float.rawValue
+            guard let element = StorageElement(rawValue: type) else {
+                throw bad("storage \(key): type \(type) is not supported (float32, float64, int32, int64 are)")
             }
-            guard count >= 0, count <= (bytes.count - offset - 8) / elementBytes else {
+            guard count >= 0, count <= (bytes.count - offset - 8) / element.size else {
                 throw bad("storage \(key): \(count) elements run past the end of the file")
             }
-            storages[key] = (offset + 8, count, elementBytes)
-            offset += 8 + count * elementBytes
+            storages[key] = (offset + 8, count, element)
+            offset += 8 + count * element.size
         }
 
         var tensors: [String: Tensor] = [:], keys: [String] = []
         for (name, value) in stateDict.entries {
             guard let name = name.string else { throw bad("a state-dict key is not a string") }
             guard case let .call(.global(_, function), args) = value, function.hasPrefix("_rebuild_tensor"),
-                  args.count >= 4, let (storageKey, type) = Self.storageReference(args[0]),
+                  args.count >= 4, let (storageKey, _) = Self.storageReference(args[0]),
                   let start = args[1].int, let shape = args[2].tuple?.compactMap(\.int), let strides = args[3].tuple?.compactMap(\.int),
                   shape.count == args[2].tuple?.count, strides.count == shape.count else {
                 throw bad("\(name): not a tensor this reader understands")
@@ -91,7 +96,7 @@ public struct TorchCheckpoint: Sendable {
             }
             var values = [Float](repeating: 0, count: count)
             if count > 0 {
-                Self.gather(bytes, storage: storage.start, type: type, offset: start, shape: shape, strides: strides, into: &values)
+                Self.gather(bytes, storage: storage.start, element: storage.element, offset: start, shape: shape, strides: strides, into: &values)
             }
             tensors[name] = Tensor(shape: shape, values: values)
             keys.append(name)
@@ -111,14 +116,15 @@ public struct TorchCheckpoint: Sendable {
     }
 
     /// Copies a strided view out row-major.
-    private static func gather(_ bytes: [UInt8], storage: Int, type: String, offset: Int, shape: [Int], strides: [Int], into out: inout [Float]) {
+    private static func gather(_ bytes: [UInt8], storage: Int, element kind: StorageElement, offset: Int, shape: [Int], strides: [Int],
+                               into out: inout [Float]) {
         bytes.withUnsafeBytes { raw in
             func element(_ i: Int) -> Float {
-                switch type {
-                case "LongStorage": Float(raw.loadUnaligned(fromByteOffset: storage + i * 8, as: Int64.self))
-                case "IntStorage": Float(raw.loadUnaligned(fromByteOffset: storage + i * 4, as: Int32.self))
-                case "DoubleStorage": Float(raw.loadUnaligned(fromByteOffset: storage + i * 8, as: Double.self))
-                default: raw.loadUnaligned(fromByteOffset: storage + i * 4, as: Float.self)
+                switch kind {
+                case .long: Float(raw.loadUnaligned(fromByteOffset: storage + i * 8, as: Int64.self))
+                case .int: Float(raw.loadUnaligned(fromByteOffset: storage + i * 4, as: Int32.self))
+                case .double: Float(raw.loadUnaligned(fromByteOffset: storage + i * 8, as: Double.self))
+                case .float: raw.loadUnaligned(fromByteOffset: storage + i * 4, as: Float.self)
                 }
             }
             var index = [Int](repeating: 0, count: shape.count)

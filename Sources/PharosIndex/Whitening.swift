@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PharosKernels
 import PharosVectors
 
 /// A learned affine map applied to descriptors before they are indexed or searched:
@@ -16,12 +15,12 @@ import PharosVectors
 /// - **Learned whitening** from matching pairs (Radenović's "Lw"): whiten the intra-pair
 ///   difference covariance, then rotate onto the principal axes of the projected data.
 ///
-/// Stored as a versioned, checksummed file (`serialized()`, `init(bytes:source:)`):
+/// Stored as a versioned, checksummed file (`serialized()`, `init(bytes:source:)`): a
+/// `ChecksummedRecord` with magic `PHXWHITN` whose payload is
 /// ```
-/// "PHXWHITN"  magic          u32 format version (1)     u32 kind (1 PCA, 2 learned)
-/// i64 input dimension        i64 output dimension       u32 power (f32 bits)  u32 shrinkage (f32 bits)
-/// f32[input] mean            f32[output x input] projection, row-major
-/// u32 CRC32C of everything before it
+/// u32 kind (1 PCA, 2 learned)   i64 input dimension   i64 output dimension
+/// u32 power (f32 bits)          u32 shrinkage (f32 bits)
+/// f32[input] mean               f32[output x input] projection, row-major (each count-prefixed)
 /// ```
 public struct Whitening: Sendable, Equatable {
     /// How the projection was learned.
@@ -34,7 +33,7 @@ public struct Whitening: Sendable, Equatable {
 
     /// The format version this build writes and reads.
     public static let formatVersion: UInt32 = 1
-    static let magic = Array("PHXWHITN".utf8)
+    static let magic = "PHXWHITN"
     /// Largest dimension accepted, in and out: bounds the file and the work of learning.
     public static let maximumDimension = 16_384
 
@@ -181,7 +180,6 @@ public struct Whitening: Sendable, Equatable {
     /// The file form (see the type's documentation).
     public func serialized() -> [UInt8] {
         var w = ByteWriter()
-        w.write(Self.formatVersion)
         w.write(kind.rawValue)
         w.write(inputDimension)
         w.write(outputDimension)
@@ -189,25 +187,19 @@ public struct Whitening: Sendable, Equatable {
         w.write(shrinkage.bitPattern)
         w.write(mean)
         w.write(projection.values)
-        var bytes = Self.magic + w.bytes
-        var crc = ByteWriter()
-        crc.write(pharos_crc32c(0, bytes, bytes.count))
-        bytes += crc.bytes
-        return bytes
+        return ChecksummedRecord.encode(magic: Self.magic, version: Self.formatVersion, payload: w.bytes)
     }
 
     /// Reads the file form; errors name `source` and what is wrong.
     public init(bytes: [UInt8], source: String) throws {
         func corrupt(_ problem: String) -> IndexError { .corruptFile(path: source, problem: problem) }
-        guard bytes.count >= Self.magic.count + 8, Array(bytes.prefix(Self.magic.count)) == Self.magic else {
-            throw corrupt("not a whitening file (magic is not PHXWHITN)")
+        let payload: [UInt8]
+        do {
+            payload = try ChecksummedRecord.decode(bytes, magic: Self.magic, versions: Self.formatVersion...Self.formatVersion).payload
+        } catch let damage as ChecksummedRecord.Damage {
+            throw corrupt("not a usable whitening file: \(damage)")
         }
-        let stored = bytes.suffix(4).withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
-        let actual = pharos_crc32c(0, bytes, bytes.count - 4)
-        guard stored == actual else { throw corrupt("CRC32C mismatch (stored \(stored), computed \(actual))") }
-        var r = ByteReader(bytes: bytes[Self.magic.count ..< bytes.count - 4], path: source, tag: "whitening")
-        let version = try r.readUInt32()
-        guard version == Self.formatVersion else { throw corrupt("format version \(version), this build reads \(Self.formatVersion)") }
+        var r = ByteReader(bytes: payload[...], path: source, tag: "whitening")
         let rawKind = try r.readUInt32()
         guard let kind = Kind(rawValue: rawKind) else { throw corrupt("kind \(rawKind), expected 1 (PCA) or 2 (learned from pairs)") }
         let input = try r.readInt("input dimension", in: 1...Self.maximumDimension)

@@ -33,6 +33,13 @@ public enum VectorMath {
         }
     }
 
+    /// `v` scaled to unit L2 norm (unchanged when its norm is zero).
+    public static func normalized(_ v: [Float]) -> [Float] {
+        var m = Matrix(rows: 1, columns: v.count, values: v)
+        normalizeRows(&m)
+        return m.values
+    }
+
     /// Inner product of two vectors of equal length.
     public static func dot(_ a: [Float], _ b: [Float]) -> Float {
         precondition(a.count == b.count, "dimension mismatch \(a.count) vs \(b.count)")

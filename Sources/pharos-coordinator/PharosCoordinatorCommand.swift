@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NIOPosix
+import PharosCommandLine
 import PharosCoordinator
 import PharosWire
 
@@ -14,22 +15,20 @@ struct PharosCoordinatorCommand: ParsableCommand {
         commandName: "pharos-coordinator", abstract: "Pharos coordinator: one endpoint in front of the shard nodes of a cluster file.")
 
     @Option(help: "The cluster file (JSON: collection, buckets, shards, optional assignment).") var cluster: String
-    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7700
     @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 256
     @Option(help: "Default search deadline, in milliseconds.") var deadline: Int = 5000
     @Option(help: "Folder for what the coordinator keeps (the collection's whitening); created if missing.") var state: String?
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @OptionGroup var server: ServerOptions
 
     func run() throws {
-        var logger = Logger(label: "pharos.coordinator")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let logger = self.server.logger(label: "pharos.coordinator")
         let map = try ClusterMap.load(cluster)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoops))
         let coordinator = try Coordinator(map: map, group: group, stateDirectory: state, logger: logger)
         coordinator.defaultDeadline = .milliseconds(deadline)
-        let server = WireServer(service: coordinator, group: group, limits: .init(maximumRequestsInFlight: maxRequests), logger: logger)
-        server.serveUntilSignalled(host: host, port: port, group: group, program: "pharos-coordinator")
+        let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests), logger: logger)
+        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")
     }
 }

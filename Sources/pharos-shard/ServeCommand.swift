@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NIOPosix
+import PharosCommandLine
 import PharosShard
 import PharosStorage
 import PharosWire
@@ -14,26 +15,21 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve", abstract: "Serve a shard directory over the wire protocol (Protocols/README.md).")
 
     @Option(help: "The shard's data directory (created when a trained state is pushed).") var data: String
-    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7701
     @Option(help: "Threads one search may use.") var searchThreads: Int = 1
     @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 64
-    @Option(help: "Largest frame accepted, in MiB.") var maxFrameMB: Int = 64
     @Option(help: "Node name reported in Hello.") var name: String = "shard"
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @OptionGroup var server: ServerOptions
 
     func run() throws {
-        var logger = Logger(label: "pharos.shard")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let logger = self.server.logger(label: "pharos.shard")
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         var storage = Shard.Options()
         let storageLogger = logger
         storage.log = { storageLogger.warning("\($0)") }
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = WireServer(service: service, group: group,
-                                 limits: .init(maximumRequestsInFlight: maxRequests, wire: WireLimits(maximumFrameBytes: maxFrameMB << 20)),
-                                 logger: logger)
-        server.serveUntilSignalled(host: host, port: port, group: group, program: "pharos-shard")
+        let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests), logger: logger)
+        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-shard")
     }
 }

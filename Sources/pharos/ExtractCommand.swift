@@ -68,13 +68,15 @@ struct ExtractionOptions: ParsableArguments {
         var done = 0
         for start in stride(from: 0, to: files.count, by: chunk) {
             let batch = Array(files[start ..< Swift.min(files.count, start + chunk)])
-            let results = LockedResults<Result<DescriptorExtractor.Description, any Error>>(count: batch.count)
-            Parallel.forEachChunk(count: batch.count, chunkSize: 1, threads: threads) { range in
-                for i in range { results.set(i, Result { try extractor.describe(path: batch[i].path) }) }
+            var results = [Result<DescriptorExtractor.Description, any Error>?](repeating: nil, count: batch.count)
+            results.withSendablePointer { out in
+                Parallel.forEachChunk(count: batch.count, chunkSize: 1, threads: threads) { range in
+                    for i in range { out.pointer[i] = Result { try extractor.describe(path: batch[i].path) } }
+                }
             }
             var described: [(String, DescriptorExtractor.Description)] = []
-            for (i, result) in results.values.enumerated() {
-                switch result {
+            for (i, result) in results.enumerated() {
+                switch result! {
                 case let .success(description): described.append((batch[i].key, description))
                 case let .failure(error):
                     skipped.append((batch[i].path, "\(error)"))
@@ -118,16 +120,6 @@ struct ExtractionOptions: ParsableArguments {
         printError("learned the local-descriptor PCA (\(dimension) -> \(pca.outputDimension)) from \(sample.rows) features: \(path)")
         return pca
     }
-}
-
-/// Results filled in by parallel workers, one slot each.
-final class LockedResults<Value>: @unchecked Sendable {
-    // @unchecked: every slot is written once, by one worker, under `lock`.
-    private let lock = NSLock()
-    private var slots: [Value?]
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ value: Value) { lock.withLock { slots[i] = value } }
-    var values: [Value] { lock.withLock { slots.map { $0! } } }
 }
 
 /// `pharos extract`: photos to descriptor files.

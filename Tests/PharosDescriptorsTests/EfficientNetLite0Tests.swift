@@ -46,6 +46,7 @@ enum Fixture {
         #expect((mid.channels, mid.height, mid.width) == (112, 5, 6))
         let e2 = Fixture.relativeErrors(mid.values, try Fixture.matrix("intermediate").values)
         #expect(e2.norm < 1e-3 && e2.max < 1e-3, "intermediate map: relative error \(e2)")
+        #expect(try network.intermediate(input) == mid)   // the early-exit path computes the same map
     }
 
     @Test func samePaddingPutsTheExtraPixelAfter() {

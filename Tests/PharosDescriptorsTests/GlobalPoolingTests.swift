@@ -55,9 +55,9 @@ import Testing
         // Direct: whiten each L2-normalised region MAC, sum, normalise.
         var sum = [Float](repeating: 0, count: 8)
         for r in GlobalPooling.rmacRegions(height: 13, width: 17, levels: 3) {
-            let region = GlobalPooling.normalized(GlobalPooling.regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
+            let region = VectorMath.normalized(GlobalPooling.regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
             for (i, x) in try whitening.apply(region).enumerated() { sum[i] += x }
         }
-        #expect(Fixture.relativeErrors(v, GlobalPooling.normalized(sum)).max < 1e-5)
+        #expect(Fixture.relativeErrors(v, VectorMath.normalized(sum)).max < 1e-5)
     }
 }
