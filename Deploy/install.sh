@@ -24,7 +24,7 @@ case "$role" in
 PHAROS_HOST=$host
 PHAROS_PORT=7701
 PHAROS_SEARCH_THREADS=1"
-    systemctl daemon-reload
+    systemctl daemon-reload 2>/dev/null || echo "systemd is not running here: run systemctl daemon-reload once it is" >&2
     echo "start it: systemctl enable --now pharos-shard@$name" ;;
   coordinator)
     host=${2:?listen address}
@@ -33,7 +33,7 @@ PHAROS_PORT=7700
 PHAROS_STATE=/var/lib/pharos/coordinator
 PHAROS_DEADLINE_MS=5000"
     [ -e /etc/pharos/cluster.json ] || install -m 0644 Deploy/cluster.example.json /etc/pharos/cluster.json
-    systemctl daemon-reload
+    systemctl daemon-reload 2>/dev/null || echo "systemd is not running here: run systemctl daemon-reload once it is" >&2
     echo "edit /etc/pharos/cluster.json, then: systemctl enable --now pharos-coordinator" ;;
   *) echo "unknown role $role: shard or coordinator" >&2; exit 2 ;;
 esac

@@ -62,7 +62,7 @@ struct ExtractionOptions: ParsableArguments {
         let writer = try VectorFileWriter(path: vectorPath, dimension: extractor.dimension)
         let localFile = local ? try LocalFeatureFile(writingTo: prefix + ".local") : nil
         var pca = try localPca.map(Whitening.load)
-        var keys: [String] = [], skipped: [(String, String)] = []
+        var keys: [String] = [], skipped = 0
         let bar = ProgressBar("extract", total: files.count)
         let chunk = Swift.max(1, threads) * 8
         var done = 0
@@ -79,12 +79,12 @@ struct ExtractionOptions: ParsableArguments {
                 switch result! {
                 case let .success(description): described.append((batch[i].key, description))
                 case let .failure(error):
-                    skipped.append((batch[i].path, "\(error)"))
+                    skipped += 1
                     printError("skipped \(batch[i].path): \(error)")
                 }
             }
             if let localFile {
-                if pca == nil {
+                if pca == nil, !described.isEmpty {
                     pca = try Self.learnLocalPCA(described.compactMap(\.1.local), saveTo: prefix + ".local-pca.phxw")
                 }
                 for (key, description) in described { try localFile.append(key: key, try description.local!.projected(by: pca!)) }
@@ -101,7 +101,7 @@ struct ExtractionOptions: ParsableArguments {
         try localFile?.finish()
         try FileIO.writeAtomically(Array(keys.map { $0 + "\n" }.joined().utf8), to: keyPath)
         bar.finish()
-        if !skipped.isEmpty { printError("\(skipped.count) of \(files.count) images skipped (listed above)") }
+        if skipped > 0 { printError("\(skipped) of \(files.count) images skipped (listed above)") }
         return (vectorPath, keyPath, keys.count)
     }
 
