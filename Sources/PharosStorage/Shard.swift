@@ -340,6 +340,9 @@ public final class Shard: @unchecked Sendable {
         // Plain threads, not a dispatch pool: a worker waiting for its turn must not hold a
         // pool thread that the other worker's parallel encoding needs.
         let done = DispatchGroup()
+        // Checked as each batch enqueues: a write failing (this sequence's or another
+        // writer's) ends the sequence there, even for a batch enqueued just after it.
+        let failedWritesBefore = wal.failedWriteCount
         for worker in 0..<Swift.min(inFlight, Swift.max(1, count)) {
             done.enter()
             Thread { [self] in
@@ -358,7 +361,7 @@ public final class Shard: @unchecked Sendable {
                         // Enqueue in turn (LSN order = batch order), then let the next batch
                         // enqueue while this one waits: both can share one fsync.
                         let lsn: UInt64
-                        do { lsn = try wal.enqueue(prepared.record) } catch {
+                        do { lsn = try wal.enqueue(prepared.record, unlessWritesFailedSince: failedWritesBefore) } catch {
                             turn.unlock()
                             throw error
                         }

@@ -32,6 +32,10 @@ final class WriteAheadLog: @unchecked Sendable {
     private var records = 0
     private var syncs = 0
     private var failure: String?
+    /// Writes that failed (and were undone) since the log was opened, and why the last one
+    /// did: ordered writers use the count to stop at the first failure (see `enqueue`).
+    private var failedWrites = 0
+    private var lastWriteFailure = ""
     private let faults: StorageFaults
     /// Applies a durable record to memory; returns the number of keys it affected.
     private let apply: (LogRecord) -> Int
@@ -106,12 +110,24 @@ final class WriteAheadLog: @unchecked Sendable {
         try wait(for: try enqueue(try WriteAheadLog.prepare(record)))
     }
 
+    /// How many writes have failed so far; pass it to `enqueue(_:unlessWritesFailedSince:)`.
+    var failedWriteCount: Int { condition.withLock { failedWrites } }
+
     /// Gives `prepared` the next LSN: it will be written and applied after every record
     /// enqueued before it. Returns the LSN to `wait` for.
-    func enqueue(_ prepared: PreparedRecord) throws -> UInt64 {
+    ///
+    /// With `failedWriteCount`, refuses the record when any write has failed since that count
+    /// was read. A failed write fails every record queued behind it, but one enqueued just
+    /// after would still land; an ordered sequence of records passes the count it started with
+    /// so the check and the enqueue are one step, and what lands of it stays a prefix.
+    func enqueue(_ prepared: PreparedRecord, unlessWritesFailedSince failedWriteCount: Int? = nil) throws -> UInt64 {
         condition.lock()
         defer { condition.unlock() }
         if let failure { throw StorageError.logFailed(path: directory, reason: failure) }
+        if let failedWriteCount, failedWrites > failedWriteCount {
+            throw StorageError.io(path: WriteAheadLog.path(directory, sequence), operation: "append",
+                                  reason: "an earlier write of this ordered batch sequence failed (\(lastWriteFailure))")
+        }
         let lsn = nextLSN
         nextLSN += 1
         pending.append((lsn, prepared.record, WriteAheadLog.stamp(prepared.frame, lsn: lsn)))
@@ -149,6 +165,8 @@ final class WriteAheadLog: @unchecked Sendable {
                 // record whose predecessor was refused (batches committed in order stay a prefix).
                 for item in batch + pending { batchResults[item.lsn] = .failure(writeError) }
                 pending = []
+                failedWrites += 1
+                lastWriteFailure = "\(writeError)"
             }
             records += batch.count
             syncs += 1

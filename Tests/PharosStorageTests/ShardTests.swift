@@ -300,22 +300,52 @@ import Testing
 extension PipelinedUpsertTests {
     /// A write that fails (full disk) fails the batches queued behind it too, so in-order
     /// ingestion leaves exactly a prefix of its batches, and the shard takes writes again after.
-    @Test func aFailedWriteLeavesAPrefixOfBatches() throws {
+    @Test(arguments: [2, 5, 9])
+    func aFailedWriteLeavesAPrefixOfBatches(failingFrom: Int) throws {
         let dir = Fixture.directory()
         defer { Fixture.cleanup(dir) }
         let (options, faults) = Fixture.faultyOptions()
         let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        // Slow writes let the batches behind the failing one queue up and race its failure.
+        faults.delayLogWrites(milliseconds: 2)
         #expect(throws: StorageError.self) {
             try shard.upsertInOrder(count: 12, inFlight: 3, batch: { b in
-                if b == 5 { faults.failNextLogWrites(1) }
+                if b == failingFrom { faults.failNextLogWrites(1) }
                 return (Fixture.keys(b * 10 ..< b * 10 + 10), Fixture.vectors(b * 10 ..< b * 10 + 10), nil)
             })
         }
         let present = (0..<12).map { b in (try? shard.entry(forKey: "img-\(b * 10)")) != nil }
         let prefix = present.prefix { $0 }.count
         #expect(!present.dropFirst(prefix).contains(true), "not a prefix: \(present)")
-        #expect(prefix <= 5)
+        #expect(prefix <= failingFrom)
         try shard.upsert(keys: ["after"], vectors: Fixture.vectors(0..<1))
         #expect(try shard.entry(forKey: "after") != nil)
+    }
+}
+
+extension PipelinedUpsertTests {
+    /// The window that made in-order ingestion leave a gap: a batch enqueued after an earlier
+    /// one's write failed (but before its writer noticed) must be refused, not written.
+    @Test func aBatchEnqueuedAfterAFailedWriteIsRefused() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let (options, faults) = Fixture.faultyOptions()
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        func prepared(_ b: Int) throws -> WriteAheadLog.PreparedRecord {
+            let entries = try shard.index.encodeEntries(Fixture.vectors(b * 10 ..< b * 10 + 10), threads: 1)
+            return try WriteAheadLog.prepare(.upsert(keys: Fixture.keys(b * 10 ..< b * 10 + 10), entries: entries,
+                                                     metadata: Array(repeating: [], count: 10)))
+        }
+        let start = shard.wal.failedWriteCount
+        let first = try shard.wal.enqueue(try prepared(0), unlessWritesFailedSince: start)
+        faults.failNextLogWrites(1)
+        #expect(throws: StorageError.self) { try shard.wal.wait(for: first) }
+        #expect(throws: StorageError.self) { try shard.wal.enqueue(try prepared(1), unlessWritesFailedSince: start) }
+        // Writers that did not start before the failure are not affected by it.
+        let unrelated = try shard.wal.enqueue(try prepared(2))
+        #expect(try shard.wal.wait(for: unrelated) == 10)
+        #expect(try shard.entry(forKey: "img-0") == nil)
+        #expect(try shard.entry(forKey: "img-10") == nil)
+        #expect(try shard.entry(forKey: "img-20") != nil)
     }
 }
