@@ -19,6 +19,7 @@ packages=(
   gzip
   iproute2 iptables    # the multi-host test's network namespaces and partitions
   util-linux           # unshare (tests that need private namespaces)
+  strace               # Scripts/fd-audit.sh: no descriptor is closed twice
 )
 
 missing=()

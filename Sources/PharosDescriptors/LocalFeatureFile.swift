@@ -55,8 +55,9 @@ public final class LocalFeatureFile {
 
     /// Makes the file durable and moves it into place.
     public func finish() throws {
+        // The commit closes the descriptor whether or not it succeeds.
+        defer { fd = -1 }
         try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)
-        fd = -1
     }
 
     /// Reads every (key, features) of a file; errors name the file and the image.

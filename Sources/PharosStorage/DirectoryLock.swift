@@ -9,12 +9,16 @@ final class DirectoryLock {
     private let fd: Int32
 
     init(_ path: String) throws {
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StorageError.io(path: path, operation: "open lock file", reason: FileIO.errnoText()) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
+        // The descriptor is stored only once it is locked: a class whose stored properties are
+        // all set runs `deinit` when its init throws, which would close it a second time (and
+        // close whatever file another thread had opened under the reused number).
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw StorageError.io(path: path, operation: "open lock file", reason: FileIO.errnoText()) }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
             throw StorageError.io(path: path, operation: "lock", reason: "the shard is already open (in another process or another Shard object)")
         }
+        fd = descriptor
     }
 
     deinit { close(fd) }

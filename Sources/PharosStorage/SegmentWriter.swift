@@ -93,11 +93,13 @@ struct SegmentWriter {
             let encoded = header.encoded()
             precondition(encoded.count == headerBytes, "segment header size changed while writing")
             try encoded.withUnsafeBytes { try out.pwriteAll($0, at: 0) }
-            try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)
         } catch {
             FileIO.discardTemporary(fd: fd, temporary: temporary)
-            if let e = error as? VectorFileError { throw StorageError.io(path: path, operation: "write segment", reason: e.problem) }
             throw error
+        }
+        // Outside the catch above: the commit closes the descriptor even when it fails.
+        do { try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path) } catch let e as VectorFileError {
+            throw StorageError.io(path: path, operation: "write segment", reason: e.problem)
         }
         return header
     }

@@ -3,6 +3,10 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
+
+/// Numbers the temporary files of this process (see `FileIO.createTemporary`).
+private let temporaryCounter = Atomic<Int>(0)
 
 /// Minimal POSIX file helpers shared by the vector and index file code: positioned reads that
 /// never load more than asked, full writes, and atomic replacement (temp, fsync, rename, fsync dir).
@@ -63,14 +67,17 @@ public enum FileIO {
 
     /// Creates (truncating) a temporary sibling of `path` for writing; returns its descriptor and name.
     public static func createTemporary(for path: String) throws -> (fd: Int32, path: String) {
-        let temp = "\(path).tmp-\(getpid())"
+        // Unique per call, not only per process: two writers of one path in one process (or
+        // a retry while an abandoned writer still holds its file) must not share a file.
+        let temp = "\(path).tmp-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw VectorFileError(path: temp, problem: "cannot create: \(errnoText())") }
         return (fd, temp)
     }
 
     /// Makes a finished temporary file durable and moves it over `path` atomically:
-    /// fsync the file, close, rename, fsync the directory.
+    /// fsync the file, close, rename, fsync the directory. Always closes `fd` (and removes
+    /// the temporary file on failure): callers must not close or discard it again.
     public static func commitTemporary(fd: Int32, temporary: String, to path: String) throws {
         guard fsync(fd) == 0 else {
             let text = errnoText()

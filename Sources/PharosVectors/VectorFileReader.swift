@@ -38,12 +38,13 @@ public final class VectorFileReader: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         format = try VectorFileFormat(path: path)
-        fd = try FileIO.openForReading(path)
+        // Stored last: were `fd` set when a check below throws, `deinit` would close it again.
+        let descriptor = try FileIO.openForReading(path)
         do {
-            let fileSize = try FileIO.size(of: fd, path: path)
+            let fileSize = try FileIO.size(of: descriptor, path: path)
             switch format {
             case .npy:
-                let header = try NumpyHeader.read(fd: fd, path: path, fileSize: fileSize)
+                let header = try NumpyHeader.read(fd: descriptor, path: path, fileSize: fileSize)
                 elementType = header.elementType
                 count = header.rows
                 dimension = header.columns
@@ -63,7 +64,7 @@ public final class VectorFileReader: @unchecked Sendable {
                     guard fileSize >= 4 else {
                         throw VectorFileError(path: path, offset: 0, problem: "file of \(fileSize) bytes is too short for a row header (4 bytes)")
                     }
-                    let first = try FileIO.readBytes(fd, path: path, count: 4, offset: 0)
+                    let first = try FileIO.readBytes(descriptor, path: path, count: 4, offset: 0)
                     let d = Int(Int32(littleEndian: first.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }))
                     guard d > 0, d <= VectorFileReader.maximumDimension else {
                         throw VectorFileError(path: path, offset: 0, problem: "first row declares dimension \(d): expected 1...\(VectorFileReader.maximumDimension) (is this really a .\(format.rawValue) file?)")
@@ -79,9 +80,10 @@ public final class VectorFileReader: @unchecked Sendable {
                 }
             }
         } catch {
-            close(fd)
+            close(descriptor)
             throw error
         }
+        fd = descriptor
     }
 
     deinit { close(fd) }
