@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import NIOCore
 import PharosIndex
 import PharosVectors
@@ -27,7 +28,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
     public var defaultDeadline: Duration = .seconds(5)
     /// Where the coordinator keeps what it must not forget (the whitening); nil keeps nothing.
     public let stateDirectory: String?
-    private let installedWhitening = LockedValue<Whitening?>(nil)
+    private let installedWhitening = Mutex<Whitening?>(nil)
 
     /// File name of the kept whitening inside the state folder.
     public static let whiteningFileName = "whitening.phxw"
@@ -104,10 +105,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
         } catch {
             return false   // the full path gives the error
         }
-        let milliseconds = request.deadlineMilliseconds > 0 ? request.deadlineMilliseconds
-            : Int(defaultDeadline.components.seconds * 1000 + defaultDeadline.components.attoseconds / 1_000_000_000_000_000)
-        shardRequest.deadlineMilliseconds = milliseconds
-        let futures = clients.map { $0!.send(.search(shardRequest), timeout: .milliseconds(Int64(milliseconds))) }
+        let timeout = deadlineSpan(of: request)
+        shardRequest.deadlineMilliseconds = timeout.wholeMilliseconds
+        let futures = clients.map { $0!.send(.search(shardRequest), timeout: timeout.timeAmount) }
         let queries = shardRequest.vectors.count / d
         EventLoopFuture.whenAllComplete(futures, on: futures[0].eventLoop).whenSuccess { [self] results in
             var outcomes: [(Int, Result<WireMessage, WireError>)] = []
@@ -239,8 +239,13 @@ public final class Coordinator: WireService, @unchecked Sendable {
 
     // MARK: Search
 
+    /// How long `request` may take: its own deadline, or the default when it gives none.
+    private func deadlineSpan(of request: SearchRequest) -> Duration {
+        request.deadlineMilliseconds > 0 ? .milliseconds(request.deadlineMilliseconds) : defaultDeadline
+    }
+
     private func search(_ request: SearchRequest) async throws -> SearchResponse {
-        let deadline = ContinuousClock.now + (request.deadlineMilliseconds > 0 ? .milliseconds(request.deadlineMilliseconds) : defaultDeadline)
+        let deadline = ContinuousClock.now + deadlineSpan(of: request)
         let d = map.collection.dimension
         let vectors = request.vectors.isEmpty ? [] : try prepared(request.vectors, dimension: request.dimension, field: "query vectors")
         var queries = stride(from: 0, to: vectors.count, by: d).map { Array(vectors[$0 ..< $0 + d]) }
@@ -267,7 +272,6 @@ public final class Coordinator: WireService, @unchecked Sendable {
             QueryExpansionMath.expand(query: query, hits: hits, expansion: request.expansion, unitNorm: map.unitNorm)
         }
         var second = try await fanOutSearch(expanded, request: first, deadline: deadline)
-        second.partial = second.partial || initial.partial
         second.missing += initial.missing.filter { m in !second.missing.contains { $0.shard == m.shard } }
         return second
     }
@@ -279,7 +283,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
         shardRequest.queryKeys = []
         let remaining = deadline - ContinuousClock.now
         guard remaining > .zero else { throw WireError(.deadlineExceeded, "the deadline passed before the search was sent") }
-        shardRequest.deadlineMilliseconds = Int(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+        shardRequest.deadlineMilliseconds = remaining.wholeMilliseconds
         let outcomes = await fanOut(links.indices.map { ($0, .search(shardRequest)) }, deadline: remaining)
         return try merged(outcomes, queries: queries.count, request: request)
     }
@@ -308,7 +312,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
                             dimension: request.withVectors ? map.collection.dimension : 0)
         }
         if !missing.isEmpty { logger.warning("partial search", metadata: ["missing": "\(missing.map(\.shard))"]) }
-        return SearchResponse(queries: hits, partial: !missing.isEmpty, missing: missing)
+        return SearchResponse(queries: hits, missing: missing)
     }
 
     // MARK: Writes and fetches

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import PharosWire
+import Synchronization
 
 /// The coordinator's connection to one shard: connected on first use, reconnected after a
 /// failure with exponential backoff (100 ms doubling to 5 s) so a down shard costs a quick
@@ -13,7 +14,7 @@ actor ShardLink {
     }
     /// The connected client, readable without entering the actor (the coordinator's
     /// event-loop fast path uses it).
-    private nonisolated let published = LockedValue<WireClient?>(nil)
+    private nonisolated let published = Mutex<WireClient?>(nil)
     private var backoff: Duration = .milliseconds(100)
     private var retryAfter: ContinuousClock.Instant?
 
@@ -78,19 +79,7 @@ actor ShardLink {
 extension Duration {
     /// The same span as NIO's `TimeAmount`.
     var timeAmount: TimeAmount { .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000) }
-}
 
-/// A value behind a lock, shared between threads.
-final class LockedValue<Value>: @unchecked Sendable {
-    // @unchecked: every access goes through `lock`.
-    private let lock = NSLock()
-    private var value: Value
-
-    init(_ value: Value) { self.value = value }
-
-    func withLock<T>(_ body: (inout Value) -> T) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
-    }
+    /// The span in whole milliseconds (the wire's `deadline_ms`), rounded down.
+    var wholeMilliseconds: Int { Int(components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000) }
 }

@@ -261,7 +261,11 @@ public enum WireCodec {
                 let f = r.missing[i]!.pointee
                 return ShardFailure(shard: string(f.shard), reason: string(f.reason))
             }
-            return .searchResult(SearchResponse(queries: queries, partial: r.partial != 0, missing: missing))
+            // A sender that flags the answer partial without naming shards still gets it
+            // reported as partial: `partial` is derived from `missing` on this side.
+            let unnamed = r.partial != 0 && missing.isEmpty
+                ? [ShardFailure(shard: "(unnamed)", reason: "the sender marked the answer partial without naming the missing shards")] : []
+            return .searchResult(SearchResponse(queries: queries, missing: missing + unnamed))
         case PHAROS__ENVELOPE__BODY_UPSERT:
             let u = e.upsert.pointee
             return .upsert(UpsertRequest(keys: strings(u.keys, u.n_keys), vectors: floats(u.vectors, u.n_vectors),

@@ -163,15 +163,15 @@ public struct ShardFailure: Sendable, Equatable {
 public struct SearchResponse: Sendable, Equatable {
     /// One entry per query, in request order.
     public var queries: [QueryHits]
-    /// True when some shard's hits are missing (see `missing`).
-    public var partial: Bool
     /// The shards left out, and why.
     public var missing: [ShardFailure]
 
+    /// True when some shard's hits are missing (the wire's `partial` flag).
+    public var partial: Bool { !missing.isEmpty }
+
     /// A search answer.
-    public init(queries: [QueryHits], partial: Bool = false, missing: [ShardFailure] = []) {
+    public init(queries: [QueryHits], missing: [ShardFailure] = []) {
         self.queries = queries
-        self.partial = partial
         self.missing = missing
     }
 }

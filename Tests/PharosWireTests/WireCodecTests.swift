@@ -9,7 +9,7 @@ import Testing
         .search(SearchRequest(vectors: [1, 2], dimension: 2, k: 10, nprobe: 1, expansion: .averageQE(n: 5))),
         .searchResult(SearchResponse(queries: [QueryHits(keys: ["a", "b"], scores: [0.9, 0.8], vectors: [1, 2, 3, 4]),
                                                QueryHits(keys: [], scores: [])],
-                                     partial: true, missing: [ShardFailure(shard: "10.0.0.3:7701", reason: "deadline of 250 ms passed")])),
+                                     missing: [ShardFailure(shard: "10.0.0.3:7701", reason: "deadline of 250 ms passed")])),
         .upsert(UpsertRequest(keys: ["k1", "ключ-2"], vectors: [0, 1, 2, 3], dimension: 2, metadata: [[1, 2, 3], []])),
         .upsertResult(written: 2),
         .delete(keys: ["k1"]),
@@ -25,6 +25,21 @@ import Testing
         .trainedStateAck(version: 42),
         .error(WireError(.overloaded, "64 requests in flight, at most 64", requestID: 7)),
     ]
+
+    /// `partial` is derived from the shards named missing; a peer that sets the wire flag but
+    /// names none (another implementation) must still read as partial, never as complete.
+    @Test func aPartialFlagWithoutNamedShardsStaysPartial() throws {
+        // Envelope { request_id: 7, search_result (field 4) { partial (field 2): true } }
+        let bytes: [UInt8] = [0x08, 0x07, 0x22, 0x02, 0x10, 0x01]
+        let envelope = try WireCodec.decode(bytes)
+        guard case let .searchResult(result) = envelope.body else {
+            Issue.record("decoded \(envelope.body.name)")
+            return
+        }
+        #expect(result.partial)
+        #expect(result.missing.count == 1)
+        #expect(result.queries.isEmpty)
+    }
 
     @Test(arguments: samples)
     func everyMessageRoundTrips(message: WireMessage) throws {
