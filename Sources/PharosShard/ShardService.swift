@@ -117,7 +117,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             }
             return .fetchResult(try keys.map { key in
                 guard let entry = try shard.entry(forKey: key) else { return FetchedEntry(key: key, found: false) }
-                return FetchedEntry(key: key, found: true, vector: try shard.vector(forKey: key) ?? [], metadata: entry.metadata)
+                return FetchedEntry(key: key, found: true, vector: try shard.vector(of: entry), metadata: entry.metadata)
             })
         case .stats:
             let shard = try ready()
@@ -176,8 +176,17 @@ public final class ShardService: WireService, @unchecked Sendable {
                                           threads: configuration.searchThreads)
         let hits = try shard.search(queries, k: request.k, parameters: parameters)
         return SearchResponse(queries: try hits.map { row in
-            QueryHits(keys: row.map(\.key), scores: row.map(\.score),
-                      vectors: request.withVectors ? try row.flatMap { try shard.vector(forKey: $0.key) ?? [] } : [])
+            guard request.withVectors else { return QueryHits(keys: row.map(\.key), scores: row.map(\.score)) }
+            // A hit deleted since the search has no vector any more: it is left out, so the
+            // flat vector array stays one row per hit.
+            var kept = QueryHits(keys: [], scores: [])
+            for hit in row {
+                guard let vector = try shard.vector(forKey: hit.key) else { continue }
+                kept.keys.append(hit.key)
+                kept.scores.append(hit.score)
+                kept.vectors += vector
+            }
+            return kept
         })
     }
 

@@ -525,6 +525,12 @@ public final class Shard: @unchecked Sendable {
     /// The stored approximation of `key`'s vector (refine codes when present), or nil.
     public func vector(forKey key: String) throws -> [Float]? {
         guard let entry = try entry(forKey: key) else { return nil }
+        return try vector(of: entry)
+    }
+
+    /// The stored approximation of `entry`'s vector (for a caller that already holds the
+    /// entry: no second lookup, and no window for the key to change in between).
+    public func vector(of entry: StoredEntry) throws -> [Float] {
         let layout = index.layout
         return try entry.code.withUnsafeBufferPointer { code in
             try entry.refine.withUnsafeBufferPointer { refine in

@@ -133,6 +133,14 @@ public final class VectorFileReader: @unchecked Sendable {
     /// Every row as `Float`. Use `batches(of:)` for files that should not be held in memory.
     public func readAll() throws -> Matrix { try readRows(0..<count) }
 
+    /// Every row when there are at most `limit`, else `limit` rows evenly spaced through the
+    /// file (a training sample that sees all of it, not only its start).
+    public func readEvenlySpaced(atMost limit: Int) throws -> Matrix {
+        guard limit > 0 else { throw VectorFileError(path: path, problem: "a sample of \(limit) rows: expected at least 1") }
+        guard count > limit else { return try readAll() }
+        return try Matrix(rowArrays: (0..<limit).map { i in try readRows(i * count / limit ..< i * count / limit + 1).row(0) })
+    }
+
     /// Calls `body` with consecutive batches of at most `size` rows and the index of each batch's first row.
     public func forEachBatch(of size: Int, _ body: (Matrix, Int) throws -> Void) throws {
         precondition(size > 0, "batch size must be positive")

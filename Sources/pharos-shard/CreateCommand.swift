@@ -17,8 +17,7 @@ struct CreateCommand: ParsableCommand {
 
     func run() throws {
         let reader = try VectorFileReader(path: train)
-        let sample = reader.count <= trainCount ? try reader.readAll()
-            : try Matrix(rowArrays: (0..<trainCount).map { try reader.readRows($0 * reader.count / trainCount ..< $0 * reader.count / trainCount + 1).row(0) })
+        let sample = try reader.readEvenlySpaced(atMost: trainCount)
         guard let index = try IndexFactory.make(factory, dimension: reader.dimension, metric: metric) as? IVFPQIndex else {
             throw ValidationError("a shard needs an IVF/PQ configuration, not \(factory)")
         }

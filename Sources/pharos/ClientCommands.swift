@@ -58,8 +58,7 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let map = try ClusterMap.load(cluster)
         let reader = try VectorFileReader(path: train)
-        var sample = reader.count <= trainCount ? try reader.readAll()
-            : try Matrix(rowArrays: (0..<trainCount).map { try reader.readRows($0 * reader.count / trainCount ..< $0 * reader.count / trainCount + 1).row(0) })
+        var sample = try reader.readEvenlySpaced(atMost: trainCount)
         var whitening: Whitening?
         if let whiteningFile {
             whitening = try Whitening.load(whiteningFile)

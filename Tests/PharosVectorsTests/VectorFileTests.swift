@@ -33,6 +33,10 @@ func sampleMatrix(rows: Int, columns: Int, integral: Bool = false) -> Matrix {
         #expect(r.dimension == 9)
         #expect(try r.readAll() == m)
         #expect(try r.readRows(5..<8) == m.rows(5..<8))
+        // Samples: all rows up to the limit, else rows i * 37 / 4 (spread over the whole file).
+        #expect(try r.readEvenlySpaced(atMost: 37) == m)
+        #expect(try r.readEvenlySpaced(atMost: 4) == Matrix(rowArrays: [0, 9, 18, 27].map { m.rows($0..<$0 + 1).row(0) }))
+        #expect(throws: VectorFileError.self) { try r.readEvenlySpaced(atMost: 0) }
     }
 
     @Test func npyFloat16AndInt32() throws {
