@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PharosCommandLine
 import PharosIndex
 import PharosStorage
 import PharosVectors
@@ -95,17 +96,16 @@ struct BenchCommand: ParsableCommand {
         }
         shard.close()
 
-        func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
-        let addMedian = median(addRates), ingestMedian = median(ingestRates)
-        let memoryMedian = median(memoryQPS)
+        let addMedian = addRates.median, ingestMedian = ingestRates.median
+        let memoryMedian = memoryQPS.median
         print("""
         ## Storage engine vs in-memory engine: \(count) x \(dimension), \(factory), \(threads) threads
 
         | measure | in-memory engine | shard storage | ratio |
         |---|---|---|---|
         | ingest (vectors/s; storage: batches of \(batch), \(writers) in flight, committed in order with group commit, then seal) | \(Int(addMedian)) | \(Int(ingestMedian)) | \(String(format: "%.2f", ingestMedian / addMedian))x |
-        | search QPS, nprobe \(nprobe), k 10, \(segmentsAsSealed) sealed segments | \(Int(memoryMedian)) | \(Int(median(sealedQPS))) | \(String(format: "%.2f", median(sealedQPS) / memoryMedian))x |
-        | search QPS, after compaction to 1 segment | \(Int(memoryMedian)) | \(Int(median(compactedQPS))) | \(String(format: "%.2f", median(compactedQPS) / memoryMedian))x |
+        | search QPS, nprobe \(nprobe), k 10, \(segmentsAsSealed) sealed segments | \(Int(memoryMedian)) | \(Int(sealedQPS.median)) | \(String(format: "%.2f", sealedQPS.median / memoryMedian))x |
+        | search QPS, after compaction to 1 segment | \(Int(memoryMedian)) | \(Int(compactedQPS.median)) | \(String(format: "%.2f", compactedQPS.median / memoryMedian))x |
         | top-10 agreement with the in-memory index | | \(String(format: "%.4f", Double(same) / Double(queries * 10))) | |
 
         Opening the sealed shard in a fresh process: \(String(format: "%.1f", open.milliseconds)) ms; resident memory \(open.rssBefore) MB before, \(open.rssOpen) MB after opening, \(open.rssQueried) MB after \(queries) queries.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PharosCommandLine
 import PharosIndex
 import PharosVectors
 
@@ -66,7 +67,7 @@ extension IndexCommand {
                     result = try index.search(queryRows, k: k, parameters: parameters)
                     times.append(Date().timeIntervalSince(clock))
                 }
-                let median = times.sorted()[times.count / 2]
+                let median = times.median
                 let ids = result!.ids
                 let r1 = GroundTruth.recall(at: 1, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension)
                 let r10 = k >= 10 ? GroundTruth.recall(at: 10, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension) : -1

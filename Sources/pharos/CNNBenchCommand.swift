@@ -35,6 +35,6 @@ struct CNNBenchCommand: ParsableCommand {
             rates.append(Double(inputs.count) / Date().timeIntervalSince(clock))
         }
         print(String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d)", inputs.count, width, height, threads,
-                     rates.sorted()[rates.count / 2], rates.count))
+                     rates.median, rates.count))
     }
 }

@@ -11,11 +11,16 @@ import PharosWire
 struct CoordinatorOptions: ParsableArguments {
     @Option(help: "Coordinator address, HOST:PORT.") var coordinator: String = "127.0.0.1:7700"
 
-    /// Connects, runs `body` with the client, closes.
-    func withClient<T: Sendable>(_ body: @escaping @Sendable (WireClient) async throws -> T) throws -> T {
+    /// The coordinator's host and port.
+    func address() throws -> (host: String, port: Int) {
         let parts = coordinator.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--coordinator \(coordinator): expected HOST:PORT") }
-        let host = String(parts[0])
+        return (String(parts[0]), port)
+    }
+
+    /// Connects, runs `body` with the client, closes.
+    func withClient<T: Sendable>(_ body: @escaping @Sendable (WireClient) async throws -> T) throws -> T {
+        let (host, port) = try address()
         return try runBlocking {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let client = try await WireClient.connect(host: host, port: port, group: group)
@@ -240,10 +245,8 @@ struct SearchCommand: ParsableCommand {
             }
             return (hits, latencies, Date().timeIntervalSince(start), partial)
         }
-        let sorted = latencies.sorted()
-        func percentile(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
         print(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
-                     count, size, k, nprobe, expand, Double(count) / seconds, percentile(0.5), percentile(0.99),
+                     count, size, k, nprobe, expand, Double(count) / seconds, latencies.median, latencies.percentile(0.99),
                      partial > 0 ? ", \(partial) partial answers" : ""))
         if show {
             for (q, h) in hits.enumerated() {

@@ -84,8 +84,6 @@ struct ClusterBenchCommand: ParsableCommand {
             // over time. (Alternating query by query measured the in-process index's cache sweep
             // and the QE's double round landing in front of every coordinator query: on 2 cores
             // that is interference, not coordinator cost.)
-            func percentile(_ x: [Double], _ p: Double) -> Double { let s = x.sorted(); return s[min(s.count - 1, Int(p * Double(s.count)))] }
-            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
             var inProcess: [[Double]] = [], viaCoordinator: [[Double]] = [], expanded: [[Double]] = []
             for _ in 0..<rounds {
                 var a: [Double] = [], b: [Double] = [], c: [Double] = []
@@ -109,7 +107,7 @@ struct ClusterBenchCommand: ParsableCommand {
                 inProcess.append(a); viaCoordinator.append(b); expanded.append(c)
             }
             // Throughput: concurrent clients, each with its own connection, single-query requests.
-            let parts = coordinatorAddress()
+            let parts = try options.address()
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
             let perClient = max(1, queryRows.rows / clients * 2)
             let throughputStart = Date()
@@ -129,9 +127,9 @@ struct ClusterBenchCommand: ParsableCommand {
             let throughput = Double(perClient * clients) / Date().timeIntervalSince(throughputStart)
             try? await group.shutdownGracefully()
 
-            let p50a = median(inProcess.map { percentile($0, 0.5) }), p99a = median(inProcess.map { percentile($0, 0.99) })
-            let p50b = median(viaCoordinator.map { percentile($0, 0.5) }), p99b = median(viaCoordinator.map { percentile($0, 0.99) })
-            let p50c = median(expanded.map { percentile($0, 0.5) }), p99c = median(expanded.map { percentile($0, 0.99) })
+            let p50a = inProcess.map { $0.median }.median, p99a = inProcess.map { $0.percentile(0.99) }.median
+            let p50b = viaCoordinator.map { $0.median }.median, p99b = viaCoordinator.map { $0.percentile(0.99) }.median
+            let p50c = expanded.map { $0.median }.median, p99c = expanded.map { $0.percentile(0.99) }.median
             return """
             ## Cluster vs in-process engine: \(n) x \(d), \(map.collection.factory), \(map.shards.count) shards on loopback, k=\(k), nprobe=\(nprobe)
 
@@ -147,10 +145,5 @@ struct ClusterBenchCommand: ParsableCommand {
             """
         }
         print(report)
-    }
-
-    private func coordinatorAddress() -> (host: String, port: Int) {
-        let parts = options.coordinator.split(separator: ":")
-        return (String(parts[0]), Int(parts[1]) ?? 7700)
     }
 }
