@@ -263,9 +263,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
             return try await fanOutSearch(queries, request: first, deadline: deadline)
         }
         // Expansion: a first round that returns the hits' vectors, then the expanded queries.
-        let n: Int = switch request.expansion { case .none: 0; case let .averageQE(n): n; case let .alphaQE(n, _): n }
         var round = first
-        round.k = Swift.max(1, n)   // only the top n feed the expansion: their vectors are the cost
+        round.k = Swift.max(1, request.expansion.neighbours)   // only the top n feed the expansion: their vectors are the cost
         round.withVectors = true
         let initial = try await fanOutSearch(queries, request: round, deadline: deadline)
         let expanded = zip(queries, initial.queries).map { query, hits in

@@ -90,6 +90,14 @@ public enum QueryExpansion: Sendable, Equatable {
     case averageQE(n: Int)
     /// alpha-QE: the top `n` weighted by max(similarity, 0)^alpha.
     case alphaQE(n: Int, alpha: Float)
+
+    /// How many first-round hits the expansion uses (0 without expansion).
+    public var neighbours: Int {
+        switch self {
+        case .none: 0
+        case let .averageQE(n), let .alphaQE(n, _): n
+        }
+    }
 }
 
 /// A batch of queries by vector and/or by key.

@@ -134,14 +134,8 @@ struct IngestCommand: ParsableCommand {
         }
         guard let vectors else { throw ValidationError("give --vectors (a vector file) or --images (a folder of photos)") }
         let reader = try VectorFileReader(path: vectors)
-        var keyList: [String]?
-        if let keys {
-            guard let text = try? String(contentsOfFile: keys, encoding: .utf8) else { throw ValidationError("cannot read \(keys)") }
-            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            keyList = lines.last == "" ? Array(lines.dropLast()) : lines
-            guard keyList!.count == reader.count else { throw ValidationError("\(keys) has \(keyList!.count) keys for \(reader.count) rows") }
-        }
-        let names = keyList, prefix = keyPrefix, size = batch, total = reader.count, window = max(1, inFlight)
+        let names = try keys.map { try KeyFile.read($0, rows: reader.count) }
+        let prefix = keyPrefix, size = batch, total = reader.count, window = max(1, inFlight)
         var state = Checkpoint(vectors: vectors, rows: total, batch: size, acknowledgedBatches: 0)
         if let checkpoint, let data = FileManager.default.contents(atPath: checkpoint) {
             guard let saved = try? JSONDecoder().decode(Checkpoint.self, from: data) else {

@@ -31,27 +31,21 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "With --database: whiten database and queries with this file first (PHXWHITN).") var whitening: String?
     @Option(help: "A label for the result line.") var label: String = ""
 
-    static func lines(_ path: String) throws -> [String] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
-        return text.split(separator: "\n").map(String.init)
-    }
-
     func run() throws {
         let truth = try RetrievalGroundTruth.load(groundTruth)
         let keys = truth.queries.map(\.key)
         var queryVectors: [String: [Float]] = [:]
         if let queries {
             guard let queryKeys else { throw ValidationError("--queries needs --query-keys") }
-            let rows = try VectorFileReader(path: queries).readAll(), names = try Self.lines(queryKeys)
-            guard names.count == rows.rows else { throw ValidationError("\(queryKeys): \(names.count) keys for \(rows.rows) rows") }
+            let rows = try VectorFileReader(path: queries).readAll()
+            let names = try KeyFile.read(queryKeys, rows: rows.rows)
             for (i, name) in names.enumerated() { queryVectors[name] = rows.row(i) }
         }
         let rankings: [[String]]
         if let database {
             guard let databaseKeys else { throw ValidationError("--database needs --database-keys") }
             var base = try VectorFileReader(path: database).readAll()
-            let names = try Self.lines(databaseKeys)
-            guard names.count == base.rows else { throw ValidationError("\(databaseKeys): \(names.count) keys for \(base.rows) rows") }
+            let names = try KeyFile.read(databaseKeys, rows: base.rows)
             let whitener = try whitening.map(Whitening.load)
             if let whitener {
                 base = try whitener.apply(base)
@@ -67,7 +61,7 @@ struct EvalCommand: ParsableCommand {
                 guard var q = queryVectors[key] ?? index[key].map({ base.row($0) }) else {
                     throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
                 }
-                let n: Int = switch expansion { case .none: 0; case let .averageQE(n): n; case let .alphaQE(n, _): n }
+                let n = expansion.neighbours
                 if n > 0 {
                     // The same expansion the coordinator applies, over exact first-round hits.
                     let top = ranked(q, n)
