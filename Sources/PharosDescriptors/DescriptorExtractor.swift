@@ -52,7 +52,7 @@ public struct DescriptorExtractor: Sendable {
             throw DescriptorError.invalidParameter(name: "maximum side", value: "\(configuration.maximumSide)",
                                                    allowed: "\(EfficientNetLite0.minimumSide)...\(EfficientNetLite0.maximumSide)")
         }
-        let pooledDimension = configuration.pooling == .rmac ? configuration.poolingOptions.regionWhitening?.outputDimension ?? 1280 : 1280
+        let pooledDimension = Self.pooledDimension(configuration)
         if let whitening = configuration.whitening, whitening.inputDimension != pooledDimension {
             throw DescriptorError.invalidParameter(name: "whitening", value: "\(whitening.inputDimension)-D input",
                                                    allowed: "\(pooledDimension)-D (the pooled descriptor)")
@@ -62,9 +62,13 @@ public struct DescriptorExtractor: Sendable {
     }
 
     /// The dimension of the global descriptors this extractor produces.
-    public var dimension: Int {
-        configuration.whitening?.outputDimension
-            ?? (configuration.pooling == .rmac ? configuration.poolingOptions.regionWhitening?.outputDimension ?? 1280 : 1280)
+    public var dimension: Int { configuration.whitening?.outputDimension ?? Self.pooledDimension(configuration) }
+
+    /// The dimension of a pooled descriptor, before the whitening: the network's channels, or
+    /// the region whitening's output for R-MAC with one.
+    private static func pooledDimension(_ configuration: Configuration) -> Int {
+        let channels = EfficientNetLite0.finalChannels
+        return configuration.pooling == .rmac ? configuration.poolingOptions.regionWhitening?.outputDimension ?? channels : channels
     }
 
     /// Describes the image file at `path`.

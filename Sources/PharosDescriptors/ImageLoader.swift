@@ -10,6 +10,12 @@ public enum ImageLoader {
     /// Largest file read: bounds memory before decoding.
     public static let maximumFileBytes = 256 << 20
 
+    /// Whether a file's name marks it as a photo this loader reads (.jpg, .jpeg, .png, any case).
+    public static func isPhoto(fileName name: String) -> Bool {
+        let lower = name.lowercased()
+        return lower.hasSuffix(".jpg") || lower.hasSuffix(".jpeg") || lower.hasSuffix(".png")
+    }
+
     /// The image at `path` as a 3 x height x width map, longer side at most `maximumSide`.
     /// Errors name the file and what is wrong with it (not an image, truncated, unsupported).
     public static func load(path: String, maximumSide: Int? = nil) throws -> FeatureMap {

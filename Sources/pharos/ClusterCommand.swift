@@ -55,9 +55,8 @@ struct ClusterCommand: ParsableCommand {
                 }
                 printError("\(name): \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
-            for (i, shard) in map.shards.enumerated() {
+            for shard in map.shards {
                 try launch(shard.name, "pharos-shard", ["serve", "--data", "\(data)/\(shard.name)", "--port", "\(shard.port)", "--name", shard.name])
-                _ = i
             }
             try launch("coordinator", "pharos-coordinator", ["--cluster", clusterFile, "--port", "\(port)", "--state", "\(data)/coordinator"])
             // Unbuffered: scripts wait for this line while the command keeps running.
@@ -76,6 +75,8 @@ struct ClusterCommand: ParsableCommand {
             for child in children {
                 child.process.terminationHandler = { _ in stop.signal() }
             }
+            // A child that died before its handler was set would never call it.
+            if children.contains(where: { !$0.process.isRunning }) { stop.signal() }
             stop.wait()
             withExtendedLifetime(sources) {}
             printError("stopping the cluster...")

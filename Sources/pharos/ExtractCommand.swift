@@ -26,10 +26,7 @@ struct ExtractionOptions: ParsableArguments {
         guard let walker = FileManager.default.enumerator(atPath: folder) else { throw ValidationError("cannot read folder \(folder)") }
         var found: [(String, String)] = []
         while let relative = walker.nextObject() as? String {
-            let lower = relative.lowercased()
-            if lower.hasSuffix(".jpg") || lower.hasSuffix(".jpeg") || lower.hasSuffix(".png") {
-                found.append((relative, folder + "/" + relative))
-            }
+            if ImageLoader.isPhoto(fileName: relative) { found.append((relative, folder + "/" + relative)) }
         }
         return found.sorted { $0.0 < $1.0 }
     }

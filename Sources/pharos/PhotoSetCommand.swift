@@ -91,7 +91,7 @@ struct PhotoSetCommand: ParsableCommand {
             guard let names = try? fm.contentsOfDirectory(atPath: folder) else {
                 printError("no distractors from \(folder) (missing)"); continue
             }
-            for name in names.sorted() where [".jpg", ".jpeg", ".png"].contains(where: name.lowercased().hasSuffix) && !Self.skipped(name) {
+            for name in names.sorted() where ImageLoader.isPhoto(fileName: name) && !Self.skipped(name) {
                 let key = "\(prefix)/\(name)"
                 guard (try? ImageLoader.load(path: "\(folder)/\(name)", maximumSide: 64)) != nil else {
                     printError("skipped \(folder)/\(name): not readable"); continue
