@@ -39,10 +39,6 @@ public struct Whitening: Sendable, Equatable {
 
     /// How it was learned.
     public let kind: Kind
-    /// Dimension of the descriptors it takes.
-    public let inputDimension: Int
-    /// Dimension of the descriptors it produces.
-    public let outputDimension: Int
     /// The sample mean subtracted first (`inputDimension` values).
     public let mean: [Float]
     /// `outputDimension x inputDimension`, row-major.
@@ -51,6 +47,11 @@ public struct Whitening: Sendable, Equatable {
     public let power: Float
     /// Shrinkage toward the mean eigenvalue used (PCA), in 0...1.
     public let shrinkage: Float
+
+    /// Dimension of the descriptors it takes.
+    public var inputDimension: Int { mean.count }
+    /// Dimension of the descriptors it produces.
+    public var outputDimension: Int { projection.rows }
 
     /// A whitening from its parts; checks that they fit together.
     public init(kind: Kind, mean: [Float], projection: Matrix, power: Float = 0.5, shrinkage: Float = 0) throws {
@@ -67,8 +68,6 @@ public struct Whitening: Sendable, Equatable {
         self.kind = kind
         self.mean = mean
         self.projection = projection
-        self.inputDimension = mean.count
-        self.outputDimension = projection.rows
         self.power = power
         self.shrinkage = shrinkage
     }
