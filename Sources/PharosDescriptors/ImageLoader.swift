@@ -21,13 +21,7 @@ public enum ImageLoader {
     public static func load(path: String, maximumSide: Int? = nil) throws -> FeatureMap {
         let bytes: [UInt8]
         do {
-            let fd = try FileIO.openForReading(path)
-            defer { close(fd) }
-            let size = try FileIO.size(of: fd, path: path)
-            guard size <= maximumFileBytes else {
-                throw DescriptorError.unreadableImage(path: path, reason: "\(size) bytes, more than the \(maximumFileBytes) read at most")
-            }
-            bytes = try FileIO.readBytes(fd, path: path, count: size, offset: 0)
+            bytes = try FileIO.readWholeFile(path, maximumBytes: maximumFileBytes)
         } catch let error as VectorFileError {
             throw DescriptorError.unreadableImage(path: path, reason: error.problem)
         }

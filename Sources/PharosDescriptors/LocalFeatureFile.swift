@@ -62,9 +62,7 @@ public final class LocalFeatureFile {
 
     /// Reads every (key, features) of a file; errors name the file and the image.
     public static func read(_ path: String) throws -> [(key: String, features: LocalFeatures)] {
-        let fd = try FileIO.openForReading(path)
-        defer { close(fd) }
-        let bytes = try FileIO.readBytes(fd, path: path, count: FileIO.size(of: fd, path: path), offset: 0)
+        let bytes = try FileIO.readWholeFile(path)
         guard bytes.count >= 12, Array(bytes.prefix(8)) == magic else {
             throw IndexError.corruptFile(path: path, problem: "not a local-features file (magic is not PHXLOCAL)")
         }

@@ -34,9 +34,7 @@ public struct TorchCheckpoint: Sendable {
 
     /// Reads a checkpoint file; errors name the file and what is wrong.
     public init(path: String) throws {
-        let fd = try FileIO.openForReading(path)
-        defer { close(fd) }
-        try self.init(bytes: FileIO.readBytes(fd, path: path, count: FileIO.size(of: fd, path: path), offset: 0), path: path)
+        try self.init(bytes: FileIO.readWholeFile(path), path: path)
     }
 
     /// Reads a checkpoint from its bytes.

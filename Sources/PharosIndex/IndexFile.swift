@@ -185,10 +185,7 @@ public struct IndexFileReader {
 
     /// Reads and verifies every section checksum of the file at `path`.
     public init(path: String) throws {
-        let fd = try FileIO.openForReading(path)
-        defer { close(fd) }
-        let size = try FileIO.size(of: fd, path: path)
-        try self.init(bytes: try FileIO.readBytes(fd, path: path, count: size, offset: 0), path: path)
+        try self.init(bytes: try FileIO.readWholeFile(path), path: path)
     }
 
     /// Verifies an in-memory container.

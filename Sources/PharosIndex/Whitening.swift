@@ -218,9 +218,7 @@ public struct Whitening: Sendable, Equatable {
 
     /// Reads a whitening file.
     public static func load(_ path: String) throws -> Whitening {
-        let fd = try FileIO.openForReading(path)
-        defer { close(fd) }
-        return try Whitening(bytes: try FileIO.readBytes(fd, path: path, count: try FileIO.size(of: fd, path: path), offset: 0), source: path)
+        try Whitening(bytes: try FileIO.readWholeFile(path), source: path)
     }
 
     /// Writes the file atomically (temporary, fsync, rename, fsync of the directory).

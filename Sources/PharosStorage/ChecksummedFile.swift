@@ -23,9 +23,7 @@ enum ChecksummedFile {
     static func read(_ path: String, magic: String, versions: ClosedRange<UInt32>) throws -> (version: UInt32, payload: [UInt8]) {
         let bytes: [UInt8]
         do {
-            let fd = try FileIO.openForReading(path)
-            defer { close(fd) }
-            bytes = try FileIO.readBytes(fd, path: path, count: try FileIO.size(of: fd, path: path), offset: 0)
+            bytes = try FileIO.readWholeFile(path)
         } catch let error as VectorFileError {
             throw StorageError.io(path: path, operation: "read", reason: error.problem)
         }

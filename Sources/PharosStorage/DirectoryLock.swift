@@ -21,5 +21,10 @@ final class DirectoryLock {
         fd = descriptor
     }
 
-    deinit { close(fd) }
+    deinit {
+        // Unlock explicitly: a child process being spawned at this moment (by any thread) holds a
+        // copy of the descriptor until its exec, and the lock would outlive our close with it.
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
 }

@@ -52,6 +52,18 @@ public enum FileIO {
         return bytes
     }
 
+    /// The whole file at `path`; with `maximumBytes`, a larger file is refused before any of
+    /// it is read (so a huge or wrong file cannot exhaust memory).
+    public static func readWholeFile(_ path: String, maximumBytes: Int? = nil) throws -> [UInt8] {
+        let fd = try openForReading(path)
+        defer { close(fd) }
+        let size = try self.size(of: fd, path: path)
+        if let maximumBytes, size > maximumBytes {
+            throw VectorFileError(path: path, problem: "\(size) bytes, more than the \(maximumBytes) read at most")
+        }
+        return try readBytes(fd, path: path, count: size, offset: 0)
+    }
+
     /// Writes all of `buffer` to `fd` at its current position.
     public static func writeAll(_ fd: Int32, path: String, _ buffer: UnsafeRawBufferPointer) throws {
         var done = 0

@@ -210,6 +210,36 @@ import Testing
         again.close()
         #expect(throws: StorageError.closed) { try again.upsert(keys: ["a"], vectors: Fixture.vectors(0..<1)) }
     }
+
+    /// A process spawned while the shard is open holds a copy of the lock's descriptor until
+    /// its exec (here: for good, through a dup without close-on-exec). Closing the shard must
+    /// still release the lock, or the next open in this process fails "already open".
+    @Test func closingReleasesTheLockThatASpawnedChildStillHolds() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: Fixture.manualOptions)
+        let lockPath = URL(fileURLWithPath: dir + "/LOCK").resolvingSymlinksInPath().path
+        let lockFD = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init).first { fd in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) == lockPath
+        }
+        let fd = try #require(lockFD, "the open shard's LOCK descriptor")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fd, 200)
+        let arguments: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sleep"), strdup("5"), nil]
+        defer { for a in arguments { free(a) } }
+        var child: pid_t = 0
+        try #require(posix_spawn(&child, "/bin/sleep", &actions, nil, arguments, environ) == 0)
+        defer {
+            kill(child, SIGKILL)
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+        }
+        shard.close()
+        let again = try Shard.open(at: dir, options: Fixture.manualOptions)
+        again.close()
+    }
 }
 
 @Suite struct GroupCommitTests {
