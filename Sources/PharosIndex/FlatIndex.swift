@@ -112,7 +112,7 @@ public final class FlatIndex: VectorIndex, @unchecked Sendable {
                                             for j in 0..<rows { row[j] += nb[j] }
                                         }
                                         heaps[qi].withHeap {
-                                            pharos_heap_push_many($0, row, rows, implicitIDs ? nil : idPtr.pointer + start, Int64(start), nil, 0)
+                                            pharos_heap_push_many($0, row, rows, implicitIDs ? nil : idPtr.pointer + start, Int64(start), PharosSkipMask())
                                         }
                                     }
                                 }

@@ -402,7 +402,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                     let qNorm = metric == .l2 ? pharos_dot(q0 + qi * d, q0 + qi * d, d) : 0
                     if metric == .l2 { for j in 0..<n { row[j] += centroidNorms[j] + qNorm } }
                     var heap = ResultHeap(capacity: nprobe)
-                    heap.withHeap { pharos_heap_push_many($0, row, n, nil, 0, nil, 0) }
+                    heap.withHeap { pharos_heap_push_many($0, row, n, nil, 0, PharosSkipMask()) }
                     let (dist, ids) = heap.sorted()
                     for (p, (dv, id)) in zip(dist, ids).enumerated() {
                         probes[qi * nprobe + p] = Int32(id)
@@ -458,7 +458,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                                     pharos_pq8_distances(lutb.baseAddress!, m, view.codes!, n, biases[qi * nprobe + p], out.baseAddress!)
                                     heaps[qi].withHeap {
                                         pharos_heap_push_many($0, out.baseAddress!, n, nil, Label.make(source: s, list: l, offset: 0),
-                                                              view.deleted, view.deletedBase)
+                                                              view.skipMask())
                                     }
                                 }
                             }
@@ -622,7 +622,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                                 pharos_heap_push_u16($0, sumPtr.baseAddress! + g * nb * 32, valid, tables.scales[qi],
                                                      tables.offsets[qi * nprobe + Int(pair.probe)],
                                                      Label.make(source: s, list: l, offset: b * 32),
-                                                     view.deleted, view.deletedBase + b * 32)
+                                                     view.skipMask(from: b * 32))
                             }
                         }
                         b += nb

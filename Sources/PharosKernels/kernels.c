@@ -91,19 +91,26 @@ float pharos_heap_threshold(const PharosHeap *h) {
     return h->count < h->capacity ? INFINITY : h->distances[0];
 }
 
-/// Whether candidate `i` is marked in the skip bitmap (bit `base + i`).
-static inline int skipped(const uint64_t *skip, size_t base, size_t i) {
-    if (!skip) return 0;
-    const size_t bit = base + i;
-    return (int)((skip[bit >> 6] >> (bit & 63)) & 1);
+/// Whether candidate `i` is marked in the skip mask (bit `base + i`); bits past the mask's
+/// end are clear, never read.
+static inline int skipped(PharosSkipMask skip, size_t i) {
+    const size_t bit = skip.base + i;
+    if (bit >= skip.bits) return 0;
+    return (int)((skip.words[bit >> 6] >> (bit & 63)) & 1);
+}
+
+/// The same mask seen from candidate `i` on.
+static inline PharosSkipMask skip_from(PharosSkipMask skip, size_t i) {
+    skip.base += i;
+    return skip;
 }
 
 void pharos_heap_push_many(PharosHeap *h, const float *distances, size_t n, const int64_t *ids,
-                           int64_t first_id, const uint64_t *skip, size_t skip_base) {
+                           int64_t first_id, PharosSkipMask skip) {
     float threshold = pharos_heap_threshold(h);
     for (size_t i = 0; i < n; i++) {
         float d = distances[i];
-        if (d <= threshold && !skipped(skip, skip_base, i)) {
+        if (d <= threshold && !skipped(skip, i)) {
             pharos_heap_push(h, d, ids ? ids[i] : first_id + (int64_t)i);
             threshold = pharos_heap_threshold(h);
         }
@@ -111,11 +118,11 @@ void pharos_heap_push_many(PharosHeap *h, const float *distances, size_t n, cons
 }
 
 static void heap_push_u16_scalar(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                                 float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
+                                 float offset, int64_t first_id, PharosSkipMask skip) {
     float threshold = pharos_heap_threshold(h);
     for (size_t i = 0; i < n; i++) {
         const float d = (float)sums[i] * scale + offset;
-        if (d <= threshold && !skipped(skip, skip_base, i)) {
+        if (d <= threshold && !skipped(skip, i)) {
             pharos_heap_push(h, d, first_id + (int64_t)i);
             threshold = pharos_heap_threshold(h);
         }
@@ -134,7 +141,7 @@ static inline uint16_t heap_u16_bound(const PharosHeap *h, float inverse_scale, 
 
 __attribute__((target("avx2")))
 static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                               float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
+                               float offset, int64_t first_id, PharosSkipMask skip) {
     const float inverse_scale = 1.0f / scale;
     uint16_t bound = heap_u16_bound(h, inverse_scale, offset);
     __m256i limit = _mm256_set1_epi16((short)bound);
@@ -149,24 +156,24 @@ static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, fl
             mask &= mask - 1;
             const size_t j = i + (size_t)(bit >> 1);
             const float d = (float)sums[j] * scale + offset;
-            if (d <= pharos_heap_threshold(h) && !skipped(skip, skip_base, j)) pharos_heap_push(h, d, first_id + (int64_t)j);
+            if (d <= pharos_heap_threshold(h) && !skipped(skip, j)) pharos_heap_push(h, d, first_id + (int64_t)j);
         }
         bound = heap_u16_bound(h, inverse_scale, offset);
         limit = _mm256_set1_epi16((short)bound);
     }
-    heap_push_u16_scalar(h, sums + i, n - i, scale, offset, first_id + (int64_t)i, skip, skip_base + i);
+    heap_push_u16_scalar(h, sums + i, n - i, scale, offset, first_id + (int64_t)i, skip_from(skip, i));
 }
 #endif
 
 void pharos_heap_push_u16(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
-                          float offset, int64_t first_id, const uint64_t *skip, size_t skip_base) {
+                          float offset, int64_t first_id, PharosSkipMask skip) {
 #if PHAROS_X86
     if (pharos_kernel_level() == 1) {
-        heap_push_u16_avx2(h, sums, n, scale, offset, first_id, skip, skip_base);
+        heap_push_u16_avx2(h, sums, n, scale, offset, first_id, skip);
         return;
     }
 #endif
-    heap_push_u16_scalar(h, sums, n, scale, offset, first_id, skip, skip_base);
+    heap_push_u16_scalar(h, sums, n, scale, offset, first_id, skip);
 }
 
 void pharos_heap_sort(PharosHeap *h) {

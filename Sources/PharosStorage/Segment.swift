@@ -111,7 +111,8 @@ final class Segment: InvertedListSource, @unchecked Sendable {
         return InvertedListView(
             count: l.count, codes: (base + l.codesOffset).assumingMemoryBound(to: UInt8.self),
             refine: header.refineBytes > 0 ? (base + l.refineOffset).assumingMemoryBound(to: UInt8.self) : nil,
-            deleted: deletions.deletedCount > 0 ? UnsafePointer(deletions.words) : nil, deletedBase: l.first)
+            deleted: deletions.deletedCount > 0 ? UnsafePointer(deletions.words) : nil,
+            deletedBits: deletions.wordCount * 64, deletedBase: l.first)
     }
 
     private func verifyList(_ list: Int) throws {

@@ -9,7 +9,9 @@ import Testing
 @Suite struct ShardModelTests {
     enum Step: CaseIterable { case upsert, delete, seal, compact, compactAll, reopen }
 
-    @Test(arguments: [(UInt64(1), "IVF4,PQ8x4fs,RefineSQ8"), (2, "IVF4,PQ8"), (3, "IVF6,PQ4x4fs")])
+    /// With `RefineFlat` scores are exact, so visibility is checked by rank and score as well.
+    @Test(arguments: [(UInt64(1), "IVF4,PQ8x4fs,RefineSQ8"), (2, "IVF4,PQ8"), (3, "IVF6,PQ4x4fs"),
+                      (4, "IVF4,PQ8x4fs,RefineFlat"), (5, "IVF6,PQ8,RefineFlat")])
     func randomSequencesMatchTheModel(seed: UInt64, factory: String) throws {
         let dir = Fixture.directory("model\(seed)")
         defer { Fixture.cleanup(dir) }
@@ -18,6 +20,9 @@ import Testing
         options.compactionSegmentTrigger = 3
         var shard = try Shard.create(at: dir, trainedIndex: trained, options: options)
         var model: [String: Shard.StoredEntry] = [:]
+        // Each live key's vector, and every version that a replace or delete retired.
+        var liveVectors: [String: [Float]] = [:]
+        var retired: [[Float]] = []
         var rng = SplitMix64(seed: seed)
         let keySpace = 150
         var vectorStream = 0
@@ -38,6 +43,8 @@ import Testing
                 let encoded = try trained.encodeEntries(vectors, threads: 1)
                 let m = trained.layout.subquantizers, r = trained.layout.refineBytes
                 for (i, key) in keys.enumerated() {
+                    if let old = liveVectors[key] { retired.append(old) }
+                    liveVectors[key] = Array(vectors.row(i))
                     model[key] = .init(list: Int(encoded.lists[i]), code: Array(encoded.codes[i * m ..< (i + 1) * m]),
                                        refine: Array(encoded.refine[i * r ..< (i + 1) * r]), metadata: metadata[i])
                 }
@@ -45,7 +52,10 @@ import Testing
                 let keys = (0..<(1 + Int(rng.next() % 8))).map { _ in "key-\(rng.next() % UInt64(keySpace))" }
                 let present = Set(keys).filter { model[$0] != nil }.count
                 #expect(try shard.delete(keys: keys) == present)
-                for key in keys { model[key] = nil }
+                for key in keys {
+                    model[key] = nil
+                    if let old = liveVectors.removeValue(forKey: key) { retired.append(old) }
+                }
             case .seal:
                 try shard.seal()
             case .compact:
@@ -62,9 +72,15 @@ import Testing
             #expect(files.count == shard.statistics.segments, "step \(stepNumber): \(files)")
             if stepNumber % 8 == 7 || step == .reopen || step == .compactAll {
                 try check(shard, against: model, keySpace: keySpace, step: stepNumber)
+                if trained.configuration.refine == .flat {
+                    try checkVisibility(shard, liveVectors: liveVectors, retired: retired, step: stepNumber)
+                }
             }
         }
         try check(shard, against: model, keySpace: keySpace, step: -1)
+        if trained.configuration.refine == .flat {
+            try checkVisibility(shard, liveVectors: liveVectors, retired: retired, step: -1)
+        }
         // The sequence exercised every kind of step, and compactions really merged.
         #expect(Set(taken.keys) == Set(Step.allCases))
         #expect(merges >= 3)
@@ -81,6 +97,35 @@ import Testing
         for row in hits {
             #expect(row.count == model.count, "step \(step)")
             #expect(Set(row.map(\.key)) == Set(model.keys), "step \(step)")
+        }
+    }
+
+    /// Search visibility with exact scores: every live key is rank 1 for its own vector, and
+    /// every hit of any query (a live vector or a retired version) scores as the key's *current*
+    /// vector does, so no deleted or replaced version is ever returned.
+    private func checkVisibility(_ shard: Shard, liveVectors: [String: [Float]], retired: [[Float]], step: Int) throws {
+        guard !liveVectors.isEmpty else { return }
+        let liveKeys = liveVectors.keys.sorted()
+        let queryRows = liveKeys.map { liveVectors[$0]! } + retired.suffix(40)
+        let queries = Matrix(rows: queryRows.count, columns: Fixture.dimension, values: queryRows.flatMap { $0 })
+        // k covers every entry and refineFactor 1 re-ranks all of them exactly.
+        let k = liveKeys.count
+        let hits = try shard.search(queries, k: k, parameters: SearchParameters(nprobe: shard.index.configuration.lists, refineFactor: 1))
+        for (q, row) in hits.enumerated() {
+            let query = queryRows[q]
+            #expect(row.count == k, "step \(step), query \(q): \(row.count) hits of \(k) live entries")
+            if q < liveKeys.count {
+                #expect(row.first?.key == liveKeys[q], "step \(step): \(liveKeys[q]) is not rank 1 for its own vector (\(row.prefix(2)))")
+            }
+            for hit in row {
+                guard let current = liveVectors[hit.key] else {
+                    Issue.record("step \(step): deleted key \(hit.key) returned")
+                    continue
+                }
+                let exact = VectorMath.squaredL2(query, current)
+                #expect(abs(hit.score - exact) <= 1e-3 * max(1, exact),
+                        "step \(step): \(hit.key) scored \(hit.score), its current version \(exact): an old version was returned")
+            }
         }
     }
 }

@@ -30,17 +30,24 @@ typedef struct {
 
 /// Offers one candidate; kept if the heap is not full or it beats the current worst.
 void pharos_heap_push(PharosHeap *heap, float distance, int64_t id);
-/// Offers `n` candidates with ids `first_id + i` (or `ids[i]` when `ids` is not NULL).
-/// Candidate `i` is passed over when bit `skip_base + i` of `skip` is set (deleted entries);
-/// `skip` may be NULL.
+/// A mask of deleted candidates: candidate `i` is passed over when bit `base + i` of `words`
+/// is set. `words` holds `bits` bits (may be NULL with 0 bits); a bit at or past `bits` counts
+/// as clear and is never read, so a mask shorter than the candidates is safe.
+typedef struct {
+    const uint64_t *words;
+    size_t bits;
+    size_t base;
+} PharosSkipMask;
+
+/// Offers `n` candidates with ids `first_id + i` (or `ids[i]` when `ids` is not NULL),
+/// passing over those set in `skip`.
 void pharos_heap_push_many(PharosHeap *heap, const float *distances, size_t n,
-                           const int64_t *ids, int64_t first_id,
-                           const uint64_t *skip, size_t skip_base);
+                           const int64_t *ids, int64_t first_id, PharosSkipMask skip);
 /// Offers `n` fast-scan sums as distances `sums[i] * scale + offset` with ids
 /// `first_id + i`. Sums are compared in the integer domain first, so most are rejected cheaply.
-/// `skip` and `skip_base` as for `pharos_heap_push_many`.
+/// `skip` as for `pharos_heap_push_many`.
 void pharos_heap_push_u16(PharosHeap *heap, const uint16_t *sums, size_t n, float scale,
-                          float offset, int64_t first_id, const uint64_t *skip, size_t skip_base);
+                          float offset, int64_t first_id, PharosSkipMask skip);
 /// The worst kept distance, or +infinity while the heap is not full.
 float pharos_heap_threshold(const PharosHeap *heap);
 /// Sorts the heap contents ascending by (distance, id) in place; the heap is unusable after.
