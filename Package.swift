@@ -127,8 +127,8 @@ let package = Package(
             dependencies: ["PharosWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
         .testTarget(
             name: "PharosCoordinatorTests",
-            dependencies: ["PharosCoordinator", "PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",
-                           "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
+            dependencies: ["PharosCoordinator", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex",
+                           "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "PharosShardTests",
             dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",

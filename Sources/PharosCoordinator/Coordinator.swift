@@ -155,7 +155,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
         case let .search(request):
             return .searchResult(try await search(request))
         case let .upsert(request):
-            return .upsertResult(written: try await upsert(request))
+            let (written, replaced) = try await upsert(request)
+            return .upsertResult(written: written, replaced: replaced)
         case let .delete(keys):
             var deleted = 0
             for (_, reply) in try await allOrNothing(split(keys).map { ($0.key, .delete(keys: $0.value.map { keys[$0] })) }) {
@@ -166,7 +167,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
             return .fetchResult(try await fetch(keys))
         case .stats:
             var total = ShardStatistics(liveEntries: 0, segments: 0, sealedEntries: 0, memoryEntries: 0,
-                                        factory: map.collection.factory, dimension: inputDimension, trainedVersion: 0)
+                                        factory: map.collection.factory, dimension: inputDimension, trainedVersion: 0,
+                                        metric: map.collection.metric)
             for (_, reply) in try await allOrNothing(links.indices.map { ($0, .stats) }) {
                 guard case let .statsResult(s) = reply else { continue }
                 total.liveEntries += s.liveEntries
@@ -291,7 +293,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
     private func merged(_ outcomes: [(Int, Result<WireMessage, WireError>)], queries: Int, request: SearchRequest) throws -> SearchResponse {
         var perShard: [[QueryHits]] = []
         var missing: [ShardFailure] = []
+        var allLate = !outcomes.isEmpty
         for (i, outcome) in outcomes {
+            if case let .failure(error) = outcome, error.code == .deadlineExceeded {} else { allLate = false }
             switch outcome {
             case let .success(.searchResult(result)) where result.queries.count == queries:
                 perShard.append(result.queries)
@@ -304,7 +308,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
             }
         }
         guard !perShard.isEmpty else {
-            throw WireError(.unavailable, "no shard answered: " + missing.map { "\($0.shard): \($0.reason)" }.joined(separator: "; "))
+            throw WireError(allLate ? .deadlineExceeded : .unavailable,
+                            "no shard answered: " + missing.map { "\($0.shard): \($0.reason)" }.joined(separator: "; "))
         }
         let hits = (0..<queries).map { q in
             TopKMerge.merge(perShard.map { $0[q] }, k: request.k, higherIsBetter: map.higherIsBetter,
@@ -316,7 +321,7 @@ public final class Coordinator: WireService, @unchecked Sendable {
 
     // MARK: Writes and fetches
 
-    private func upsert(_ request: UpsertRequest) async throws -> Int {
+    private func upsert(_ request: UpsertRequest) async throws -> (written: Int, replaced: Int) {
         let d = map.collection.dimension
         guard request.vectors.count == request.keys.count * request.dimension else {
             throw WireError(.invalidArgument, "vectors: \(request.vectors.count) floats for \(request.keys.count) keys of \(request.dimension)")
@@ -332,11 +337,14 @@ public final class Coordinator: WireService, @unchecked Sendable {
             return (shard, .upsert(UpsertRequest(keys: rows.map { request.keys[$0] }, vectors: vectors, dimension: d,
                                                  metadata: request.metadata.isEmpty ? [] : rows.map { request.metadata[$0] })))
         }
-        var written = 0
+        var written = 0, replaced = 0
         for (_, reply) in try await allOrNothing(parts) {
-            if case let .upsertResult(n) = reply { written += n }
+            if case let .upsertResult(n, r) = reply {
+                written += n
+                replaced += r
+            }
         }
-        return written
+        return (written, replaced)
     }
 
     private func fetch(_ keys: [String]) async throws -> [FetchedEntry] {
@@ -388,7 +396,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
             }
         }
         guard failures.isEmpty else {
-            let code = failures.count == 1 ? failures[0].1.code : .unavailable
+            // Shards refusing alike (a bad request) keep their code; a mix is an outage.
+            let code = Set(failures.map(\.1.code)).count == 1 ? failures[0].1.code : .unavailable
             throw WireError(code, failures.map { "\(map.shards[$0.0].name): \($0.1.message)" }.joined(separator: "; "))
         }
         return replies

@@ -106,8 +106,8 @@ public final class ShardService: WireService, @unchecked Sendable {
         case let .upsert(request):
             let shard = try ready()
             let vectors = try matrix(request.vectors, rows: request.keys.count, dimension: request.dimension, of: shard, field: "vectors")
-            try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
-            return .upsertResult(written: request.keys.count)
+            let replaced = try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
+            return .upsertResult(written: request.keys.count, replaced: replaced)
         case let .delete(keys):
             return .deleteResult(deleted: try ready().delete(keys: keys))
         case let .fetch(keys):
@@ -125,7 +125,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .statsResult(ShardStatistics(liveEntries: UInt64(s.liveEntries), segments: UInt64(s.segments),
                                                 sealedEntries: UInt64(s.sealedEntries), memoryEntries: UInt64(s.memoryEntries),
                                                 factory: shard.index.factoryString, dimension: shard.index.dimension,
-                                                trainedVersion: shard.trainedStateVersion))
+                                                trainedVersion: shard.trainedStateVersion, metric: shard.index.metric.rawValue))
         case .health:
             let shard = currentShard
             return .healthResult(ready: shard != nil, status: shard.map { "serving \($0.statistics.liveEntries) entries" }
@@ -141,7 +141,11 @@ public final class ShardService: WireService, @unchecked Sendable {
     /// a different one refused (re-training is a new collection).
     private func install(_ bytes: [UInt8]) throws -> UInt64 {
         try lock.withLock {
-            guard let index = try IndexFactory.load(bytes: bytes, name: "pushed trained state") as? IVFPQIndex else {
+            let loaded: any VectorIndex
+            do { loaded = try IndexFactory.load(bytes: bytes, name: "pushed trained state") } catch {
+                throw WireError(.invalidArgument, "\(error)")
+            }
+            guard let index = loaded as? IVFPQIndex else {
                 throw WireError(.invalidArgument, "the trained state is not an IVF/PQ index")
             }
             // The version of the file the shard would write (the canonical encoding).
@@ -172,7 +176,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             }
             queries.append(contentsOf: Matrix(rows: 1, columns: d, values: v))
         }
-        let parameters = SearchParameters(nprobe: Swift.max(1, request.nprobe), refineFactor: Swift.max(1, request.refineFactor),
+        let parameters = SearchParameters(nprobe: request.effectiveNprobe, refineFactor: request.effectiveRefineFactor,
                                           threads: configuration.searchThreads)
         let hits = try shard.search(queries, k: request.k, parameters: parameters)
         return SearchResponse(queries: try hits.map { row in

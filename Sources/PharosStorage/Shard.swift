@@ -286,7 +286,9 @@ public final class Shard: @unchecked Sendable {
 
     /// Inserts or replaces `keys[i]` with `vectors` row i (and `metadata[i]`); returns once
     /// the batch is durable. Nothing is stored when it throws.
-    public func upsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws {
+    /// Returns how many of the keys replaced an entry already stored.
+    @discardableResult
+    public func upsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws -> Int {
         try commit(try prepareUpsert(keys: keys, vectors: vectors, metadata: metadata))
     }
 
@@ -318,10 +320,13 @@ public final class Shard: @unchecked Sendable {
 
     /// The second half of `upsert`: logs the batch and returns once it is durable and
     /// applied. Batches committed one after another take effect in that order.
-    public func commit(_ prepared: PreparedUpsert) throws {
+    /// Returns how many of its keys replaced an entry already stored.
+    @discardableResult
+    public func commit(_ prepared: PreparedUpsert) throws -> Int {
         try checkOpen()
-        _ = try wal.wait(for: try wal.enqueue(prepared.record))
+        let replaced = try wal.wait(for: try wal.enqueue(prepared.record))
         scheduleMaintenanceIfNeeded()
+        return replaced
     }
 
     /// Upserts batches `0..<count` made by `batch`, keeping `inFlight` of them being read and
@@ -417,15 +422,16 @@ public final class Shard: @unchecked Sendable {
     }
 
     /// Applies a durable record to memory (caller holds the write lock, or is `init`).
-    /// Returns the number of keys deleted (delete) or written (upsert).
+    /// Returns the number of keys deleted (delete) or replaced (upsert).
     private func applyUnlocked(_ record: LogRecord) -> Int {
         switch record {
         case let .upsert(keys, entries, metadata):
+            var replaced = 0
             entries.forEachEntry { row, list, code, refine in
-                removeLive(keys[row])
+                if removeLive(keys[row]) { replaced += 1 }
                 growing.add(key: keys[row], list: list, code: code, refine: refine, metadata: metadata[row])
             }
-            return keys.count
+            return replaced
         case let .delete(keys):
             return keys.reduce(0) { $0 + (removeLive($1) ? 1 : 0) }
         }
@@ -452,7 +458,8 @@ public final class Shard: @unchecked Sendable {
 
     /// The `k` best entries for each query row, across all segments, deleted entries skipped.
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
-        try lock.withReadLock {
+        guard queries.rows > 0 else { return [] }
+        return try lock.withReadLock {
             let sources: [any InvertedListSource] = [growing] + (sealing.map { [$0] } ?? []) + sealed
             let result = try index.search(queries, k: k, parameters: parameters, sources: sources)
             if let damage = sealed.lazy.compactMap({ $0.scanDamage() }).first { throw damage }

@@ -24,13 +24,16 @@ public enum WireCodec {
         return out
     }
 
-    /// Decodes a frame payload. Throws `malformed` for bytes that are not an envelope, and
-    /// `unsupported` for an envelope without a known body.
+    /// Decodes a frame payload. Throws `malformed` for bytes that are not an envelope,
+    /// `invalidArgument` (with the request id) for a string field holding a NUL byte or
+    /// invalid UTF-8, and `unsupported` for an envelope without a known body.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Envelope {
         guard let e = pharos__envelope__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
             throw WireError(.malformed, "\(bytes.count) bytes are not a valid Envelope message")
         }
         defer { pharos__envelope__free_unpacked(e, nil) }
+        let problem = withUnsafePointer(to: pharos__envelope__descriptor) { StringFieldCheck.firstProblem(in: bytes, descriptor: $0) }
+        if let problem { throw WireError(.invalidArgument, problem, requestID: e.pointee.request_id) }
         return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee))
     }
 
@@ -125,9 +128,10 @@ public enum WireCodec {
             m.pointee.metadata = u.metadata.isEmpty ? nil : metadata
             e.body_case = PHAROS__ENVELOPE__BODY_UPSERT
             e.upsert = m
-        case let .upsertResult(written):
+        case let .upsertResult(written, replaced):
             let m = arena.message(Pharos__UpsertResult.self) { pharos__upsert_result__init($0) }
             m.pointee.written = UInt32(clamping: written)
+            m.pointee.replaced = UInt32(clamping: replaced)
             e.body_case = PHAROS__ENVELOPE__BODY_UPSERT_RESULT
             e.upsert_result = m
         case let .delete(keys):
@@ -175,6 +179,7 @@ public enum WireCodec {
             m.pointee.factory = arena.string(try checked([s.factory], "factory")[0])
             m.pointee.dimension = UInt32(clamping: s.dimension)
             m.pointee.trained_version = s.trainedVersion
+            m.pointee.metric = arena.string(try checked([s.metric], "metric")[0])
             e.body_case = PHAROS__ENVELOPE__BODY_STATS_RESULT
             e.stats_result = m
         case .health:
@@ -235,7 +240,7 @@ public enum WireCodec {
         switch e.body_case {
         case PHAROS__ENVELOPE__BODY_HELLO:
             let h = e.hello.pointee
-            return .hello(Hello(protocolVersion: h.protocol_version, role: PeerRole(rawValue: Int32(h.role.rawValue)) ?? .unspecified,
+            return .hello(Hello(protocolVersion: h.protocol_version, role: Int32(exactly: h.role.rawValue).flatMap(PeerRole.init(rawValue:)) ?? .unspecified,
                                 nodeName: string(h.node_name)))
         case PHAROS__ENVELOPE__BODY_SEARCH:
             let s = e.search.pointee
@@ -271,7 +276,7 @@ public enum WireCodec {
             return .upsert(UpsertRequest(keys: strings(u.keys, u.n_keys), vectors: floats(u.vectors, u.n_vectors),
                                          dimension: count(u.dimension), metadata: (0..<u.n_metadata).map { bytes(u.metadata[$0]) }))
         case PHAROS__ENVELOPE__BODY_UPSERT_RESULT:
-            return .upsertResult(written: count(e.upsert_result.pointee.written))
+            return .upsertResult(written: count(e.upsert_result.pointee.written), replaced: count(e.upsert_result.pointee.replaced))
         case PHAROS__ENVELOPE__BODY_DELETE:
             return .delete(keys: strings(e.delete_.pointee.keys, e.delete_.pointee.n_keys))
         case PHAROS__ENVELOPE__BODY_DELETE_RESULT:
@@ -290,7 +295,8 @@ public enum WireCodec {
             let s = e.stats_result.pointee
             return .statsResult(ShardStatistics(liveEntries: s.live_entries, segments: s.segments, sealedEntries: s.sealed_entries,
                                                 memoryEntries: s.memory_entries, factory: string(s.factory),
-                                                dimension: count(s.dimension), trainedVersion: s.trained_version))
+                                                dimension: count(s.dimension), trainedVersion: s.trained_version,
+                                                metric: string(s.metric)))
         case PHAROS__ENVELOPE__BODY_HEALTH:
             return .health
         case PHAROS__ENVELOPE__BODY_HEALTH_RESULT:
@@ -301,7 +307,7 @@ public enum WireCodec {
             return .trainedStateAck(version: e.trained_state_ack.pointee.trained_version)
         case PHAROS__ENVELOPE__BODY_ERROR:
             let x = e.error.pointee
-            return .error(WireError(WireError.Code(rawValue: Int32(x.code.rawValue)) ?? .unspecified, string(x.message), requestID: x.request_id))
+            return .error(WireError(Int32(exactly: x.code.rawValue).flatMap(WireError.Code.init(rawValue:)) ?? .unspecified, string(x.message), requestID: x.request_id))
         default:
             throw WireError(.unsupported, "envelope \(e.request_id) has no body this build knows (body field \(e.body_case.rawValue))", requestID: e.request_id)
         }

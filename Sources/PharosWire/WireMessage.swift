@@ -21,7 +21,8 @@ public enum WireMessage: Sendable, Equatable {
     case search(SearchRequest)
     case searchResult(SearchResponse)
     case upsert(UpsertRequest)
-    case upsertResult(written: Int)
+    /// Rows written, and of those the ones that replaced an existing entry.
+    case upsertResult(written: Int, replaced: Int = 0)
     case delete(keys: [String])
     case deleteResult(deleted: Int)
     case fetch(keys: [String])
@@ -240,10 +241,13 @@ public struct ShardStatistics: Sendable, Equatable {
     public var dimension: Int
     /// The trained-state version (CRC32C of the trained index file).
     public var trainedVersion: UInt64
+    /// "l2" (scores are squared distances, lower is better) or "ip" (higher is better).
+    public var metric: String
 
     /// Counts of a shard (or summed over a cluster).
     public init(liveEntries: UInt64, segments: UInt64, sealedEntries: UInt64, memoryEntries: UInt64,
-                factory: String, dimension: Int, trainedVersion: UInt64) {
+                factory: String, dimension: Int, trainedVersion: UInt64, metric: String = "") {
+        self.metric = metric
         self.liveEntries = liveEntries
         self.segments = segments
         self.sealedEntries = sealedEntries

@@ -30,12 +30,16 @@ public final class WireServer: @unchecked Sendable {
         public var maximumBytesInFlight: Int
         /// Frame size limit.
         public var wire: WireLimits
+        /// What one request may ask for (checked before the service sees it).
+        public var requests: RequestLimits
 
-        /// Default limits: 64 requests, 512 MiB, 64 MiB frames.
-        public init(maximumRequestsInFlight: Int = 64, maximumBytesInFlight: Int = 512 << 20, wire: WireLimits = WireLimits()) {
+        /// Default limits: 64 requests, 512 MiB, 64 MiB frames, the protocol's request limits.
+        public init(maximumRequestsInFlight: Int = 64, maximumBytesInFlight: Int = 512 << 20, wire: WireLimits = WireLimits(),
+                    requests: RequestLimits = RequestLimits()) {
             self.maximumRequestsInFlight = maximumRequestsInFlight
             self.maximumBytesInFlight = maximumBytesInFlight
             self.wire = wire
+            self.requests = requests
         }
     }
 
@@ -161,8 +165,21 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case let .malformed(error):
             server.logger.debug("malformed frame", metadata: ["error": "\(error)"])
-            context.writeAndFlush(wrapOutboundOut(Envelope(requestID: 0, body: .error(error))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(Envelope(requestID: error.requestID, body: .error(error))), promise: nil)
         case let .envelope(envelope):
+            do {
+                try server.limits.requests.validate(envelope.body)
+            } catch {
+                var refusal = error as? WireError ?? WireError(.invalidArgument, "\(error)")
+                refusal.requestID = envelope.requestID
+                let written = context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(refusal))))
+                if case .hello = envelope.body {
+                    // A peer that speaks another version cannot be understood: say so, then close.
+                    let channel = context.channel
+                    written.whenComplete { _ in channel.close(promise: nil) }
+                }
+                return
+            }
             let bytes = RequestHandler.payloadBytes(envelope.body)
             if let refusal = server.admit(bytes: bytes) {
                 var error = refusal

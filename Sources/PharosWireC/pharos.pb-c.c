@@ -1508,7 +1508,7 @@ const ProtobufCMessageDescriptor pharos__upsert__descriptor =
   (ProtobufCMessageInit) pharos__upsert__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__upsert_result__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pharos__upsert_result__field_descriptors[2] =
 {
   {
     "written",
@@ -1522,14 +1522,27 @@ static const ProtobufCFieldDescriptor pharos__upsert_result__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replaced",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__UpsertResult, replaced),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__upsert_result__field_indices_by_name[] = {
+  1,   /* field[1] = replaced */
   0,   /* field[0] = written */
 };
 static const ProtobufCIntRange pharos__upsert_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor pharos__upsert_result__descriptor =
 {
@@ -1539,7 +1552,7 @@ const ProtobufCMessageDescriptor pharos__upsert_result__descriptor =
   "Pharos__UpsertResult",
   "pharos",
   sizeof(Pharos__UpsertResult),
-  1,
+  2,
   pharos__upsert_result__field_descriptors,
   pharos__upsert_result__field_indices_by_name,
   1,  pharos__upsert_result__number_ranges,
@@ -1793,7 +1806,7 @@ const ProtobufCMessageDescriptor pharos__stats__descriptor =
   (ProtobufCMessageInit) pharos__stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__stats_result__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pharos__stats_result__field_descriptors[8] =
 {
   {
     "live_entries",
@@ -1879,12 +1892,25 @@ static const ProtobufCFieldDescriptor pharos__stats_result__field_descriptors[7]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "metric",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__StatsResult, metric),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__stats_result__field_indices_by_name[] = {
   5,   /* field[5] = dimension */
   4,   /* field[4] = factory */
   0,   /* field[0] = live_entries */
   3,   /* field[3] = memory_entries */
+  7,   /* field[7] = metric */
   2,   /* field[2] = sealed_entries */
   1,   /* field[1] = segments */
   6,   /* field[6] = trained_version */
@@ -1892,7 +1918,7 @@ static const unsigned pharos__stats_result__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__stats_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor pharos__stats_result__descriptor =
 {
@@ -1902,7 +1928,7 @@ const ProtobufCMessageDescriptor pharos__stats_result__descriptor =
   "Pharos__StatsResult",
   "pharos",
   sizeof(Pharos__StatsResult),
-  7,
+  8,
   pharos__stats_result__field_descriptors,
   pharos__stats_result__field_indices_by_name,
   1,  pharos__stats_result__number_ranges,

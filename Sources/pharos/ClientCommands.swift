@@ -152,23 +152,31 @@ struct IngestCommand: ParsableCommand {
         let initial = state
         let bar = ProgressBar("ingest", total: total)
         let clock = Date()
+        let replaced = ReplacedCount()
         try options.withClient { client in
             let batches = (total + size - 1) / size
             var next = first, done = min(total, first * size)
             var saved = initial
             var finishedBatches = Set<Int>()
-            try await withThrowingTaskGroup(of: Int.self) { group in
+            try await withThrowingTaskGroup(of: (batch: Int, replaced: Int).self) { group in
                 func submit(_ b: Int) throws {
                     let rows = b * size ..< min(total, (b + 1) * size)
                     let m = try reader.readRows(rows)
                     let request = UpsertRequest(keys: rows.map { names?[$0] ?? "\(prefix)\($0)" }, vectors: m.values, dimension: m.columns)
                     group.addTask {
-                        _ = try await client.call(.upsert(request), timeout: .seconds(120))
-                        return b
+                        do {
+                            guard case let .upsertResult(_, replaced) = try await client.call(.upsert(request), timeout: .seconds(120)) else {
+                                return (b, 0)
+                            }
+                            return (b, replaced)
+                        } catch let error as WireError {
+                            throw ValidationError(IngestCommand.inFile(error, vectors: vectors, firstRow: rows.lowerBound))
+                        }
                     }
                 }
                 while next < min(first + window, batches) { try submit(next); next += 1 }
-                while let b = try await group.next() {
+                while let (b, replacedInBatch) = try await group.next() {
+                    replaced.value += replacedInBatch
                     done += min(total, (b + 1) * size) - b * size
                     bar.update(done)
                     // The checkpoint advances over the contiguous prefix of acknowledged batches.
@@ -183,7 +191,18 @@ struct IngestCommand: ParsableCommand {
         }
         bar.finish()
         let seconds = Date().timeIntervalSince(clock), sent = total - min(total, first * size)
-        print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s)", sent, seconds, Double(sent) / seconds))
+        print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s); %d replaced a key already stored",
+                     sent, seconds, Double(sent) / seconds, replaced.value))
+    }
+
+    /// A refusal of the cluster, with the request's row numbers translated to rows of the file.
+    static func inFile(_ error: WireError, vectors: String, firstRow: Int) -> String {
+        var text = error.message
+        // "row 6" and "keys[6]" count rows of the request; the batch began at `firstRow`.
+        if let match = text.firstMatch(of: /(?:row |keys\[)(\d+)/), let row = Int(match.1) {
+            text += " (row \(firstRow + row) of \(vectors))"
+        }
+        return "the cluster refused a batch (\(error.code)): \(text)"
     }
 }
 
@@ -301,4 +320,10 @@ func parseExpansion(_ expand: String) throws -> QueryExpansion {
     case "alpha", "alpha-qe", "aqe-alpha": return .alphaQE(n: n, alpha: alpha)
     default: throw ValidationError("--expand \(expand): expected none, aqe[:n=N] or alpha[:alpha=A,n=N]")
     }
+}
+
+/// Rows that replaced a stored key, summed across the ingest's concurrent batches.
+private final class ReplacedCount: @unchecked Sendable {
+    // @unchecked: updated only from the one task that drains the task group.
+    var value = 0
 }

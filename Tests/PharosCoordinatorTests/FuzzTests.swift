@@ -78,6 +78,72 @@ final class RawConnection {
         }
     }
 
+    /// Well-formed envelopes of every message type with fields absent, zero, negative, NaN,
+    /// huge, repeated, NUL-bearing or not UTF-8 (`StructuredFuzzer`), sent to a shard and to the
+    /// coordinator: every one is answered with its own request id, never with an internal,
+    /// storage or unavailable error (which would mean unchecked input got through, or a shard
+    /// died), and afterwards both still serve correct answers.
+    /// The long run is `python3 Scripts/wire-fuzz.py` against a `pharos cluster up`.
+    @Test func structuredMessagesAreAnsweredAndHarmNoServer() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineSQ8") { cluster in
+            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
+            let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
+            try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+            let base = data.vectors(0..<60, stream: 0)
+            let load = UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)
+            _ = try await cluster.client.call(.upsert(load))
+            let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
+            // PHAROS_FUZZ_FRAMES and PHAROS_FUZZ_SEED make this a long run on demand.
+            let environment = ProcessInfo.processInfo.environment
+            let frames = environment["PHAROS_FUZZ_FRAMES"].flatMap(Int.init) ?? 1500
+            let seed = environment["PHAROS_FUZZ_SEED"].flatMap(UInt64.init) ?? 1
+            for (stream, port) in [(UInt64(0), cluster.map.shards[0].port), (1, coordinatorPort)] {
+                var fuzzer = StructuredFuzzer(seed: seed &* 2 &+ stream, dimension: 16)
+                let failures = try Self.send(&fuzzer, frames: frames, port: port)
+                #expect(failures.isEmpty, "port \(port): \(failures.count) failures, first: \(failures.prefix(5))")
+            }
+            // Every server is still up and right (the fuzz may have replaced or deleted base keys).
+            _ = try await cluster.client.call(.upsert(load))
+            for port in cluster.map.shards.map(\.port) + [coordinatorPort] {
+                let c = try RawConnection(port: port)
+                c.send(try FrameEncoder.frame(Envelope(requestID: 77, body: .health)))
+                #expect(c.readFrame()?.requestID == 77, "port \(port) does not answer after the fuzz")
+            }
+            guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(vectors: base.row(3), dimension: 16, k: 1, nprobe: 8))) else {
+                Issue.record("no search result"); return
+            }
+            #expect(result.queries[0].keys == ["k3"])
+        }
+    }
+
+    /// Sends `frames` fuzzed envelopes one at a time; returns what went wrong.
+    static func send(_ fuzzer: inout StructuredFuzzer, frames: Int, port: Int) throws -> [String] {
+        var failures: [String] = []
+        var connection = try RawConnection(port: port)
+        for i in 0..<frames {
+            let id = UInt64(i + 1)
+            let (bytes, body) = fuzzer.envelope(requestID: id)
+            connection.send(Self.frame(bytes))
+            guard let reply = connection.readFrame() else {
+                // Only a Hello of another version is answered by closing the connection, and
+                // the refusal comes first.
+                failures.append("frame \(i) (\(body)): no reply: \(bytes.prefix(48).map { String(format: "%02x", $0) }.joined())")
+                connection = try RawConnection(port: port)
+                continue
+            }
+            if case let .error(error) = reply.body {
+                if [.internalError, .storage, .unavailable].contains(error.code) {
+                    failures.append("frame \(i) (\(body)): \(error)")
+                }
+                if error.code == .unsupported, body == "Hello" { connection = try RawConnection(port: port) }
+                if error.code == .malformed { continue }   // protobuf-c refused the bytes: no request id to echo
+            }
+            if reply.requestID != id { failures.append("frame \(i) (\(body)): reply id \(reply.requestID), sent \(id)") }
+        }
+        return failures
+    }
+
     /// Sends `rounds` bad inputs on fresh connections; returns the rounds whose reply was not
     /// the right Error (with what came back instead).
     static func fuzz(port: Int, rounds: Int) throws -> [String] {

@@ -11,14 +11,14 @@ import Testing
                                                QueryHits(keys: [], scores: [])],
                                      missing: [ShardFailure(shard: "10.0.0.3:7701", reason: "deadline of 250 ms passed")])),
         .upsert(UpsertRequest(keys: ["k1", "ключ-2"], vectors: [0, 1, 2, 3], dimension: 2, metadata: [[1, 2, 3], []])),
-        .upsertResult(written: 2),
+        .upsertResult(written: 2, replaced: 1),
         .delete(keys: ["k1"]),
         .deleteResult(deleted: 1),
         .fetch(keys: ["k1", "missing"]),
         .fetchResult([FetchedEntry(key: "k1", found: true, vector: [0.5, 0.25], metadata: [9]), FetchedEntry(key: "missing", found: false)]),
         .stats,
         .statsResult(ShardStatistics(liveEntries: 1_000_000, segments: 4, sealedEntries: 999_000, memoryEntries: 1000,
-                                     factory: "IVF1024,PQ32x4fs,RefineSQ8", dimension: 128, trainedVersion: 0xdead_beef)),
+                                     factory: "IVF1024,PQ32x4fs,RefineSQ8", dimension: 128, trainedVersion: 0xdead_beef, metric: "ip")),
         .health,
         .healthResult(ready: false, status: "waiting for a trained state"),
         .trainedState(indexFile: Array("PHAROSIX".utf8) + [0, 1, 2, 255]),
@@ -86,5 +86,27 @@ import Testing
         }
         #expect(decoded + refused == 3000)
         #expect(refused > 100)
+    }
+
+    /// protobuf-c hands strings over NUL-terminated: `row-5\0evil` would arrive as `row-5` and
+    /// overwrite it. Such a string (and invalid UTF-8, which would be repaired into U+FFFD so
+    /// two keys became one) is refused with the request id, at any depth.
+    @Test(arguments: [
+        // Envelope { request_id: 9, upsert (field 5) { keys: "row-5\0evil" } }
+        ([0x08, 0x09, 0x2a, 0x0c, 0x0a, 0x0a] + Array("row-5".utf8) + [0] + Array("evil".utf8), "Upsert.keys[0] contains a NUL byte"),
+        // Envelope { request_id: 9, fetch (field 9) { keys: "ok", keys: "a\0b" } }
+        ([0x08, 0x09, 0x4a, 0x09, 0x0a, 0x02] + Array("ok".utf8) + [0x0a, 0x03, 0x61, 0x00, 0x62], "Fetch.keys[1] contains a NUL byte"),
+        // Envelope { request_id: 9, delete (field 7) { keys: "a\xffb" } }
+        ([0x08, 0x09, 0x3a, 0x05, 0x0a, 0x03, 0x61, 0xff, 0x62], "Delete.keys[0] is not valid UTF-8"),
+    ] as [([UInt8], String)])
+    func keysWithNulBytesOrBadUTF8AreRefusedNotCut(bytes: [UInt8], problem: String) throws {
+        do {
+            let envelope = try WireCodec.decode(bytes)
+            Issue.record("decoded \(envelope)")
+        } catch let error as WireError {
+            #expect(error.code == .invalidArgument)
+            #expect(error.requestID == 9)
+            #expect(error.message.contains(problem), "\(error.message)")
+        }
     }
 }

@@ -245,10 +245,14 @@ struct  Pharos__UpsertResult
 {
   ProtobufCMessage base;
   uint32_t written;
+  /*
+   * of the written rows, those whose key already held an entry
+   */
+  uint32_t replaced;
 };
 #define PHAROS__UPSERT_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__upsert_result__descriptor) \
-    , 0 }
+    , 0, 0 }
 
 
 struct  Pharos__Delete
@@ -330,10 +334,14 @@ struct  Pharos__StatsResult
   char *factory;
   uint32_t dimension;
   uint64_t trained_version;
+  /*
+   * "l2" (scores are squared distances: lower is better) or "ip" (higher is better)
+   */
+  char *metric;
 };
 #define PHAROS__STATS_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__stats_result__descriptor) \
-    , 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Pharos__Health

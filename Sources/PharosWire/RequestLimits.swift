@@ -1,0 +1,153 @@
+/// The protocol's limits on one request, checked by `WireServer` before any service sees the
+/// request, so shards and the coordinator enforce the same rules and no request that breaks
+/// them reaches storage or the index. Every refusal is `invalidArgument` naming the field,
+/// the row where there is one, the value found and what is allowed.
+///
+/// What depends on the collection (the dimension a node takes) is checked by the services.
+public struct RequestLimits: Sendable, Equatable {
+    /// Queries (vector rows plus query keys) in one `Search`.
+    public var maximumQueries = 10_000
+    /// Results per query.
+    public var maximumK = 4096
+    /// Inverted lists probed per query.
+    public var maximumNprobe = 65536
+    /// Refine factor.
+    public var maximumRefineFactor = 256
+    /// `k x refine_factor`: candidates re-ranked per query.
+    public var maximumShortlist = 16384
+    /// Rows of one `Upsert`, keys of one `Delete` or `Fetch`.
+    public var maximumKeys = 100_000
+    /// Bytes of one key (UTF-8, no NUL: the decoder refuses those).
+    public var maximumKeyBytes = 1024
+    /// Bytes of one entry's metadata.
+    public var maximumMetadataBytes = 65536
+    /// Floats per vector.
+    public var maximumDimension = 65536
+    /// A request's deadline.
+    public var maximumDeadlineMilliseconds = 600_000
+
+    /// The protocol's limits (as documented in `Protocols/README.md`).
+    public init() {}
+
+    /// Throws `invalidArgument` when `message` breaks a limit or is inconsistent in itself.
+    public func validate(_ message: WireMessage) throws {
+        switch message {
+        case let .hello(hello):
+            guard hello.protocolVersion == Hello.currentVersion else {
+                throw WireError(.unsupported, "Hello.protocol_version \(hello.protocolVersion) is not supported: this node speaks version \(Hello.currentVersion)")
+            }
+        case let .search(search): try validate(search)
+        case let .upsert(upsert): try validate(upsert)
+        case let .delete(keys): try validate(keys: keys, field: "Delete.keys")
+        case let .fetch(keys): try validate(keys: keys, field: "Fetch.keys")
+        case let .trainedState(indexFile, _):
+            guard !indexFile.isEmpty else { throw invalid("TrainedState.index_file is empty: push the trained, empty index (a PHAROSIX file)") }
+        default:
+            break
+        }
+    }
+
+    private func invalid(_ text: String) -> WireError { WireError(.invalidArgument, text) }
+
+    private func validate(_ s: SearchRequest) throws {
+        let rows = try vectorRows(s.vectors, dimension: s.dimension, field: "Search.vectors")
+        let queries = rows + s.queryKeys.count
+        guard queries >= 1 else {
+            throw invalid("Search has no query: give vectors (with dimension) or query_keys")
+        }
+        guard queries <= maximumQueries else {
+            throw invalid("Search has \(queries) queries, at most \(maximumQueries)")
+        }
+        try validate(keys: s.queryKeys, field: "Search.query_keys")
+        guard (1...maximumK).contains(s.k) else { throw invalid("Search.k is \(s.k), allowed 1...\(maximumK)") }
+        guard s.nprobe <= maximumNprobe else {
+            throw invalid("Search.nprobe is \(s.nprobe), allowed 1...\(maximumNprobe) (0 = the default, \(SearchRequest.defaultNprobe))")
+        }
+        guard s.refineFactor <= maximumRefineFactor else {
+            throw invalid("Search.refine_factor is \(s.refineFactor), allowed 1...\(maximumRefineFactor) (0 = the default, \(SearchRequest.defaultRefineFactor))")
+        }
+        guard s.k * s.effectiveRefineFactor <= maximumShortlist else {
+            throw invalid("Search.k x refine_factor is \(s.k) x \(s.effectiveRefineFactor) = \(s.k * s.effectiveRefineFactor), at most \(maximumShortlist)")
+        }
+        guard s.deadlineMilliseconds <= maximumDeadlineMilliseconds else {
+            throw invalid("Search.deadline_ms is \(s.deadlineMilliseconds), at most \(maximumDeadlineMilliseconds) (0 = the server's default)")
+        }
+        switch s.expansion {
+        case .none: break
+        case let .averageQE(n), let .alphaQE(n, _):
+            guard (1...maximumK).contains(n) else { throw invalid("Search.expansion.top_n is \(n), allowed 1...\(maximumK)") }
+            if case let .alphaQE(_, alpha) = s.expansion, !(alpha.isFinite && alpha >= 0 && alpha <= 100) {
+                throw invalid("Search.expansion.alpha is \(alpha), allowed 0...100")
+            }
+        }
+    }
+
+    private func validate(_ u: UpsertRequest) throws {
+        let rows = u.keys.count
+        guard rows <= maximumKeys else { throw invalid("Upsert has \(rows) rows, at most \(maximumKeys)") }
+        guard rows > 0 || u.vectors.isEmpty else { throw invalid("Upsert has \(u.vectors.count) floats but no keys") }
+        try validate(keys: u.keys, field: "Upsert.keys")
+        if rows > 0 {
+            guard (1...maximumDimension).contains(u.dimension) else {
+                throw invalid("Upsert.dimension is \(u.dimension), allowed 1...\(maximumDimension)")
+            }
+            guard u.vectors.count == rows * u.dimension else {
+                throw invalid("Upsert.vectors has \(u.vectors.count) floats, expected \(rows) keys x \(u.dimension) = \(rows * u.dimension)")
+            }
+        }
+        try checkFinite(u.vectors, dimension: u.dimension, field: "Upsert.vectors")
+        guard u.metadata.isEmpty || u.metadata.count == rows else {
+            throw invalid("Upsert.metadata has \(u.metadata.count) values for \(rows) keys: give none or one per key")
+        }
+        if let row = u.metadata.firstIndex(where: { $0.count > maximumMetadataBytes }) {
+            throw invalid("Upsert.metadata[\(row)] is \(u.metadata[row].count) bytes, at most \(maximumMetadataBytes)")
+        }
+        var firstRow: [String: Int] = [:]
+        firstRow.reserveCapacity(rows)
+        for (row, key) in u.keys.enumerated() {
+            if let earlier = firstRow.updateValue(row, forKey: key) {
+                throw invalid("Upsert.keys[\(row)] repeats key \(key.debugDescription) of row \(earlier): a key may appear once per batch")
+            }
+        }
+    }
+
+    private func validate(keys: [String], field: String) throws {
+        guard keys.count <= maximumKeys else { throw invalid("\(field) has \(keys.count) keys, at most \(maximumKeys)") }
+        for (i, key) in keys.enumerated() {
+            let bytes = key.utf8.count
+            guard bytes >= 1 else { throw invalid("\(field)[\(i)] is empty") }
+            guard bytes <= maximumKeyBytes else { throw invalid("\(field)[\(i)] is \(bytes) bytes, at most \(maximumKeyBytes)") }
+        }
+    }
+
+    /// Rows of a row-major vector field.
+    private func vectorRows(_ vectors: [Float], dimension: Int, field: String) throws -> Int {
+        if vectors.isEmpty { return 0 }
+        guard (1...maximumDimension).contains(dimension) else {
+            throw invalid("\(field) has \(vectors.count) floats but dimension is \(dimension), allowed 1...\(maximumDimension)")
+        }
+        guard vectors.count % dimension == 0 else {
+            throw invalid("\(field) has \(vectors.count) floats, not a whole number of \(dimension)-D rows")
+        }
+        try checkFinite(vectors, dimension: dimension, field: field)
+        return vectors.count / dimension
+    }
+
+    private func checkFinite(_ vectors: [Float], dimension: Int, field: String) throws {
+        guard let bad = vectors.firstIndex(where: { !$0.isFinite }) else { return }
+        let d = Swift.max(1, dimension)
+        throw invalid("\(field) row \(bad / d) component \(bad % d) is \(vectors[bad]): values must be finite")
+    }
+}
+
+extension SearchRequest {
+    /// The nprobe used when a request leaves it 0 (the CLI's default too).
+    public static let defaultNprobe = 16
+    /// The refine factor used when a request leaves it 0.
+    public static let defaultRefineFactor = 4
+
+    /// `nprobe`, with 0 meaning `defaultNprobe`.
+    public var effectiveNprobe: Int { nprobe == 0 ? SearchRequest.defaultNprobe : nprobe }
+    /// `refineFactor`, with 0 meaning `defaultRefineFactor`.
+    public var effectiveRefineFactor: Int { refineFactor == 0 ? SearchRequest.defaultRefineFactor : refineFactor }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import PharosIndex
+import PharosVectors
+import PharosWire
+import Testing
+
+/// What a single hostile or careless request can do at the boundary: a clear error naming the
+/// problem, nothing stored, every server still up. Each test is named after what it proves.
+@Suite(.serialized) struct BoundaryTests {
+    static let data = SyntheticDataset(dimension: TestCluster.dimension, clusters: 20, normalized: false, seed: 8)
+
+    /// A trained cluster holding `k0..k99`.
+    static func loaded(_ body: (TestCluster) async throws -> Void) async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineFlat") { cluster in
+            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineFlat", dimension: 16, metric: .l2)
+            try index.train(data.vectors(0..<2000, stream: 1), threads: 1)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<100).map { "k\($0)" }, vectors: data.vectors(0..<100, stream: 0).values, dimension: 16)))
+            try await body(cluster)
+        }
+    }
+
+    static func code(of request: WireMessage, port: Int) throws -> (WireError.Code?, String) {
+        let c = try RawConnection(port: port)
+        c.send(try FrameEncoder.frame(Envelope(requestID: 41, body: request)))
+        guard let reply = c.readFrame() else { return (nil, "no reply") }
+        guard case let .error(e) = reply.body else { return (nil, reply.body.name) }
+        #expect(reply.requestID == 41)
+        return (e.code, e.message)
+    }
+
+    static func live(_ cluster: TestCluster) async throws -> UInt64 {
+        guard case let .statsResult(s) = try await cluster.client.call(.stats) else { return 0 }
+        return s.liveEntries
+    }
+
+    /// The 10-byte frame that used to abort a shard (and, fanned out, every shard):
+    /// `Envelope{request_id: 1, search{k: 5}}`, and its cousins.
+    @Test func searchesWithoutQueriesAreRefusedAndKillNoShard() async throws {
+        try await Self.loaded { cluster in
+            let ports = [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)]
+            let raw: [UInt8] = [0x00, 0x00, 0x00, 0x06, 0x08, 0x01, 0x1a, 0x02, 0x20, 0x05]
+            for port in ports {
+                let c = try RawConnection(port: port)
+                c.send(raw)
+                guard case let .error(e)? = c.readFrame()?.body else { Issue.record("port \(port): no error"); continue }
+                #expect(e.code == .invalidArgument && e.message.contains("no query"), "\(e)")
+                for request in [SearchRequest(dimension: 16, k: 5, nprobe: 1),
+                                SearchRequest(k: 5, nprobe: 1, expansion: .alphaQE(n: 5, alpha: 3)),
+                                SearchRequest(vectors: [1, 2, 3], dimension: 0, k: 5, nprobe: 1),
+                                SearchRequest(vectors: [Float](repeating: .nan, count: 16), dimension: 16, k: 5, nprobe: 1),
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 0, nprobe: 1),
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 4096, nprobe: 1, refineFactor: 256),
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 1, expansion: .averageQE(n: 0))] {
+                    let (code, message) = try Self.code(of: .search(request), port: port)
+                    #expect(code == .invalidArgument, "port \(port): \(request): \(message)")
+                }
+            }
+            guard case let .searchResult(r) = try await cluster.client.call(.search(SearchRequest(vectors: Self.data.vectors(3..<4, stream: 0).values, dimension: 16, k: 1, nprobe: 8))) else {
+                Issue.record("no search result"); return
+            }
+            #expect(r.queries[0].keys == ["k3"] && !r.partial)
+        }
+    }
+
+    /// Zero nprobe and refine factor mean the documented defaults (16 and 4), not 1.
+    @Test func zeroNprobeAndRefineMeanTheDocumentedDefaults() async throws {
+        try await Self.loaded { cluster in
+            let queries = Self.data.vectors(0..<20, stream: 4).values
+            func search(_ nprobe: Int, _ refine: Int) async throws -> SearchResponse? {
+                guard case let .searchResult(r) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: queries, dimension: 16, k: 10, nprobe: nprobe, refineFactor: refine))) else { return nil }
+                return r
+            }
+            let defaults = try await search(0, 0)
+            #expect(defaults == (try await search(SearchRequest.defaultNprobe, SearchRequest.defaultRefineFactor)))
+            #expect(defaults != (try await search(1, 1)))
+        }
+    }
+
+    /// Stats says which way scores sort.
+    @Test func statsCarryTheMetric() async throws {
+        try await Self.loaded { cluster in
+            guard case let .statsResult(s) = try await cluster.client.call(.stats) else { Issue.record("no stats"); return }
+            #expect(s.metric == "l2")
+            let c = try RawConnection(port: cluster.map.shards[1].port)
+            c.send(try FrameEncoder.frame(Envelope(requestID: 3, body: .stats)))
+            guard case let .statsResult(shard)? = c.readFrame()?.body else { Issue.record("no shard stats"); return }
+            #expect(shard.metric == "l2")
+        }
+    }
+
+    /// A bad batch through the coordinator lands nowhere, not on the shards that did not own
+    /// the bad row, and the error names the row of the request.
+    @Test(arguments: [(17, Float.nan, "row 17 component 2"), (17, .infinity, "row 17 component 2")])
+    func aBadRowFailsTheWholeBatchOnEveryShard(row: Int, value: Float, named: String) async throws {
+        try await Self.loaded { cluster in
+            var vectors = Self.data.vectors(1000..<1300, stream: 0).values
+            vectors[row * 16 + 2] = value
+            let keys = (1000..<1300).map { "new-\($0)" }
+            let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: vectors, dimension: 16)),
+                                                port: try #require(cluster.coordinatorServer.boundPort))
+            #expect(code == .invalidArgument)
+            #expect(message.contains(named), "\(message)")
+            #expect(try await Self.live(cluster) == 100)
+        }
+    }
+
+    @Test func badKeysFailTheWholeBatchNamingTheRow() async throws {
+        try await Self.loaded { cluster in
+            let port = try #require(cluster.coordinatorServer.boundPort)
+            for (badKey, named) in [("", "Upsert.keys[6] is empty"), (String(repeating: "x", count: 2000), "Upsert.keys[6] is 2000 bytes")] {
+                var keys = (0..<50).map { "fresh-\($0)" }
+                keys[6] = badKey
+                let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)), port: port)
+                #expect(code == .invalidArgument && message.contains(named), "\(message)")
+            }
+            #expect(try await Self.live(cluster) == 100)
+        }
+    }
+
+    /// A key twice in one batch is an error naming both rows; across batches it replaces,
+    /// and the reply says how many rows replaced a stored key.
+    @Test func duplicateKeysInABatchAreRefusedAndReplacementsCounted() async throws {
+        try await Self.loaded { cluster in
+            let keys = (0..<50).map { "k\($0 % 40)" }
+            let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)),
+                                                port: try #require(cluster.coordinatorServer.boundPort))
+            #expect(code == .invalidArgument && message.contains("keys[40]") && message.contains("row 0"), "\(message)")
+            let reply = try await cluster.client.call(.upsert(UpsertRequest(keys: (90..<120).map { "k\($0)" },
+                                                                            vectors: Self.data.vectors(500..<530, stream: 0).values, dimension: 16)))
+            #expect(reply == .upsertResult(written: 30, replaced: 10))
+            #expect(try await Self.live(cluster) == 120)
+        }
+    }
+
+    /// A Hello of another version is answered UNSUPPORTED and the connection closed, as
+    /// Protocols/README.md says.
+    @Test func aHelloOfAnotherVersionIsRefusedAndClosed() async throws {
+        try await Self.loaded { cluster in
+            for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
+                let c = try RawConnection(port: port)
+                c.send(try FrameEncoder.frame(Envelope(requestID: 5, body: .hello(Hello(protocolVersion: 2, role: .client, nodeName: "future")))))
+                guard case let .error(e)? = c.readFrame()?.body else { Issue.record("no refusal"); continue }
+                #expect(e.code == .unsupported && e.requestID == 5)
+                #expect(c.readFrame() == nil)   // closed
+                let ok = try RawConnection(port: port)
+                ok.send(try FrameEncoder.frame(Envelope(requestID: 6, body: .hello(Hello(role: .client, nodeName: "now")))))
+                guard case let .hello(h)? = ok.readFrame()?.body else { Issue.record("no hello"); continue }
+                #expect(h.protocolVersion == Hello.currentVersion)
+            }
+        }
+    }
+
+    /// A damaged trained state is the client's mistake (INVALID_ARGUMENT), not storage trouble.
+    @Test func aBadTrainedStateIsAnInvalidArgument() async throws {
+        try await Self.loaded { cluster in
+            for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
+                let (code, message) = try Self.code(of: .trainedState(indexFile: Array("PHAROSIX".utf8) + [1, 2, 3]), port: port)
+                #expect(code == .invalidArgument, "\(message)")
+            }
+            #expect(try await Self.live(cluster) == 100)
+        }
+    }
+}
