@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import PharosIndex
 import PharosStorage
 import PharosVectors
@@ -52,7 +53,10 @@ public final class ShardService: WireService, @unchecked Sendable {
     public var currentShard: Shard? { lock.withLock { shard } }
 
     /// Stops background work and releases the directory.
-    public func close() { currentShard?.close() }
+    public func close() {
+        currentShard?.close()
+        workers.shutdownGracefully { _ in }
+    }
 
     public var serviceName: String { "shard \(configuration.nodeName) (\(configuration.dataDirectory))" }
 
@@ -63,21 +67,34 @@ public final class ShardService: WireService, @unchecked Sendable {
         if Self.isSmallRead(message) {
             reply(handle(message))
         } else {
-            workers.async { reply(self.handle(message)) }
+            workers.submit { state in
+                reply(state == .active ? self.handle(message)
+                      : .error(WireError(.unavailable, "\(self.serviceName) is shutting down")))
+            }
         }
     }
 
-    /// Requests cheap enough to serve on an event loop.
+    /// Requests cheap enough to serve on an event loop: a few queries by vector, a short
+    /// shortlist, few lists. Anything costlier goes to the workers, so that one connection's
+    /// pipelined large searches cannot stall every other connection of the loop.
     static func isSmallRead(_ message: WireMessage) -> Bool {
         switch message {
         case let .search(s):
             let queries = s.vectors.count / Swift.max(1, s.dimension) + s.queryKeys.count
-            return queries <= 4 && !s.withVectors
+            return queries <= 4 && !s.withVectors && s.queryKeys.isEmpty
+                && s.k * s.effectiveRefineFactor <= 1024 && s.effectiveNprobe <= 64
         case .stats, .health, .hello: return true
         default: return false
         }
     }
-    private let workers = DispatchQueue(label: "pharos.shard.requests", attributes: .concurrent)
+    /// Dedicated threads for blocking storage work. Not the shared dispatch pool: on Linux that
+    /// pool also runs Swift concurrency, and a few long searches blocking it would stall every
+    /// task of the process.
+    private let workers: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: Swift.max(2, ProcessInfo.processInfo.activeProcessorCount))
+        pool.start()
+        return pool
+    }()
 
     /// The reply to `message`.
     public func handle(_ message: WireMessage) -> WireMessage {

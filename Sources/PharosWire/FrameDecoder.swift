@@ -9,30 +9,69 @@ public enum DecodedFrame: Sendable, Equatable {
     case malformed(WireError)
 }
 
+/// Where a server counts the bytes of frames still arriving, so that connections holding
+/// partial frames share the same memory budget as requests being served.
+public protocol FrameBudget: AnyObject, Sendable {
+    /// Reserves `bytes` for a frame being received; false when the budget cannot take them.
+    func reserveFrame(bytes: Int) -> Bool
+    /// Returns a reservation.
+    func releaseFrame(bytes: Int)
+}
+
 /// Splits a byte stream into frames (`u32` big-endian length, then that many bytes of
 /// envelope) and decodes them. A length above the limit throws `malformed` as soon as the
-/// four length bytes arrive, before anything is allocated for the payload.
+/// four length bytes arrive, before anything is allocated for the payload. With a `budget`,
+/// a frame that has not fully arrived holds a reservation of its length there; one the budget
+/// cannot take throws `overloaded` (the connection is then closed).
 public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = DecodedFrame
 
     private let limits: WireLimits
+    private let budget: (any FrameBudget)?
+    /// Bytes reserved in `budget` for the frame now arriving.
+    private var reserved = 0
 
-    /// A decoder enforcing `limits`.
-    public init(limits: WireLimits = WireLimits()) { self.limits = limits }
+    /// A decoder enforcing `limits`, counting partial frames in `budget`.
+    public init(limits: WireLimits = WireLimits(), budget: (any FrameBudget)? = nil) {
+        self.limits = limits
+        self.budget = budget
+    }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try FrameDecoder.nextFrame(&buffer, limits: limits) else { return .needMoreData }
+        guard let frame = try next(&buffer) else { return .needMoreData }
         context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }
 
     public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        while let frame = try FrameDecoder.nextFrame(&buffer, limits: limits) {
+        while let frame = try next(&buffer) {
             context.fireChannelRead(wrapInboundOut(frame))
         }
         // A partial frame at the end of the stream (a dropped connection) is discarded.
         buffer.clear()
+        release()
         return .needMoreData
+    }
+
+    public mutating func decoderRemoved(context: ChannelHandlerContext) { release() }
+
+    private mutating func release() {
+        if reserved > 0 { budget?.releaseFrame(bytes: reserved) }
+        reserved = 0
+    }
+
+    private mutating func next(_ buffer: inout ByteBuffer) throws -> DecodedFrame? {
+        let frame = try FrameDecoder.nextFrame(&buffer, limits: limits)
+        if frame != nil {
+            release()
+        } else if let budget, reserved == 0,
+                  let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self), length > 0 {
+            guard budget.reserveFrame(bytes: Int(length)) else {
+                throw WireError(.overloaded, "a frame of \(length) bytes does not fit the server's bytes-in-flight budget now: retry later")
+            }
+            reserved = Int(length)
+        }
+        return frame
     }
 
     /// Takes one whole frame off the front of `buffer`, or nil if it is not all there yet.

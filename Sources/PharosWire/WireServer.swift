@@ -19,7 +19,7 @@ public protocol WireService: AnyObject, Sendable {
 /// Admission is bounded by requests and bytes in flight (beyond them a request is answered
 /// `overloaded` at once); replies go out in completion order, matched by request id; `stop`
 /// refuses new work, lets running requests finish, then closes connections.
-public final class WireServer: @unchecked Sendable {
+public final class WireServer: FrameBudget, @unchecked Sendable {
     // @unchecked: mutable state (`channel`, `children`, counters) is guarded by `state`.
 
     /// Admission limits.
@@ -32,14 +32,20 @@ public final class WireServer: @unchecked Sendable {
         public var wire: WireLimits
         /// What one request may ask for (checked before the service sees it).
         public var requests: RequestLimits
+        /// Requests of one connection being served or with replies not yet handed to the
+        /// socket; beyond it the connection is not read (back-pressure, and fairness: one
+        /// connection cannot take every slot).
+        public var maximumRequestsPerConnection: Int
 
-        /// Default limits: 64 requests, 512 MiB, 64 MiB frames, the protocol's request limits.
+        /// Default limits: 64 requests, 512 MiB, 64 MiB frames, the protocol's request limits,
+        /// 32 requests per connection.
         public init(maximumRequestsInFlight: Int = 64, maximumBytesInFlight: Int = 512 << 20, wire: WireLimits = WireLimits(),
-                    requests: RequestLimits = RequestLimits()) {
+                    requests: RequestLimits = RequestLimits(), maximumRequestsPerConnection: Int = 32) {
             self.maximumRequestsInFlight = maximumRequestsInFlight
             self.maximumBytesInFlight = maximumBytesInFlight
             self.wire = wire
             self.requests = requests
+            self.maximumRequestsPerConnection = maximumRequestsPerConnection
         }
     }
 
@@ -54,6 +60,10 @@ public final class WireServer: @unchecked Sendable {
     private var requestsInFlight = 0
     private var bytesInFlight = 0
     private var draining = false
+    private var admitted = 0
+
+    /// Requests admitted since the server started.
+    public var requestsAdmitted: Int { state.withLock { admitted } }
 
     /// The port the server listens on, once started.
     public private(set) var boundPort: Int? {
@@ -78,7 +88,7 @@ public final class WireServer: @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits.wire)))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits.wire, budget: self)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(RequestHandler(server: self))
                 }
@@ -127,6 +137,7 @@ public final class WireServer: @unchecked Sendable {
             }
             requestsInFlight += 1
             bytesInFlight += bytes
+            admitted += 1
             return nil
         }
     }
@@ -138,18 +149,52 @@ public final class WireServer: @unchecked Sendable {
             bytesInFlight -= bytes
         }
     }
+
+    /// Bytes in flight now: requests being served, partial frames, unwritten replies.
+    public var bytesInFlightNow: Int { state.withLock { bytesInFlight } }
+
+    public func reserveFrame(bytes: Int) -> Bool {
+        state.withLock {
+            guard bytesInFlight + bytes <= limits.maximumBytesInFlight else { return false }
+            bytesInFlight += bytes
+            return true
+        }
+    }
+
+    public func releaseFrame(bytes: Int) { state.withLock { bytesInFlight -= bytes } }
+
+    /// Counts a reply's bytes while it waits to be written (never refused: the request was
+    /// already admitted; the per-connection bound keeps it finite).
+    func holdReply(bytes: Int) { state.withLock { bytesInFlight += bytes } }
 }
 
 /// One connection: decoded frames in, replies out (possibly out of order).
-final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
-    // @unchecked: NIO calls the handler on its event loop only; worker threads reach the
-    // channel through `eventLoop.execute`.
+///
+/// Back-pressure: at most `maximumRequestsPerConnection` requests of a connection are served or
+/// hold unwritten replies at once, and while that many are, or while the socket does not take
+/// what is written (a client that does not read its replies), the connection is not read. A
+/// client that never reads therefore holds a bounded number of replies, counted in the
+/// server's bytes in flight, and its further requests wait in its own socket buffers.
+final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
+    // @unchecked: NIO calls the handler on its event loop only; replies from worker threads
+    // come back through `eventLoop.execute`.
     typealias InboundIn = DecodedFrame
+    typealias OutboundIn = Envelope
     typealias OutboundOut = Envelope
 
     private let server: WireServer
+    private var context: ChannelHandlerContext?
+    /// Envelopes read but not yet dispatched (at most what one read decoded).
+    private var waiting = CircularBuffer<Envelope>()
+    /// Requests dispatched whose reply has not yet been handed to the socket.
+    private var active = 0
+    /// A read was asked for while the connection was held back.
+    private var readPending = false
 
     init(server: WireServer) { self.server = server }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelActive(context: ChannelHandlerContext) {
         server.opened(context.channel)
@@ -158,7 +203,33 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         server.closed(context.channel)
+        waiting.removeAll()
         context.fireChannelInactive()
+    }
+
+    private var heldBack: Bool {
+        !waiting.isEmpty || active >= server.limits.maximumRequestsPerConnection || !(context?.channel.isWritable ?? true)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if heldBack { readPending = true } else { context.read() }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resume()
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Dispatches what waits while there is room, then reads again if a read was held.
+    private func resume() {
+        guard let context else { return }
+        while active < server.limits.maximumRequestsPerConnection, context.channel.isWritable, let next = waiting.popFirst() {
+            dispatch(next, context: context)
+        }
+        if readPending && !heldBack {
+            readPending = false
+            context.read()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -167,42 +238,67 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             server.logger.debug("malformed frame", metadata: ["error": "\(error)"])
             context.writeAndFlush(wrapOutboundOut(Envelope(requestID: error.requestID, body: .error(error))), promise: nil)
         case let .envelope(envelope):
-            do {
-                try server.limits.requests.validate(envelope.body)
-            } catch {
-                var refusal = error as? WireError ?? WireError(.invalidArgument, "\(error)")
-                refusal.requestID = envelope.requestID
-                let written = context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(refusal))))
-                if case .hello = envelope.body {
-                    // A peer that speaks another version cannot be understood: say so, then close.
-                    let channel = context.channel
-                    written.whenComplete { _ in channel.close(promise: nil) }
-                }
-                return
+            waiting.append(envelope)
+            resume()
+        }
+    }
+
+    private func dispatch(_ envelope: Envelope, context: ChannelHandlerContext) {
+        do {
+            try server.limits.requests.validate(envelope.body)
+        } catch {
+            var refusal = error as? WireError ?? WireError(.invalidArgument, "\(error)")
+            refusal.requestID = envelope.requestID
+            let written = context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(refusal))))
+            if case .hello = envelope.body {
+                // A peer that speaks another version cannot be understood: say so, then close.
+                let channel = context.channel
+                written.whenComplete { _ in channel.close(promise: nil) }
             }
-            let bytes = RequestHandler.payloadBytes(envelope.body)
-            if let refusal = server.admit(bytes: bytes) {
-                var error = refusal
+            return
+        }
+        let bytes = RequestHandler.payloadBytes(envelope.body)
+        if let refusal = server.admit(bytes: bytes) {
+            var error = refusal
+            error.requestID = envelope.requestID
+            context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(error))), promise: nil)
+            return
+        }
+        active += 1
+        let server = self.server
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        server.service.respond(to: envelope.body) { reply in
+            var reply = reply
+            if case var .error(error) = reply {
                 error.requestID = envelope.requestID
-                context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(error))), promise: nil)
-                return
+                reply = .error(error)
             }
-            let channel = context.channel
-            let server = self.server
-            server.service.respond(to: envelope.body) { reply in
-                var reply = reply
-                if case var .error(error) = reply {
-                    error.requestID = envelope.requestID
-                    reply = .error(error)
-                }
-                server.finished(bytes: bytes)
-                channel.writeAndFlush(Envelope(requestID: envelope.requestID, body: reply), promise: nil)
-            }
+            server.finished(bytes: bytes)
+            let replyBytes = RequestHandler.payloadBytes(reply)
+            server.holdReply(bytes: replyBytes)
+            loop.execute { handler.value.send(Envelope(requestID: envelope.requestID, body: reply), heldBytes: replyBytes) }
+        }
+    }
+
+    /// Writes a reply; its slot and bytes are freed once the socket took it (or failed).
+    private func send(_ envelope: Envelope, heldBytes: Int) {
+        guard let context else {
+            server.releaseFrame(bytes: heldBytes)
+            return
+        }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let server = self.server
+        context.writeAndFlush(wrapOutboundOut(envelope)).whenComplete { _ in
+            server.releaseFrame(bytes: heldBytes)
+            handler.value.active -= 1
+            handler.value.resume()
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Framing errors (an oversized length) leave the stream unreadable: say why, close.
+        // Framing errors (an oversized length, a frame the budget cannot hold) leave the
+        // stream unreadable: say why, close.
         let wire = error as? WireError ?? WireError(.malformed, "\(error)")
         server.logger.info("closing a connection", metadata: ["reason": "\(wire)"])
         let channel = context.channel
@@ -215,6 +311,9 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     static func payloadBytes(_ message: WireMessage) -> Int {
         switch message {
         case let .search(s): return s.vectors.count * 4 + s.queryKeys.reduce(0) { $0 + $1.utf8.count }
+        case let .searchResult(r):
+            return r.queries.reduce(0) { sum, q in sum + q.keys.reduce(0) { $0 + $1.utf8.count + 8 } + (q.scores.count + q.vectors.count) * 4 }
+        case let .fetchResult(entries): return entries.reduce(0) { $0 + $1.key.utf8.count + $1.vector.count * 4 + $1.metadata.count }
         case let .upsert(u): return u.vectors.count * 4 + u.keys.reduce(0) { $0 + $1.utf8.count } + u.metadata.reduce(0) { $0 + $1.count }
         case let .delete(keys), let .fetch(keys): return keys.reduce(0) { $0 + $1.utf8.count }
         case let .trainedState(file, whitening): return file.count + whitening.count

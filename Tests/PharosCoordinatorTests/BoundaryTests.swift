@@ -1,5 +1,6 @@
 import Foundation
 import PharosIndex
+import PharosTestSupport
 import PharosVectors
 import PharosWire
 import Testing
@@ -20,10 +21,10 @@ import Testing
         }
     }
 
-    static func code(of request: WireMessage, port: Int) throws -> (WireError.Code?, String) {
+    static func code(of request: WireMessage, port: Int) async throws -> (WireError.Code?, String) {
         let c = try RawConnection(port: port)
         c.send(try FrameEncoder.frame(Envelope(requestID: 41, body: request)))
-        guard let reply = c.readFrame() else { return (nil, "no reply") }
+        guard let reply = await c.nextFrame() else { return (nil, "no reply") }
         guard case let .error(e) = reply.body else { return (nil, reply.body.name) }
         #expect(reply.requestID == 41)
         return (e.code, e.message)
@@ -43,7 +44,7 @@ import Testing
             for port in ports {
                 let c = try RawConnection(port: port)
                 c.send(raw)
-                guard case let .error(e)? = c.readFrame()?.body else { Issue.record("port \(port): no error"); continue }
+                guard case let .error(e)? = await c.nextFrame()?.body else { Issue.record("port \(port): no error"); continue }
                 #expect(e.code == .invalidArgument && e.message.contains("no query"), "\(e)")
                 for request in [SearchRequest(dimension: 16, k: 5, nprobe: 1),
                                 SearchRequest(k: 5, nprobe: 1, expansion: .alphaQE(n: 5, alpha: 3)),
@@ -52,7 +53,7 @@ import Testing
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 0, nprobe: 1),
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 4096, nprobe: 1, refineFactor: 256),
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 1, expansion: .averageQE(n: 0))] {
-                    let (code, message) = try Self.code(of: .search(request), port: port)
+                    let (code, message) = try await Self.code(of: .search(request), port: port)
                     #expect(code == .invalidArgument, "port \(port): \(request): \(message)")
                 }
             }
@@ -85,7 +86,7 @@ import Testing
             #expect(s.metric == "l2")
             let c = try RawConnection(port: cluster.map.shards[1].port)
             c.send(try FrameEncoder.frame(Envelope(requestID: 3, body: .stats)))
-            guard case let .statsResult(shard)? = c.readFrame()?.body else { Issue.record("no shard stats"); return }
+            guard case let .statsResult(shard)? = await c.nextFrame()?.body else { Issue.record("no shard stats"); return }
             #expect(shard.metric == "l2")
         }
     }
@@ -98,7 +99,7 @@ import Testing
             var vectors = Self.data.vectors(1000..<1300, stream: 0).values
             vectors[row * 16 + 2] = value
             let keys = (1000..<1300).map { "new-\($0)" }
-            let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: vectors, dimension: 16)),
+            let (code, message) = try await Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: vectors, dimension: 16)),
                                                 port: try #require(cluster.coordinatorServer.boundPort))
             #expect(code == .invalidArgument)
             #expect(message.contains(named), "\(message)")
@@ -112,7 +113,7 @@ import Testing
             for (badKey, named) in [("", "Upsert.keys[6] is empty"), (String(repeating: "x", count: 2000), "Upsert.keys[6] is 2000 bytes")] {
                 var keys = (0..<50).map { "fresh-\($0)" }
                 keys[6] = badKey
-                let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)), port: port)
+                let (code, message) = try await Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)), port: port)
                 #expect(code == .invalidArgument && message.contains(named), "\(message)")
             }
             #expect(try await Self.live(cluster) == 100)
@@ -124,7 +125,7 @@ import Testing
     @Test func duplicateKeysInABatchAreRefusedAndReplacementsCounted() async throws {
         try await Self.loaded { cluster in
             let keys = (0..<50).map { "k\($0 % 40)" }
-            let (code, message) = try Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)),
+            let (code, message) = try await Self.code(of: .upsert(UpsertRequest(keys: keys, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)),
                                                 port: try #require(cluster.coordinatorServer.boundPort))
             #expect(code == .invalidArgument && message.contains("keys[40]") && message.contains("row 0"), "\(message)")
             let reply = try await cluster.client.call(.upsert(UpsertRequest(keys: (90..<120).map { "k\($0)" },
@@ -141,12 +142,12 @@ import Testing
             for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
                 let c = try RawConnection(port: port)
                 c.send(try FrameEncoder.frame(Envelope(requestID: 5, body: .hello(Hello(protocolVersion: 2, role: .client, nodeName: "future")))))
-                guard case let .error(e)? = c.readFrame()?.body else { Issue.record("no refusal"); continue }
+                guard case let .error(e)? = await c.nextFrame()?.body else { Issue.record("no refusal"); continue }
                 #expect(e.code == .unsupported && e.requestID == 5)
-                #expect(c.readFrame() == nil)   // closed
+                #expect(await c.nextFrame() == nil)   // closed
                 let ok = try RawConnection(port: port)
                 ok.send(try FrameEncoder.frame(Envelope(requestID: 6, body: .hello(Hello(role: .client, nodeName: "now")))))
-                guard case let .hello(h)? = ok.readFrame()?.body else { Issue.record("no hello"); continue }
+                guard case let .hello(h)? = await ok.nextFrame()?.body else { Issue.record("no hello"); continue }
                 #expect(h.protocolVersion == Hello.currentVersion)
             }
         }
@@ -156,7 +157,7 @@ import Testing
     @Test func aBadTrainedStateIsAnInvalidArgument() async throws {
         try await Self.loaded { cluster in
             for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
-                let (code, message) = try Self.code(of: .trainedState(indexFile: Array("PHAROSIX".utf8) + [1, 2, 3]), port: port)
+                let (code, message) = try await Self.code(of: .trainedState(indexFile: Array("PHAROSIX".utf8) + [1, 2, 3]), port: port)
                 #expect(code == .invalidArgument, "\(message)")
             }
             #expect(try await Self.live(cluster) == 100)

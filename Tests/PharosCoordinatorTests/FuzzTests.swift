@@ -1,15 +1,23 @@
 import Foundation
 import PharosIndex
 import PharosVectors
+import PharosTestSupport
 import PharosWire
 import Testing
 
-/// A blocking TCP connection with a receive timeout, for sending raw bytes.
-final class RawConnection {
+/// A blocking TCP connection with a receive timeout, for sending raw bytes. Async tests read
+/// it with `nextFrame()`, or run their blocking loops through `BlockingWork`.
+final class RawConnection: @unchecked Sendable {
+    // @unchecked: a test uses one connection from one task at a time.
     let fd: Int32
 
-    init(port: Int) throws {
+    /// `receiveBuffer` caps the kernel's receive buffer (set before connecting, so the window
+    /// never grows past it): a client that does not read then stops the server sooner.
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -26,6 +34,11 @@ final class RawConnection {
 
     func send(_ bytes: [UInt8]) {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// `readFrame()` on a thread of its own.
+    func nextFrame() async -> Envelope? {
+        (try? await BlockingWork.run { self.readFrame() }) ?? nil
     }
 
     /// Reads one frame; nil on timeout or a closed connection.
@@ -68,7 +81,7 @@ final class RawConnection {
             _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)))
             let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
             for port in [cluster.map.shards[0].port, coordinatorPort] {
-                let failures = try Self.fuzz(port: port, rounds: 60)
+                let failures = try await BlockingWork.run { try Self.fuzz(port: port, rounds: 60) }
                 #expect(failures.isEmpty, "port \(port): \(failures)")
             }
             guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(vectors: base.row(3), dimension: 16, k: 1, nprobe: 8))) else {
@@ -99,8 +112,10 @@ final class RawConnection {
             let frames = environment["PHAROS_FUZZ_FRAMES"].flatMap(Int.init) ?? 1500
             let seed = environment["PHAROS_FUZZ_SEED"].flatMap(UInt64.init) ?? 1
             for (stream, port) in [(UInt64(0), cluster.map.shards[0].port), (1, coordinatorPort)] {
-                var fuzzer = StructuredFuzzer(seed: seed &* 2 &+ stream, dimension: 16)
-                let failures = try Self.send(&fuzzer, frames: frames, port: port)
+                let failures = try await BlockingWork.run {
+                    var fuzzer = StructuredFuzzer(seed: seed &* 2 &+ stream, dimension: 16)
+                    return try Self.send(&fuzzer, frames: frames, port: port)
+                }
                 #expect(failures.isEmpty, "port \(port): \(failures.count) failures, first: \(failures.prefix(5))")
             }
             // Every server is still up and right (the fuzz may have replaced or deleted base keys).
@@ -108,7 +123,7 @@ final class RawConnection {
             for port in cluster.map.shards.map(\.port) + [coordinatorPort] {
                 let c = try RawConnection(port: port)
                 c.send(try FrameEncoder.frame(Envelope(requestID: 77, body: .health)))
-                #expect(c.readFrame()?.requestID == 77, "port \(port) does not answer after the fuzz")
+                #expect(await c.nextFrame()?.requestID == 77, "port \(port) does not answer after the fuzz")
             }
             guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(vectors: base.row(3), dimension: 16, k: 1, nprobe: 8))) else {
                 Issue.record("no search result"); return
