@@ -40,13 +40,23 @@ public final class ShardService: WireService, @unchecked Sendable {
     public let configuration: Configuration
     private let lock = NSLock()
     private var shard: Shard?
+    /// The data directory, locked from the start (also while no trained state exists).
+    private var claim: Shard.DirectoryClaim?
 
-    /// Opens the shard in the data directory if there is one.
+    /// Claims the data directory (creating it) and opens the shard in it if there is one. A
+    /// directory that holds files but no `MANIFEST` is refused, never served as a new node:
+    /// which of its files are current cannot be known.
     public init(configuration: Configuration) throws {
         self.configuration = configuration
-        if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/MANIFEST") {
-            shard = try Shard.open(at: configuration.dataDirectory, options: configuration.storage)
+        let claim = try Shard.DirectoryClaim(configuration.dataDirectory)
+        let contents = try claim.contents()
+        if contents.contains("MANIFEST") {
+            shard = try Shard.open(at: configuration.dataDirectory, options: configuration.storage, claim: claim)
+        } else if !contents.isEmpty {
+            throw StorageError.notAShard(path: configuration.dataDirectory, problem:
+                "holds \(contents.joined(separator: ", ")) but no MANIFEST: refusing to serve it as a new, empty node (restore MANIFEST from a backup, or move the files away to start over)")
         }
+        self.claim = claim
     }
 
     /// The open shard, if a trained state exists.
@@ -55,6 +65,7 @@ public final class ShardService: WireService, @unchecked Sendable {
     /// Stops background work and releases the directory.
     public func close() {
         currentShard?.close()
+        lock.withLock { claim = nil }
         workers.shutdownGracefully { _ in }
     }
 
@@ -173,7 +184,7 @@ public final class ShardService: WireService, @unchecked Sendable {
                 }
                 return version
             }
-            let created = try Shard.create(at: configuration.dataDirectory, trainedIndex: index, options: configuration.storage)
+            let created = try Shard.create(at: configuration.dataDirectory, trainedIndex: index, options: configuration.storage, claim: claim)
             shard = created
             return created.trainedStateVersion
         }

@@ -7,7 +7,8 @@ import PharosIndex
 struct Manifest: Equatable {
     static let fileName = "MANIFEST"
     static let magic = "PHMANIFS"
-    static let formatVersion: UInt32 = 1
+    /// 2 adds `logStartLSN`; version 1 files are still read (their LSN is unknown, 0).
+    static let formatVersion: UInt32 = 2
 
     /// One live segment.
     struct SegmentEntry: Equatable {
@@ -27,6 +28,9 @@ struct Manifest: Equatable {
     var nextSegmentID: UInt64
     /// First log file whose records are not in any segment: replay starts there.
     var logStart: UInt64
+    /// The LSN of the first record in log file `logStart` (0 when not known): replay checks
+    /// that the log holds every record from it on.
+    var logStartLSN: UInt64 = 0
     /// Live segments, oldest first.
     var segments: [SegmentEntry]
 
@@ -35,6 +39,7 @@ struct Manifest: Equatable {
         w.write(Int64(bitPattern: trainedVersion))
         w.write(Int64(bitPattern: nextSegmentID))
         w.write(Int64(bitPattern: logStart))
+        w.write(Int64(bitPattern: logStartLSN))
         w.write(segments.count)
         for s in segments {
             w.write(Int64(bitPattern: s.id))
@@ -47,11 +52,12 @@ struct Manifest: Equatable {
 
     static func read(directory: String) throws -> Manifest {
         let path = directory + "/" + fileName
-        let (_, payload) = try ChecksummedFile.read(path, magic: magic, versions: formatVersion...formatVersion)
+        let (version, payload) = try ChecksummedFile.read(path, magic: magic, versions: 1...formatVersion)
         var r = ByteReader(bytes: payload[...], path: path, tag: "manifest")
         let trained = UInt64(bitPattern: try r.readInt64())
         let next = UInt64(bitPattern: try r.readInt64())
         let logStart = UInt64(bitPattern: try r.readInt64())
+        let logStartLSN = version >= 2 ? UInt64(bitPattern: try r.readInt64()) : 0
         let count = try r.readInt("segment count", in: 0...StorageLimits.maximumSegments)
         var segments: [SegmentEntry] = []
         for i in 0..<count {
@@ -66,7 +72,7 @@ struct Manifest: Equatable {
             segments.append(SegmentEntry(id: id, entries: entries, deletionGeneration: generation, deleted: deleted))
         }
         try r.expectEnd()
-        return Manifest(trainedVersion: trained, nextSegmentID: next, logStart: logStart, segments: segments)
+        return Manifest(trainedVersion: trained, nextSegmentID: next, logStart: logStart, logStartLSN: logStartLSN, segments: segments)
     }
 
     func write(directory: String, faults: StorageFaults) throws {

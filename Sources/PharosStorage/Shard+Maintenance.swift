@@ -16,7 +16,7 @@ extension Shard {
             if lock.withReadLock({ sealing == nil && growing.count == 0 }) { return }
             if lock.withReadLock({ sealing == nil }) {
                 // Freeze: every record applied so far is in log files older than the new one.
-                let newSequence = try wal.rotate {
+                let newFile = try wal.rotate {
                     lock.withWriteLock {
                         sealing = growing
                         sealingSkip = growing.deletedOrdinals()
@@ -24,7 +24,9 @@ extension Shard {
                     }
                 }
                 sealingLogStart = growingLogStart
-                growingLogStart = newSequence
+                sealingLogStartLSN = growingLogStartLSN
+                growingLogStart = newFile.sequence
+                growingLogStartLSN = newFile.firstLSN
                 options.events?(.sealFrozen)
             }
             guard let frozen = lock.withReadLock({ sealing }) else { return }
@@ -138,7 +140,9 @@ extension Shard {
         }
         precondition(segments.count <= StorageLimits.maximumSegments, "\(segments.count) segments exceed the bound sealing keeps")
         var next = manifest
-        next.logStart = lock.withReadLock { sealing != nil } ? sealingLogStart : growingLogStart
+        let stillSealing = lock.withReadLock { sealing != nil }
+        next.logStart = stillSealing ? sealingLogStart : growingLogStart
+        next.logStartLSN = stillSealing ? sealingLogStartLSN : growingLogStartLSN
         let previous = Dictionary(manifest.segments.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         next.segments = []
         for (segment, words) in zip(segments, snapshots) {

@@ -36,6 +36,11 @@ public final class Shard: @unchecked Sendable {
         public var compactionDeletedFraction = 0.25
         /// Threads used to encode vectors on upsert.
         public var encodeThreads = 1
+        /// After background maintenance fails (a full disk), it is not tried again for this
+        /// long, doubling on each further failure up to `maintenanceRetryLimit`.
+        public var maintenanceRetryDelay: Duration = .seconds(1)
+        /// The longest wait between retries of failing background maintenance.
+        public var maintenanceRetryLimit: Duration = .seconds(300)
         /// Fault injection (tests).
         public var faults = StorageFaults()
         /// Where recovery and background problems are reported.
@@ -140,9 +145,12 @@ public final class Shard: @unchecked Sendable {
     // Maintenance bookkeeping, under `maintenanceLock`.
     let maintenanceLock = NSLock()
     var manifest: Manifest
-    /// First log file holding records of `growing` (and of `sealing`, `sealingLogStart`).
+    /// First log file holding records of `growing` (and of `sealing`, `sealingLogStart`), and
+    /// the LSN of its first record.
     var growingLogStart: UInt64
+    var growingLogStartLSN: UInt64
     var sealingLogStart: UInt64 = 0
+    var sealingLogStartLSN: UInt64 = 0
     var sealingSkip: Set<Int> = []
     /// Segments merged away whose files can go once a manifest without them is durable.
     var retiredSegments: [Segment] = []
@@ -150,6 +158,9 @@ public final class Shard: @unchecked Sendable {
     private let scheduleLock = NSLock()
     private var maintenanceScheduled = false
     private var isClosed = false
+    /// Background maintenance failures in a row, and when it may run again (under `scheduleLock`).
+    private var maintenanceFailures = 0
+    private var maintenanceRetryAt: ContinuousClock.Instant?
     /// Held while open so that two processes never share a directory.
     private var directoryLock: DirectoryLock?
 
@@ -158,17 +169,54 @@ public final class Shard: @unchecked Sendable {
 
     // MARK: Create and open
 
+    /// A directory claimed for one process before a shard exists in it: the `LOCK` held from
+    /// the first moment, so two servers can never both start on the same (still empty)
+    /// directory. A shard created or opened with the claim keeps using its lock.
+    public final class DirectoryClaim: @unchecked Sendable {
+        // @unchecked: immutable after init.
+        /// The claimed directory.
+        public let directory: String
+        fileprivate let lock: DirectoryLock
+
+        /// Creates `directory` if needed and locks it; throws when another process (or
+        /// another claim or shard in this one) holds it.
+        public init(_ directory: String) throws {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StorageError.io(path: directory, operation: "create directory", reason: "\(error)")
+            }
+            self.directory = directory
+            lock = try DirectoryLock(directory + "/" + Shard.lockFileName)
+        }
+
+        /// What the directory holds besides the lock file.
+        public func contents() throws -> [String] {
+            do {
+                return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0 != Shard.lockFileName }.sorted()
+            } catch {
+                throw StorageError.io(path: directory, operation: "list", reason: "\(error)")
+            }
+        }
+    }
+
+    /// The lock file's name inside a shard directory.
+    public static let lockFileName = "LOCK"
+
     /// Creates a shard in `directory` (new or empty) for the trained, empty `trainedIndex`.
-    public static func create(at directory: String, trainedIndex: IVFPQIndex, options: Options = Options()) throws -> Shard {
+    public static func create(at directory: String, trainedIndex: IVFPQIndex, options: Options = Options(),
+                              claim: DirectoryClaim? = nil) throws -> Shard {
         guard trainedIndex.isTrained, trainedIndex.count == 0 else {
             throw StorageError.invalidInput(field: "trained index", problem: trainedIndex.isTrained
                 ? "holds \(trainedIndex.count) vectors; a shard starts from a trained, empty index"
                 : "is not trained")
         }
         let fm = FileManager.default
-        if let existing = try? fm.contentsOfDirectory(atPath: directory), !existing.isEmpty {
+        if let existing = try? fm.contentsOfDirectory(atPath: directory), existing.contains(where: { $0 != lockFileName }) {
             throw StorageError.invalidInput(field: "directory", problem: "\(directory) is not empty; refusing to create a shard over it")
         }
+        // Held from before the first file is written until the shard below takes it over.
+        let claim = try claim ?? DirectoryClaim(directory)
         do {
             for sub in ["", "/" + logDirectory, "/" + segmentDirectory] {
                 try fm.createDirectory(atPath: directory + sub, withIntermediateDirectories: true)
@@ -178,19 +226,19 @@ public final class Shard: @unchecked Sendable {
         }
         let trainedPath = directory + "/" + trainedFileName
         try IndexFactory.save(trainedIndex, to: trainedPath)
-        let manifest = Manifest(trainedVersion: try fileChecksum(trainedPath), nextSegmentID: 1, logStart: 1, segments: [])
+        let manifest = Manifest(trainedVersion: try fileChecksum(trainedPath), nextSegmentID: 1, logStart: 1, logStartLSN: 1, segments: [])
         try manifest.write(directory: directory, faults: options.faults)
         FileIO.syncDirectory(containing: directory + "/" + Manifest.fileName)
-        return try Shard(directory: directory, options: options)
+        return try Shard(directory: directory, options: options, claim: claim)
     }
 
     /// Opens the shard in `directory`: maps its segments, replays its log (cutting off a
     /// torn tail) and removes leftovers of interrupted seals and compactions.
-    public static func open(at directory: String, options: Options = Options()) throws -> Shard {
-        try Shard(directory: directory, options: options)
+    public static func open(at directory: String, options: Options = Options(), claim: DirectoryClaim? = nil) throws -> Shard {
+        try Shard(directory: directory, options: options, claim: claim)
     }
 
-    private init(directory: String, options: Options) throws {
+    private init(directory: String, options: Options, claim: DirectoryClaim?) throws {
         self.directory = directory
         self.options = options
         let fm = FileManager.default
@@ -201,41 +249,45 @@ public final class Shard: @unchecked Sendable {
             }
             throw StorageError.notAShard(path: directory, problem: "no \(Manifest.fileName) (create a shard first)")
         }
-        directoryLock = try DirectoryLock(directory + "/LOCK")
+        directoryLock = try claim?.lock ?? DirectoryLock(directory + "/" + Shard.lockFileName)
         let manifest = try Manifest.read(directory: directory)
         (index, trainedVersion) = try Shard.loadTrained(directory: directory, expected: manifest.trainedVersion)
         self.manifest = manifest
         growing = GrowingSegment(lists: index.configuration.lists, layout: index.layout)
         growingLogStart = manifest.logStart
+        growingLogStartLSN = manifest.logStartLSN
         for entry in manifest.segments {
             sealed.append(try openSegment(entry))
         }
+        // Replay the log files the manifest does not cover, in order, after checking that they
+        // hold every record from the manifest's LSN on (nothing is changed before that check).
+        let log = try WriteAheadLog.readChain(logPath, from: manifest.logStart, firstLSN: manifest.logStartLSN,
+                                              layout: index.layout, lists: index.configuration.lists)
         recovery.removedFiles = try removeUnreferencedFiles(manifest: manifest, keepingLogFrom: manifest.logStart, atOpen: true)
-
-        // Replay the log files the manifest does not cover, in order.
-        let sequences = try WriteAheadLog.sequences(in: logPath).filter { $0 >= manifest.logStart }
-        var lastLSN: UInt64 = 0
-        for (i, sequence) in sequences.enumerated() {
-            let path = WriteAheadLog.path(logPath, sequence)
-            let file = try WriteAheadLog.read(path, layout: index.layout, lists: index.configuration.lists, after: lastLSN)
-            for (lsn, record) in file.records {
-                _ = applyUnlocked(record)
-                lastLSN = lsn
-            }
+        if let unfinished = log.unfinishedFile {
+            // Created but its header never became durable: it holds no record.
+            unlink(unfinished)
+            FileIO.syncDirectory(containing: unfinished)
+            recovery.removedFiles.append(unfinished)
+        }
+        for (_, path, file) in log.files {
+            for (_, record) in file.records { _ = applyUnlocked(record) }
             recovery.replayedRecords += file.records.count
             if let tail = file.tornTail {
-                guard i == sequences.count - 1 else {
-                    throw StorageError.corrupt(path: path, block: "record at byte \(tail.offset)",
-                                               problem: "\(tail.reason), and newer log files follow: acknowledged writes after it would be lost")
-                }
                 try WriteAheadLog.truncate(path, to: tail.offset)
                 let note = "\(path): cut \(tail.bytes) bytes after the last whole record at byte \(tail.offset) (\(tail.reason))"
                 recovery.truncatedTails.append(note)
                 options.log("recovery: " + note)
             }
         }
-        let newSequence = (sequences.last ?? manifest.logStart - 1) + 1
-        if sequences.isEmpty { growingLogStart = newSequence }
+        let lastLSN = log.lastLSN
+        let newSequence = (log.files.last?.sequence ?? manifest.logStart - 1) + 1
+        if log.files.isEmpty {
+            growingLogStart = newSequence
+            growingLogStartLSN = lastLSN + 1
+        } else if growingLogStartLSN == 0 {
+            growingLogStartLSN = log.files[0].file.headerFirstLSN ?? 0
+        }
         wal = try WriteAheadLog(directory: logPath, sequence: newSequence, nextLSN: lastLSN + 1, faults: options.faults) { [unowned self] record in
             self.lock.withWriteLock { self.applyUnlocked(record) }
         }
@@ -581,6 +633,7 @@ public final class Shard: @unchecked Sendable {
         guard needed else { return }
         let schedule = scheduleLock.withLock { () -> Bool in
             guard !maintenanceScheduled, !isClosed else { return false }
+            if let retryAt = maintenanceRetryAt, ContinuousClock.now < retryAt { return false }
             maintenanceScheduled = true
             return true
         }
@@ -590,9 +643,29 @@ public final class Shard: @unchecked Sendable {
             do {
                 if lock.withReadLock({ growing.count >= options.sealThresholdEntries || sealing != nil }) { try seal() }
                 if compactionPlan(force: false) != nil { try compact() }
+                let recovered = scheduleLock.withLock { () -> Int in
+                    defer { maintenanceFailures = 0; maintenanceRetryAt = nil }
+                    return maintenanceFailures
+                }
+                if recovered > 0 { options.log("background maintenance succeeded again after \(recovered) failed attempts") }
             } catch {
-                options.log("background maintenance failed (will retry on the next write): \(error)")
+                // Each attempt rewrites a whole segment: back off instead of retrying on every
+                // write, and say so once per run of failures, not once per attempt.
+                let (failures, delay) = scheduleLock.withLock { () -> (Int, Duration) in
+                    maintenanceFailures += 1
+                    var delay = options.maintenanceRetryDelay
+                    for _ in 1..<min(maintenanceFailures, 30) where delay < options.maintenanceRetryLimit { delay *= 2 }
+                    delay = min(delay, options.maintenanceRetryLimit)
+                    maintenanceRetryAt = ContinuousClock.now + delay
+                    return (maintenanceFailures, delay)
+                }
+                if failures == 1 {
+                    options.log("background maintenance failed: \(error). Writes go on in memory and the log; retrying after \(delay), backing off up to \(options.maintenanceRetryLimit) (further failures are not logged until it succeeds)")
+                }
             }
         }
     }
+
+    /// Background maintenance failures in a row (0 once it succeeds again).
+    public var maintenanceFailureCount: Int { scheduleLock.withLock { maintenanceFailures } }
 }

@@ -52,19 +52,16 @@ public enum ShardVerifier {
             report.repairable.append("\(Shard.segmentDirectory)/\(name) is not in the manifest (left by an interrupted seal or compaction; removed on open)")
         }
         let logPath = directory + "/" + Shard.logDirectory
-        let sequences = try WriteAheadLog.sequences(in: logPath).filter { $0 >= manifest.logStart }
-        var lastLSN: UInt64 = 0
-        for (i, sequence) in sequences.enumerated() {
-            let path = WriteAheadLog.path(logPath, sequence)
-            let file = try WriteAheadLog.read(path, layout: index.layout, lists: index.configuration.lists, after: lastLSN)
+        let log = try WriteAheadLog.readChain(logPath, from: manifest.logStart, firstLSN: manifest.logStartLSN,
+                                              layout: index.layout, lists: index.configuration.lists)
+        for (_, path, file) in log.files {
             report.logRecords += file.records.count
-            lastLSN = file.records.last?.lsn ?? lastLSN
             if let tail = file.tornTail {
-                guard i == sequences.count - 1 else {
-                    throw StorageError.corrupt(path: path, block: "record at byte \(tail.offset)", problem: "\(tail.reason), and newer log files follow")
-                }
                 report.repairable.append("\(path): \(tail.bytes) bytes after byte \(tail.offset) are a torn tail (\(tail.reason)); cut on open")
             }
+        }
+        if let unfinished = log.unfinishedFile {
+            report.repairable.append("\(unfinished) was created but never got its header (no records); removed on open")
         }
         return report
     }

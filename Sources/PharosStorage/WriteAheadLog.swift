@@ -9,16 +9,26 @@ import PharosVectors
 /// The shard's write-ahead log: numbered files `wal/<sequence>.log` of CRC32C-framed,
 /// LZ4-compressed records, made durable by group commit before any write is acknowledged.
 ///
-/// Frame: `u32 stored length, u32 raw length, u64 log sequence number (LSN), u32 CRC32C` of
-/// those 16 bytes and the stored payload, then the payload. Many writers append at once; one
-/// of them (the leader) writes every waiting frame with a single `write` and one `fsync`,
-/// then applies the records to memory in LSN order, then wakes the others.
+/// File header (32 bytes): magic `PHAROSWL`, `u32` format version, `u64` the file's sequence,
+/// `u64` the LSN of its first record, `u32` CRC32C of the 28 bytes before it. Frame:
+/// `u32 stored length, u32 raw length, u64 log sequence number (LSN), u32 CRC32C` of those 16
+/// bytes and the stored payload, then the payload. LSNs are consecutive across the files of a
+/// shard (a failed write gives its numbers back), so replay can tell a lost record, a lost
+/// file or a file cut at a record boundary from a torn tail (`readChain`). Files written
+/// before headers existed (no magic) are still read, with LSNs only required to increase.
+///
+/// Many writers append at once; one of them (the leader) writes every waiting frame with a
+/// single `write` and one `fsync`, then applies the records to memory in LSN order, then
+/// wakes the others.
 final class WriteAheadLog: @unchecked Sendable {
     // @unchecked: every mutable field is guarded by `condition`; the file descriptor is used
     // for writing only by the single leader (`flushing == true`) or under `condition`.
 
     static let frameHeaderBytes = 20
     static let fileSuffix = ".log"
+    static let fileMagic = Array("PHAROSWL".utf8)
+    static let fileFormatVersion: UInt32 = 1
+    static let fileHeaderBytes = 32
 
     let directory: String
     private let condition = NSCondition()
@@ -57,32 +67,55 @@ final class WriteAheadLog: @unchecked Sendable {
         }.sorted()
     }
 
-    /// Opens a new log file `sequence` for appending (records continue from `nextLSN`).
+    /// Creates log file `sequence` for appending (records continue from `nextLSN`).
     init(directory: String, sequence: UInt64, nextLSN: UInt64, faults: StorageFaults, apply: @escaping (LogRecord) -> Int) throws {
         self.directory = directory
         self.sequence = sequence
         self.nextLSN = nextLSN
         self.faults = faults
         self.apply = apply
-        try openFile(sequence)
     }
 
     deinit { if fd >= 0 { close(fd) } }
 
-    private func openFile(_ sequence: UInt64) throws {
+    /// The header of log file `sequence` whose first record will be `firstLSN`.
+    static func fileHeader(sequence: UInt64, firstLSN: UInt64) -> [UInt8] {
+        var w = ByteWriter()
+        w.write(fileFormatVersion)
+        w.write(Int64(bitPattern: sequence))
+        w.write(Int64(bitPattern: firstLSN))
+        let head = fileMagic + w.bytes
+        var crc = ByteWriter()
+        crc.write(head.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress!, $0.count) })
+        return head + crc.bytes
+    }
+
+    /// Switches to log file `sequence`, which is created by the first write that goes into it:
+    /// opening a shard and rotating write nothing, so both work on a full disk.
+    private func switchFile(to sequence: UInt64) {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        fileSize = 0
+        self.sequence = sequence
+    }
+
+    /// Creates the current file (never reusing one: its name is past every existing log file)
+    /// and makes its header and its directory entry durable before any record goes in.
+    private func createFile(firstLSN: UInt64) throws {
         let path = WriteAheadLog.path(directory, sequence)
-        let newFD = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        let newFD = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard newFD >= 0 else { throw StorageError.io(path: path, operation: "create", reason: FileIO.errnoText()) }
-        let size = lseek(newFD, 0, SEEK_END)
-        guard size >= 0 else {
+        let header = WriteAheadLog.fileHeader(sequence: sequence, firstLSN: firstLSN)
+        let written = header.withUnsafeBytes { pwrite(newFD, $0.baseAddress!, $0.count, 0) }
+        guard written == header.count, fsync(newFD) == 0 else {
+            let reason = FileIO.errnoText()
             close(newFD)
-            throw StorageError.io(path: path, operation: "seek", reason: FileIO.errnoText())
+            unlink(path)
+            throw StorageError.io(path: path, operation: "write the log file header", reason: reason)
         }
         FileIO.syncDirectory(containing: path)
-        if fd >= 0 { close(fd) }
         fd = newFD
-        fileSize = Int(size)
-        self.sequence = sequence
+        fileSize = header.count
     }
 
     /// Records written and fsyncs made since this log was opened (group commit makes the
@@ -154,7 +187,7 @@ final class WriteAheadLog: @unchecked Sendable {
             var batchResults: [UInt64: Result<Int, any Error>] = [:]
             var writeError: (any Error)?
             do {
-                try writeAndSync(batch.map(\.frame))
+                try writeAndSync(batch.map(\.frame), firstLSN: batch.first?.lsn ?? 0)
                 for item in batch { batchResults[item.lsn] = .success(apply(item.record)) }
             } catch {
                 writeError = error
@@ -164,6 +197,9 @@ final class WriteAheadLog: @unchecked Sendable {
                 // Records queued behind a failed write fail with it, so the log never holds a
                 // record whose predecessor was refused (batches committed in order stay a prefix).
                 for item in batch + pending { batchResults[item.lsn] = .failure(writeError) }
+                // None of their numbers reached the file: give them back, so LSNs stay
+                // consecutive and a gap on disk always means a lost record.
+                if let first = (batch + pending).map(\.lsn).min() { nextLSN = first }
                 pending = []
                 failedWrites += 1
                 lastWriteFailure = "\(writeError)"
@@ -179,7 +215,9 @@ final class WriteAheadLog: @unchecked Sendable {
     /// Appends the frames with one write and one fsync. On a failed write the file is cut
     /// back to its previous length, so a failed batch leaves no partial record; a failure
     /// that cannot be undone (fsync, truncate) stops the log.
-    private func writeAndSync(_ frames: [[UInt8]]) throws {
+    private func writeAndSync(_ frames: [[UInt8]], firstLSN: UInt64) throws {
+        guard !frames.isEmpty else { return }
+        if fd < 0 { try createFile(firstLSN: firstLSN) }
         let path = WriteAheadLog.path(directory, sequence)
         var bytes: [UInt8] = []
         bytes.reserveCapacity(frames.reduce(0) { $0 + $1.count })
@@ -220,16 +258,18 @@ final class WriteAheadLog: @unchecked Sendable {
 
     /// Starts log file `sequence + 1` and runs `body` while no batch is being written or
     /// applied, so that every record applied before `body` is in the older files and every
-    /// record applied after it is in the new one. Returns the new sequence.
-    func rotate(_ body: () -> Void) throws -> UInt64 {
+    /// record applied after it is in the new one. Returns the new file's sequence and the
+    /// LSN of its first record.
+    func rotate(_ body: () -> Void) throws -> (sequence: UInt64, firstLSN: UInt64) {
         condition.lock()
         defer { condition.unlock() }
         while flushing { condition.wait() }
         if let failure { throw StorageError.logFailed(path: directory, reason: failure) }
         // Waiting writers keep their records in `pending`; they will be written to the new file.
-        try openFile(sequence + 1)
+        let firstLSN = pending.first?.lsn ?? nextLSN
+        switchFile(to: sequence + 1)
         body()
-        return sequence
+        return (sequence, firstLSN)
     }
 
     /// Deletes log files older than `sequence` (their records are in segments now).
@@ -268,17 +308,105 @@ final class WriteAheadLog: @unchecked Sendable {
         var records: [(lsn: UInt64, record: LogRecord)] = []
         /// Bytes after the last whole record (a torn or corrupt tail), if any.
         var tornTail: (offset: Int, bytes: Int, reason: String)?
+        /// The LSN its header says its first record has; nil for a file from before headers.
+        var headerFirstLSN: UInt64?
+    }
+
+    /// What replay found in the log files a manifest does not cover.
+    struct ReplayedLog {
+        var files: [(sequence: UInt64, path: String, file: ReplayedFile)] = []
+        /// The last record's LSN (or the one before the first expected, when there is none).
+        var lastLSN: UInt64 = 0
+        /// A last file too short to hold its header (a crash while creating it): no records,
+        /// safe to remove.
+        var unfinishedFile: String?
+    }
+
+    /// Reads the log files from `logStart` on and checks that together they hold every record
+    /// from `firstLSN` (0: not known, a manifest from before LSNs were recorded) without a
+    /// gap: no file missing, none renamed, none cut short at a record boundary, no record
+    /// missing inside one. Only the last file may end in a torn tail; it is reported, not cut.
+    /// Anything else throws `corrupt` naming the file and the missing LSNs.
+    static func readChain(_ logPath: String, from logStart: UInt64, firstLSN: UInt64, layout: CodeLayout, lists: Int) throws -> ReplayedLog {
+        let sequences = try sequences(in: logPath).filter { $0 >= logStart }
+        var out = ReplayedLog(lastLSN: firstLSN > 0 ? firstLSN - 1 : 0)
+        func name(_ sequence: UInt64) -> String { Shard.logDirectory + "/" + (path(logPath, sequence) as NSString).lastPathComponent }
+        if let first = sequences.first, first != logStart {
+            throw StorageError.corrupt(path: path(logPath, logStart), block: "whole file",
+                                       problem: "missing: the manifest says replay starts with \(name(logStart)), but the first log file is \(name(first)); the acknowledged writes it held would be lost")
+        }
+        var expected: UInt64? = firstLSN > 0 ? firstLSN : nil
+        for (i, sequence) in sequences.enumerated() {
+            let filePath = path(logPath, sequence)
+            if i > 0, sequence != sequences[i - 1] + 1 {
+                throw StorageError.corrupt(path: path(logPath, sequences[i - 1] + 1), block: "whole file",
+                                           problem: "missing: log files \(name(sequences[i - 1] + 1)) to \(name(sequence - 1)) are gone between \(name(sequences[i - 1])) and \(name(sequence)); acknowledged writes from LSN \(out.lastLSN + 1) on would be lost")
+            }
+            let isLast = i == sequences.count - 1
+            if isLast, try isUnfinished(filePath) {
+                out.unfinishedFile = filePath
+                break
+            }
+            let file = try read(filePath, sequence: sequence, layout: layout, lists: lists, after: out.lastLSN)
+            if let expected, let first = file.headerFirstLSN, first != expected {
+                let before = i > 0 ? "\(name(sequences[i - 1])) ends at LSN \(expected - 1)" : "the manifest covers the log up to LSN \(expected - 1)"
+                throw StorageError.corrupt(path: filePath, block: "header", problem: first > expected
+                    ? "starts at LSN \(first), but \(before): acknowledged records \(expected)...\(first - 1) are missing (a log file cut short at a record boundary, or removed)"
+                    : "starts at LSN \(first), but \(before): the files overlap")
+            }
+            if let tail = file.tornTail, !isLast {
+                throw StorageError.corrupt(path: filePath, block: "record at byte \(tail.offset)",
+                                           problem: "\(tail.reason), and newer log files follow: acknowledged writes after it would be lost")
+            }
+            out.files.append((sequence, filePath, file))
+            if let last = file.records.last?.lsn { out.lastLSN = last } else if let first = file.headerFirstLSN { out.lastLSN = first - 1 }
+            // A file with a header says where the next one starts; a legacy file does not.
+            expected = file.headerFirstLSN != nil ? out.lastLSN + 1 : nil
+        }
+        return out
+    }
+
+    /// Whether `path` is shorter than a header and holds only the start of one (or nothing).
+    private static func isUnfinished(_ path: String) throws -> Bool {
+        let fd = try FileIO.openForReading(path)
+        defer { close(fd) }
+        let size = try FileIO.size(of: fd, path: path)
+        guard size < fileHeaderBytes else { return false }
+        let bytes = try FileIO.readBytes(fd, path: path, count: size, offset: 0)
+        return Array(fileMagic.prefix(size)) == Array(bytes.prefix(fileMagic.count))
     }
 
     /// Reads every whole record of log file `path`, stopping at the first frame that is
-    /// incomplete, fails its CRC or goes backwards in LSN.
-    static func read(_ path: String, layout: CodeLayout, lists: Int, after previousLSN: UInt64) throws -> ReplayedFile {
+    /// incomplete or fails its CRC (a torn tail). With a header, its sequence must match the
+    /// name and records must be numbered consecutively from its first LSN; a whole frame
+    /// numbered otherwise is damage, not a torn tail.
+    static func read(_ path: String, sequence: UInt64, layout: CodeLayout, lists: Int, after previousLSN: UInt64) throws -> ReplayedFile {
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
         let size = try FileIO.size(of: fd, path: path)
         var out = ReplayedFile()
         var offset = 0
         var lastLSN = previousLSN
+        if size >= fileHeaderBytes, try FileIO.readBytes(fd, path: path, count: fileMagic.count, offset: 0) == fileMagic {
+            let head = try FileIO.readBytes(fd, path: path, count: fileHeaderBytes, offset: 0)
+            var r = ByteReader(bytes: head[fileMagic.count...], path: path, tag: "log file header")
+            let version = try r.readUInt32()
+            let named = UInt64(bitPattern: try r.readInt64())
+            let first = UInt64(bitPattern: try r.readInt64())
+            let crc = try r.readUInt32()
+            let actual = head.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress!, 28) }
+            guard crc == actual else { throw StorageError.corrupt(path: path, block: "header", problem: "CRC32C mismatch (stored \(crc), computed \(actual))") }
+            guard version == fileFormatVersion else {
+                throw StorageError.corrupt(path: path, block: "header", problem: "format version \(version), this build reads \(fileFormatVersion)")
+            }
+            guard named == sequence else {
+                throw StorageError.corrupt(path: path, block: "header", problem: "the file says it is log file \(named), its name says \(sequence): renamed or copied over")
+            }
+            out.headerFirstLSN = first
+            lastLSN = first - 1
+            offset = fileHeaderBytes
+        }
+        let strict = out.headerFirstLSN != nil
         func torn(_ reason: String) { out.tornTail = (offset, size - offset, reason) }
         while offset < size {
             guard size - offset >= frameHeaderBytes else { torn("incomplete frame header"); break }
@@ -292,6 +420,11 @@ final class WriteAheadLog: @unchecked Sendable {
             let payload = try FileIO.readBytes(fd, path: path, count: stored, offset: offset + frameHeaderBytes)
             let actual = pharos_crc32c(pharos_crc32c(0, head, 16), payload, payload.count)
             guard actual == crc else { torn("CRC32C mismatch"); break }
+            if strict && lsn != lastLSN + 1 {
+                throw StorageError.corrupt(path: path, block: "record at byte \(offset)", problem: lsn > lastLSN
+                    ? "LSN \(lsn) follows LSN \(lastLSN): records \(lastLSN + 1)...\(lsn - 1) are missing"
+                    : "LSN \(lsn) follows LSN \(lastLSN): out of order")
+            }
             guard lsn > lastLSN else { torn("LSN \(lsn) does not follow \(lastLSN)"); break }
             guard let bytes = payload.withUnsafeBytes({ LZ4Block.decompress($0, rawSize: raw) }) else {
                 torn("LZ4 payload does not decompress")

@@ -168,12 +168,19 @@ import Testing
         try shard.upsert(keys: ["late"], vectors: Fixture.vectors(500..<501))   // goes to a newer log file
         shard.close()
 
-        // Now `last` is followed by a newer file: a flipped byte in it is an error.
-        try Self.flip(last, at: 30)
+        // Now `last` is followed by a newer file: a flipped byte in one of its records is an
+        // error, and so is one in its header.
+        let inRecord = WriteAheadLog.fileHeaderBytes + 30
+        try Self.flip(last, at: inRecord)
         #expect { try Shard.open(at: dir, options: Fixture.manualOptions) } throws: {
             "\($0)".contains(last) && "\($0)".contains("newer log files follow")
         }
-        try Self.flip(last, at: 30)
+        try Self.flip(last, at: inRecord)
+        try Self.flip(last, at: 12)
+        #expect { try Shard.open(at: dir, options: Fixture.manualOptions) } throws: {
+            "\($0)".contains(last) && "\($0)".contains("header")
+        }
+        try Self.flip(last, at: 12)
         shard = try Shard.open(at: dir, options: Fixture.manualOptions)
         #expect(shard.statistics.liveEntries == 399)
     }

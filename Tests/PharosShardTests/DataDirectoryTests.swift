@@ -1,0 +1,48 @@
+import Foundation
+import PharosStorage
+import PharosWire
+import Testing
+@testable import PharosShard
+
+/// What a shard node does with the directory it is given.
+@Suite struct DataDirectoryTests {
+    static func directory() -> String { NSTemporaryDirectory() + "pharos-datadir-\(UUID().uuidString.prefix(8))" }
+
+    static func configuration(_ dir: String) -> ShardService.Configuration {
+        var storage = Shard.Options()
+        storage.automaticMaintenance = false
+        storage.log = { _ in }
+        return .init(dataDirectory: dir, storage: storage)
+    }
+
+    /// The lock is taken from the first moment, not only once a trained state exists.
+    @Test func twoNodesCannotServeOneUntrainedDirectory() throws {
+        let dir = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = try ShardService(configuration: Self.configuration(dir))
+        #expect { try ShardService(configuration: Self.configuration(dir)) } throws: { "\($0)".contains("already open") }
+        // The first one still takes a trained state, in the directory it holds.
+        let reply = first.handle(.trainedState(indexFile: try TestNode.trainedState()))
+        guard case .trainedStateAck = reply else { Issue.record("\(reply)"); return }
+        #expect { try ShardService(configuration: Self.configuration(dir)) } throws: { "\($0)".contains("already open") }
+        first.close()
+        let again = try ShardService(configuration: Self.configuration(dir))
+        #expect(again.currentShard != nil)
+        again.close()
+    }
+
+    /// A directory with segments and logs but no MANIFEST is refused, naming what is there,
+    /// instead of being served as a new, empty node.
+    @Test func aDirectoryWithoutItsManifestIsRefused() throws {
+        let dir = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let node = try ShardService(configuration: Self.configuration(dir))
+        _ = node.handle(.trainedState(indexFile: try TestNode.trainedState()))
+        _ = node.handle(.upsert(UpsertRequest(keys: ["a"], vectors: [Float](repeating: 1, count: 16), dimension: 16)))
+        node.close()
+        try FileManager.default.removeItem(atPath: dir + "/MANIFEST")
+        #expect { try ShardService(configuration: Self.configuration(dir)) } throws: {
+            "\($0)".contains("no MANIFEST") && "\($0)".contains("TRAINED") && "\($0)".contains("wal")
+        }
+    }
+}
