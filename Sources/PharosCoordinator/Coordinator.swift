@@ -195,7 +195,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
             }
             return .healthResult(ready: ready, status: lines.joined(separator: "; "))
         case let .trainedState(file, whiteningFile):
+            let pushed = try checkedTrainedState(file)
             let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
+            try await checkNotRetraining(version: pushed, whitening: whitening)
             var version: UInt64?
             for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }) {
                 guard case let .trainedStateAck(v) = reply else { continue }
@@ -206,9 +208,90 @@ public final class Coordinator: WireService, @unchecked Sendable {
             }
             if let whitening { try keep(whitening) }
             return .trainedStateAck(version: version ?? 0)
-        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .error:
+        case let .drop(confirm):
+            return .dropResult(droppedEntries: try await drop(confirm: confirm))
+        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request the coordinator serves")
         }
+    }
+
+    // MARK: Trained state
+
+    /// The collection's factory string in canonical form (as shards report it).
+    private var canonicalFactory: String {
+        (try? IndexFactory.make(map.collection.factory, dimension: map.collection.dimension,
+                                metric: Metric(rawValue: map.collection.metric) ?? .l2).factoryString) ?? map.collection.factory
+    }
+
+    /// A pushed trained state must be the cluster file's collection: its factory, dimension
+    /// and metric, trained and empty. Returns its version (as shards compute it).
+    private func checkedTrainedState(_ bytes: [UInt8]) throws -> UInt64 {
+        let loaded: any VectorIndex
+        do { loaded = try IndexFactory.load(bytes: bytes, name: "pushed trained state") } catch {
+            throw WireError(.invalidArgument, "\(error)")
+        }
+        let expected = canonicalFactory
+        guard loaded.factoryString == expected else {
+            throw WireError(.invalidArgument, "TrainedState is a \(loaded.factoryString) index; the cluster file's collection is \(expected)")
+        }
+        guard loaded.dimension == map.collection.dimension, loaded.metric.rawValue == map.collection.metric else {
+            throw WireError(.invalidArgument, "TrainedState is \(loaded.dimension)-D \(loaded.metric.rawValue); the collection is \(map.collection.dimension)-D \(map.collection.metric)")
+        }
+        guard loaded.isTrained, loaded.count == 0 else {
+            throw WireError(.invalidArgument, loaded.isTrained ? "TrainedState holds \(loaded.count) vectors; push a trained, empty index" : "TrainedState is not trained")
+        }
+        return IndexFactory.trainedStateVersion(loaded)
+    }
+
+    /// A trained collection keeps its trained state and whitening: the same ones again are
+    /// acknowledged (a retried push, or a shard that missed it), anything else refused until
+    /// the collection is dropped (`Drop`, `pharos train --replace`).
+    private func checkNotRetraining(version: UInt64, whitening: Whitening?) async throws {
+        var trainedVersions = Set<UInt64>()
+        for (i, outcome) in await fanOut(links.indices.map { ($0, .stats) }, deadline: defaultDeadline) {
+            switch outcome {
+            case let .success(.statsResult(s)): trainedVersions.insert(s.trainedVersion)
+            case let .failure(error) where error.code == .notReady: continue
+            case let .failure(error):
+                throw WireError(error.code == .unavailable ? .unavailable : error.code,
+                                "cannot tell whether \(map.shards[i].name) is trained, so no trained state is pushed: \(error.message)")
+            case let .success(other):
+                throw WireError(.internalError, "\(map.shards[i].name) answered Stats with \(other.name)")
+            }
+        }
+        let replace = "drop the collection first (pharos train --replace)"
+        if let current = trainedVersions.first(where: { $0 != version }) {
+            throw WireError(.invalidArgument, "the collection is already trained (trained state \(current)); refusing trained state \(version): \(replace)")
+        }
+        guard !trainedVersions.isEmpty else { return }
+        if self.whitening != whitening {
+            throw WireError(.invalidArgument, self.whitening == nil
+                ? "the collection is trained without a whitening and holds unwhitened vectors; refusing to add one: \(replace)"
+                : "the collection is trained with a whitening and holds whitened vectors; refusing to change or remove it: \(replace)")
+        }
+    }
+
+    /// Drops every entry, the trained state and the whitening.
+    private func drop(confirm: String) async throws -> UInt64 {
+        let factory = canonicalFactory
+        guard confirm == factory || confirm == map.collection.factory else {
+            throw WireError(.invalidArgument, "Drop.confirm is \(confirm.debugDescription): to drop this collection give its factory, \(factory.debugDescription)")
+        }
+        var dropped: UInt64 = 0
+        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .drop(confirm: factory)) }) {
+            if case let .dropResult(n) = reply { dropped += n }
+        }
+        if let stateDirectory {
+            let path = stateDirectory + "/" + Self.whiteningFileName
+            if FileManager.default.fileExists(atPath: path) {
+                do { try FileManager.default.removeItem(atPath: path) } catch {
+                    throw WireError(.storage, "removing the whitening \(path): \(error)")
+                }
+            }
+        }
+        installedWhitening.withLock { $0 = nil }
+        logger.warning("collection dropped", metadata: ["entries": "\(dropped)"])
+        return dropped
     }
 
     // MARK: Whitening

@@ -1,3 +1,4 @@
+import PharosKernels
 import PharosVectors
 
 /// Builds indexes from faiss-style factory strings and saves and loads them.
@@ -91,6 +92,12 @@ public enum IndexFactory {
     /// errors name `name` as the file.
     public static func load(bytes: [UInt8], name: String) throws -> any VectorIndex {
         try load(try IndexFileReader(bytes: bytes, path: name))
+    }
+
+    /// The trained-state version of `index`: CRC32C of its canonical encoding, as shards
+    /// report it (the checksum of the `TRAINED` file they write).
+    public static func trainedStateVersion(_ index: any VectorIndex) -> UInt64 {
+        UInt64(encoded(index).withUnsafeBytes { pharos_crc32c(0, $0.baseAddress, $0.count) })
     }
 
     /// The bytes `save` would write.

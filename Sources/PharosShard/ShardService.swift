@@ -49,6 +49,7 @@ public final class ShardService: WireService, @unchecked Sendable {
     public init(configuration: Configuration) throws {
         self.configuration = configuration
         let claim = try Shard.DirectoryClaim(configuration.dataDirectory)
+        if try claim.contents().contains(Shard.dropMarkerName) { try Shard.destroy(claim) }   // a drop cut short
         let contents = try claim.contents()
         if contents.contains("MANIFEST") {
             shard = try Shard.open(at: configuration.dataDirectory, options: configuration.storage, claim: claim)
@@ -160,7 +161,9 @@ public final class ShardService: WireService, @unchecked Sendable {
                                  ?? "waiting for a trained state")
         case let .trainedState(indexFile, _):   // a whitening is the coordinator's business
             return .trainedStateAck(version: try install(indexFile))
-        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .error:
+        case let .drop(confirm):
+            return .dropResult(droppedEntries: try drop(confirm: confirm))
+        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request a shard serves")
         }
     }
@@ -187,6 +190,23 @@ public final class ShardService: WireService, @unchecked Sendable {
             let created = try Shard.create(at: configuration.dataDirectory, trainedIndex: index, options: configuration.storage, claim: claim)
             shard = created
             return created.trainedStateVersion
+        }
+    }
+
+    /// Empties the directory (entries, trained state), after which a new trained state can be
+    /// pushed. Nothing to drop on an untrained node is not an error (a retried drop).
+    private func drop(confirm: String) throws -> UInt64 {
+        try lock.withLock {
+            guard let current = shard, let claim else { return 0 }
+            let factory = current.index.factoryString
+            guard confirm == factory else {
+                throw WireError(.invalidArgument, "Drop.confirm is \(confirm.debugDescription): to drop this collection give its factory, \(factory.debugDescription)")
+            }
+            let dropped = UInt64(current.statistics.liveEntries)
+            current.close()
+            shard = nil
+            do { try Shard.destroy(claim) } catch { throw WireError(.storage, "dropping the collection: \(error)") }
+            return dropped
         }
     }
 

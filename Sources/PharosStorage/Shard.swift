@@ -202,6 +202,26 @@ public final class Shard: @unchecked Sendable {
 
     /// The lock file's name inside a shard directory.
     public static let lockFileName = "LOCK"
+    /// Present while a shard directory is being emptied by `destroy`: a crash midway leaves it,
+    /// and `destroy` is run again before the directory is used.
+    public static let dropMarkerName = "DROPPING"
+
+    /// Removes everything a shard keeps in the claimed directory (the shard must be closed),
+    /// leaving it empty but for the lock. Crash-safe: a marker is made durable first and
+    /// removed last, so a directory is either still a whole shard or marked for this.
+    public static func destroy(_ claim: DirectoryClaim) throws {
+        let directory = claim.directory, fm = FileManager.default
+        let marker = directory + "/" + dropMarkerName
+        try FileIO.writeAtomically(Array("dropping the collection; remove everything here but LOCK\n".utf8), to: marker)
+        for name in try claim.contents() where name != dropMarkerName {
+            do { try fm.removeItem(atPath: directory + "/" + name) } catch {
+                throw StorageError.io(path: directory + "/" + name, operation: "remove", reason: "\(error)")
+            }
+        }
+        FileIO.syncDirectory(containing: marker)
+        unlink(marker)
+        FileIO.syncDirectory(containing: marker)
+    }
 
     /// Creates a shard in `directory` (new or empty) for the trained, empty `trainedIndex`.
     public static func create(at directory: String, trainedIndex: IVFPQIndex, options: Options = Options(),

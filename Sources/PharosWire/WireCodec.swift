@@ -202,6 +202,16 @@ public enum WireCodec {
             m.pointee.trained_version = version
             e.body_case = PHAROS__ENVELOPE__BODY_TRAINED_STATE_ACK
             e.trained_state_ack = m
+        case let .drop(confirm):
+            let m = arena.message(Pharos__Drop.self) { pharos__drop__init($0) }
+            m.pointee.confirm = arena.string(try checked([confirm], "confirm")[0])
+            e.body_case = PHAROS__ENVELOPE__BODY_DROP
+            e.drop = m
+        case let .dropResult(dropped):
+            let m = arena.message(Pharos__DropResult.self) { pharos__drop_result__init($0) }
+            m.pointee.dropped_entries = dropped
+            e.body_case = PHAROS__ENVELOPE__BODY_DROP_RESULT
+            e.drop_result = m
         case let .error(error):
             let m = arena.message(Pharos__Error.self) { pharos__error__init($0) }
             m.pointee.code = Pharos__ErrorCode(rawValue: UInt32(error.code.rawValue))
@@ -305,6 +315,10 @@ public enum WireCodec {
             return .trainedState(indexFile: bytes(e.trained_state.pointee.index_file), whitening: bytes(e.trained_state.pointee.whitening))
         case PHAROS__ENVELOPE__BODY_TRAINED_STATE_ACK:
             return .trainedStateAck(version: e.trained_state_ack.pointee.trained_version)
+        case PHAROS__ENVELOPE__BODY_DROP:
+            return .drop(confirm: string(e.drop.pointee.confirm))
+        case PHAROS__ENVELOPE__BODY_DROP_RESULT:
+            return .dropResult(droppedEntries: e.drop_result.pointee.dropped_entries)
         case PHAROS__ENVELOPE__BODY_ERROR:
             let x = e.error.pointee
             return .error(WireError(Int32(exactly: x.code.rawValue).flatMap(WireError.Code.init(rawValue:)) ?? .unspecified, string(x.message), requestID: x.request_id))

@@ -35,6 +35,9 @@ public enum WireMessage: Sendable, Equatable {
     /// collection's whitening (a `PHXWHITN` file; empty for none), which only the coordinator keeps.
     case trainedState(indexFile: [UInt8], whitening: [UInt8] = [])
     case trainedStateAck(version: UInt64)
+    /// Drops the collection (entries, trained state, whitening); `confirm` must be its factory.
+    case drop(confirm: String)
+    case dropResult(droppedEntries: UInt64)
     case error(WireError)
 
     /// The message's name in the protocol document.
@@ -55,6 +58,8 @@ public enum WireMessage: Sendable, Equatable {
         case .healthResult: return "HealthResult"
         case .trainedState: return "TrainedState"
         case .trainedStateAck: return "TrainedStateAck"
+        case .drop: return "Drop"
+        case .dropResult: return "DropResult"
         case .error: return "Error"
         }
     }

@@ -862,6 +862,96 @@ void   pharos__trained_state_ack__free_unpacked
   assert(message->base.descriptor == &pharos__trained_state_ack__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pharos__drop__init
+                     (Pharos__Drop         *message)
+{
+  static const Pharos__Drop init_value = PHAROS__DROP__INIT;
+  *message = init_value;
+}
+size_t pharos__drop__get_packed_size
+                     (const Pharos__Drop *message)
+{
+  assert(message->base.descriptor == &pharos__drop__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__drop__pack
+                     (const Pharos__Drop *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__drop__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__drop__pack_to_buffer
+                     (const Pharos__Drop *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__drop__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__Drop *
+       pharos__drop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__Drop *)
+     protobuf_c_message_unpack (&pharos__drop__descriptor,
+                                allocator, len, data);
+}
+void   pharos__drop__free_unpacked
+                     (Pharos__Drop *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__drop__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__drop_result__init
+                     (Pharos__DropResult         *message)
+{
+  static const Pharos__DropResult init_value = PHAROS__DROP_RESULT__INIT;
+  *message = init_value;
+}
+size_t pharos__drop_result__get_packed_size
+                     (const Pharos__DropResult *message)
+{
+  assert(message->base.descriptor == &pharos__drop_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__drop_result__pack
+                     (const Pharos__DropResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__drop_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__drop_result__pack_to_buffer
+                     (const Pharos__DropResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__drop_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__DropResult *
+       pharos__drop_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__DropResult *)
+     protobuf_c_message_unpack (&pharos__drop_result__descriptor,
+                                allocator, len, data);
+}
+void   pharos__drop_result__free_unpacked
+                     (Pharos__DropResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__drop_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pharos__error__init
                      (Pharos__Error         *message)
 {
@@ -2093,6 +2183,82 @@ const ProtobufCMessageDescriptor pharos__trained_state_ack__descriptor =
   (ProtobufCMessageInit) pharos__trained_state_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pharos__drop__field_descriptors[1] =
+{
+  {
+    "confirm",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Drop, confirm),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__drop__field_indices_by_name[] = {
+  0,   /* field[0] = confirm */
+};
+static const ProtobufCIntRange pharos__drop__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__drop__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.Drop",
+  "Drop",
+  "Pharos__Drop",
+  "pharos",
+  sizeof(Pharos__Drop),
+  1,
+  pharos__drop__field_descriptors,
+  pharos__drop__field_indices_by_name,
+  1,  pharos__drop__number_ranges,
+  (ProtobufCMessageInit) pharos__drop__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__drop_result__field_descriptors[1] =
+{
+  {
+    "dropped_entries",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__DropResult, dropped_entries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__drop_result__field_indices_by_name[] = {
+  0,   /* field[0] = dropped_entries */
+};
+static const ProtobufCIntRange pharos__drop_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__drop_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.DropResult",
+  "DropResult",
+  "Pharos__DropResult",
+  "pharos",
+  sizeof(Pharos__DropResult),
+  1,
+  pharos__drop_result__field_descriptors,
+  pharos__drop_result__field_indices_by_name,
+  1,  pharos__drop_result__number_ranges,
+  (ProtobufCMessageInit) pharos__drop_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pharos__error__field_descriptors[3] =
 {
   {
@@ -2157,7 +2323,7 @@ const ProtobufCMessageDescriptor pharos__error__descriptor =
   (ProtobufCMessageInit) pharos__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[17] =
+static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[19] =
 {
   {
     "request_id",
@@ -2363,10 +2529,36 @@ static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[17] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "drop",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, drop),
+    &pharos__drop__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "drop_result",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, drop_result),
+    &pharos__drop_result__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__envelope__field_indices_by_name[] = {
   6,   /* field[6] = delete */
   7,   /* field[7] = delete_result */
+  17,   /* field[17] = drop */
+  18,   /* field[18] = drop_result */
   16,   /* field[16] = error */
   8,   /* field[8] = fetch */
   9,   /* field[9] = fetch_result */
@@ -2386,7 +2578,7 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor pharos__envelope__descriptor =
 {
@@ -2396,7 +2588,7 @@ const ProtobufCMessageDescriptor pharos__envelope__descriptor =
   "Pharos__Envelope",
   "pharos",
   sizeof(Pharos__Envelope),
-  17,
+  19,
   pharos__envelope__field_descriptors,
   pharos__envelope__field_indices_by_name,
   1,  pharos__envelope__number_ranges,

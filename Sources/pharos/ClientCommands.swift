@@ -59,6 +59,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Use this whitening file (PHXWHITN) instead of learning one.") var whiteningFile: String?
     @Option(help: "PCA whitening: eigenvalue power (0.5 whitens fully, 0 is plain PCA).") var whitenPower: Float = 0.5
     @Option(help: "PCA whitening: shrinkage of eigenvalues toward their mean, 0...1.") var whitenShrinkage: Float = 0
+    @Flag(help: "Drop the collection first (every entry, its trained state and whitening), then train anew. Without it a trained collection refuses a different trained state or whitening.")
+    var replace = false
 
     func run() throws {
         let map = try ClusterMap.load(cluster)
@@ -88,8 +90,16 @@ struct TrainCommand: ParsableCommand {
         let clock = Date()
         try index.train(sample, threads: threads)
         let file = IndexFactory.encoded(index), whiteningFile = whitening?.serialized() ?? []
-        let reply = try options.withClient {
-            try await $0.call(.trainedState(indexFile: file, whitening: whiteningFile), timeout: .seconds(120))
+        let replacing = replace, factory = map.collection.factory
+        let reply = try options.withClient { client in
+            if replacing {
+                // Only once training succeeded: a failed run leaves the collection as it was.
+                guard case let .dropResult(dropped) = try await client.call(.drop(confirm: factory), timeout: .seconds(120)) else {
+                    throw ValidationError("the coordinator did not confirm the drop")
+                }
+                printError("dropped the collection (\(dropped) entries)")
+            }
+            return try await client.call(.trainedState(indexFile: file, whitening: whiteningFile), timeout: .seconds(120))
         }
         guard case let .trainedStateAck(version) = reply else { throw ValidationError("unexpected reply \(reply.name)") }
         print(String(format: "trained %@ in %.2f s; every shard holds trained state %llu", map.collection.factory, Date().timeIntervalSince(clock), version))

@@ -164,3 +164,60 @@ import Testing
         }
     }
 }
+
+/// Who may set a collection's trained state, and when.
+@Suite(.serialized) struct TrainedStateTests {
+    static let data = BoundaryTests.data
+
+    static func trained(_ factory: String, seed: UInt64 = 1) throws -> [UInt8] {
+        let index = try IndexFactory.make(factory, dimension: 16, metric: .l2)
+        try index.train(data.vectors(0..<2000, stream: seed), threads: 1)
+        return IndexFactory.encoded(index)
+    }
+
+    static func whitening() throws -> Whitening {
+        try Whitening.learnPCA(data.vectors(0..<500, stream: 9), outputDimension: 16, power: 0.5, shrinkage: 0)
+    }
+
+    /// Before training, a state that is not the cluster file's collection is refused, and the
+    /// real training still works afterwards.
+    @Test func aForeignTrainedStateIsRefusedBeforeTraining() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineFlat") { cluster in
+            await #expect { _ = try await cluster.client.call(.trainedState(indexFile: try Self.trained("IVF4,PQ8"))) } throws: {
+                ($0 as? WireError)?.code == .invalidArgument && "\($0)".contains("IVF8,PQ8x4fs,RefineFlat")
+            }
+            guard case .trainedStateAck = try await cluster.client.call(.trainedState(indexFile: try Self.trained("IVF8,PQ8x4fs,RefineFlat"))) else {
+                Issue.record("the real training was refused"); return
+            }
+        }
+    }
+
+    /// After training, the same state is acknowledged again, but a different one, or a
+    /// whitening added to a collection of unwhitened vectors, is refused until a drop.
+    @Test func aTrainedCollectionRefusesAnotherStateOrWhiteningUntilDropped() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineFlat") { cluster in
+            let state = try Self.trained("IVF8,PQ8x4fs,RefineFlat")
+            _ = try await cluster.client.call(.trainedState(indexFile: state))
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<50).map { "k\($0)" }, vectors: Self.data.vectors(0..<50, stream: 0).values, dimension: 16)))
+            guard case .trainedStateAck = try await cluster.client.call(.trainedState(indexFile: state)) else { Issue.record("no ack"); return }
+            let whitening = try Self.whitening().serialized()
+            await #expect { _ = try await cluster.client.call(.trainedState(indexFile: state, whitening: whitening)) } throws: {
+                ($0 as? WireError)?.code == .invalidArgument && "\($0)".contains("--replace")
+            }
+            #expect(cluster.coordinator.whitening == nil)
+            let other = try Self.trained("IVF8,PQ8x4fs,RefineFlat", seed: 5)
+            await #expect { _ = try await cluster.client.call(.trainedState(indexFile: other)) } throws: {
+                ($0 as? WireError)?.code == .invalidArgument && "\($0)".contains("already trained")
+            }
+            // The explicit path: drop (guarded by the factory), then train anew with a whitening.
+            await #expect { _ = try await cluster.client.call(.drop(confirm: "yes")) } throws: { ($0 as? WireError)?.code == .invalidArgument }
+            #expect(try await cluster.client.call(.drop(confirm: "IVF8,PQ8x4fs,RefineFlat")) == .dropResult(droppedEntries: 50))
+            guard case .trainedStateAck = try await cluster.client.call(.trainedState(indexFile: other, whitening: whitening)) else {
+                Issue.record("training after the drop was refused"); return
+            }
+            #expect(cluster.coordinator.whitening != nil)
+            guard case let .statsResult(s) = try await cluster.client.call(.stats) else { Issue.record("no stats"); return }
+            #expect(s.liveEntries == 0 && s.trainedVersion != 0)
+        }
+    }
+}

@@ -34,6 +34,8 @@ typedef struct Pharos__Health Pharos__Health;
 typedef struct Pharos__HealthResult Pharos__HealthResult;
 typedef struct Pharos__TrainedState Pharos__TrainedState;
 typedef struct Pharos__TrainedStateAck Pharos__TrainedStateAck;
+typedef struct Pharos__Drop Pharos__Drop;
+typedef struct Pharos__DropResult Pharos__DropResult;
 typedef struct Pharos__Error Pharos__Error;
 typedef struct Pharos__Envelope Pharos__Envelope;
 
@@ -400,6 +402,34 @@ struct  Pharos__TrainedStateAck
     , 0 }
 
 
+/*
+ * Drops the collection: every entry, the trained state and the whitening, so that it can be
+ * trained anew (`pharos train --replace`). `confirm` must be the collection's factory string
+ * (as `StatsResult.factory` reports it), a guard against a mistaken drop.
+ */
+struct  Pharos__Drop
+{
+  ProtobufCMessage base;
+  char *confirm;
+};
+#define PHAROS__DROP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__drop__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Pharos__DropResult
+{
+  ProtobufCMessage base;
+  /*
+   * live entries removed
+   */
+  uint64_t dropped_entries;
+};
+#define PHAROS__DROP_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__drop_result__descriptor) \
+    , 0 }
+
+
 struct  Pharos__Error
 {
   ProtobufCMessage base;
@@ -432,7 +462,9 @@ typedef enum {
   PHAROS__ENVELOPE__BODY_HEALTH_RESULT = 14,
   PHAROS__ENVELOPE__BODY_TRAINED_STATE = 15,
   PHAROS__ENVELOPE__BODY_TRAINED_STATE_ACK = 16,
-  PHAROS__ENVELOPE__BODY_ERROR = 17
+  PHAROS__ENVELOPE__BODY_ERROR = 17,
+  PHAROS__ENVELOPE__BODY_DROP = 18,
+  PHAROS__ENVELOPE__BODY_DROP_RESULT = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__ENVELOPE__BODY__CASE)
 } Pharos__Envelope__BodyCase;
 
@@ -461,6 +493,8 @@ struct  Pharos__Envelope
     Pharos__TrainedState *trained_state;
     Pharos__TrainedStateAck *trained_state_ack;
     Pharos__Error *error;
+    Pharos__Drop *drop;
+    Pharos__DropResult *drop_result;
   };
 };
 #define PHAROS__ENVELOPE__INIT \
@@ -829,6 +863,44 @@ Pharos__TrainedStateAck *
 void   pharos__trained_state_ack__free_unpacked
                      (Pharos__TrainedStateAck *message,
                       ProtobufCAllocator *allocator);
+/* Pharos__Drop methods */
+void   pharos__drop__init
+                     (Pharos__Drop         *message);
+size_t pharos__drop__get_packed_size
+                     (const Pharos__Drop   *message);
+size_t pharos__drop__pack
+                     (const Pharos__Drop   *message,
+                      uint8_t             *out);
+size_t pharos__drop__pack_to_buffer
+                     (const Pharos__Drop   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__Drop *
+       pharos__drop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__drop__free_unpacked
+                     (Pharos__Drop *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__DropResult methods */
+void   pharos__drop_result__init
+                     (Pharos__DropResult         *message);
+size_t pharos__drop_result__get_packed_size
+                     (const Pharos__DropResult   *message);
+size_t pharos__drop_result__pack
+                     (const Pharos__DropResult   *message,
+                      uint8_t             *out);
+size_t pharos__drop_result__pack_to_buffer
+                     (const Pharos__DropResult   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__DropResult *
+       pharos__drop_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__drop_result__free_unpacked
+                     (Pharos__DropResult *message,
+                      ProtobufCAllocator *allocator);
 /* Pharos__Error methods */
 void   pharos__error__init
                      (Pharos__Error         *message);
@@ -926,6 +998,12 @@ typedef void (*Pharos__TrainedState_Closure)
 typedef void (*Pharos__TrainedStateAck_Closure)
                  (const Pharos__TrainedStateAck *message,
                   void *closure_data);
+typedef void (*Pharos__Drop_Closure)
+                 (const Pharos__Drop *message,
+                  void *closure_data);
+typedef void (*Pharos__DropResult_Closure)
+                 (const Pharos__DropResult *message,
+                  void *closure_data);
 typedef void (*Pharos__Error_Closure)
                  (const Pharos__Error *message,
                   void *closure_data);
@@ -960,6 +1038,8 @@ extern const ProtobufCMessageDescriptor pharos__health__descriptor;
 extern const ProtobufCMessageDescriptor pharos__health_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__trained_state__descriptor;
 extern const ProtobufCMessageDescriptor pharos__trained_state_ack__descriptor;
+extern const ProtobufCMessageDescriptor pharos__drop__descriptor;
+extern const ProtobufCMessageDescriptor pharos__drop_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__error__descriptor;
 extern const ProtobufCMessageDescriptor pharos__envelope__descriptor;
 
