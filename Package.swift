@@ -64,6 +64,7 @@ let package = Package(
                 "PharosWireC", "CProtobufC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The shard-node service: a storage directory served over the wire protocol.

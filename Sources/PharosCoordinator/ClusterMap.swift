@@ -1,4 +1,5 @@
 import Foundation
+import PharosIndex
 import PharosVectors
 
 /// The static cluster description the coordinator reads: the collection, the shards, and
@@ -74,15 +75,46 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         do { map = try JSONDecoder().decode(ClusterMap.self, from: data) } catch {
             throw ClusterMapError(path: path, problem: "not a cluster file: \(error)")
         }
+        try checkKeys(data, path: path)
         try map.validate(path: path)
         return map
+    }
+
+    /// Refuses keys this format does not have: a misspelt `"normalise"` or `"dimensions"`
+    /// would otherwise be ignored without a word.
+    private static func checkKeys(_ data: Data, path: String) throws {
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ClusterMapError(path: path, problem: "not a JSON object")
+        }
+        func check(_ object: [String: Any], allowed: Set<String>, at place: String) throws {
+            if let unknown = object.keys.filter({ !allowed.contains($0) }).sorted().first {
+                throw ClusterMapError(path: path, problem: "unknown key \(unknown.debugDescription) in \(place); allowed: \(allowed.sorted().joined(separator: ", "))")
+            }
+        }
+        try check(root, allowed: ["collection", "buckets", "shards", "assignment"], at: "the top level")
+        if let collection = root["collection"] as? [String: Any] {
+            try check(collection, allowed: ["dimension", "metric", "factory", "normalize"], at: "collection")
+        }
+        for (i, shard) in ((root["shards"] as? [Any]) ?? []).enumerated() {
+            if let shard = shard as? [String: Any] { try check(shard, allowed: ["name", "host", "port"], at: "shards[\(i)]") }
+        }
     }
 
     /// Checks every field's range and consistency.
     public func validate(path: String = "cluster map") throws {
         func bad(_ problem: String) -> ClusterMapError { ClusterMapError(path: path, problem: problem) }
         guard collection.dimension > 0 else { throw bad("collection.dimension = \(collection.dimension), expected >= 1") }
-        guard ["l2", "ip"].contains(collection.metric) else { throw bad("collection.metric = \(collection.metric.debugDescription), expected \"l2\" or \"ip\"") }
+        guard let metric = Metric(rawValue: collection.metric) else {
+            throw bad("collection.metric = \(collection.metric.debugDescription), expected \"l2\" or \"ip\"")
+        }
+        // Shards hold IVF/PQ indexes: a factory they cannot serve fails here, not at training.
+        do {
+            guard try IndexFactory.make(collection.factory, dimension: collection.dimension, metric: metric) is IVFPQIndex else {
+                throw bad("collection.factory = \(collection.factory.debugDescription) is not an IVF/PQ index, which is what shards serve (e.g. IVF256,PQ32x4fs,RefineSQ8)")
+            }
+        } catch let error as ClusterMapError { throw error } catch {
+            throw bad("collection.factory = \(collection.factory.debugDescription): \(error)")
+        }
         guard !shards.isEmpty else { throw bad("shards is empty") }
         guard buckets >= shards.count, buckets <= 1 << 20 else { throw bad("buckets = \(buckets), expected \(shards.count)...\(1 << 20)") }
         guard Set(shards.map(\.name)).count == shards.count else { throw bad("shard names repeat") }

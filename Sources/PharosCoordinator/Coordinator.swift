@@ -132,9 +132,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
         return true
     }
 
-    public func close() {
-        let links = self.links
-        Task { for link in links { await link.close() } }
+    public func close() async {
+        for link in links { await link.close() }
     }
 
     /// The reply to `message`.

@@ -17,6 +17,8 @@ actor ShardLink {
     private nonisolated let published = Mutex<WireClient?>(nil)
     private var backoff: Duration = .milliseconds(100)
     private var retryAfter: ContinuousClock.Instant?
+    /// Set by `close`: no connection is made after it (the event loops are about to stop).
+    private var closed = false
 
     init(address: ClusterMap.ShardAddress, group: any EventLoopGroup) {
         self.address = address
@@ -45,6 +47,7 @@ actor ShardLink {
 
     private func connected(timeout: Duration) async throws -> WireClient {
         if let client { return client }
+        if closed { throw WireError(.unavailable, "the coordinator is shutting down") }
         let now = ContinuousClock.now
         if let retryAfter, now < retryAfter {
             throw WireError(.unavailable, "\(address.name) (\(address.host):\(address.port)) is down; next connection attempt in \(retryAfter - now)")
@@ -69,8 +72,9 @@ actor ShardLink {
         Task { await failed.close() }
     }
 
-    /// Closes the connection.
+    /// Closes the connection for good.
     func close() async {
+        closed = true
         await client?.close()
         client = nil
     }

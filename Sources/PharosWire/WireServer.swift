@@ -10,8 +10,9 @@ public protocol WireService: AnyObject, Sendable {
     /// Produces the reply to `message` and passes it to `reply` exactly once, from any thread.
     /// Must not block the caller (an event loop): run blocking work elsewhere.
     func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void)
-    /// Releases resources after the server stopped.
-    func close()
+    /// Releases resources after the server stopped; the event loops are still running, so
+    /// connections it holds can close cleanly before they shut down.
+    func close() async
 }
 
 /// Serves a `WireService` over TCP with the wire protocol (shard nodes and the coordinator).
@@ -116,7 +117,7 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
             abandoned = state.withLock { requestsInFlight }
         }
         for child in open { try? await child.close() }
-        service.close()
+        await service.close()
         logger.info("stopped", metadata: ["abandonedRequests": "\(abandoned)"])
     }
 

@@ -138,7 +138,7 @@ final class TestCluster: @unchecked Sendable {
             // A new coordinator over the same state folder starts with it.
             let restarted = try Coordinator(map: cluster.map, group: cluster.group, stateDirectory: cluster.stateDirectory)
             #expect(restarted.whitening == whitening)
-            restarted.close()
+            await restarted.close()
         }
     }
 

@@ -1,0 +1,128 @@
+import Foundation
+import PharosTestSupport
+import PharosWire
+import Testing
+@testable import PharosCoordinator
+
+/// `pharos cluster up` as a user runs it: a supervisor, not a launcher.
+@Suite(.serialized) struct ClusterUpTests {
+    static var pharos: URL { ProcessCluster.binaries.appendingPathComponent("pharos") }
+
+    /// Runs `pharos arguments` to completion (bounded by the command's own checks).
+    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await ProcessRunner.run(pharos.path, arguments)
+    }
+
+    /// A port with the next three free too, as far as a quick look can tell.
+    static func freeBlock() -> Int {
+        for _ in 0..<20 {
+            let p = ProcessCluster.freePort()
+            guard p < 65000 else { continue }
+            if (1...3).allSatisfy({ Self.isFree(p + $0) }) { return p }
+        }
+        return ProcessCluster.freePort()
+    }
+
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    /// The PID of the shard serving `folder`, from /proc (nil when none runs).
+    static func shardPID(serving folder: String) -> Int32? {
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for pid in pids.compactMap(Int32.init) {
+            guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.contains("serve"), arguments.contains(folder) { return pid }
+        }
+        return nil
+    }
+
+    @Test func aKilledShardIsRestartedAndCtrlCStopsEverythingCleanly() async throws {
+        let root = NSTemporaryDirectory() + "pharos-up-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let port = Self.freeBlock()
+        let process = Process()
+        process.executableURL = Self.pharos
+        process.arguments = ["cluster", "up", "--data", root, "--dimension", "16", "--factory", "IVF8,PQ8x4fs", "--port", "\(port)"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let ready = try await BlockingWork.run { String(decoding: out.fileHandleForReading.availableData, as: UTF8.self) }
+        #expect(ready.contains("cluster ready"), "\(ready)")
+        let folder = root + "/shard-1"
+        let first = try #require(Self.shardPID(serving: folder))
+        kill(first, SIGKILL)
+        var second: Int32?
+        for _ in 0..<100 {   // up to 10 s
+            try await Task.sleep(nanoseconds: 100_000_000)
+            if let pid = Self.shardPID(serving: folder), pid != first, ProcessCluster.freePort() > 0 { second = pid; break }
+        }
+        #expect(second != nil, "shard-1 was not restarted")
+        #expect(process.isRunning, "cluster up stopped when one shard died")
+        // The restarted shard answers (it may take a moment to listen).
+        var answered = false
+        for _ in 0..<50 where !answered {
+            let c = try? RawConnection(port: port + 2)
+            if let c {
+                c.send(try FrameEncoder.frame(Envelope(requestID: 9, body: .health)))
+                answered = await c.nextFrame()?.requestID == 9
+            }
+            if !answered { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        #expect(answered)
+        kill(process.processIdentifier, SIGINT)
+        let (stdout, stderr) = try await BlockingWork.run {
+            (String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+             String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(stdout.contains("cluster stopped"))
+        #expect(stderr.contains("shard-1 was killed by SIGKILL; restarting it"), "\(stderr)")
+        #expect(!stderr.contains("Cannot schedule"), "\(stderr)")
+        #expect(Self.shardPID(serving: folder) == nil)
+    }
+
+    @Test func flagsThatContradictTheClusterFileAreAnError() async throws {
+        let root = NSTemporaryDirectory() + "pharos-up-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let map = ClusterMap(collection: .init(dimension: 16, metric: "l2", factory: "IVF8,PQ8x4fs"), buckets: 64,
+                             shards: [.init(name: "shard-0", host: "127.0.0.1", port: 7001)])
+        let file = root + "/cluster.json"
+        let original = try JSONEncoder().encode(map)
+        try original.write(to: URL(fileURLWithPath: file))
+        let (status, output) = try await Self.run(["cluster", "up", "--data", root, "--dimension", "32", "--factory", "IVF8,PQ4"])
+        #expect(status != 0)
+        #expect(output.contains("--dimension 32, but the file says 16") && output.contains("--factory IVF8,PQ4, but the file says IVF8,PQ8x4fs"), "\(output)")
+        #expect(FileManager.default.contents(atPath: file) == original)   // not rewritten
+    }
+
+    @Test(arguments: [("Flat", "not an IVF/PQ index"), ("IVF8,PQ7", "do not divide"), ("IVF8,PQ8x3", "PQ8x3")])
+    func aFactoryShardsCannotServeFailsAtClusterUp(factory: String, problem: String) async throws {
+        let root = NSTemporaryDirectory() + "pharos-up-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (status, output) = try await Self.run(["cluster", "up", "--data", root, "--dimension", "16", "--factory", factory])
+        #expect(status != 0)
+        #expect(output.contains(problem), "\(output)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/cluster.json"))
+    }
+
+    @Test func theClusterFileRefusesUnknownKeys() throws {
+        let path = NSTemporaryDirectory() + "pharos-map-\(UUID().uuidString.prefix(8)).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let text = #"{"collection": {"dimension": 16, "metric": "ip", "factory": "IVF8,PQ8", "normalise": true}, "buckets": 64, "shards": [{"name": "a", "host": "127.0.0.1", "port": 7001}]}"#
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        #expect { try ClusterMap.load(path) } throws: { "\($0)".contains("unknown key \"normalise\" in collection") }
+    }
+}
