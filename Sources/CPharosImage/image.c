@@ -59,7 +59,8 @@ int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, Pharo
     jpeg_start_decompress(&cinfo);
     size_t w = cinfo.output_width, h = cinfo.output_height;
     if (w == 0 || h == 0 || w * h > PHAROS_MAX_PIXELS || cinfo.output_components != 3) {
-        snprintf(error, error_size, "JPEG: %zux%zu with %d components is out of range", w, h, cinfo.output_components);
+        snprintf(error, error_size, "JPEG: %zux%zu with %d components is out of range (at most 2^28 = 268435456 pixels, 3 components)",
+                 w, h, cinfo.output_components);
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
@@ -131,7 +132,7 @@ int pharos_decode_png(const uint8_t *data, size_t size, PharosDecodedImage *out,
         return -1;
     }
     if ((size_t)image.width * image.height > PHAROS_MAX_PIXELS || image.width == 0 || image.height == 0) {
-        snprintf(error, error_size, "PNG: %ux%u is out of range", image.width, image.height);
+        snprintf(error, error_size, "PNG: %ux%u is out of range (at most 2^28 = 268435456 pixels)", image.width, image.height);
         png_image_free(&image);
         return -1;
     }

@@ -7,6 +7,13 @@ public enum GroundTruth {
     public static func compute(base: VectorFileReader, queries: Matrix, k: Int, metric: Metric,
                                threads: Int, batch: Int = 200_000,
                                progress: ((Int) -> Void)? = nil) throws -> SearchResult {
+        guard (1...SearchParameters.maximumK).contains(k) else {
+            throw IndexError.invalidParameter(name: "k", value: "\(k)", allowed: "1...\(SearchParameters.maximumK)")
+        }
+        guard queries.columns == base.dimension else {
+            throw IndexError.invalidParameter(name: "queries", value: "\(queries.columns)-D",
+                                              allowed: "\(base.dimension)-D like the base vectors of \(base.path)")
+        }
         var merged = SearchResult(queryCount: queries.rows, k: k, metric: metric)
         var heaps = (0..<queries.rows).map { _ in ResultHeap(capacity: k) }
         try base.forEachBatch(of: batch) { rows, first in

@@ -57,9 +57,7 @@ public final class VectorFileReader: @unchecked Sendable {
                 dataOffset = 0
                 rowHeaderBytes = 4
                 if fileSize == 0 {
-                    count = 0
-                    dimension = 0
-                    rowStride = 4
+                    throw VectorFileError(path: path, offset: 0, problem: "the file is empty: no vectors")
                 } else {
                     guard fileSize >= 4 else {
                         throw VectorFileError(path: path, offset: 0, problem: "file of \(fileSize) bytes is too short for a row header (4 bytes)")
@@ -99,8 +97,10 @@ public final class VectorFileReader: @unchecked Sendable {
                 switch elementType {
                 case .float32:
                     row.update(from: src.assumingMemoryBound(to: Float.self), count: dimension)
+                    try checkFinite(row, dimension: dimension, row: range.lowerBound + outputRow)
                 case .float16:
                     pharos_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), dimension, row)
+                    try checkFinite(row, dimension: dimension, row: range.lowerBound + outputRow)
                 case .uint8:
                     let bytes = src.assumingMemoryBound(to: UInt8.self)
                     for j in 0..<dimension { row[j] = Float(bytes[j]) }
@@ -111,6 +111,14 @@ public final class VectorFileReader: @unchecked Sendable {
             }
         }
         return Matrix(rows: range.count, columns: dimension, values: out)
+    }
+
+    /// A NaN or infinity is refused where it is read, naming the file, row and component:
+    /// later it could only be reported by row, and by then the file is no longer known.
+    private func checkFinite(_ row: UnsafeMutablePointer<Float>, dimension: Int, row index: Int) throws {
+        for j in 0..<dimension where !row[j].isFinite {
+            throw VectorFileError(path: path, problem: "row \(index) component \(j) is \(row[j]): vectors must be finite")
+        }
     }
 
     /// Rows `range` as `Int32` (for `.ivecs` and int32 `.npy`), row-major.

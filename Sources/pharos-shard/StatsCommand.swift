@@ -1,17 +1,17 @@
 import ArgumentParser
 import PharosStorage
 
-/// `pharos-shard stats DATA_DIR`: opens a shard (recovering it) and prints its counts.
+/// `pharos-shard stats --data DIR`: opens a shard (recovering it) and prints its counts.
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stats", abstract: "Open a shard and print its counts.")
 
-    @Argument(help: "The shard's data directory.")
-    var dataDirectory: String
+    @Option(help: "The shard's data directory (as every pharos-shard command takes it).")
+    var data: String
 
     func run() throws {
         var options = Shard.Options()
         options.automaticMaintenance = false
-        let shard = try Shard.open(at: dataDirectory, options: options)
+        let shard = try Shard.open(at: data, options: options)
         defer { shard.close() }
         let s = shard.statistics
         print("index \(shard.index.factoryString), \(shard.index.dimension)-D")

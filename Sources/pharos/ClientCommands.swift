@@ -233,6 +233,8 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
     @Option(help: "Per-request deadline in milliseconds.") var deadline: Int = 5000
     @Flag(help: "Print each query's hits.") var show = false
+    @Flag(help: "Exit 0 even when some answers were partial (a shard missing); without it such a run exits 2.")
+    var allowPartial = false
 
 
     func run() throws {
@@ -284,12 +286,16 @@ struct SearchCommand: ParsableCommand {
                 String(format: "recall@%d %.4f", at, GroundTruth.recall(at: at, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension))
             }.joined(separator: "  "))
         }
+        if partial > 0 && !allowPartial {
+            printError("\(partial) of \(latencies.count) answers were partial (exit status 2; --allow-partial exits 0)")
+            throw ExitCode.degraded
+        }
     }
 }
 
 /// `pharos status`: the cluster's health and counts.
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print the cluster's health and counts.")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print the cluster's health and counts; exit 2 when it is not ready.")
 
     @OptionGroup var options: CoordinatorOptions
 
@@ -304,8 +310,10 @@ struct StatusCommand: ParsableCommand {
             for line in status.split(separator: ";") { print("  \(line.trimmingCharacters(in: .whitespaces))") }
         }
         if case let .statsResult(s) = stats {
-            print("collection: \(s.factory), \(s.dimension)-D; \(s.liveEntries) live entries, \(s.segments) segments, \(s.memoryEntries) in memory; trained state \(s.trainedVersion)")
+            print("collection: \(s.factory), \(s.dimension)-D, \(s.metric); \(s.liveEntries) live entries, \(s.segments) segments, \(s.memoryEntries) in memory; trained state \(s.trainedVersion)")
         }
+        // Scripts wait for readiness with `until pharos status; do ...`.
+        if case .healthResult(false, _) = health { throw ExitCode.degraded }
     }
 }
 

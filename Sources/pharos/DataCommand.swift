@@ -83,16 +83,31 @@ extension DataCommand {
         @Option(help: "Worker threads.")
         var threads: Int = Parallel.defaultThreads
 
+        func validate() throws {
+            for (flag, value, range) in [("--count", count, 1...1_000_000_000), ("--train-count", trainCount, 1...100_000_000),
+                                         ("--queries", queries, 1...10_000_000), ("--dimension", dimension, 1...65536),
+                                         ("--clusters", clusters, 1...10_000_000), ("--threads", threads, 1...1024)]
+            where !range.contains(value) {
+                throw ValidationError("\(flag) \(value): expected \(range.lowerBound)...\(range.upperBound)")
+            }
+            guard spread.isFinite, spread >= 0 else { throw ValidationError("--spread \(spread): expected a finite value >= 0") }
+        }
+
         func run() throws {
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             let metric: Metric = normalized ? .innerProduct : .l2
             let truthPath = out + "/truth-\(metric.rawValue)-100.ivecs"
             if FileManager.default.fileExists(atPath: truthPath) {
                 print("cached: \(out)")
                 return
             }
+            // Everything is written in a private folder first and moved in when complete, the
+            // ground truth (what marks the set as made) last: a failed or killed run leaves
+            // nothing half-written under its final name.
+            let partial = out + "/.partial-\(getpid())"
+            try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: partial) }
             let data = SyntheticDataset(dimension: dimension, clusters: clusters, spread: spread, normalized: normalized, seed: seed)
-            let baseWriter = try VectorFileWriter(path: out + "/base.fvecs", dimension: dimension)
+            let baseWriter = try VectorFileWriter(path: partial + "/base.fvecs", dimension: dimension)
             let bar = ProgressBar("generate", total: count)
             var done = 0
             while done < count {
@@ -103,10 +118,17 @@ extension DataCommand {
             }
             try baseWriter.finish()
             bar.finish()
-            try write(data.vectors(0..<trainCount, stream: 1), to: out + "/train.fvecs")
+            try write(data.vectors(0..<trainCount, stream: 1), to: partial + "/train.fvecs")
             let q = data.vectors(0..<queries, stream: 2)
-            try write(q, to: out + "/queries.fvecs")
-            try writeTruth(base: out + "/base.fvecs", queries: q, k: min(100, count), metric: metric, threads: threads, to: truthPath)
+            try write(q, to: partial + "/queries.fvecs")
+            let truthName = (truthPath as NSString).lastPathComponent
+            try writeTruth(base: partial + "/base.fvecs", queries: q, k: min(100, count), metric: metric, threads: threads, to: partial + "/" + truthName)
+            for name in ["base.fvecs", "train.fvecs", "queries.fvecs", truthName] {
+                guard rename(partial + "/" + name, out + "/" + name) == 0 else {
+                    throw ValidationError("cannot move \(name) into \(out): \(String(cString: strerror(errno)))")
+                }
+            }
+            FileIO.syncDirectory(containing: truthPath)
             print("wrote \(out): base \(count)x\(dimension), train \(trainCount), queries \(queries), exact top-100 (\(metric.rawValue))")
         }
     }
@@ -127,9 +149,18 @@ extension DataCommand {
         @Option(help: "Worker threads.")
         var threads: Int = Parallel.defaultThreads
 
+        func validate() throws {
+            guard (1...SearchParameters.maximumK).contains(k) else { throw ValidationError("-k \(k): expected 1...\(SearchParameters.maximumK)") }
+            guard (1...1024).contains(threads) else { throw ValidationError("--threads \(threads): expected 1...1024") }
+        }
+
         func run() throws {
-            let q = try VectorFileReader(path: queries).readAll()
-            try writeTruth(base: base, queries: q, k: k, metric: metric, threads: threads, to: out)
+            let baseReader = try VectorFileReader(path: base), queryReader = try VectorFileReader(path: queries)
+            guard baseReader.dimension == queryReader.dimension else {
+                throw ValidationError("\(queries) holds \(queryReader.dimension)-D vectors, \(base) \(baseReader.dimension)-D: neighbours need one dimension")
+            }
+            guard k <= baseReader.count else { throw ValidationError("-k \(k): \(base) holds only \(baseReader.count) vectors") }
+            try writeTruth(base: base, queries: try queryReader.readAll(), k: k, metric: metric, threads: threads, to: out)
         }
     }
 }

@@ -23,6 +23,11 @@ struct ExtractionOptions: ParsableArguments {
 
     /// Photo files under `folder`, sorted, as (relative key, full path).
     static func photos(in folder: String) throws -> [(key: String, path: String)] {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else {
+            throw ValidationError("--images \(folder): the folder does not exist")
+        }
+        guard isFolder.boolValue else { throw ValidationError("--images \(folder): not a folder") }
         guard let walker = FileManager.default.enumerator(atPath: folder) else { throw ValidationError("cannot read folder \(folder)") }
         var found: [(String, String)] = []
         while let relative = walker.nextObject() as? String {

@@ -12,8 +12,26 @@ struct Pharos: ParsableCommand {
                       ExtractCommand.self, WhitenCommand.self, EvalCommand.self, CNNBenchCommand.self,
                       IndexCommand.self, DataCommand.self])
 
+    /// Exit statuses (documented in the README): 0 success, 1 a failure (bad input files,
+    /// refused requests, an unreachable cluster), 2 a degraded answer (a partial search, a
+    /// cluster that is not ready), 64 a usage error (flags and their values).
     static func main() {
         OpenBLASThreads.pinBeforeLoad()
-        Self.main(nil)
+        var command: any ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }   // usage: 64
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            // Once the flags parsed, what goes wrong is the data's or the cluster's, not usage.
+            FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            exit(withError: error)
+        }
     }
+}
+
+extension ExitCode {
+    /// A partial search answer or a cluster that is not ready.
+    static let degraded = ExitCode(2)
 }

@@ -126,3 +126,22 @@ import Testing
         #expect { try ClusterMap.load(path) } throws: { "\($0)".contains("unknown key \"normalise\" in collection") }
     }
 }
+
+/// The CLI's exit statuses: 0 success, 1 failure, 2 degraded (partial, not ready), 64 usage.
+@Suite(.serialized) struct ExitStatusTests {
+    @Test func statusOfAnUntrainedClusterExitsTwoAndUsageErrorsSixtyFour() async throws {
+        let cluster = ProcessCluster()
+        _ = try cluster.start(factory: "IVF8,PQ8")
+        defer { _ = cluster.stop() }
+        let address = "127.0.0.1:\(cluster.coordinatorPort)"
+        let (status, output) = try await ClusterUpTests.run(["status", "--coordinator", address])
+        #expect(status == 2, "\(output)")
+        #expect(output.contains("ready: no"))
+        let (usage, _) = try await ClusterUpTests.run(["search", "--coordinator", address, "-k", "ten"])
+        #expect(usage == 64)
+        // A missing file after the flags parsed is a failure (1), not a usage error.
+        let (missing, said) = try await ClusterUpTests.run(["search", "--coordinator", address, "--queries", "/nonexistent.fvecs"])
+        #expect(missing == 1, "\(said)")
+        #expect(said.contains("/nonexistent.fvecs"))
+    }
+}

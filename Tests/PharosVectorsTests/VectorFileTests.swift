@@ -166,3 +166,34 @@ func sampleMatrix(rows: Int, columns: Int, integral: Bool = false) -> Matrix {
         #expect(throws: VectorFileError.self) { try IDXReader.readImages(path: "\(dir)/y.idx") }
     }
 }
+
+/// Errors about a vector file name the file, and the row and component where there is one.
+@Suite struct VectorFileErrorTests {
+    @Test(arguments: [Float.nan, .infinity, -.infinity])
+    func aNonFiniteValueIsNamedByFileRowAndComponent(value: Float) throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var m = sampleMatrix(rows: 20, columns: 8)
+        m.values[17 * 8 + 2] = value
+        for ext in ["fvecs", "npy"] {
+            let path = "\(dir)/bad.\(ext)"
+            let w = try VectorFileWriter(path: path, dimension: 8)
+            try w.write(m)
+            try w.finish()
+            let reader = try VectorFileReader(path: path)
+            #expect(throws: VectorFileError.self) { try reader.readAll() }
+            do { _ = try reader.readRows(10..<20) } catch {
+                #expect("\(error)".contains(path) && "\(error)".contains("row 17 component 2"), "\(error)")
+            }
+            #expect(try reader.readRows(0..<17).rows == 17)   // rows before it are fine
+        }
+    }
+
+    @Test func anEmptyFileIsNamed() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = "\(dir)/empty.fvecs"
+        FileManager.default.createFile(atPath: path, contents: Data())
+        #expect { try VectorFileReader(path: path) } throws: { "\($0)".contains(path) && "\($0)".contains("empty") }
+    }
+}
