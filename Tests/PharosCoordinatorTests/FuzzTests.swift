@@ -67,18 +67,25 @@ final class RawConnection: @unchecked Sendable {
         return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
     }
 
+    /// Trains the cluster and stores `k0..k59`; returns their vectors and the upsert that stored them.
+    static func load(_ cluster: TestCluster) async throws -> (Matrix, UpsertRequest) {
+        let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
+        let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
+        try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
+        _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+        let base = data.vectors(0..<60, stream: 0)
+        let load = UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)
+        _ = try await cluster.client.call(.upsert(load))
+        return (base, load)
+    }
+
     /// Random bytes, truncated frames, huge lengths, unknown message types, requests that are
     /// replies, wrong dimensions, NaNs and connections dropped mid-frame, sent to a shard node
     /// and to the coordinator: each answers with an Error where a reply is possible, stays up,
     /// and then serves a valid search correctly.
     @Test func serversSurviveGarbageAndStillAnswerCorrectly() async throws {
         try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineSQ8") { cluster in
-            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
-            let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
-            try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
-            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
-            let base = data.vectors(0..<60, stream: 0)
-            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)))
+            let (base, _) = try await Self.load(cluster)
             let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
             for port in [cluster.map.shards[0].port, coordinatorPort] {
                 let failures = try await BlockingWork.run { try Self.fuzz(port: port, rounds: 60) }
@@ -99,13 +106,7 @@ final class RawConnection: @unchecked Sendable {
     /// The long run is `python3 Scripts/wire-fuzz.py` against a `pharos cluster up`.
     @Test func structuredMessagesAreAnsweredAndHarmNoServer() async throws {
         try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineSQ8") { cluster in
-            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
-            let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
-            try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
-            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
-            let base = data.vectors(0..<60, stream: 0)
-            let load = UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: base.values, dimension: 16)
-            _ = try await cluster.client.call(.upsert(load))
+            let (base, load) = try await Self.load(cluster)
             let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
             // PHAROS_FUZZ_FRAMES and PHAROS_FUZZ_SEED make this a long run on demand.
             let environment = ProcessInfo.processInfo.environment

@@ -32,21 +32,16 @@ struct StructuredFuzzer {
                 varint(0, into: &out)
                 return (out, "unknown body")
             }
-            let field = d.fields[bodies[pick(bodies.count)]]
-            let sub = field.descriptor!.assumingMemoryBound(to: ProtobufCMessageDescriptor.self)
-            let body = message(sub, depth: 0)
-            key(field.id, wireType: 2, into: &out)
-            varint(UInt64(body.count), into: &out)
-            out += body
-            var name = String(cString: sub.pointee.short_name)
-            if chance(3) {   // the oneof given twice: protobuf keeps the last
-                let other = d.fields[bodies[pick(bodies.count)]]
-                let otherDescriptor = other.descriptor!.assumingMemoryBound(to: ProtobufCMessageDescriptor.self)
-                let otherBody = message(otherDescriptor, depth: 0)
-                key(other.id, wireType: 2, into: &out)
-                varint(UInt64(otherBody.count), into: &out)
-                out += otherBody
-                name = String(cString: otherDescriptor.pointee.short_name)
+            // One body, now and then a second: protobuf keeps the last of a oneof.
+            var name = ""
+            for _ in 0..<(chance(3) ? 2 : 1) {
+                let field = d.fields[bodies[pick(bodies.count)]]
+                let sub = field.descriptor!.assumingMemoryBound(to: ProtobufCMessageDescriptor.self)
+                let body = message(sub, depth: 0)
+                key(field.id, wireType: 2, into: &out)
+                varint(UInt64(body.count), into: &out)
+                out += body
+                name = String(cString: sub.pointee.short_name)
             }
             return (out, name)
         }
