@@ -101,9 +101,10 @@ public final class ShardService: WireService, @unchecked Sendable {
     }
     /// Dedicated threads for blocking storage work. Not the shared dispatch pool: on Linux that
     /// pool also runs Swift concurrency, and a few long searches blocking it would stall every
-    /// task of the process.
+    /// task of the process. Twice the cores (at least 4): writers spend much of their time
+    /// waiting for the log's fsync, and more of them waiting at once share one fsync.
     private let workers: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: Swift.max(2, ProcessInfo.processInfo.activeProcessorCount))
+        let pool = NIOThreadPool(numberOfThreads: Swift.max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
         pool.start()
         return pool
     }()

@@ -28,13 +28,17 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
 
     private let limits: WireLimits
     private let budget: (any FrameBudget)?
+    private let checkingStrings: Bool
     /// Bytes reserved in `budget` for the frame now arriving.
     private var reserved = 0
 
-    /// A decoder enforcing `limits`, counting partial frames in `budget`.
-    public init(limits: WireLimits = WireLimits(), budget: (any FrameBudget)? = nil) {
+    /// A decoder enforcing `limits`, counting partial frames in `budget`. Servers check every
+    /// string field for NUL bytes and UTF-8 (`WireCodec.decode`); a client reading replies of a
+    /// server it chose may skip that (`checkingStrings: false`): nothing it reads is stored.
+    public init(limits: WireLimits = WireLimits(), budget: (any FrameBudget)? = nil, checkingStrings: Bool = true) {
         self.limits = limits
         self.budget = budget
+        self.checkingStrings = checkingStrings
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -61,7 +65,7 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 
     private mutating func next(_ buffer: inout ByteBuffer) throws -> DecodedFrame? {
-        let frame = try FrameDecoder.nextFrame(&buffer, limits: limits)
+        let frame = try FrameDecoder.nextFrame(&buffer, limits: limits, checkingStrings: checkingStrings)
         if frame != nil {
             release()
         } else if let budget, reserved == 0,
@@ -75,7 +79,7 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 
     /// Takes one whole frame off the front of `buffer`, or nil if it is not all there yet.
-    public static func nextFrame(_ buffer: inout ByteBuffer, limits: WireLimits) throws -> DecodedFrame? {
+    public static func nextFrame(_ buffer: inout ByteBuffer, limits: WireLimits, checkingStrings: Bool = true) throws -> DecodedFrame? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else { return nil }
         guard Int(length) <= limits.maximumFrameBytes else {
             throw WireError(.malformed, "frame of \(length) bytes exceeds the limit of \(limits.maximumFrameBytes)")
@@ -84,7 +88,7 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
         buffer.moveReaderIndex(forwardBy: 4)
         let payload = buffer.readSlice(length: Int(length))!
         do {
-            return .envelope(try payload.withUnsafeReadableBytes { try WireCodec.decode($0) })
+            return .envelope(try payload.withUnsafeReadableBytes { try WireCodec.decode($0, checkingStrings: checkingStrings) })
         } catch let error as WireError {
             return .malformed(error)
         }

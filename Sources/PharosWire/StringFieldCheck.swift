@@ -24,7 +24,6 @@ enum StringFieldCheck {
                              path: String, depth: Int, problem: inout String?) {
         guard depth < maximumDepth else { problem = "\(path): nested too deeply"; return }
         var position = 0
-        var occurrences: [UInt32: Int] = [:]
         while position < bytes.count, problem == nil {
             guard let key = varint(bytes, &position) else { problem = "\(path): truncated field key"; return }
             let number = UInt32(truncatingIfNeeded: key >> 3)
@@ -40,22 +39,24 @@ enum StringFieldCheck {
                 let start = position
                 position += Int(length)
                 guard let field = field(number, in: descriptor) else { continue }   // unknown: kept opaque
-                let index = occurrences[number, default: 0]
-                occurrences[number] = index + 1
-                let name = String(cString: field.pointee.name)
-                let fieldPath = field.pointee.label == PROTOBUF_C_LABEL_REPEATED ? "\(path).\(name)[\(index)]" : "\(path).\(name)"
+                // Names are built only for a report: the common case costs a scan of the bytes.
+                func fieldPath() -> String {
+                    let name = String(cString: field.pointee.name)
+                    guard field.pointee.label == PROTOBUF_C_LABEL_REPEATED else { return "\(path).\(name)" }
+                    return "\(path).\(name)[\(occurrence(of: number, in: bytes, before: start))]"
+                }
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[start ..< position])
                 switch field.pointee.type {
                 case PROTOBUF_C_TYPE_STRING:
-                    if payload.contains(0) {
-                        problem = "\(fieldPath) contains a NUL byte at offset \(payload.firstIndex(of: 0)!), which is not allowed"
-                    } else if String(validating: payload, as: UTF8.self) == nil {
-                        problem = "\(fieldPath) is not valid UTF-8"
+                    if let nul = payload.firstIndex(of: 0) {
+                        problem = "\(fieldPath()) contains a NUL byte at offset \(nul), which is not allowed"
+                    } else if !isUTF8(payload) {
+                        problem = "\(fieldPath()) is not valid UTF-8"
                     }
                 case PROTOBUF_C_TYPE_MESSAGE:
                     guard let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self) else { continue }
                     // Below the envelope a body is named by its message type ("Upsert.keys[3]").
-                    let subPath = depth == 0 ? String(cString: sub.pointee.short_name) : fieldPath
+                    let subPath = depth == 0 ? String(cString: sub.pointee.short_name) : fieldPath()
                     walk(payload, sub, path: subPath, depth: depth + 1, problem: &problem)
                 default:
                     continue   // bytes, or a packed repeated number
@@ -66,6 +67,31 @@ enum StringFieldCheck {
             }
             if position > bytes.count { problem = "\(path): field \(number) runs past the end"; return }
         }
+    }
+
+    /// UTF-8 validity, with a fast path for ASCII (nearly every key).
+    private static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return true }
+        return String(validating: bytes, as: UTF8.self) != nil
+    }
+
+    /// How many length-delimited fields numbered `number` precede byte `offset` (a repeated
+    /// field's index, for a report).
+    private static func occurrence(of number: UInt32, in bytes: UnsafeRawBufferPointer, before offset: Int) -> Int {
+        var position = 0, count = 0
+        while position < offset, let key = varint(bytes, &position) {
+            switch key & 7 {
+            case 0: _ = varint(bytes, &position)
+            case 1: position += 8
+            case 5: position += 4
+            case 2:
+                guard let length = varint(bytes, &position) else { return count }
+                if UInt32(truncatingIfNeeded: key >> 3) == number && position + Int(length) <= offset { count += 1 }
+                position += Int(length)
+            default: return count
+            }
+        }
+        return count
     }
 
     private static func field(_ number: UInt32, in descriptor: UnsafePointer<ProtobufCMessageDescriptor>) -> UnsafePointer<ProtobufCFieldDescriptor>? {

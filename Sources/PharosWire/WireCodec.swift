@@ -27,13 +27,16 @@ public enum WireCodec {
     /// Decodes a frame payload. Throws `malformed` for bytes that are not an envelope,
     /// `invalidArgument` (with the request id) for a string field holding a NUL byte or
     /// invalid UTF-8, and `unsupported` for an envelope without a known body.
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Envelope {
+    public static func decode(_ bytes: UnsafeRawBufferPointer, checkingStrings: Bool = true) throws -> Envelope {
         guard let e = pharos__envelope__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
             throw WireError(.malformed, "\(bytes.count) bytes are not a valid Envelope message")
         }
         defer { pharos__envelope__free_unpacked(e, nil) }
-        let problem = withUnsafePointer(to: pharos__envelope__descriptor) { StringFieldCheck.firstProblem(in: bytes, descriptor: $0) }
-        if let problem { throw WireError(.invalidArgument, problem, requestID: e.pointee.request_id) }
+        if checkingStrings, let problem = withUnsafePointer(to: pharos__envelope__descriptor, {
+            StringFieldCheck.firstProblem(in: bytes, descriptor: $0)
+        }) {
+            throw WireError(.invalidArgument, problem, requestID: e.pointee.request_id)
+        }
         return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee))
     }
 

@@ -28,7 +28,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoops))
         let coordinator = try Coordinator(map: map, group: group, stateDirectory: state, logger: logger)
         coordinator.defaultDeadline = .milliseconds(deadline)
-        let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests), logger: logger)
+        let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")
     }
 }

@@ -29,7 +29,7 @@ struct ServeCommand: ParsableCommand {
         storage.log = { storageLogger.warning("\($0)") }
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests), logger: logger)
+        let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 64), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-shard")
     }
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Two builds of Pharos side by side on the cluster benchmark (Benchmarks/cluster.sh's flow).
+
+    python3 Benchmarks/cluster_ab.py OLD_BIN_DIR NEW_BIN_DIR [--rounds 3] [--small]
+
+Each round starts a fresh `pharos cluster up` (3 shards on loopback) from one build and runs
+that build's `pharos cluster-bench` against it, alternating A, B, A, B, ... on the same data and
+machine. cluster-bench measures the in-process engine in the same run, so each row is also
+reported relative to it: the coordinator's added latency (ms over in-process), throughput and
+ingestion. Prints per-round rows, medians, and B/A ratios of the medians. Use it to check that a
+change costs the cluster nothing (e.g. a build of the previous commit in a git worktree as A).
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_round(bin_dir, data_set, dim, factory, queries, port):
+    work = tempfile.mkdtemp(prefix="pharos-ab-")
+    log = open(os.path.join(work, "cluster.log"), "w+")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    cluster = subprocess.Popen([os.path.join(bin_dir, "pharos"), "cluster", "up", "--shards", "3", "--dimension", str(dim),
+                                "--factory", factory, "--data", os.path.join(work, "c"), "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(200):
+            log.seek(0)
+            if "cluster ready" in log.read():
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit("cluster did not start:\n" + open(log.name).read())
+        out = subprocess.run([os.path.join(bin_dir, "pharos"), "cluster-bench", "--coordinator", f"127.0.0.1:{port}",
+                              "--cluster", os.path.join(work, "c", "cluster.json"), "--train", f"{data_set}/train.fvecs",
+                              "--base", f"{data_set}/base.fvecs", "--queries", f"{data_set}/queries.fvecs",
+                              "--query-count", str(queries), "--rounds", "3"],
+                             capture_output=True, text=True, env=env, timeout=900)
+        if out.returncode != 0:
+            raise SystemExit(f"cluster-bench failed ({bin_dir}):\n{out.stdout}\n{out.stderr}")
+        return parse(out.stdout)
+    finally:
+        cluster.send_signal(signal.SIGINT)
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cluster.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def number(pattern, text):
+    match = re.search(pattern, text)
+    if not match:
+        raise SystemExit(f"cannot find {pattern!r} in:\n{text}")
+    return float(match.group(1))
+
+
+def parse(text):
+    return {
+        "added p50 (ms)": number(r"latency p50 \(ms\), one query per request \| [\d.]+ \| [\d.]+ \| \+(-?[\d.]+) ms", text),
+        "added p99 (ms)": number(r"latency p99 \(ms\) \| [\d.]+ \| [\d.]+ \| \+(-?[\d.]+) ms", text),
+        "coordinator p50 (ms)": number(r"latency p50 \(ms\), one query per request \| [\d.]+ \| ([\d.]+)", text),
+        "throughput (QPS)": number(r"concurrent clients \(QPS\) \| \| (\d+)", text),
+        "ingestion vs one shard": number(r"ingestion .*\| ([\d.]+)x \|", text),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", help="folder of build A's binaries (pharos, pharos-shard, pharos-coordinator)")
+    parser.add_argument("b", help="folder of build B's binaries")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small", action="store_true", help="20k x 64 (else 200k x 128)")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args()
+    count, dim, lists, m, queries = (20000, 64, 128, 16, 200) if args.small else (200000, 128, 1024, 32, 500)
+    data_set = os.path.join(ROOT, "data", f"synthetic-{count // 1000}k-{dim}")
+    if not os.path.exists(f"{data_set}/base.fvecs"):
+        subprocess.run([os.path.join(args.b, "pharos"), "data", "synthetic", "--count", str(count), "--train-count", "20000",
+                        "--queries", "1000", "--dimension", str(dim), "--clusters", "500", "--out", data_set],
+                       check=True, stdout=subprocess.DEVNULL)
+    factory = f"IVF{lists},PQ{m}x4fs,RefineSQ8"
+    results = {"A": [], "B": []}
+    for r in range(args.rounds):
+        for name, bin_dir in (("A", args.a), ("B", args.b)):
+            row = run_round(bin_dir, data_set, dim, factory, queries, args.port)
+            results[name].append(row)
+            print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:g}" for k, v in row.items()), flush=True)
+    print(f"\n{count} x {dim}, {factory}, 3 shards, k=100, medians of {args.rounds} interleaved rounds")
+    print("| measure | A | B | B/A |\n|---|---|---|---|")
+    for key in results["A"][0]:
+        a = statistics.median(row[key] for row in results["A"])
+        b = statistics.median(row[key] for row in results["B"])
+        print(f"| {key} | {a:g} | {b:g} | {b / a:.2f} |" if a else f"| {key} | {a:g} | {b:g} | - |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
