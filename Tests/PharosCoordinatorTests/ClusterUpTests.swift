@@ -1,4 +1,5 @@
 import Foundation
+import PharosIndex
 import PharosTestSupport
 import PharosWire
 import Testing
@@ -143,5 +144,80 @@ import Testing
         let (missing, said) = try await ClusterUpTests.run(["search", "--coordinator", address, "--queries", "/nonexistent.fvecs"])
         #expect(missing == 1, "\(said)")
         #expect(said.contains("/nonexistent.fvecs"))
+    }
+}
+
+/// `pharos data` and `pharos ingest` on bad arguments and bad files: a clear error before any
+/// work, nothing half-written.
+@Suite struct DataAndIngestCommandTests {
+    static func folder() -> String { NSTemporaryDirectory() + "pharos-cli-\(UUID().uuidString.prefix(8))" }
+
+    @Test func dataCommandsValidateEveryArgumentFirst() async throws {
+        let root = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for (arguments, problem) in [(["data", "synthetic", "--dimension", "0", "--out", root + "/a"], "--dimension 0"),
+                                     (["data", "synthetic", "--count", "0", "--out", root + "/b"], "--count 0")] {
+            let (status, output) = try await ClusterUpTests.run(arguments)
+            #expect(status == 64 && output.contains(problem), "\(output)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/a") && !FileManager.default.fileExists(atPath: root + "/b"))
+        let small = ["--count", "300", "--train-count", "50", "--queries", "4", "--clusters", "4"]
+        _ = try await ClusterUpTests.run(["data", "synthetic", "--dimension", "8", "--out", root + "/d8"] + small)
+        _ = try await ClusterUpTests.run(["data", "synthetic", "--dimension", "16", "--out", root + "/d16"] + small)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/d8").sorted()
+                == ["base.fvecs", "queries.fvecs", "train.fvecs", "truth-l2-100.ivecs"])
+        let (k0, said) = try await ClusterUpTests.run(["data", "truth", "--base", root + "/d8/base.fvecs", "--queries", root + "/d8/queries.fvecs",
+                                                       "-k", "0", "--out", root + "/t.ivecs"])
+        #expect(k0 == 64 && said.contains("-k 0"), "\(said)")
+        let (mismatch, why) = try await ClusterUpTests.run(["data", "truth", "--base", root + "/d8/base.fvecs",
+                                                            "--queries", root + "/d16/queries.fvecs", "--out", root + "/t.ivecs"])
+        #expect(mismatch == 1 && why.contains("16-D") && why.contains("8-D"), "\(why)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/t.ivecs"))
+    }
+
+    /// A batch the cluster refuses is reported with the row of the file, not only the row of
+    /// the request (the batch began elsewhere in the file).
+    @Test func ingestNamesTheRowOfTheFile() async throws {
+        let cluster = ProcessCluster()
+        _ = try cluster.start(factory: "IVF8,PQ8")
+        defer { _ = cluster.stop() }
+        let root = Self.folder()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        _ = try await ClusterUpTests.run(["data", "synthetic", "--dimension", "16", "--count", "300", "--train-count", "300", "--queries", "4",
+                                          "--clusters", "4", "--out", root])
+        try FileManager.default.copyItem(atPath: root + "/base.fvecs", toPath: root + "/x.fvecs")
+        let address = "127.0.0.1:\(cluster.coordinatorPort)"
+        let (trained, output) = try await ClusterUpTests.run(["train", "--train", root + "/train.fvecs", "--cluster", cluster.root + "/cluster.json",
+                                                              "--coordinator", address])
+        #expect(trained == 0, "\(output)")
+        var keys = (0..<300).map { "key-\($0)" }
+        keys[217] = "key-203"   // a duplicate inside the third batch of 100
+        try keys.joined(separator: "\n").write(toFile: root + "/keys.txt", atomically: true, encoding: .utf8)
+        let (status, said) = try await ClusterUpTests.run(["ingest", "--vectors", root + "/x.fvecs", "--keys", root + "/keys.txt",
+                                                           "--batch", "100", "--in-flight", "1", "--coordinator", address])
+        #expect(status == 1, "\(said)")
+        #expect(said.contains("Upsert.keys[17]") && said.contains("row 217 of \(root)/x.fvecs"), "\(said)")
+    }
+}
+
+/// When no shard answers within the deadline the reply says so (DEADLINE_EXCEEDED), not
+/// UNAVAILABLE.
+@Suite(.serialized) struct DeadlineTests {
+    @Test func aSearchNoShardAnswersInTimeIsDeadlineExceeded() async throws {
+        let cluster = ProcessCluster()
+        let map = try cluster.start(factory: "IVF8,PQ8")
+        defer { _ = cluster.stop() }
+        let client = try await cluster.client()
+        defer { Task { await client.close() } }
+        let index = try IndexFactory.make("IVF8,PQ8", dimension: 16, metric: .l2)
+        try index.train(ProcessClusterTests.data.vectors(0..<2000, stream: 1), threads: 1)
+        _ = try await client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+        #expect(map.shards.count == 3)
+        for shard in cluster.shards { kill(shard!.processIdentifier, SIGSTOP) }
+        defer { for shard in cluster.shards { kill(shard!.processIdentifier, SIGCONT) } }
+        await #expect {
+            _ = try await client.call(.search(SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 4,
+                                                            deadlineMilliseconds: 300)), timeout: .seconds(10))
+        } throws: { ($0 as? WireError)?.code == .deadlineExceeded }
     }
 }
