@@ -39,8 +39,10 @@ What it does:
   go in bursts of several requests in flight. Every frame is classified by the reference
   protobuf parser: a frame it accepts must be answered with exactly its request_id.
 - Adversarial connections (each bounded by time): a frame length over the documented 64 MiB
-  limit; half a frame held open (the server must keep serving others); a client that sends
-  searches without ever reading its replies (--flood-seconds).
+  limit; half a frame held open (the server must keep serving others); several connections
+  that each announce a frame just under the limit and hold it after one byte
+  (--partial-conns); a client that sends searches without ever reading its replies
+  (--flood-seconds). RSS of the watched PIDs is sampled around each.
 - Final checks (exit status 1 if any fails): every target answers Health on a fresh
   connection; every --pids process is the same process (PID and start time) with VmRSS below
   --max-rss-mb; no reply carried a request_id other than its request's; no crash or hang.
@@ -119,6 +121,27 @@ def derive_replies(pb):
             out[n] = n + "_ack"
     REPLY_OF.clear()
     REPLY_OF.update(out)
+
+
+def enum_problems(lmsg, sdesc, path=""):
+    """Every enum field at any depth whose value is not one the proto names."""
+    out = []
+    for fd in sdesc.fields:
+        name = path + fd.name
+        if fd.type == fd.TYPE_ENUM:
+            vals = getattr(lmsg, fd.name)
+            vals = list(vals) if fd.label == fd.LABEL_REPEATED else [vals]
+            known = {v.number for v in fd.enum_type.values}
+            for v in vals:
+                if v not in known:
+                    out.append("%s=%d out of range" % (name, v))
+        elif fd.type == fd.TYPE_MESSAGE:
+            if fd.label == fd.LABEL_REPEATED:
+                for sub in getattr(lmsg, fd.name):
+                    out += enum_problems(sub, fd.message_type, "%s[]." % name)
+            elif lmsg.HasField(fd.name):
+                out += enum_problems(getattr(lmsg, fd.name), fd.message_type, name + ".")
+    return sorted(set(out))
 
 
 def string_problems(lmsg, sdesc, path=""):
@@ -636,6 +659,8 @@ class Frame:
         self.mutated = mutated
         self.reply_body = None
         self.reply_code = None
+        self.same_twice = False
+        self.huge = False
         self.strict = False
         self.sp = None            # reference (strict) parse
         self.lp = None            # lenient parse (strings as bytes)
@@ -1230,6 +1255,7 @@ class Gen:
         fr = Frame(payload, label, body_name, mmode, notes, ctx.get("nonstrict_wire", False), mutated)
         fr.huge = huge
         fr.intended_id = rid
+        fr.same_twice = mode == "same-twice"
         return fr
 
     def mutate(self, payload):
@@ -1318,7 +1344,7 @@ class Fuzzer:
 
     def oddity(self, severity, kind, target, detail, frame=None, reply=None):
         kind = re.sub(r'"[^"]*"', '"..."', kind)
-        if frame is not None and getattr(frame, "mode", "") == "same-twice":
+        if frame is not None and getattr(frame, "same_twice", False):
             kind = "[same body twice] " + kind
         sig = "%s|%s|%s" % (severity, kind, target.role if target else "")
         o = self.oddities.get(sig)
@@ -1617,8 +1643,11 @@ class Fuzzer:
             probs += self.key_problems(m.keys)
         elif body == "hello":
             pass
-        sp = string_problems(m, self.pb.Envelope.DESCRIPTOR.fields_by_name[body].message_type) if body else []
-        probs += ["string " + x for x in sp]
+        sd = self.pb.Envelope.DESCRIPTOR.fields_by_name[body].message_type if body else None
+        if sd is not None:
+            probs += ["string " + x for x in string_problems(m, sd)]
+            # README threat model: "enum values ... out of range are refused"
+            probs += ["enum " + x for x in enum_problems(m, sd)]
         return sorted(set(probs))
 
     def judge(self, t, frame, env, payload):
@@ -2139,6 +2168,63 @@ class Fuzzer:
             self.adversarial.append(res)
             print("  half frame %s: %s" % (t.name, res["result"]), flush=True)
 
+    def adv_partial_budget(self, t):
+        """Several connections each announce a frame just under the limit and send 1 byte of it."""
+        n = self.args.partial_conns
+        if n <= 0 or self.left() < self.args.hold_seconds + 10:
+            return
+        res = {"target": t.name, "test": "%d connections each holding 1 byte of a %d-byte frame for %.1fs"
+               % (n, self.args.frame_limit - 1, self.args.hold_seconds)}
+        rss0 = {p: proc_rss_kb(p) for p in self.pids}
+        conns = []
+        notes = []
+        closed_at = []
+        try:
+            for i in range(n):
+                try:
+                    c = self.open_conn(t)
+                except (Refused, Closed) as e:
+                    notes.append("connection %d: %s" % (i, e))
+                    break
+                data = struct.pack(">I", self.args.frame_limit - 1) + b"\x08"
+                self.rec.send(c, data, "announce %d bytes, send 1" % (self.args.frame_limit - 1))
+                try:
+                    c.send(data, self.args.timeout)
+                    p = c.recv_frame(0.3)
+                    if p is not None:
+                        env = self.parse_reply(t, p, None)
+                        notes.append("connection %d got %s" % (i, str(env)[:100].replace("\n", " ") if env else "?"))
+                    if c.peek_eof():
+                        closed_at.append(i)
+                except Closed:
+                    closed_at.append(i)
+                conns.append(c)
+            self.rec.sleep(self.args.hold_seconds)
+            ok, detail = self.health_fresh(t)
+            notes.append("Health on a fresh connection while held: %s" % ("served" if ok else "NOT served: " + detail))
+            if not ok:
+                self.oddity("bug?", "partial frames announced just under the limit stop others being served", t,
+                            "%d connections; %s" % (len(conns), detail))
+            time.sleep(max(0.0, self.args.hold_seconds - 1))
+        finally:
+            for c in conns:
+                self.rec.close(c)
+                c.close()
+        rss1 = {p: proc_rss_kb(p) for p in self.pids}
+        time.sleep(0.5)
+        ok, detail = self.health_fresh(t)
+        res["result"] = "%d opened, closed by the server: %s; %s; afterwards Health: %s" % (
+            len(conns), closed_at or "none", "; ".join(notes), detail)
+        res["rss_kb_before_after"] = {p: (rss0.get(p), rss1.get(p)) for p in self.pids}
+        self.adversarial.append(res)
+        print("  partial frames %s: %s" % (t.name, res["result"]), flush=True)
+        for p in self.pids:
+            if rss0.get(p) and rss1.get(p) and rss1[p] - rss0[p] > 256 * 1024:
+                self.oddity("bug?", "RSS grew by over 256 MB while partial frames were held", t,
+                            "pid %d: %d -> %d kB" % (p, rss0[p], rss1[p]))
+        if not ok:
+            self.fail("partial-frames", "%s does not answer Health after the partial frames: %s" % (t.name, detail))
+
     def adv_flood(self, t):
         secs = min(self.args.flood_seconds, max(0.0, self.left() - 10))
         if secs <= 0.5:
@@ -2171,6 +2257,12 @@ class Fuzzer:
                     rid += 1
                     out = frame_bytes(enc_varint(0x08) + enc_varint(rid) + body)
                     sent += 1
+                if probe is None and time.monotonic() - t0 > secs / 2:
+                    tp = time.monotonic()
+                    ok, detail = self.health_fresh(t)
+                    probe = "Health on another connection mid-flood: %s in %.2fs" % ("served" if ok else "NOT served (%s)" % detail, time.monotonic() - tp)
+                    if not ok:
+                        self.oddity("bug?", "a flooding client stops others being served", t, detail)
                 now = time.monotonic()
                 if now - last_rss > 0.2:
                     last_rss = now
@@ -2195,12 +2287,6 @@ class Fuzzer:
                     continue
                 sent_bytes += n
                 out = out[n:]
-                if probe is None and time.monotonic() - t0 > secs / 2:
-                    tp = time.monotonic()
-                    ok, detail = self.health_fresh(t)
-                    probe = "Health on another connection mid-flood: %s in %.2fs" % ("served" if ok else "NOT served (%s)" % detail, time.monotonic() - tp)
-                    if not ok:
-                        self.oddity("bug?", "a flooding client stops others being served", t, detail)
         except OSError as e:
             stop_reason = "send failed: %s" % e
         self.rec.close(c)
@@ -2241,7 +2327,7 @@ class Fuzzer:
         for t in self.targets:
             self.learn(t)
         n_adv = len(self.targets) if not a.no_adversarial else 0
-        reserve = n_adv * (a.flood_seconds + 2 * a.hold_seconds + 3 * min(a.timeout, 5) + 12)
+        reserve = n_adv * (a.flood_seconds + 3 * a.hold_seconds + 3 * min(a.timeout, 5) + 15)
         reserve = min(reserve, a.seconds * 0.5)
         self.run_random(self.deadline - reserve)
         self.rss_mid = {p: proc_rss_kb(p) for p in self.pids}
@@ -2254,6 +2340,9 @@ class Fuzzer:
                 self.check_pids(force=True)
                 if not t.dead:
                     self.adv_half_frame(t)
+                    self.check_pids(force=True)
+                if not t.dead:
+                    self.adv_partial_budget(t)
                     self.check_pids(force=True)
                 if not t.dead:
                     self.adv_flood(t)
@@ -2531,6 +2620,8 @@ def main():
     ap.add_argument("--flood-queries", type=int, default=4)
     ap.add_argument("--flood-rss-stop-mb", type=int, default=1024, help="stop a flood when a watched RSS grows by this much")
     ap.add_argument("--hold-seconds", type=float, default=4.0)
+    ap.add_argument("--partial-conns", type=int, default=10,
+                    help="connections that each announce a frame just under the limit and hold it (0: skip)")
     args = ap.parse_args()
 
     if args.max_frame_bytes >= args.frame_limit:

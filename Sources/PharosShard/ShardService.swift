@@ -141,10 +141,7 @@ public final class ShardService: WireService, @unchecked Sendable {
         case let .delete(keys):
             return .deleteResult(deleted: try ready().delete(keys: keys))
         case let .fetch(keys):
-            let shard = try ready()
-            guard keys.count <= ShardService.maximumQueries else {
-                throw WireError(.invalidArgument, "fetch of \(keys.count) keys, at most \(ShardService.maximumQueries)")
-            }
+            let shard = try ready()   // the key count was checked against RequestLimits
             return .fetchResult(try keys.map { key in
                 guard let entry = try shard.entry(forKey: key) else { return FetchedEntry(key: key, found: false) }
                 return FetchedEntry(key: key, found: true, vector: try shard.vector(of: entry), metadata: entry.metadata)

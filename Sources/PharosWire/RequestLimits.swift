@@ -15,8 +15,13 @@ public struct RequestLimits: Sendable, Equatable {
     public var maximumRefineFactor = 256
     /// `k x refine_factor`: candidates re-ranked per query.
     public var maximumShortlist = 16384
-    /// Rows of one `Upsert`, keys of one `Delete` or `Fetch`.
+    /// Rows of one `Upsert`, keys of one `Delete`.
     public var maximumKeys = 100_000
+    /// Keys of one `Fetch` (each answered with its vector: the reply must fit a frame).
+    public var maximumFetchKeys = 10_000
+    /// The largest magnitude of a vector component: squares of larger ones overflow the
+    /// distances (scores of infinity, or no hits at all).
+    public var maximumMagnitude: Float = 1e15
     /// Bytes of one key (UTF-8, no NUL: the decoder refuses those).
     public var maximumKeyBytes = 1024
     /// Bytes of one entry's metadata.
@@ -39,7 +44,9 @@ public struct RequestLimits: Sendable, Equatable {
         case let .search(search): try validate(search)
         case let .upsert(upsert): try validate(upsert)
         case let .delete(keys): try validate(keys: keys, field: "Delete.keys")
-        case let .fetch(keys): try validate(keys: keys, field: "Fetch.keys")
+        case let .fetch(keys):
+            guard keys.count <= maximumFetchKeys else { throw invalid("Fetch has \(keys.count) keys, at most \(maximumFetchKeys)") }
+            try validate(keys: keys, field: "Fetch.keys")
         case let .trainedState(indexFile, _):
             guard !indexFile.isEmpty else { throw invalid("TrainedState.index_file is empty: push the trained, empty index (a PHAROSIX file)") }
         default:
@@ -134,9 +141,10 @@ public struct RequestLimits: Sendable, Equatable {
     }
 
     private func checkFinite(_ vectors: [Float], dimension: Int, field: String) throws {
-        guard let bad = vectors.firstIndex(where: { !$0.isFinite }) else { return }
+        let limit = maximumMagnitude
+        guard let bad = vectors.firstIndex(where: { !(abs($0) <= limit) }) else { return }
         let d = Swift.max(1, dimension)
-        throw invalid("\(field) row \(bad / d) component \(bad % d) is \(vectors[bad]): values must be finite")
+        throw invalid("\(field) row \(bad / d) component \(bad % d) is \(vectors[bad]): values must be finite, within ±\(limit)")
     }
 }
 

@@ -253,8 +253,10 @@ public enum WireCodec {
         switch e.body_case {
         case PHAROS__ENVELOPE__BODY_HELLO:
             let h = e.hello.pointee
-            return .hello(Hello(protocolVersion: h.protocol_version, role: Int32(exactly: h.role.rawValue).flatMap(PeerRole.init(rawValue:)) ?? .unspecified,
-                                nodeName: string(h.node_name)))
+            guard let role = Int32(exactly: h.role.rawValue).flatMap(PeerRole.init(rawValue:)) else {
+                throw WireError(.invalidArgument, "Hello.role \(Int32(bitPattern: h.role.rawValue)) is not a role of this protocol", requestID: e.request_id)
+            }
+            return .hello(Hello(protocolVersion: h.protocol_version, role: role, nodeName: string(h.node_name)))
         case PHAROS__ENVELOPE__BODY_SEARCH:
             let s = e.search.pointee
             var expansion = QueryExpansion.none
@@ -262,7 +264,11 @@ public enum WireCodec {
                 switch x.kind {
                 case PHAROS__EXPANSION__KIND__KIND_AQE: expansion = .averageQE(n: Int(x.top_n))
                 case PHAROS__EXPANSION__KIND__KIND_ALPHA_QE: expansion = .alphaQE(n: Int(x.top_n), alpha: x.alpha)
-                default: break
+                case PHAROS__EXPANSION__KIND__KIND_NONE: break
+                default:
+                    // Served as a plain search it would silently be something the client did not ask for.
+                    throw WireError(.invalidArgument, "Search.expansion.kind \(Int32(bitPattern: x.kind.rawValue)) is not a kind this node knows (NONE, AQE, ALPHA_QE)",
+                                    requestID: e.request_id)
                 }
             }
             return .search(SearchRequest(vectors: floats(s.vectors, s.n_vectors), dimension: count(s.dimension),

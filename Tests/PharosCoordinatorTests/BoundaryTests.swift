@@ -221,3 +221,33 @@ import Testing
         }
     }
 }
+
+/// Found by Scripts/wire-fuzz.py: values the protocol does not define are refused, not
+/// served as something else.
+@Suite(.serialized) struct UndefinedValueTests {
+    @Test func undefinedEnumsHugeComponentsAndLongFetchesAreRefused() async throws {
+        try await BoundaryTests.loaded { cluster in
+            for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
+                // Hello { protocol_version: 1, role: 99 }
+                let c = try RawConnection(port: port)
+                c.send([0, 0, 0, 8, 0x08, 0x0c, 0x12, 0x04, 0x08, 0x01, 0x10, 0x63])
+                guard case let .error(e)? = await c.nextFrame()?.body else { Issue.record("role 99 accepted"); continue }
+                #expect(e.code == .invalidArgument && e.message.contains("Hello.role 99"), "\(e)")
+                // A search whose expansion kind is 99.
+                var bytes = try WireCodec.encode(Envelope(requestID: 13, body: .search(SearchRequest(
+                    vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 3, nprobe: 4, expansion: .averageQE(n: 5)))))
+                let at = try #require((0..<bytes.count - 5).first { bytes[$0 ..< $0 + 6] == [0x3a, 0x04, 0x08, 0x01, 0x10, 0x05] })
+                bytes[at + 3] = 0x63
+                c.send(FuzzTests.frame(bytes))
+                guard case let .error(x)? = await c.nextFrame()?.body else { Issue.record("kind 99 accepted"); continue }
+                #expect(x.code == .invalidArgument && x.message.contains("expansion.kind 99"), "\(x)")
+                for huge: Float in [1e20, -3e38] {
+                    let (code, message) = try await BoundaryTests.code(of: .search(SearchRequest(vectors: [Float](repeating: huge, count: 16), dimension: 16, k: 3, nprobe: 4)), port: port)
+                    #expect(code == .invalidArgument && message.contains("within"), "\(message)")
+                }
+                let (code, message) = try await BoundaryTests.code(of: .fetch(keys: (0..<10_001).map { "k\($0)" }), port: port)
+                #expect(code == .invalidArgument && message.contains("at most 10000"), "\(message)")
+            }
+        }
+    }
+}

@@ -203,6 +203,13 @@ import Testing
 /// When no shard answers within the deadline the reply says so (DEADLINE_EXCEEDED), not
 /// UNAVAILABLE.
 @Suite(.serialized) struct DeadlineTests {
+    /// Whether /proc says process `pid` is stopped (state T).
+    static func isStopped(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(close, offsetBy: 2)] == "T"
+    }
+
     @Test func aSearchNoShardAnswersInTimeIsDeadlineExceeded() async throws {
         let cluster = ProcessCluster()
         let map = try cluster.start(factory: "IVF8,PQ8")
@@ -215,6 +222,12 @@ import Testing
         #expect(map.shards.count == 3)
         for shard in cluster.shards { kill(shard!.processIdentifier, SIGSTOP) }
         defer { for shard in cluster.shards { kill(shard!.processIdentifier, SIGCONT) } }
+        // On a loaded machine a stop can take a moment to land: wait (bounded) until /proc
+        // shows every shard stopped.
+        for _ in 0..<100 where !cluster.shards.allSatisfy({ Self.isStopped($0!.processIdentifier) }) {
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        #expect(cluster.shards.allSatisfy { Self.isStopped($0!.processIdentifier) })
         await #expect {
             _ = try await client.call(.search(SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 4,
                                                             deadlineMilliseconds: 300)), timeout: .seconds(10))
