@@ -20,6 +20,7 @@ packages=(
   iproute2 iptables    # the multi-host test's network namespaces and partitions
   util-linux           # unshare (tests that need private namespaces)
   strace               # Scripts/fd-audit.sh: no descriptor is closed twice
+  protobuf-compiler python3-protobuf  # Scripts/wire-fuzz.py and Benchmarks/head_of_line.py: clients from the .proto alone
 )
 
 missing=()

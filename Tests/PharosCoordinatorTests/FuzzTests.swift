@@ -199,3 +199,51 @@ final class RawConnection: @unchecked Sendable {
         return failures
     }
 }
+
+/// The long structure-aware run against real processes (3 shard processes and a coordinator),
+/// on demand: `PHAROS_FUZZ_PROCESS_FRAMES=1000000 swift test --filter structuredFramesAgainstProcesses`.
+/// Every process must still be the same process at the end, answering, with its resident
+/// memory under 1 GiB; the figures are printed.
+@Suite(.serialized) struct LongFuzzTests {
+    static var frames: Int? { ProcessInfo.processInfo.environment["PHAROS_FUZZ_PROCESS_FRAMES"].flatMap(Int.init) }
+
+    static func residentKB(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    }
+
+    @Test(.enabled(if: frames != nil, "set PHAROS_FUZZ_PROCESS_FRAMES for the long run"))
+    func structuredFramesAgainstProcesses() async throws {
+        let frames = Self.frames ?? 0
+        let cluster = ProcessCluster()
+        _ = try cluster.start(factory: "IVF8,PQ8x4fs,RefineSQ8")
+        defer { _ = cluster.stop() }
+        let client = try await cluster.client()
+        let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineSQ8", dimension: 16, metric: .l2)
+        let data = SyntheticDataset(dimension: 16, clusters: 16, normalized: false, seed: 3)
+        try index.train(data.vectors(0..<2000, stream: 9), threads: 1)
+        _ = try await client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+        _ = try await client.call(.upsert(UpsertRequest(keys: (0..<60).map { "k\($0)" }, vectors: data.vectors(0..<60, stream: 0).values, dimension: 16)))
+        await client.close()
+        let processes = cluster.shards.compactMap { $0 } + [cluster.coordinator!]
+        let pids = processes.map(\.processIdentifier)
+        let before = pids.map { Self.residentKB($0) ?? 0 }
+        let clock = Date()
+        for (stream, port) in [(UInt64(0), cluster.shardPorts[0]), (1, cluster.coordinatorPort)] {
+            let failures = try await BlockingWork.run {
+                var fuzzer = StructuredFuzzer(seed: 1000 + stream, dimension: 16)
+                return try FuzzTests.send(&fuzzer, frames: frames, port: port)
+            }
+            #expect(failures.isEmpty, "port \(port): \(failures.count) failures, first: \(failures.prefix(5))")
+        }
+        let seconds = Date().timeIntervalSince(clock)
+        let after = pids.map { Self.residentKB($0) ?? 0 }
+        for (i, process) in processes.enumerated() {
+            #expect(process.isRunning && process.processIdentifier == pids[i], "process \(pids[i]) is gone")
+            #expect(after[i] < 1 << 20, "process \(pids[i]) holds \(after[i]) kB")
+        }
+        print(String(format: "long fuzz: %d frames to a shard and %d to the coordinator in %.0f s; every process alive (same PIDs); VmRSS kB before %@, after %@",
+                     frames, frames, seconds, "\(before)", "\(after)"))
+    }
+}
