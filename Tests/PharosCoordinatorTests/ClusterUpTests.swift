@@ -38,11 +38,15 @@ import Testing
 
     /// The PID of the shard serving `folder`, from /proc (nil when none runs).
     static func shardPID(serving folder: String) -> Int32? {
+        pid { $0.contains("serve") && $0.contains(folder) }
+    }
+
+    /// The PID of a process whose arguments satisfy `matches`.
+    static func pid(_ matches: ([String]) -> Bool) -> Int32? {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in pids.compactMap(Int32.init) {
             guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
-            let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if arguments.contains("serve"), arguments.contains(folder) { return pid }
+            if matches(raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }) { return pid }
         }
         return nil
     }
@@ -81,6 +85,12 @@ import Testing
             if !answered { try await Task.sleep(nanoseconds: 100_000_000) }
         }
         #expect(answered)
+        // SIGHUP (a closed terminal) stops nothing: not the coordinator, not the supervisor.
+        let coordinator = try #require(Self.pid { $0.contains(root + "/cluster.json") })
+        kill(coordinator, SIGHUP)
+        kill(process.processIdentifier, SIGHUP)
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(process.isRunning && Self.pid { $0.contains(root + "/cluster.json") } == coordinator)
         kill(process.processIdentifier, SIGINT)
         let (stdout, stderr) = try await BlockingWork.run {
             (String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
@@ -91,6 +101,7 @@ import Testing
         #expect(stdout.contains("cluster stopped"))
         #expect(stderr.contains("shard-1 was killed by SIGKILL; restarting it"), "\(stderr)")
         #expect(!stderr.contains("Cannot schedule"), "\(stderr)")
+        #expect(stderr.contains("SIGHUP received and ignored") && stderr.contains("SIGHUP ignored"), "\(stderr)")
         #expect(Self.shardPID(serving: folder) == nil)
     }
 
@@ -173,6 +184,8 @@ import Testing
                                                             "--queries", root + "/d16/queries.fvecs", "--out", root + "/t.ivecs"])
         #expect(mismatch == 1 && why.contains("16-D") && why.contains("8-D"), "\(why)")
         #expect(!FileManager.default.fileExists(atPath: root + "/t.ivecs"))
+        let (noFolder, said2) = try await ClusterUpTests.run(["extract", "--images", root + "/no-such-folder", "--out", root + "/x"])
+        #expect(noFolder == 1 && said2.contains("no-such-folder: the folder does not exist"), "\(said2)")
     }
 
     /// A batch the cluster refuses is reported with the row of the file, not only the row of
@@ -203,11 +216,12 @@ import Testing
 /// When no shard answers within the deadline the reply says so (DEADLINE_EXCEEDED), not
 /// UNAVAILABLE.
 @Suite(.serialized) struct DeadlineTests {
-    /// Whether /proc says process `pid` is stopped (state T).
+    /// Whether /proc says process `pid` is stopped (state T, or t when a tracer such as the
+    /// fd audit's strace holds it).
     static func isStopped(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(close, offsetBy: 2)] == "T"
+        return "Tt".contains(stat[stat.index(close, offsetBy: 2)])
     }
 
     @Test func aSearchNoShardAnswersInTimeIsDeadlineExceeded() async throws {
