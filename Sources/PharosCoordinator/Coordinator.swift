@@ -29,6 +29,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
     /// Where the coordinator keeps what it must not forget (the whitening); nil keeps nothing.
     public let stateDirectory: String?
     private let installedWhitening = Mutex<Whitening?>(nil)
+    /// Serialises trained-state pushes and drops.
+    private let administration = AsyncGate()
 
     /// File name of the kept whitening inside the state folder.
     public static let whiteningFileName = "whitening.phxw"
@@ -194,24 +196,31 @@ public final class Coordinator: WireService, @unchecked Sendable {
             }
             return .healthResult(ready: ready, status: lines.joined(separator: "; "))
         case let .trainedState(file, whiteningFile):
-            let pushed = try checkedTrainedState(file)
-            let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
-            try await checkNotRetraining(version: pushed, whitening: whitening)
-            var version: UInt64?
-            for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }) {
-                guard case let .trainedStateAck(v) = reply else { continue }
-                if let version, version != v {
-                    throw WireError(.internalError, "\(map.shards[i].name) acknowledged trained state \(v), others \(version)")
-                }
-                version = v
-            }
-            if let whitening { try keep(whitening) }
-            return .trainedStateAck(version: version ?? 0)
+            // One push or drop at a time: two pushes racing could each find the cluster
+            // untrained and leave shards with different trained states.
+            return try await administration.run { try await pushTrainedState(file, whiteningFile) }
         case let .drop(confirm):
-            return .dropResult(droppedEntries: try await drop(confirm: confirm))
+            return .dropResult(droppedEntries: try await administration.run { try await drop(confirm: confirm) })
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request the coordinator serves")
         }
+    }
+
+    /// Pushes a checked trained state to every shard; keeps its whitening once they all took it.
+    private func pushTrainedState(_ file: [UInt8], _ whiteningFile: [UInt8]) async throws -> WireMessage {
+        let pushed = try checkedTrainedState(file)
+        let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
+        try await checkNotRetraining(version: pushed, whitening: whitening)
+        var version: UInt64?
+        for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }) {
+            guard case let .trainedStateAck(v) = reply else { continue }
+            if let version, version != v {
+                throw WireError(.internalError, "\(map.shards[i].name) acknowledged trained state \(v), others \(version)")
+            }
+            version = v
+        }
+        if let whitening { try keep(whitening) }
+        return .trainedStateAck(version: version ?? 0)
     }
 
     // MARK: Trained state
@@ -247,9 +256,12 @@ public final class Coordinator: WireService, @unchecked Sendable {
     /// the collection is dropped (`Drop`, `pharos train --replace`).
     private func checkNotRetraining(version: UInt64, whitening: Whitening?) async throws {
         var trainedVersions = Set<UInt64>()
+        var stored: UInt64 = 0
         for (i, outcome) in await fanOut(links.indices.map { ($0, .stats) }, deadline: defaultDeadline) {
             switch outcome {
-            case let .success(.statsResult(s)): trainedVersions.insert(s.trainedVersion)
+            case let .success(.statsResult(s)):
+                trainedVersions.insert(s.trainedVersion)
+                stored += s.liveEntries
             case let .failure(error) where error.code == .notReady: continue
             case let .failure(error):
                 throw WireError(error.code == .unavailable ? .unavailable : error.code,
@@ -262,7 +274,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
         if let current = trainedVersions.first(where: { $0 != version }) {
             throw WireError(.invalidArgument, "the collection is already trained (trained state \(current)); refusing trained state \(version): \(replace)")
         }
-        guard !trainedVersions.isEmpty else { return }
+        // A whitening may still change while nothing is stored (say, keeping it failed after
+        // the shards took the state): no vector is in the old space yet.
+        guard !trainedVersions.isEmpty, stored > 0 else { return }
         if self.whitening != whitening {
             throw WireError(.invalidArgument, self.whitening == nil
                 ? "the collection is trained without a whitening and holds unwhitened vectors; refusing to add one: \(replace)"

@@ -237,18 +237,30 @@ public final class Shard: @unchecked Sendable {
         }
         // Held from before the first file is written until the shard below takes it over.
         let claim = try claim ?? DirectoryClaim(directory)
+        // Marked like a directory being dropped until the MANIFEST is durable: a create that
+        // fails (a full disk) or is killed midway leaves no half-made shard that every later
+        // start would refuse; the drop is finished instead (here, or when a node starts).
+        let marker = directory + "/" + dropMarkerName
         do {
-            for sub in ["", "/" + logDirectory, "/" + segmentDirectory] {
-                try fm.createDirectory(atPath: directory + sub, withIntermediateDirectories: true)
+            try FileIO.writeAtomically(Array("creating a shard; remove everything here but LOCK\n".utf8), to: marker)
+            for sub in ["/" + logDirectory, "/" + segmentDirectory] {
+                do { try fm.createDirectory(atPath: directory + sub, withIntermediateDirectories: true) } catch {
+                    throw StorageError.io(path: directory + sub, operation: "create directory", reason: "\(error)")
+                }
             }
+            let trainedPath = directory + "/" + trainedFileName
+            try IndexFactory.save(trainedIndex, to: trainedPath)
+            let manifest = Manifest(trainedVersion: try fileChecksum(trainedPath), nextSegmentID: 1, logStart: 1, logStartLSN: 1, segments: [])
+            try manifest.write(directory: directory, faults: options.faults)
+            FileIO.syncDirectory(containing: directory + "/" + Manifest.fileName)
+            guard unlink(marker) == 0 || errno == ENOENT else {
+                throw StorageError.io(path: marker, operation: "remove", reason: FileIO.errnoText())
+            }
+            FileIO.syncDirectory(containing: marker)
         } catch {
-            throw StorageError.io(path: directory, operation: "create directories", reason: "\(error)")
+            try? destroy(claim)
+            throw error
         }
-        let trainedPath = directory + "/" + trainedFileName
-        try IndexFactory.save(trainedIndex, to: trainedPath)
-        let manifest = Manifest(trainedVersion: try fileChecksum(trainedPath), nextSegmentID: 1, logStart: 1, logStartLSN: 1, segments: [])
-        try manifest.write(directory: directory, faults: options.faults)
-        FileIO.syncDirectory(containing: directory + "/" + Manifest.fileName)
         return try Shard(directory: directory, options: options, claim: claim)
     }
 
@@ -437,15 +449,15 @@ public final class Shard: @unchecked Sendable {
                         }
                         // Enqueue in turn (LSN order = batch order), then let the next batch
                         // enqueue while this one waits: both can share one fsync.
-                        let lsn: UInt64
-                        do { lsn = try wal.enqueue(prepared.record, unlessWritesFailedSince: failedWritesBefore) } catch {
+                        let ticket: UInt64
+                        do { ticket = try wal.enqueue(prepared.record, unlessWritesFailedSince: failedWritesBefore) } catch {
                             turn.unlock()
                             throw error
                         }
                         next += 1
                         turn.broadcast()
                         turn.unlock()
-                        _ = try wal.wait(for: lsn)
+                        _ = try wal.wait(for: ticket)
                         scheduleMaintenanceIfNeeded()
                         committed(i)
                     } catch {

@@ -35,8 +35,12 @@ final class WriteAheadLog: @unchecked Sendable {
     private var fd: Int32 = -1
     private(set) var sequence: UInt64
     private var fileSize = 0
-    private var pending: [(lsn: UInt64, record: LogRecord, frame: [UInt8])] = []
+    /// Records waiting to be written. A ticket names one enqueued record for `wait` and is
+    /// never reused; an LSN can be (a failed write gives its numbers back), so results must
+    /// not be keyed by it: a later record with the same LSN would take another's outcome.
+    private var pending: [(ticket: UInt64, lsn: UInt64, record: LogRecord, frame: [UInt8])] = []
     private var results: [UInt64: Result<Int, any Error>] = [:]
+    private var nextTicket: UInt64 = 1
     private var nextLSN: UInt64
     private var flushing = false
     private var records = 0
@@ -138,7 +142,8 @@ final class WriteAheadLog: @unchecked Sendable {
     }
 
     /// Logs `record`, waits until it is durable and applied, and returns what `apply`
-    /// returned for it. Throws, having stored nothing, when the write or fsync fails.
+    /// returned for it. Throws when the write fails (nothing stored) or the fsync fails (the
+    /// log then stops: whether the record reached the disk is unknown, and it is not applied).
     func append(_ record: LogRecord) throws -> Int {
         try wait(for: try enqueue(try WriteAheadLog.prepare(record)))
     }
@@ -147,7 +152,7 @@ final class WriteAheadLog: @unchecked Sendable {
     var failedWriteCount: Int { condition.withLock { failedWrites } }
 
     /// Gives `prepared` the next LSN: it will be written and applied after every record
-    /// enqueued before it. Returns the LSN to `wait` for.
+    /// enqueued before it. Returns the ticket to `wait` for.
     ///
     /// With `failedWriteCount`, refuses the record when any write has failed since that count
     /// was read. A failed write fails every record queued behind it, but one enqueued just
@@ -163,16 +168,18 @@ final class WriteAheadLog: @unchecked Sendable {
         }
         let lsn = nextLSN
         nextLSN += 1
-        pending.append((lsn, prepared.record, WriteAheadLog.stamp(prepared.frame, lsn: lsn)))
-        return lsn
+        let ticket = nextTicket
+        nextTicket += 1
+        pending.append((ticket, lsn, prepared.record, WriteAheadLog.stamp(prepared.frame, lsn: lsn)))
+        return ticket
     }
 
-    /// Waits until record `lsn` is durable and applied (leading a group commit when no
-    /// other writer is), and returns what `apply` returned for it, or its write's error.
-    func wait(for lsn: UInt64) throws -> Int {
+    /// Waits until the record of `ticket` is durable and applied (leading a group commit when
+    /// no other writer is), and returns what `apply` returned for it, or its write's error.
+    func wait(for ticket: UInt64) throws -> Int {
         condition.lock()
         while true {
-            if let result = results.removeValue(forKey: lsn) {
+            if let result = results.removeValue(forKey: ticket) {
                 condition.unlock()
                 return try result.get()
             }
@@ -188,7 +195,7 @@ final class WriteAheadLog: @unchecked Sendable {
             var writeError: (any Error)?
             do {
                 try writeAndSync(batch.map(\.frame), firstLSN: batch.first?.lsn ?? 0)
-                for item in batch { batchResults[item.lsn] = .success(apply(item.record)) }
+                for item in batch { batchResults[item.ticket] = .success(apply(item.record)) }
             } catch {
                 writeError = error
             }
@@ -196,7 +203,7 @@ final class WriteAheadLog: @unchecked Sendable {
             if let writeError {
                 // Records queued behind a failed write fail with it, so the log never holds a
                 // record whose predecessor was refused (batches committed in order stay a prefix).
-                for item in batch + pending { batchResults[item.lsn] = .failure(writeError) }
+                for item in batch + pending { batchResults[item.ticket] = .failure(writeError) }
                 // None of their numbers reached the file: give them back, so LSNs stay
                 // consecutive and a gap on disk always means a lost record.
                 if let first = (batch + pending).map(\.lsn).min() { nextLSN = first }
@@ -206,7 +213,7 @@ final class WriteAheadLog: @unchecked Sendable {
             }
             records += batch.count
             syncs += 1
-            results.merge(batchResults) { a, _ in a }
+            results.merge(batchResults) { _, new in new }   // tickets are unique: never both
             flushing = false
             condition.broadcast()
         }
@@ -267,7 +274,9 @@ final class WriteAheadLog: @unchecked Sendable {
         if let failure { throw StorageError.logFailed(path: directory, reason: failure) }
         // Waiting writers keep their records in `pending`; they will be written to the new file.
         let firstLSN = pending.first?.lsn ?? nextLSN
-        switchFile(to: sequence + 1)
+        // A file never created holds no record: the "new" file can be that one, and skipping
+        // its number would leave a gap that replay rightly refuses.
+        if fd >= 0 { switchFile(to: sequence + 1) }
         body()
         return (sequence, firstLSN)
     }
@@ -396,6 +405,7 @@ final class WriteAheadLog: @unchecked Sendable {
             let crc = try r.readUInt32()
             let actual = head.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress!, 28) }
             guard crc == actual else { throw StorageError.corrupt(path: path, block: "header", problem: "CRC32C mismatch (stored \(crc), computed \(actual))") }
+            guard first >= 1 else { throw StorageError.corrupt(path: path, block: "header", problem: "first LSN 0 (LSNs start at 1)") }
             guard version == fileFormatVersion else {
                 throw StorageError.corrupt(path: path, block: "header", problem: "format version \(version), this build reads \(fileFormatVersion)")
             }

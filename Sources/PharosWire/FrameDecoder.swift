@@ -21,8 +21,10 @@ public protocol FrameBudget: AnyObject, Sendable {
 /// Splits a byte stream into frames (`u32` big-endian length, then that many bytes of
 /// envelope) and decodes them. A length above the limit throws `malformed` as soon as the
 /// four length bytes arrive, before anything is allocated for the payload. With a `budget`,
-/// a frame that has not fully arrived holds a reservation of its length there; one the budget
-/// cannot take throws `overloaded` (the connection is then closed).
+/// the bytes of a frame that has not fully arrived are reserved there as they arrive (what is
+/// really held, not what the prefix announces: idle connections that only announce large
+/// frames hold nothing); bytes the budget cannot take throw `overloaded` (the connection is
+/// then closed).
 public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = DecodedFrame
 
@@ -68,15 +70,18 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
         let frame = try FrameDecoder.nextFrame(&buffer, limits: limits, checkingStrings: checkingStrings)
         if frame != nil {
             release()
-        } else if let budget, reserved == 0,
-                  let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self), length > 0 {
-            guard budget.reserveFrame(bytes: Int(length)) else {
-                throw WireError(.overloaded, "a frame of \(length) bytes does not fit the server's bytes-in-flight budget now: retry later")
+        } else if let budget, buffer.readableBytes > reserved {
+            let more = buffer.readableBytes - reserved
+            guard budget.reserveFrame(bytes: more) else {
+                throw WireError(.overloaded, "\(buffer.readableBytes) bytes of a frame still arriving do not fit the server's bytes-in-flight budget now: retry later")
             }
-            reserved = Int(length)
+            reserved += more
         }
         return frame
     }
+
+    /// Bytes of a partial frame held now (0 between frames).
+    public var heldBytes: Int { reserved }
 
     /// Takes one whole frame off the front of `buffer`, or nil if it is not all there yet.
     public static func nextFrame(_ buffer: inout ByteBuffer, limits: WireLimits, checkingStrings: Bool = true) throws -> DecodedFrame? {
@@ -95,15 +100,37 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 }
 
-/// Writes envelopes as frames.
+/// Writes envelopes as frames, never one over the frame limit (the peer would refuse it and
+/// close the connection, failing everything else in flight on it).
 public struct FrameEncoder: MessageToByteEncoder, Sendable {
     public typealias OutboundIn = Envelope
 
-    /// An encoder.
-    public init() {}
+    /// What to do with an envelope whose frame would exceed the limit.
+    public enum Oversized: Sendable {
+        /// Send an `invalidArgument` Error with its request id instead (servers: the request
+        /// asked for more than a frame holds).
+        case answerWithError
+        /// Fail the write (clients: the request is too large to send).
+        case fail
+    }
+
+    private let maximumFrameBytes: Int
+    private let oversized: Oversized
+
+    /// An encoder for frames of at most `limits.maximumFrameBytes`.
+    public init(limits: WireLimits = WireLimits(), oversized: Oversized = .fail) {
+        maximumFrameBytes = limits.maximumFrameBytes
+        self.oversized = oversized
+    }
 
     public func encode(data: Envelope, out: inout ByteBuffer) throws {
-        let payload = try WireCodec.encode(data)
+        var payload = try WireCodec.encode(data)
+        if payload.count > maximumFrameBytes {
+            let problem = "\(data.body.name) of \(payload.count) bytes exceeds the frame limit of \(maximumFrameBytes)"
+            guard oversized == .answerWithError else { throw WireError(.invalidArgument, problem, requestID: data.requestID) }
+            payload = try WireCodec.encode(Envelope(requestID: data.requestID, body: .error(WireError(
+                .invalidArgument, "the reply (\(problem)): ask for fewer queries, a smaller k, or no vectors", requestID: data.requestID))))
+        }
         out.writeInteger(UInt32(payload.count), endianness: .big)
         out.writeBytes(payload)
     }
@@ -111,7 +138,9 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     /// The frame bytes of `envelope` (for clients that do not use NIO).
     public static func frame(_ envelope: Envelope) throws -> [UInt8] {
         let payload = try WireCodec.encode(envelope)
-        let n = UInt32(payload.count)
+        guard let n = UInt32(exactly: payload.count) else {
+            throw WireError(.invalidArgument, "\(envelope.body.name) of \(payload.count) bytes cannot be framed (at most \(UInt32.max))")
+        }
         return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
     }
 }

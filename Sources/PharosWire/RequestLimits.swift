@@ -15,6 +15,12 @@ public struct RequestLimits: Sendable, Equatable {
     public var maximumRefineFactor = 256
     /// `k x refine_factor`: candidates re-ranked per query.
     public var maximumShortlist = 16384
+    /// `queries x k`: hits one `Search` may ask for (each is a key and a score in memory
+    /// and in the reply, which must also fit a frame).
+    public var maximumResults = 1 << 20
+    /// `queries x k x dimension` with `with_vectors` (and for an expansion's first round,
+    /// `queries x top_n x dimension`): floats of vectors one reply may carry (64 MiB).
+    public var maximumResultFloats = 1 << 24
     /// Rows of one `Upsert`, keys of one `Delete`.
     public var maximumKeys = 100_000
     /// Keys of one `Fetch` (each answered with its vector: the reply must fit a frame).
@@ -76,6 +82,12 @@ public struct RequestLimits: Sendable, Equatable {
         guard s.k * s.effectiveRefineFactor <= maximumShortlist else {
             throw invalid("Search.k x refine_factor is \(s.k) x \(s.effectiveRefineFactor) = \(s.k * s.effectiveRefineFactor), at most \(maximumShortlist)")
         }
+        guard queries * s.k <= maximumResults else {
+            throw invalid("Search asks for \(queries) queries x k \(s.k) = \(queries * s.k) results, at most \(maximumResults): split it")
+        }
+        if s.withVectors, s.dimension > 0, queries * s.k * s.dimension > maximumResultFloats {
+            throw invalid("Search with_vectors asks for \(queries) x \(s.k) hits of \(s.dimension) floats, at most \(maximumResultFloats) floats: split it")
+        }
         guard s.deadlineMilliseconds <= maximumDeadlineMilliseconds else {
             throw invalid("Search.deadline_ms is \(s.deadlineMilliseconds), at most \(maximumDeadlineMilliseconds) (0 = the server's default)")
         }
@@ -83,6 +95,14 @@ public struct RequestLimits: Sendable, Equatable {
         case .none: break
         case let .averageQE(n), let .alphaQE(n, _):
             guard (1...maximumK).contains(n) else { throw invalid("Search.expansion.top_n is \(n), allowed 1...\(maximumK)") }
+            // The first round asks each shard for the top n with the request's refine factor
+            // and the hits' vectors.
+            guard n * s.effectiveRefineFactor <= maximumShortlist else {
+                throw invalid("Search.expansion.top_n x refine_factor is \(n) x \(s.effectiveRefineFactor) = \(n * s.effectiveRefineFactor), at most \(maximumShortlist)")
+            }
+            if s.dimension > 0, queries * n * s.dimension > maximumResultFloats {
+                throw invalid("Search.expansion's first round would carry \(queries) x \(n) vectors of \(s.dimension) floats, at most \(maximumResultFloats) floats: split it")
+            }
             if case let .alphaQE(_, alpha) = s.expansion, !(alpha.isFinite && alpha >= 0 && alpha <= 100) {
                 throw invalid("Search.expansion.alpha is \(alpha), allowed 0...100")
             }

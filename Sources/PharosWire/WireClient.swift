@@ -21,7 +21,7 @@ public final class WireClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits, checkingStrings: false)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
                     try channel.pipeline.syncOperations.addHandler(ReplyMatcher())
                 }
             }

@@ -37,13 +37,17 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
         /// socket; beyond it the connection is not read (back-pressure, and fairness: one
         /// connection cannot take every slot).
         public var maximumRequestsPerConnection: Int
+        /// A connection that holds part of a frame and sends nothing for this long is closed
+        /// (its bytes count against everyone's budget).
+        public var partialFrameTimeout: TimeAmount = .seconds(60)
 
         /// Default limits: 64 requests, 512 MiB, 64 MiB frames, the protocol's request limits,
         /// 32 requests per connection.
         public init(maximumRequestsInFlight: Int = 64, maximumBytesInFlight: Int = 512 << 20, wire: WireLimits = WireLimits(),
                     requests: RequestLimits = RequestLimits(), maximumRequestsPerConnection: Int = 32) {
             self.maximumRequestsInFlight = maximumRequestsInFlight
-            self.maximumBytesInFlight = maximumBytesInFlight
+            // Room for at least two largest frames at once, whatever the frame limit.
+            self.maximumBytesInFlight = Swift.max(maximumBytesInFlight, 2 * wire.maximumFrameBytes)
             self.wire = wire
             self.requests = requests
             self.maximumRequestsPerConnection = maximumRequestsPerConnection
@@ -89,9 +93,11 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits.wire, budget: self)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                    try channel.pipeline.syncOperations.addHandler(RequestHandler(server: self))
+                    let account = PartialFrameAccount(server: self)
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.partialFrameTimeout))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits.wire, budget: account)))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(limits: limits.wire, oversized: .answerWithError)))
+                    try channel.pipeline.syncOperations.addHandler(RequestHandler(server: self, partialFrames: account))
                 }
             }
         let bound = try await bootstrap.bind(host: host, port: port).get()
@@ -167,6 +173,9 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
     /// Counts a reply's bytes while it waits to be written (never refused: the request was
     /// already admitted; the per-connection bound keeps it finite).
     func holdReply(bytes: Int) { state.withLock { bytesInFlight += bytes } }
+
+    /// Ends `holdReply`'s count once the socket took the reply (or the connection closed).
+    func releaseReply(bytes: Int) { state.withLock { bytesInFlight -= bytes } }
 }
 
 /// One connection: decoded frames in, replies out (possibly out of order).
@@ -184,6 +193,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     typealias OutboundOut = Envelope
 
     private let server: WireServer
+    private let partialFrames: PartialFrameAccount
     private var context: ChannelHandlerContext?
     /// Envelopes read but not yet dispatched (at most what one read decoded).
     private var waiting = CircularBuffer<Envelope>()
@@ -191,8 +201,26 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     private var active = 0
     /// A read was asked for while the connection was held back.
     private var readPending = false
+    /// `resume` is running (see there).
+    private var resuming = false
 
-    init(server: WireServer) { self.server = server }
+    init(server: WireServer, partialFrames: PartialFrameAccount) {
+        self.server = server
+        self.partialFrames = partialFrames
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Nothing read for `partialFrameTimeout`: harmless between frames, but a frame left
+        // half-sent holds budget every other client needs.
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, partialFrames.held > 0 {
+            let error = WireError(.malformed, "\(partialFrames.held) bytes of a frame were held for \(server.limits.partialFrameTimeout.nanoseconds / 1_000_000_000) s with nothing more sent: closing")
+            server.logger.info("closing a connection", metadata: ["reason": "\(error)"])
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(Envelope(requestID: 0, body: .error(error)))).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -222,11 +250,17 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// Dispatches what waits while there is room, then reads again if a read was held.
+    ///
+    /// Not re-entered: a reply served inline whose write completes at once frees its slot and
+    /// calls back here from inside `dispatch`; the loop below picks that up, where recursion
+    /// would grow the stack with every pipelined request.
     private func resume() {
-        guard let context else { return }
+        guard !resuming, let context else { return }
+        resuming = true
         while active < server.limits.maximumRequestsPerConnection, context.channel.isWritable, let next = waiting.popFirst() {
             dispatch(next, context: context)
         }
+        resuming = false
         if readPending && !heldBack {
             readPending = false
             context.read()
@@ -291,13 +325,13 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     /// Writes a reply; its slot and bytes are freed once the socket took it (or failed).
     private func send(_ envelope: Envelope, heldBytes: Int) {
         guard let context else {
-            server.releaseFrame(bytes: heldBytes)
+            server.releaseReply(bytes: heldBytes)
             return
         }
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let server = self.server
         context.writeAndFlush(wrapOutboundOut(envelope)).whenComplete { _ in
-            server.releaseFrame(bytes: heldBytes)
+            server.releaseReply(bytes: heldBytes)
             handler.value.active -= 1
             handler.value.resume()
         }
@@ -326,5 +360,27 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         case let .trainedState(file, whitening): return file.count + whitening.count
         default: return 0
         }
+    }
+}
+
+/// One connection's share of the server's budget for frames still arriving: the decoder
+/// reserves through it, the handler asks it whether a frame is half-sent.
+final class PartialFrameAccount: FrameBudget, @unchecked Sendable {
+    // @unchecked: used from the connection's event loop only.
+    private let server: WireServer
+    /// Bytes of a partial frame reserved now.
+    private(set) var held = 0
+
+    init(server: WireServer) { self.server = server }
+
+    func reserveFrame(bytes: Int) -> Bool {
+        guard server.reserveFrame(bytes: bytes) else { return false }
+        held += bytes
+        return true
+    }
+
+    func releaseFrame(bytes: Int) {
+        server.releaseFrame(bytes: bytes)
+        held -= bytes
     }
 }

@@ -30,10 +30,10 @@ struct ClusterCommand: ParsableCommand {
 
         /// The cluster of a new folder, from the flags and their defaults.
         func newMap() throws -> ClusterMap {
-            guard let dimension else { throw ValidationError("--dimension is required for a new cluster (no \(data)/cluster.json yet)") }
+            guard let dimension else { throw UsageError("--dimension is required for a new cluster (no \(data)/cluster.json yet)") }
             let shards = self.shards ?? 3, port = self.port ?? 7700
-            guard (1...64).contains(shards) else { throw ValidationError("--shards \(shards): expected 1...64") }
-            guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port \(port): expected 1...\(65535 - 64)") }
+            guard (1...64).contains(shards) else { throw UsageError("--shards \(shards): expected 1...64") }
+            guard (1...(65535 - 64)).contains(port) else { throw UsageError("--port \(port): expected 1...\(65535 - 64)") }
             return ClusterMap(collection: .init(dimension: dimension, metric: metric ?? "l2", factory: factory ?? "IVF256,PQ32x4fs,RefineSQ8",
                                                 normalize: normalize ? true : nil),
                               buckets: buckets ?? 4096,
@@ -54,7 +54,7 @@ struct ClusterCommand: ParsableCommand {
             compare("port", port, (map.shards.first?.port ?? 1) - 1)
             if normalize && map.collection.normalize != true { conflicts.append("--normalize, but the file does not normalise") }
             guard conflicts.isEmpty else {
-                throw ValidationError("\(file) already describes this cluster: \(conflicts.joined(separator: "; ")). Leave those flags out to use it, or use another --data folder.")
+                throw UsageError("\(file) already describes this cluster: \(conflicts.joined(separator: "; ")). Leave those flags out to use it, or use another --data folder.")
             }
         }
 
@@ -67,7 +67,7 @@ struct ClusterCommand: ParsableCommand {
                 try checkAgainst(map, file: clusterFile)
             } else {
                 map = try newMap()
-                try map.validate(path: "the flags")
+                do { try map.validate(path: "the flags") } catch let error as ClusterMapError { throw UsageError(error.description) }
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try FileIO.writeAtomically(Array(try encoder.encode(map)), to: clusterFile)

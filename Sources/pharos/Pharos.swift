@@ -21,6 +21,9 @@ struct Pharos: ParsableCommand {
         do { command = try parseAsRoot() } catch { exit(withError: error) }   // usage: 64
         do {
             try command.run()
+        } catch let error as UsageError {
+            FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
+            Foundation.exit(64)
         } catch let error as ValidationError {
             // Once the flags parsed, what goes wrong is the data's or the cluster's, not usage.
             FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
@@ -29,6 +32,13 @@ struct Pharos: ParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// A flag missing or out of range that can only be judged once the command runs (it depends
+/// on files already there): still a usage error (exit 64).
+struct UsageError: Error {
+    var message: String
+    init(_ message: String) { self.message = message }
 }
 
 extension ExitCode {

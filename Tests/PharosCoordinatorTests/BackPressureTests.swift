@@ -63,30 +63,98 @@ import Testing
         }
     }
 
-    /// Partial frames count against the bytes-in-flight budget: one that does not fit is
-    /// refused (OVERLOADED, connection closed), and the reservation ends with the connection.
+    /// The bytes of partial frames count against the bytes-in-flight budget as they arrive:
+    /// bytes that do not fit are refused (OVERLOADED, connection closed), and a reservation
+    /// ends with its connection.
     @Test func partialFramesAreCountedAndRefusedBeyondTheBudget() async throws {
         try await TestCluster.with(factory: "IVF8,PQ8x4fs") { cluster in
             let server = WireServer(service: cluster.coordinator, group: cluster.group,
-                                    limits: .init(maximumBytesInFlight: 1 << 20))
+                                    limits: .init(maximumBytesInFlight: 1 << 20, wire: WireLimits(maximumFrameBytes: 400_000)))
             let port = try await server.start(host: "127.0.0.1", port: 0)
             defer { Task { await server.stop(grace: 1) } }
             func prefix(_ n: UInt32) -> [UInt8] { [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] }
-            var holder: RawConnection? = try RawConnection(port: port)
-            holder!.send(prefix(900_000) + [UInt8](repeating: 0x0a, count: 100))
-            for _ in 0..<50 where server.bytesInFlightNow < 900_000 { try await Task.sleep(nanoseconds: 20_000_000) }
-            #expect(server.bytesInFlightNow >= 900_000)
+            // Announcing a frame reserves nothing; its bytes do, as they arrive.
+            let idle = try RawConnection(port: port)
+            idle.send(prefix(399_000))
+            var holders: [RawConnection] = []
+            for _ in 0..<2 {
+                let c = try RawConnection(port: port)
+                c.send(prefix(399_000) + [UInt8](repeating: 0x0a, count: 390_000))
+                holders.append(c)
+            }
+            for _ in 0..<100 where server.bytesInFlightNow < 780_000 { try await Task.sleep(nanoseconds: 20_000_000) }
+            #expect(server.bytesInFlightNow >= 780_000 && server.bytesInFlightNow < 800_000, "\(server.bytesInFlightNow)")
             let refused = try RawConnection(port: port)
-            refused.send(prefix(200_000) + [1, 2, 3])
+            refused.send(prefix(399_000) + [UInt8](repeating: 0x0a, count: 300_000))
             guard case let .error(e)? = await refused.nextFrame()?.body else { Issue.record("no refusal"); return }
             #expect(e.code == .overloaded, "\(e)")
             #expect(await refused.nextFrame() == nil)   // closed
-            holder = nil   // closes: the reservation goes with it
-            for _ in 0..<50 where server.bytesInFlightNow > 0 { try await Task.sleep(nanoseconds: 20_000_000) }
-            #expect(server.bytesInFlightNow == 0)
+            holders = []   // closed: their reservations go with them
+            for _ in 0..<100 where server.bytesInFlightNow > 0 { try await Task.sleep(nanoseconds: 20_000_000) }
+            #expect(server.bytesInFlightNow <= 4)
             let ok = try RawConnection(port: port)
             ok.send(try FrameEncoder.frame(Envelope(requestID: 4, body: .health)))
             #expect(await ok.nextFrame()?.requestID == 4)
+            _ = idle
+        }
+    }
+
+    /// A frame left half-sent is not held forever: its connection is closed after the
+    /// partial-frame timeout, and its bytes are free again.
+    @Test func aHalfSentFrameIsDroppedAfterTheTimeout() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs") { cluster in
+            var limits = WireServer.Limits()
+            limits.partialFrameTimeout = .milliseconds(300)
+            let server = WireServer(service: cluster.coordinator, group: cluster.group, limits: limits)
+            let port = try await server.start(host: "127.0.0.1", port: 0)
+            defer { Task { await server.stop(grace: 1) } }
+            let c = try RawConnection(port: port)
+            c.send([0, 1, 0, 0] + [UInt8](repeating: 0x0a, count: 1000))
+            guard case let .error(e)? = await c.nextFrame()?.body else { Issue.record("not closed with an error"); return }
+            #expect(e.message.contains("held for"), "\(e)")
+            #expect(await c.nextFrame() == nil)
+            for _ in 0..<50 where server.bytesInFlightNow > 0 { try await Task.sleep(nanoseconds: 20_000_000) }
+            #expect(server.bytesInFlightNow == 0)
+        }
+    }
+
+    /// Thousands of cheap requests pipelined before the client reads: served one after another
+    /// as the socket drains (the dispatch loop does not recurse once per request).
+    @Test func tenThousandsOfPipelinedRequestsDoNotGrowTheStack() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs") { cluster in
+            let c = try RawConnection(port: cluster.map.shards[0].port)
+            let count = 30_000
+            let frames = try (0..<count).flatMap { try FrameEncoder.frame(Envelope(requestID: UInt64($0 + 1), body: .health)) }
+            async let sent: Void = BlockingWork.run { c.send(frames) }
+            let received = try await BlockingWork.run { () -> Int in
+                var n = 0
+                while n < count, c.readFrame() != nil { n += 1 }
+                return n
+            }
+            try await sent
+            #expect(received == count)
+        }
+    }
+
+    /// A reply that would not fit a frame is answered with an error naming the limit, not
+    /// sent for the client to refuse (which would close the connection and everything on it).
+    @Test func aReplyOverTheFrameLimitBecomesAnError() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs") { cluster in
+            let index = try IndexFactory.make("IVF8,PQ8x4fs", dimension: 16, metric: .l2)
+            try index.train(Self.data.vectors(0..<2000, stream: 1), threads: 1)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<3000).map { "k\($0)" },
+                                                                    vectors: Self.data.vectors(0..<3000, stream: 0).values, dimension: 16)))
+            let server = WireServer(service: cluster.coordinator, group: cluster.group,
+                                    limits: .init(wire: WireLimits(maximumFrameBytes: 64 << 10)))
+            let port = try await server.start(host: "127.0.0.1", port: 0)
+            defer { Task { await server.stop(grace: 1) } }
+            let (code, message) = try await BoundaryTests.code(of: .search(SearchRequest(vectors: Self.data.vectors(0..<4, stream: 2).values,
+                                                                                       dimension: 16, k: 2000, nprobe: 8, refineFactor: 1, withVectors: true)), port: port)
+            #expect(code == .invalidArgument && message.contains("exceeds the frame limit"), "\(message)")
+            let (_, small) = try await BoundaryTests.code(of: .search(SearchRequest(vectors: Self.data.vectors(0..<1, stream: 2).values,
+                                                                                    dimension: 16, k: 5, nprobe: 8)), port: port)
+            #expect(small == "SearchResult")
         }
     }
 

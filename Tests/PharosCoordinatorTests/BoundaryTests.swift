@@ -52,7 +52,11 @@ import Testing
                                 SearchRequest(vectors: [Float](repeating: .nan, count: 16), dimension: 16, k: 5, nprobe: 1),
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 0, nprobe: 1),
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 4096, nprobe: 1, refineFactor: 256),
-                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 1, expansion: .averageQE(n: 0))] {
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 1, expansion: .averageQE(n: 0)),
+                                // The expansion's first round asks for top_n with this refine factor.
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 10, nprobe: 1, refineFactor: 256,
+                                              expansion: .averageQE(n: 100)),
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16 * 10_000), dimension: 16, k: 4096, nprobe: 1, refineFactor: 1)] {
                     let (code, message) = try await Self.code(of: .search(request), port: port)
                     #expect(code == .invalidArgument, "port \(port): \(request): \(message)")
                 }
@@ -189,6 +193,29 @@ import Testing
             guard case .trainedStateAck = try await cluster.client.call(.trainedState(indexFile: try Self.trained("IVF8,PQ8x4fs,RefineFlat"))) else {
                 Issue.record("the real training was refused"); return
             }
+        }
+    }
+
+    /// Two pushes at once on an untrained cluster: one wins everywhere, the other is refused;
+    /// the shards never end up with different trained states.
+    @Test func concurrentPushesLeaveOneTrainedState() async throws {
+        try await TestCluster.with(factory: "IVF8,PQ8x4fs,RefineFlat") { cluster in
+            let a = try Self.trained("IVF8,PQ8x4fs,RefineFlat", seed: 1), b = try Self.trained("IVF8,PQ8x4fs,RefineFlat", seed: 2)
+            let client = cluster.client!
+            @Sendable func push(_ state: [UInt8]) async -> Bool {
+                (try? await client.call(.trainedState(indexFile: state))) != nil
+            }
+            async let first = push(a)
+            async let second = push(b)
+            let outcomes = await [first, second]
+            #expect(outcomes.filter { $0 }.count == 1)
+            var versions = Set<UInt64>()
+            for port in cluster.map.shards.map(\.port) {
+                let c = try RawConnection(port: port)
+                c.send(try FrameEncoder.frame(Envelope(requestID: 1, body: .stats)))
+                if case let .statsResult(s)? = await c.nextFrame()?.body { versions.insert(s.trainedVersion) }
+            }
+            #expect(versions.count == 1)
         }
     }
 

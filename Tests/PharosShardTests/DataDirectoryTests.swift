@@ -45,4 +45,22 @@ import Testing
             "\($0)".contains("no MANIFEST") && "\($0)".contains("TRAINED") && "\($0)".contains("wal")
         }
     }
+
+    /// A create cut short (killed, or a full disk) leaves the directory marked; the next
+    /// start finishes emptying it instead of refusing a directory without MANIFEST forever.
+    @Test func aCreateCutShortIsCleanedUpAtTheNextStart() throws {
+        let dir = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/wal", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/TRAINED", contents: Data([1, 2, 3]))
+        FileManager.default.createFile(atPath: dir + "/" + Shard.dropMarkerName, contents: Data())
+        let node = try ShardService(configuration: Self.configuration(dir))
+        defer { node.close() }
+        #expect(node.currentShard == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0 != Shard.lockFileName }.isEmpty)
+        guard case .trainedStateAck = node.handle(.trainedState(indexFile: try TestNode.trainedState())) else {
+            Issue.record("the cleaned directory does not take a trained state"); return
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/" + Shard.dropMarkerName))
+    }
 }

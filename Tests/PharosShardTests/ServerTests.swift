@@ -135,7 +135,7 @@ final class TestNode: @unchecked Sendable {
     }
 
     @Test func admissionIsBoundedByRequestsAndBytes() throws {
-        let node = try TestNode(limits: .init(maximumRequestsInFlight: 2, maximumBytesInFlight: 1000))
+        let node = try TestNode(limits: .init(maximumRequestsInFlight: 2, maximumBytesInFlight: 1000, wire: WireLimits(maximumFrameBytes: 400)))
         defer { try? FileManager.default.removeItem(atPath: node.directory) }
         #expect(node.server.admit(bytes: 600) == nil)
         #expect(node.server.admit(bytes: 600)?.code == .overloaded)   // bytes

@@ -82,6 +82,26 @@ import Testing
         #expect(try reopened.entry(forKey: "img-45") != nil && reopened.entry(forKey: "img-15") == nil)
     }
 
+    /// A seal right after opening, before anything was written, must not skip a log file
+    /// number: here it fails after rotating, a write follows, and the directory still opens.
+    @Test func aSealBeforeAnyWriteLeavesNoGapInLogFileNumbers() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        var (options, faults) = Fixture.faultyOptions()
+        options.log = { _ in }
+        var shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        try shard.upsert(keys: Fixture.keys(0..<10), vectors: Fixture.vectors(0..<10))
+        shard.close()
+        shard = try Shard.open(at: dir, options: options)   // replays; the next log file is not created yet
+        faults.failNextSegmentWrites(1)
+        #expect(throws: StorageError.self) { try shard.seal() }
+        try shard.upsert(keys: Fixture.keys(10..<20), vectors: Fixture.vectors(10..<20))
+        shard.close()
+        let reopened = try Shard.open(at: dir, options: Fixture.manualOptions)
+        #expect(reopened.statistics.liveEntries == 20)
+        reopened.close()
+    }
+
     /// Sealing moves the manifest's LSN on; what stays in the log still checks out after any
     /// number of seals and reopens.
     @Test func theManifestRecordsWhereTheLogStarts() throws {
@@ -130,4 +150,49 @@ final class Messages: @unchecked Sendable {
     private var lines: [String] = []
     func append(_ line: String) { lock.withLock { lines.append(line) } }
     var all: [String] { lock.withLock { lines } }
+}
+
+/// Failed writes give their LSNs back; with many writers at once, a record that reuses a
+/// number must still get its own outcome: every acknowledged write is stored, every refused
+/// one is not, and no writer waits forever.
+@Suite struct ConcurrentLogFailureTests {
+    @Test(.timeLimit(.minutes(2))) func acknowledgementsMatchWhatIsStoredUnderFailingWrites() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        let (options, faults) = Fixture.faultyOptions()
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF4,PQ8"), options: options)
+        let outcomes = Messages()
+        let writers = 6, perWriter = 40
+        let done = DispatchGroup()
+        for w in 0..<writers {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                for i in 0..<perWriter {
+                    let key = "w\(w)-\(i)"
+                    if i % 7 == 3 { faults.failNextLogWrites(1) }
+                    do {
+                        try shard.upsert(keys: [key], vectors: Fixture.vectors(w * perWriter + i ..< w * perWriter + i + 1))
+                        outcomes.append("ok \(key)")
+                    } catch {
+                        outcomes.append("failed \(key)")
+                    }
+                }
+            }.start()
+        }
+        done.wait()
+        shard.close()
+        let reopened = try Shard.open(at: dir, options: Fixture.manualOptions)
+        let all = outcomes.all
+        #expect(all.count == writers * perWriter)
+        var acknowledged = 0
+        for line in all {
+            let parts = line.split(separator: " ")
+            let stored = try reopened.entry(forKey: String(parts[1])) != nil
+            if parts[0] == "ok" { acknowledged += 1 }
+            #expect(stored == (parts[0] == "ok"), "\(line) but stored: \(stored)")
+        }
+        #expect(acknowledged > 0 && acknowledged < all.count)
+        #expect(reopened.statistics.liveEntries == acknowledged)
+    }
 }
