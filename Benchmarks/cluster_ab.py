@@ -13,47 +13,24 @@ change costs the cluster nothing (e.g. a build of the previous commit in a git w
 import argparse
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Scripts"))
+from pharos_client import ROOT, LocalCluster  # noqa: E402
 
 
 def run_round(bin_dir, data_set, dim, factory, queries, port):
-    work = tempfile.mkdtemp(prefix="pharos-ab-")
-    log = open(os.path.join(work, "cluster.log"), "w+")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    cluster = subprocess.Popen([os.path.join(bin_dir, "pharos"), "cluster", "up", "--shards", "3", "--dimension", str(dim),
-                                "--factory", factory, "--data", os.path.join(work, "c"), "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        for _ in range(200):
-            log.seek(0)
-            if "cluster ready" in log.read():
-                break
-            time.sleep(0.1)
-        else:
-            raise SystemExit("cluster did not start:\n" + open(log.name).read())
+    with LocalCluster(bin_dir, port, ["--shards", "3", "--dimension", str(dim), "--factory", factory]) as cluster:
         out = subprocess.run([os.path.join(bin_dir, "pharos"), "cluster-bench", "--coordinator", f"127.0.0.1:{port}",
-                              "--cluster", os.path.join(work, "c", "cluster.json"), "--train", f"{data_set}/train.fvecs",
+                              "--cluster", cluster.cluster_file, "--train", f"{data_set}/train.fvecs",
                               "--base", f"{data_set}/base.fvecs", "--queries", f"{data_set}/queries.fvecs",
                               "--query-count", str(queries), "--rounds", "3"],
-                             capture_output=True, text=True, env=env, timeout=900)
+                             capture_output=True, text=True, env=cluster.env, timeout=900)
         if out.returncode != 0:
             raise SystemExit(f"cluster-bench failed ({bin_dir}):\n{out.stdout}\n{out.stderr}")
         return parse(out.stdout)
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        try:
-            cluster.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def number(pattern, text):

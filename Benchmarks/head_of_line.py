@@ -13,56 +13,14 @@ temporary folder (Debian's protobuf-compiler and python3-protobuf).
 """
 import argparse
 import os
-import shutil
-import signal
-import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def protocol():
-    out = tempfile.mkdtemp(prefix="pharos-pb-")
-    subprocess.run(["protoc", f"--proto_path={ROOT}/Protocols", f"--python_out={out}", "pharos.proto"], check=True)
-    sys.path.insert(0, out)
-    import pharos_pb2  # noqa: E402
-    return pharos_pb2
-
-
-class Connection:
-    def __init__(self, pb, port):
-        self.pb = pb
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.next_id = 1
-
-    def send(self, fill):
-        envelope = self.pb.Envelope(request_id=self.next_id)
-        fill(envelope)
-        self.next_id += 1
-        payload = envelope.SerializeToString()
-        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
-
-    def read(self):
-        head = self._exactly(4)
-        envelope = self.pb.Envelope()
-        envelope.ParseFromString(self._exactly(struct.unpack(">I", head)[0]))
-        return envelope
-
-    def _exactly(self, n):
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Scripts"))
+from pharos_client import ROOT, Connection, LocalCluster, protocol  # noqa: E402
 
 
 def search(query, k):
@@ -99,22 +57,9 @@ def read_fvecs(path, limit):
 
 
 def measure(pb, bin_dir, data_set, port, flood, k):
-    work = tempfile.mkdtemp(prefix="pharos-hol-")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    log = open(os.path.join(work, "log"), "w+")
-    cluster = subprocess.Popen([f"{bin_dir}/pharos", "cluster", "up", "--dimension", "64", "--factory", "IVF128,PQ16x4fs,RefineSQ8",
-                                "--data", f"{work}/c", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        for _ in range(200):
-            log.seek(0)
-            if "cluster ready" in log.read():
-                break
-            time.sleep(0.1)
-        coordinator = ["--coordinator", f"127.0.0.1:{port}"]
-        subprocess.run([f"{bin_dir}/pharos", "train", "--train", f"{data_set}/train.fvecs", "--cluster", f"{work}/c/cluster.json"] + coordinator,
-                       check=True, capture_output=True, env=env)
-        subprocess.run([f"{bin_dir}/pharos", "ingest", "--vectors", f"{data_set}/base.fvecs"] + coordinator,
-                       check=True, capture_output=True, env=env)
+    with LocalCluster(bin_dir, port, ["--dimension", "64", "--factory", "IVF128,PQ16x4fs,RefineSQ8"]) as cluster:
+        cluster.pharos("train", "--train", f"{data_set}/train.fvecs", "--cluster", cluster.cluster_file)
+        cluster.pharos("ingest", "--vectors", f"{data_set}/base.fvecs")
         queries = read_fvecs(f"{data_set}/queries.fvecs", 100)
         alone = probes(pb, port, queries)
         flooder = Connection(pb, port)
@@ -124,13 +69,6 @@ def measure(pb, bin_dir, data_set, port, flood, k):
         drained = [flooder.read() for _ in range(flood)]
         assert all(r.WhichOneof("body") in ("search_result", "error") for r in drained)
         return alone, under
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        try:
-            cluster.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():

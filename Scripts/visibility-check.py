@@ -15,73 +15,32 @@ import argparse
 import math
 import os
 import random
-import shutil
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pharos_client import ROOT, Connection, LocalCluster, protocol  # noqa: E402
+
 DIM = 32
 
 
-def protocol():
-    out = tempfile.mkdtemp(prefix="pharos-pb-")
-    subprocess.run(["protoc", f"--proto_path={ROOT}/Protocols", f"--python_out={out}", "pharos.proto"], check=True)
-    sys.path.insert(0, out)
-    import pharos_pb2  # noqa: E402
-    return pharos_pb2
+def upsert(client, keys, vectors):
+    def fill(e):
+        e.upsert.keys.extend(keys)
+        e.upsert.vectors.extend(v for row in vectors for v in row)
+        e.upsert.dimension = DIM
+    client.call(fill)
 
 
-class Client:
-    def __init__(self, pb, port):
-        self.pb, self.next_id = pb, 1
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-
-    def call(self, fill):
-        envelope = self.pb.Envelope(request_id=self.next_id)
-        fill(envelope)
-        self.next_id += 1
-        payload = envelope.SerializeToString()
-        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
-        n = struct.unpack(">I", self._exactly(4))[0]
-        reply = self.pb.Envelope()
-        reply.ParseFromString(self._exactly(n))
-        if reply.WhichOneof("body") == "error":
-            raise SystemExit(f"refused: {reply.error}")
-        return reply
-
-    def _exactly(self, n):
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise SystemExit("connection closed")
-            data += chunk
-        return data
-
-    def upsert(self, keys, vectors):
-        def fill(e):
-            e.upsert.keys.extend(keys)
-            e.upsert.vectors.extend(v for row in vectors for v in row)
-            e.upsert.dimension = DIM
-        self.call(fill)
-
-    def delete(self, keys):
-        self.call(lambda e: e.delete.keys.extend(keys))
-
-    def top(self, vector):
-        def fill(e):
-            e.search.vectors.extend(vector)
-            e.search.dimension = DIM
-            e.search.k = 1
-            e.search.nprobe = 256
-            e.search.refine_factor = 256
-        hits = self.call(fill).search_result.queries[0]
-        return (hits.keys[0], hits.scores[0]) if hits.keys else (None, None)
+def top(client, vector):
+    def fill(e):
+        e.search.vectors.extend(vector)
+        e.search.dimension = DIM
+        e.search.k = 1
+        e.search.nprobe = 256
+        e.search.refine_factor = 256
+    hits = client.call(fill).search_result.queries[0]
+    return (hits.keys[0], hits.scores[0]) if hits.keys else (None, None)
 
 
 def unit(rng):
@@ -99,51 +58,34 @@ def main():
     args = parser.parse_args()
     pb = protocol()
     rng = random.Random(args.seed)
-    work = tempfile.mkdtemp(prefix="pharos-visibility-")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    log = open(f"{work}/log", "w+")
-    cluster = subprocess.Popen([f"{args.bin}/pharos", "cluster", "up", "--shards", "1", "--dimension", str(DIM), "--metric", "ip",
-                                "--factory", "IVF256,PQ16x4fs,RefineFlat", "--data", f"{work}/c", "--port", str(args.port)],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        for _ in range(200):
-            log.seek(0)
-            if "cluster ready" in log.read():
-                break
-            time.sleep(0.1)
-        with open(f"{work}/train.fvecs", "wb") as f:
+    with LocalCluster(args.bin, args.port, ["--shards", "1", "--dimension", str(DIM), "--metric", "ip",
+                                            "--factory", "IVF256,PQ16x4fs,RefineFlat"]) as cluster:
+        with open(f"{cluster.work}/train.fvecs", "wb") as f:
             for _ in range(20000):
                 f.write(struct.pack("<i", DIM) + struct.pack(f"<{DIM}f", *unit(rng)))
-        subprocess.run([f"{args.bin}/pharos", "train", "--train", f"{work}/train.fvecs", "--cluster", f"{work}/c/cluster.json",
-                        "--coordinator", f"127.0.0.1:{args.port}"], check=True, capture_output=True, env=env)
-        client = Client(pb, args.port)
+        cluster.pharos("train", "--train", f"{cluster.work}/train.fvecs", "--cluster", cluster.cluster_file)
+        client = Connection(pb, args.port)
         total = 21000
         for start in range(0, total, 1000):
-            client.upsert([f"key-{i}" for i in range(start, start + 1000)], [unit(rng) for _ in range(1000)])
+            upsert(client, [f"key-{i}" for i in range(start, start + 1000)], [unit(rng) for _ in range(1000)])
         for _ in range(600):
             keys = sorted({f"key-{rng.randrange(total)}" for _ in range(10)})
-            client.upsert(keys, [unit(rng) for _ in keys])
+            upsert(client, keys, [unit(rng) for _ in keys])
         for _ in range(600):
-            client.delete(sorted({f"key-{rng.randrange(total)}" for _ in range(10)}))
+            keys = sorted({f"key-{rng.randrange(total)}" for _ in range(10)})
+            client.call(lambda e: e.delete.keys.extend(keys))
         missed = []
         for i in range(args.fresh):
             key, vector = f"fresh-{i}", unit(rng)
-            client.upsert([key], [vector])
-            found, score = client.top(vector)
+            upsert(client, [key], [vector])
+            found, score = top(client, vector)
             if found != key:
                 missed.append((key, found, score))
-        print(f"{len(missed)} of {args.fresh} fresh keys not returned first for their own vector "
-              f"(after 21,000 upserts, 600 replaced and 600 deleted batches; {args.bin})")
-        for key, found, score in missed[:5]:
-            print(f"  {key}: got {found} ({score})")
-        return 1 if missed else 0
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        try:
-            cluster.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    print(f"{len(missed)} of {args.fresh} fresh keys not returned first for their own vector "
+          f"(after 21,000 upserts, 600 replaced and 600 deleted batches; {args.bin})")
+    for key, found, score in missed[:5]:
+        print(f"  {key}: got {found} ({score})")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
