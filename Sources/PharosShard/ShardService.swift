@@ -33,8 +33,6 @@ public final class ShardService: WireService, @unchecked Sendable {
         }
     }
 
-    /// Most queries in one `Search`, and keys in one `Fetch`.
-    public static let maximumQueries = 10_000
 
     /// What this node serves.
     public let configuration: Configuration
@@ -211,10 +209,8 @@ public final class ShardService: WireService, @unchecked Sendable {
     private func search(_ request: SearchRequest) throws -> SearchResponse {
         let shard = try ready()
         let d = shard.index.dimension
+        // Counts, ranges and finiteness were checked against `RequestLimits` by the server.
         let vectorRows = request.dimension == 0 && request.vectors.isEmpty ? 0 : request.vectors.count / Swift.max(1, request.dimension)
-        guard vectorRows + request.queryKeys.count <= ShardService.maximumQueries else {
-            throw WireError(.invalidArgument, "\(vectorRows + request.queryKeys.count) queries, at most \(ShardService.maximumQueries)")
-        }
         var queries = try matrix(request.vectors, rows: vectorRows, dimension: request.dimension, of: shard, field: "query vectors")
         for key in request.queryKeys {
             guard let v = try shard.vector(forKey: key) else {

@@ -71,7 +71,11 @@ final class Supervisor: @unchecked Sendable {
         }
     }
 
-    /// Stops every process (SIGTERM, then waits); later calls do nothing.
+    /// How long a process may take to stop after SIGTERM before it is killed.
+    static let stopGrace = 40.0
+
+    /// Stops every process (SIGTERM; SIGKILL for one still running after `stopGrace`, which
+    /// is longer than a server's own 30 s drain); later calls do nothing.
     func stopAll() {
         let processes = lock.withLock { () -> [(String, Process)] in
             guard !stopping else { return [] }
@@ -79,6 +83,12 @@ final class Supervisor: @unchecked Sendable {
             return running.sorted { $0.key < $1.key }
         }
         for (_, process) in processes where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(Self.stopGrace)
+        while processes.contains(where: { $0.1.isRunning }) && Date() < deadline { usleep(50_000) }
+        for (name, process) in processes where process.isRunning {
+            printError("\(name) did not stop within \(Int(Self.stopGrace)) s of SIGTERM: killing it")
+            kill(process.processIdentifier, SIGKILL)
+        }
         for (name, process) in processes {
             process.waitUntilExit()
             if process.terminationReason == .uncaughtSignal || process.terminationStatus != 0 {
