@@ -123,47 +123,42 @@ def derive_replies(pb):
     REPLY_OF.update(out)
 
 
-def enum_problems(lmsg, sdesc, path=""):
-    """Every enum field at any depth whose value is not one the proto names."""
-    out = []
+def scalar_fields(lmsg, sdesc, path=""):
+    """Every (name, field, values) of a non-message field at any depth of a parsed message."""
     for fd in sdesc.fields:
         name = path + fd.name
-        if fd.type == fd.TYPE_ENUM:
-            vals = getattr(lmsg, fd.name)
-            vals = list(vals) if fd.label == fd.LABEL_REPEATED else [vals]
-            known = {v.number for v in fd.enum_type.values}
-            for v in vals:
-                if v not in known:
-                    out.append("%s=%d out of range" % (name, v))
-        elif fd.type == fd.TYPE_MESSAGE:
+        if fd.type == fd.TYPE_MESSAGE:
             if fd.label == fd.LABEL_REPEATED:
                 for sub in getattr(lmsg, fd.name):
-                    out += enum_problems(sub, fd.message_type, "%s[]." % name)
+                    yield from scalar_fields(sub, fd.message_type, "%s[]." % name)
             elif lmsg.HasField(fd.name):
-                out += enum_problems(getattr(lmsg, fd.name), fd.message_type, name + ".")
-    return sorted(set(out))
-
-
-def string_problems(lmsg, sdesc, path=""):
-    """Every string field at any depth (read leniently as bytes) with a NUL or invalid UTF-8."""
-    out = []
-    for fd in sdesc.fields:
-        name = path + fd.name
-        if fd.type == fd.TYPE_STRING:
+                yield from scalar_fields(getattr(lmsg, fd.name), fd.message_type, name + ".")
+        else:
             vals = getattr(lmsg, fd.name)
-            vals = list(vals) if fd.label == fd.LABEL_REPEATED else [vals]
-            for i, v in enumerate(vals):
+            yield name, fd, (list(vals) if fd.label == fd.LABEL_REPEATED else [vals])
+
+
+def enum_problems(lmsg, sdesc):
+    """Every enum field at any depth whose value is not one the proto names."""
+    out = set()
+    for name, fd, vals in scalar_fields(lmsg, sdesc):
+        if fd.type == fd.TYPE_ENUM:
+            known = {v.number for v in fd.enum_type.values}
+            out.update("%s=%d out of range" % (name, v) for v in vals if v not in known)
+    return sorted(out)
+
+
+def string_problems(lmsg, sdesc):
+    """Every string field at any depth (read leniently as bytes) with a NUL or invalid UTF-8."""
+    out = set()
+    for name, fd, vals in scalar_fields(lmsg, sdesc):
+        if fd.type == fd.TYPE_STRING:
+            for v in vals:
                 if b"\x00" in v:
-                    out.append("%s: NUL" % name)
+                    out.add("%s: NUL" % name)
                 if not utf8_ok(v):
-                    out.append("%s: not UTF-8" % name)
-        elif fd.type == fd.TYPE_MESSAGE:
-            if fd.label == fd.LABEL_REPEATED:
-                for i, sub in enumerate(getattr(lmsg, fd.name)):
-                    out += string_problems(sub, fd.message_type, "%s[]." % name)
-            elif lmsg.HasField(fd.name):
-                out += string_problems(getattr(lmsg, fd.name), fd.message_type, name + ".")
-    return sorted(set(out))
+                    out.add("%s: not UTF-8" % name)
+    return sorted(out)
 
 # ----------------------------------------------------------------------------------------------
 # protobuf wire encoding, by hand (for what the protobuf API refuses to write)

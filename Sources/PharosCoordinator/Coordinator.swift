@@ -31,6 +31,8 @@ public final class Coordinator: WireService, @unchecked Sendable {
     private let installedWhitening = Mutex<Whitening?>(nil)
     /// Serialises trained-state pushes and drops.
     private let administration = AsyncGate()
+    /// The collection's factory string in canonical form (as shards report it).
+    private let canonicalFactory: String
 
     /// File name of the kept whitening inside the state folder.
     public static let whiteningFileName = "whitening.phxw"
@@ -43,6 +45,9 @@ public final class Coordinator: WireService, @unchecked Sendable {
         self.links = map.shards.map { ShardLink(address: $0, group: group) }
         self.logger = logger
         self.stateDirectory = stateDirectory
+        // `ClusterMap.validate` made this index already, so it cannot fail for a loaded map.
+        canonicalFactory = (try? IndexFactory.make(map.collection.factory, dimension: map.collection.dimension,
+                                                   metric: Metric(rawValue: map.collection.metric) ?? .l2).factoryString) ?? map.collection.factory
         if let stateDirectory {
             try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
             let path = stateDirectory + "/" + Self.whiteningFileName
@@ -225,11 +230,6 @@ public final class Coordinator: WireService, @unchecked Sendable {
 
     // MARK: Trained state
 
-    /// The collection's factory string in canonical form (as shards report it).
-    private var canonicalFactory: String {
-        (try? IndexFactory.make(map.collection.factory, dimension: map.collection.dimension,
-                                metric: Metric(rawValue: map.collection.metric) ?? .l2).factoryString) ?? map.collection.factory
-    }
 
     /// A pushed trained state must be the cluster file's collection: its factory, dimension
     /// and metric, trained and empty. Returns its version (as shards compute it).

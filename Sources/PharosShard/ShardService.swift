@@ -33,7 +33,6 @@ public final class ShardService: WireService, @unchecked Sendable {
         }
     }
 
-
     /// What this node serves.
     public let configuration: Configuration
     private let lock = NSLock()
@@ -47,8 +46,11 @@ public final class ShardService: WireService, @unchecked Sendable {
     public init(configuration: Configuration) throws {
         self.configuration = configuration
         let claim = try Shard.DirectoryClaim(configuration.dataDirectory)
-        if try claim.contents().contains(Shard.dropMarkerName) { try Shard.destroy(claim) }   // a drop cut short
-        let contents = try claim.contents()
+        var contents = try claim.contents()
+        if contents.contains(Shard.dropMarkerName) {   // a drop or a create cut short: finish emptying it
+            try Shard.destroy(claim)
+            contents = []
+        }
         if contents.contains("MANIFEST") {
             shard = try Shard.open(at: configuration.dataDirectory, options: configuration.storage, claim: claim)
         } else if !contents.isEmpty {
