@@ -58,7 +58,7 @@ def read_fvecs(path, limit):
 
 def measure(pb, bin_dir, data_set, port, flood, k):
     with LocalCluster(bin_dir, port, ["--dimension", "64", "--factory", "IVF128,PQ16x4fs,RefineSQ8"]) as cluster:
-        cluster.pharos("train", "--train", f"{data_set}/train.fvecs", "--cluster", cluster.cluster_file)
+        cluster.pharos("train", "--train", f"{data_set}/train.fvecs")
         cluster.pharos("ingest", "--vectors", f"{data_set}/base.fvecs")
         queries = read_fvecs(f"{data_set}/queries.fvecs", 100)
         alone = probes(pb, port, queries)

@@ -38,7 +38,7 @@ echo "== photos: build the labelled set, describe it (EfficientNet-Lite0, GeM), 
 "$bin/pharos" extract --images data/photos/images --pooling gem --max-side 512 --threads "$threads" --out data/photos-desc/gem
 start_cluster 7800 data/cluster-photos --dimension 1280 --metric ip --normalize --factory "IVF4,PQ160x4fs,RefineSQ8"
 c=(--coordinator 127.0.0.1:7800)
-"$bin/pharos" train "${c[@]}" --cluster data/cluster-photos/cluster.json --train data/photos-desc/gem.npy --threads "$threads"
+"$bin/pharos" train "${c[@]}" --train data/photos-desc/gem.npy --threads "$threads"
 "$bin/pharos" ingest "${c[@]}" --vectors data/photos-desc/gem.npy --keys data/photos-desc/gem.keys
 "$bin/pharos" eval "${c[@]}" --ground-truth data/photos/labels.json -k 100 --nprobe 4 --label "GeM"
 "$bin/pharos" eval "${c[@]}" --ground-truth data/photos/labels.json -k 100 --nprobe 4 --expand alpha:alpha=3,n=5 --label "GeM + alpha-QE"

@@ -77,7 +77,7 @@ wait_listening "$work/coord.log"
 P="$bin/pharos"
 C=(--coordinator 10.77.0.10:7700)
 timeout 60 "$P" data synthetic --count 3000 --train-count 2000 --queries 20 --dimension 32 --clusters 20 --out "$work/data" >/dev/null 2>&1
-timeout 60 "$P" train "${C[@]}" --cluster "$work/cluster.json" --train "$work/data/train.fvecs" >/dev/null 2>&1
+timeout 60 "$P" train "${C[@]}" --train "$work/data/train.fvecs" >/dev/null 2>&1
 timeout 60 "$P" ingest "${C[@]}" --vectors "$work/data/base.fvecs" --batch 500 2>/dev/null
 search() { timeout 20 "$P" search "${C[@]}" --queries "$work/data/queries.fvecs" -k 10 --nprobe 4 --deadline 500 --limit "${1:-20}" --allow-partial 2>&1; }
 live() { timeout 20 "$P" status "${C[@]}" | sed -n 's/.* \([0-9]*\) live entries.*/\1/p'; }

@@ -63,7 +63,7 @@ def main():
         with open(f"{cluster.work}/train.fvecs", "wb") as f:
             for _ in range(20000):
                 f.write(struct.pack("<i", DIM) + struct.pack(f"<{DIM}f", *unit(rng)))
-        cluster.pharos("train", "--train", f"{cluster.work}/train.fvecs", "--cluster", cluster.cluster_file)
+        cluster.pharos("train", "--train", f"{cluster.work}/train.fvecs")
         client = Connection(pb, args.port)
         total = 21000
         for start in range(0, total, 1000):

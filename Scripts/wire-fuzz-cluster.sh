@@ -23,7 +23,7 @@ trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null || true; rm -rf 
 for _ in $(seq 1 200); do grep -q "cluster ready" "$log" && break; sleep 0.1; done
 grep -q "cluster ready" "$log" || { cat "$log"; exit 1; }
 "$bin/pharos" data synthetic --count 4000 --train-count 4000 --queries 10 --dimension 16 --clusters 40 --out "$work/set" >/dev/null
-"$bin/pharos" train --train "$work/set/train.fvecs" --cluster "$work/cluster/cluster.json" --coordinator "127.0.0.1:$port" >/dev/null
+"$bin/pharos" train --train "$work/set/train.fvecs" --coordinator "127.0.0.1:$port" >/dev/null
 "$bin/pharos" ingest --vectors "$work/set/base.fvecs" --coordinator "127.0.0.1:$port" >/dev/null
 pids=$(for name in shard-0 shard-1 shard-2; do pgrep -f -- "serve --data $work/cluster/$name " ; done; pgrep -f -- "--cluster $work/cluster/cluster.json")
 pids=$(echo $pids | tr ' ' ',')

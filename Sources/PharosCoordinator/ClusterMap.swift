@@ -1,3 +1,4 @@
+import PharosRouting
 import Foundation
 import PharosIndex
 import PharosVectors
@@ -14,21 +15,53 @@ import PharosVectors
 public struct ClusterMap: Codable, Sendable, Equatable {
     /// What is indexed and how.
     public struct Collection: Codable, Sendable, Equatable {
-        /// Vector dimension.
+        /// Vector dimension (stored vectors; a whitening may take larger input).
         public var dimension: Int
-        /// "l2" or "ip".
-        public var metric: String
+        /// The similarity measure (`"l2"` or `"ip"` in the file).
+        public var metric: Metric
         /// Index configuration (factory string).
         public var factory: String
-        /// L2-normalise vectors (queries and ingested) before use: for inner-product collections of descriptors.
-        public var normalize: Bool?
+        /// L2-normalise vectors (queries and ingested) before use: for inner-product collections
+        /// of descriptors. Absent in the file means false.
+        public var normalize: Bool
 
         /// A collection description.
-        public init(dimension: Int, metric: String, factory: String, normalize: Bool? = nil) {
+        public init(dimension: Int, metric: Metric, factory: String, normalize: Bool = false) {
             self.dimension = dimension
             self.metric = metric
             self.factory = factory
             self.normalize = normalize
+        }
+
+        private enum CodingKeys: String, CodingKey { case dimension, metric, factory, normalize }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            dimension = try c.decode(Int.self, forKey: .dimension)
+            let name = try c.decode(String.self, forKey: .metric)
+            guard let metric = Metric(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(forKey: .metric, in: c, debugDescription: Collection.badMetric(name))
+            }
+            self.metric = metric
+            factory = try c.decode(String.self, forKey: .factory)
+            normalize = try c.decodeIfPresent(Bool.self, forKey: .normalize) ?? false
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(dimension, forKey: .dimension)
+            try c.encode(metric.rawValue, forKey: .metric)
+            try c.encode(factory, forKey: .factory)
+            if normalize { try c.encode(true, forKey: .normalize) }
+        }
+
+        static func badMetric(_ name: String) -> String {
+            "collection.metric = \(name.debugDescription), expected \"l2\" or \"ip\""
+        }
+
+        /// The collection's vector space with `whitening` (the coordinator's, once trained).
+        public func space(whitening: Whitening? = nil) throws -> VectorSpace {
+            try VectorSpace(dimension: dimension, metric: metric, normalization: normalize ? .l2 : .none, whitening: whitening)
         }
     }
 
@@ -71,11 +104,14 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ClusterMapError(path: path, problem: "cannot read the file")
         }
+        try checkKeys(data, path: path)
         let map: ClusterMap
-        do { map = try JSONDecoder().decode(ClusterMap.self, from: data) } catch {
+        do { map = try JSONDecoder().decode(ClusterMap.self, from: data) } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            // A value this format refuses (the metric): the message names the field already.
+            throw ClusterMapError(path: path, problem: context.debugDescription)
+        } catch {
             throw ClusterMapError(path: path, problem: "not a cluster file: \(error)")
         }
-        try checkKeys(data, path: path)
         try map.validate(path: path)
         return map
     }
@@ -104,9 +140,7 @@ public struct ClusterMap: Codable, Sendable, Equatable {
     public func validate(path: String = "cluster map") throws {
         func bad(_ problem: String) -> ClusterMapError { ClusterMapError(path: path, problem: problem) }
         guard collection.dimension > 0 else { throw bad("collection.dimension = \(collection.dimension), expected >= 1") }
-        guard let metric = Metric(rawValue: collection.metric) else {
-            throw bad("collection.metric = \(collection.metric.debugDescription), expected \"l2\" or \"ip\"")
-        }
+        let metric = collection.metric
         // Shards hold IVF/PQ indexes: a factory they cannot serve fails here, not at training.
         do {
             guard try IndexFactory.make(collection.factory, dimension: collection.dimension, metric: metric) is IVFPQIndex else {
@@ -128,7 +162,7 @@ public struct ClusterMap: Codable, Sendable, Equatable {
     }
 
     /// The bucket of `key`.
-    public func bucket(of key: String) -> Int { Int(KeyHash.of(key) % UInt64(buckets)) }
+    public func bucket(of key: String) -> Int { KeyHash.bucket(of: key, buckets: buckets) }
 
     /// The index (in `shards`) of the shard that owns `key`.
     public func shard(of key: String) -> Int {
@@ -136,11 +170,6 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         return assignment?[b] ?? b % shards.count
     }
 
-    /// Whether higher scores are better (inner product).
-    public var higherIsBetter: Bool { collection.metric == "ip" }
-
-    /// Whether vectors are unit-norm (normalised, or an inner-product collection of descriptors).
-    public var unitNorm: Bool { collection.normalize == true || collection.metric == "ip" }
 }
 
 /// A cluster file that cannot be used.

@@ -1,4 +1,5 @@
 import Foundation
+import PharosIndex
 import PharosWire
 
 /// Query expansion from a first search's hits (the retrieval literature's AQE and alpha-QE).
@@ -8,12 +9,13 @@ import PharosWire
 /// - alpha-QE: `w_i = max(cos(q, v_i), 0)^alpha`, the cosine taken from the vectors
 ///   themselves, so it means the same for inner-product and L2 collections.
 ///
-/// For unit-norm collections (inner product on normalised descriptors) the sum `q + sum w_i v_i`
-/// is L2-normalised, as in the literature; for others it is divided by `1 + sum w_i` (a
-/// weighted mean), which keeps the query on the data's scale.
+/// In a unit-norm space (normalised or whitened descriptors) the sum `q + sum w_i v_i` is
+/// brought back onto the sphere by the space (`VectorSpace.conformed`), as in the literature;
+/// in others it is divided by `1 + sum w_i` (a weighted mean), which keeps the query on the
+/// data's scale. Either way the new query is in the collection's space.
 public enum QueryExpansionMath {
     /// The expanded query; `query` itself when there are no hit vectors.
-    public static func expand(query: [Float], hits: QueryHits, expansion: QueryExpansion, unitNorm: Bool) -> [Float] {
+    public static func expand(query: [Float], hits: QueryHits, expansion: QueryExpansion, space: VectorSpace) -> [Float] {
         let d = query.count
         let (n, alpha): (Int, Float?) = switch expansion {
         case .none: (0, nil)
@@ -36,9 +38,9 @@ public enum QueryExpansionMath {
             for (j, x) in v.enumerated() { sum[j] += weight * x }
             totalWeight += weight
         }
-        if unitNorm {
+        if space.isUnitNorm {
             let length = norm(sum[...])
-            return length > 0 && length.isFinite ? sum.map { $0 / length } : query
+            return length > 0 && length.isFinite ? space.conformed(sum) : query
         }
         return sum.map { $0 / totalWeight }
     }

@@ -34,6 +34,27 @@ actor ShardLink {
         Task { await self.drop(failed) }
     }
 
+    /// Sends `message` within `timeout` from the event loop `loop`: straight through the
+    /// connected client when there is one, else through `call` (which reconnects). A reply
+    /// that is an `Error` fails the future with it.
+    nonisolated func send(_ message: WireMessage, timeout: Duration, on loop: any EventLoop) -> EventLoopFuture<WireMessage> {
+        guard let client = currentClient else {
+            return loop.makeFutureWithTask { try await self.call(message, timeout: timeout) }
+        }
+        return client.send(message, timeout: timeout.timeAmount)
+            .flatMapErrorThrowing { error in
+                // The transport failed (not the shard refusing): reconnect next time.
+                let wire = error as? WireError ?? WireError(.unavailable, "\(error)")
+                if wire.code == .unavailable { self.connectionFailed() }
+                throw wire
+            }
+            .flatMapThrowing { envelope in
+                if case let .error(error) = envelope.body { throw error }
+                return envelope.body
+            }
+            .hop(to: loop)
+    }
+
     /// Sends `message` within `timeout`; reconnects first if needed.
     func call(_ message: WireMessage, timeout: Duration) async throws -> WireMessage {
         let client = try await connected(timeout: timeout)

@@ -105,7 +105,8 @@ public struct DescriptorExtractor: Sendable {
             }
         }
         var global = Self.combine(pooled, power: configuration.pooling == .gem ? configuration.poolingOptions.gemPower : 1)
-        if let whitening = configuration.whitening { global = try whitening.apply(global) }
+        // The whitening's space: whitened, then L2-normalised (the pooled input already is).
+        if let whitening = configuration.whitening { global = try whitening.descriptorSpace.prepare(global) }
         var local: LocalFeatures?
         if let localConfiguration = configuration.local {
             local = try LocalFeatureExtractor(configuration: localConfiguration)

@@ -150,9 +150,10 @@ public enum GlobalPooling {
             throw DescriptorError.badInput("region whitening takes \(whitening.inputDimension)-D vectors, the map has \(map.channels) channels")
         }
         var sum = [Float](repeating: 0, count: whitening?.outputDimension ?? map.channels)
+        let regionSpace = whitening?.descriptorSpace
         for r in rmacRegions(height: map.height, width: map.width, levels: levels) {
             var v = VectorMath.normalized(regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
-            if let whitening { v = try whitening.apply(v) }
+            if let regionSpace { v = try regionSpace.prepare(v) }
             for i in sum.indices { sum[i] += v[i] }
         }
         return sum

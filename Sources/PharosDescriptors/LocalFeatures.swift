@@ -172,7 +172,7 @@ extension LocalFeatures {
             throw DescriptorError.invalidParameter(name: "local PCA", value: "\(pca.inputDimension)-D input", allowed: "\(dimension)-D")
         }
         guard !keypoints.isEmpty else { return LocalFeatures(keypoints: [], descriptors: [], dimension: pca.outputDimension) }
-        let reduced = try pca.apply(Matrix(rows: keypoints.count, columns: dimension, values: descriptors))
+        let reduced = try pca.descriptorSpace.prepare(Matrix(rows: keypoints.count, columns: dimension, values: descriptors))
         return LocalFeatures(keypoints: keypoints, descriptors: reduced.values, dimension: pca.outputDimension)
     }
 }

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import PharosDurability
 import Glibc
 #endif
 import PharosVectors

@@ -1,3 +1,4 @@
+import PharosDurability
 import PharosKernels
 
 /// A small self-checking record, the form of every whole-file Pharos record (manifest, deletion

@@ -1,3 +1,4 @@
+import PharosDurability
 import PharosKernels
 import PharosVectors
 

@@ -1,10 +1,11 @@
 #if canImport(Glibc)
+import PharosDurability
 import Glibc
 #endif
 import PharosVectors
 
 /// A learned affine map applied to descriptors before they are indexed or searched:
-/// `y = P (x - mean)`, then L2-normalised. Whitening de-correlates descriptor components and
+/// `y = P (x - mean)` (`project`); a `VectorSpace` holding it then L2-normalises. Whitening de-correlates descriptor components and
 /// evens out their variance, which is what makes inner products of CNN descriptors compare
 /// well (Jégou and Chum 2012; Radenović et al. 2018).
 ///
@@ -159,19 +160,20 @@ public struct Whitening: Sendable, Equatable {
 
     // MARK: Applying
 
-    /// Whitens and L2-normalises each row of `descriptors` (`inputDimension` columns).
-    public func apply(_ descriptors: Matrix) throws -> Matrix {
+    /// The affine map alone, `P (x - mean)`, for each row of `descriptors` (`inputDimension`
+    /// columns). Not normalised: a `VectorSpace` with this whitening whitens and then
+    /// normalises, and is the only place that composes the two.
+    public func project(_ descriptors: Matrix) throws -> Matrix {
         guard descriptors.columns == inputDimension else {
             throw IndexError.dimensionMismatch(expected: inputDimension, found: descriptors.columns)
         }
-        var out = BLAS.multiplyTransposed(Self.centeredRows(descriptors, mean: mean), projection)
-        VectorMath.normalizeRows(&out)
-        return out
+        return BLAS.multiplyTransposed(Self.centeredRows(descriptors, mean: mean), projection)
     }
 
-    /// Whitens and L2-normalises one descriptor.
-    public func apply(_ descriptor: [Float]) throws -> [Float] {
-        try apply(Matrix(rows: 1, columns: descriptor.count, values: descriptor)).values
+    /// The unit-norm space of descriptors this whitening produces: inner product, whitened,
+    /// L2-normalised (how descriptor pipelines and `eval --database` use a whitening).
+    public var descriptorSpace: VectorSpace {
+        VectorSpace(checked: outputDimension, metric: .innerProduct, normalization: .l2, whitening: self)
     }
 
     // MARK: Storage

@@ -161,7 +161,10 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .trainedStateAck(version: try install(indexFile))
         case let .drop(confirm):
             return .dropResult(droppedEntries: try drop(confirm: confirm))
-        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult, .error:
+        case .schema:
+            throw WireError(.unsupported, "Schema is the coordinator's to answer (it holds the collection's vector space); ask it")
+        case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult,
+             .schemaResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request a shard serves")
         }
     }

@@ -1,4 +1,6 @@
 #if canImport(Glibc)
+import PharosRouting
+import PharosDurability
 import Glibc
 #endif
 import PharosIndex

@@ -1,3 +1,4 @@
+import PharosDurability
 /// The header of a two-dimensional `.npy` file.
 struct NumpyHeader: Equatable {
     static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"

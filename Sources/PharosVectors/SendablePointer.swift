@@ -4,19 +4,19 @@
 /// hands disjoint ranges of one buffer to different workers, and the buffer outlives the
 /// parallel loop (it is owned by the caller, which waits for the loop to finish), so sharing
 /// the address is safe.
-public struct SendablePointer<Pointee>: @unchecked Sendable {
+package struct SendablePointer<Pointee>: @unchecked Sendable {
     /// The wrapped address.
-    public let pointer: UnsafeMutablePointer<Pointee>
+    package let pointer: UnsafeMutablePointer<Pointee>
     /// Wraps a mutable pointer.
-    public init(_ pointer: UnsafeMutablePointer<Pointee>) { self.pointer = pointer }
+    package init(_ pointer: UnsafeMutablePointer<Pointee>) { self.pointer = pointer }
     /// Wraps a read-only pointer; the callee promises not to write through it.
-    public init(readOnly pointer: UnsafePointer<Pointee>) { self.pointer = UnsafeMutablePointer(mutating: pointer) }
+    package init(readOnly pointer: UnsafePointer<Pointee>) { self.pointer = UnsafeMutablePointer(mutating: pointer) }
 }
 
 extension Array {
     /// Calls `body` with a `SendablePointer` to the array's storage, valid for the duration of
     /// `body`: the way to hand an output buffer to a parallel loop. The array must not be empty.
-    public mutating func withSendablePointer<R>(_ body: (SendablePointer<Element>) throws -> R) rethrows -> R {
+    package mutating func withSendablePointer<R>(_ body: (SendablePointer<Element>) throws -> R) rethrows -> R {
         precondition(!isEmpty, "withSendablePointer on an empty array")
         return try withUnsafeMutableBufferPointer { try body(SendablePointer($0.baseAddress!)) }
     }

@@ -1,22 +1,5 @@
-/// A problem with a vector file: names the file, the byte offset when one applies, and what
-/// was expected versus found.
-public struct VectorFileError: Error, CustomStringConvertible, Equatable {
-    /// The file's path as given.
-    public let path: String
-    /// Byte offset of the problem, when it is about a place in the file.
-    public let offset: Int?
-    /// What was wrong, phrased as expected versus found.
-    public let problem: String
+import PharosDurability
 
-    /// Creates an error.
-    public init(path: String, offset: Int? = nil, problem: String) {
-        self.path = path
-        self.offset = offset
-        self.problem = problem
-    }
-
-    public var description: String {
-        if let offset { return "\(path): at byte \(offset): \(problem)" }
-        return "\(path): \(problem)"
-    }
-}
+/// A problem with a vector file (path, byte offset, expected versus found): the durability
+/// layer's `FileError`, under the name vector-file code has always used.
+public typealias VectorFileError = FileError

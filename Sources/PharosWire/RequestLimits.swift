@@ -126,6 +126,9 @@ public struct RequestLimits: Sendable, Equatable {
         guard u.metadata.isEmpty || u.metadata.count == rows else {
             throw invalid("Upsert.metadata has \(u.metadata.count) values for \(rows) keys: give none or one per key")
         }
+        guard u.deadlineMilliseconds <= maximumDeadlineMilliseconds else {
+            throw invalid("Upsert.deadline_ms is \(u.deadlineMilliseconds), at most \(maximumDeadlineMilliseconds) (0 = the server's default)")
+        }
         if let row = u.metadata.firstIndex(where: { $0.count > maximumMetadataBytes }) {
             throw invalid("Upsert.metadata[\(row)] is \(u.metadata[row].count) bytes, at most \(maximumMetadataBytes)")
         }

@@ -129,6 +129,7 @@ public enum WireCodec {
             for (i, value) in u.metadata.enumerated() { metadata[i] = arena.bytes(value) }
             m.pointee.n_metadata = u.metadata.count
             m.pointee.metadata = u.metadata.isEmpty ? nil : metadata
+            m.pointee.deadline_ms = UInt32(clamping: u.deadlineMilliseconds)
             e.body_case = PHAROS__ENVELOPE__BODY_UPSERT
             e.upsert = m
         case let .upsertResult(written, replaced):
@@ -215,6 +216,21 @@ public enum WireCodec {
             m.pointee.dropped_entries = dropped
             e.body_case = PHAROS__ENVELOPE__BODY_DROP_RESULT
             e.drop_result = m
+        case .schema:
+            e.body_case = PHAROS__ENVELOPE__BODY_SCHEMA
+            e.schema = arena.message(Pharos__Schema.self) { pharos__schema__init($0) }
+        case let .schemaResult(s):
+            let m = arena.message(Pharos__SchemaResult.self) { pharos__schema_result__init($0) }
+            m.pointee.dimension = UInt32(clamping: s.dimension)
+            m.pointee.metric = arena.string(try checked([s.metric], "metric")[0])
+            m.pointee.factory = arena.string(try checked([s.factory], "factory")[0])
+            m.pointee.normalize = s.normalize ? 1 : 0
+            m.pointee.input_dimension = UInt32(clamping: s.inputDimension)
+            m.pointee.whitened = s.whitened ? 1 : 0
+            m.pointee.buckets = UInt32(clamping: s.buckets)
+            m.pointee.shard_count = UInt32(clamping: s.shardCount)
+            e.body_case = PHAROS__ENVELOPE__BODY_SCHEMA_RESULT
+            e.schema_result = m
         case let .error(error):
             let m = arena.message(Pharos__Error.self) { pharos__error__init($0) }
             m.pointee.code = Pharos__ErrorCode(rawValue: UInt32(error.code.rawValue))
@@ -293,7 +309,8 @@ public enum WireCodec {
         case PHAROS__ENVELOPE__BODY_UPSERT:
             let u = e.upsert.pointee
             return .upsert(UpsertRequest(keys: strings(u.keys, u.n_keys), vectors: floats(u.vectors, u.n_vectors),
-                                         dimension: count(u.dimension), metadata: (0..<u.n_metadata).map { bytes(u.metadata[$0]) }))
+                                         dimension: count(u.dimension), metadata: (0..<u.n_metadata).map { bytes(u.metadata[$0]) },
+                                         deadlineMilliseconds: count(u.deadline_ms)))
         case PHAROS__ENVELOPE__BODY_UPSERT_RESULT:
             return .upsertResult(written: count(e.upsert_result.pointee.written), replaced: count(e.upsert_result.pointee.replaced))
         case PHAROS__ENVELOPE__BODY_DELETE:
@@ -328,6 +345,13 @@ public enum WireCodec {
             return .drop(confirm: string(e.drop.pointee.confirm))
         case PHAROS__ENVELOPE__BODY_DROP_RESULT:
             return .dropResult(droppedEntries: e.drop_result.pointee.dropped_entries)
+        case PHAROS__ENVELOPE__BODY_SCHEMA:
+            return .schema
+        case PHAROS__ENVELOPE__BODY_SCHEMA_RESULT:
+            let s = e.schema_result.pointee
+            return .schemaResult(CollectionSchema(dimension: count(s.dimension), metric: string(s.metric), factory: string(s.factory),
+                                                  normalize: s.normalize != 0, inputDimension: count(s.input_dimension),
+                                                  whitened: s.whitened != 0, buckets: count(s.buckets), shardCount: count(s.shard_count)))
         case PHAROS__ENVELOPE__BODY_ERROR:
             let x = e.error.pointee
             return .error(WireError(Int32(exactly: x.code.rawValue).flatMap(WireError.Code.init(rawValue:)) ?? .unspecified, string(x.message), requestID: x.request_id))

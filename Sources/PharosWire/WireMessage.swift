@@ -38,6 +38,9 @@ public enum WireMessage: Sendable, Equatable {
     /// Drops the collection (entries, trained state, whitening); `confirm` must be its factory.
     case drop(confirm: String)
     case dropResult(droppedEntries: UInt64)
+    /// Asks the coordinator for the collection's vector space (`SchemaResult`).
+    case schema
+    case schemaResult(CollectionSchema)
     case error(WireError)
 
     /// The message's name in the protocol document.
@@ -60,6 +63,8 @@ public enum WireMessage: Sendable, Equatable {
         case .trainedStateAck: return "TrainedStateAck"
         case .drop: return "Drop"
         case .dropResult: return "DropResult"
+        case .schema: return "Schema"
+        case .schemaResult: return "SchemaResult"
         case .error: return "Error"
         }
     }
@@ -200,13 +205,49 @@ public struct UpsertRequest: Sendable, Equatable {
     public var dimension: Int
     /// Empty, or one value per key.
     public var metadata: [[UInt8]]
+    /// How long the write may take end to end; 0 for the server's default.
+    public var deadlineMilliseconds: Int
 
     /// An upsert batch.
-    public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = []) {
+    public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = [], deadlineMilliseconds: Int = 0) {
         self.keys = keys
         self.vectors = vectors
         self.dimension = dimension
         self.metadata = metadata
+        self.deadlineMilliseconds = deadlineMilliseconds
+    }
+}
+
+/// A collection's vector space as the coordinator holds it (the protocol's `SchemaResult`).
+public struct CollectionSchema: Sendable, Equatable {
+    /// Dimension of stored vectors.
+    public var dimension: Int
+    /// "l2" or "ip".
+    public var metric: String
+    /// The index configuration (factory string, as the cluster file gives it).
+    public var factory: String
+    /// Vectors are L2-normalised (a whitening implies it too).
+    public var normalize: Bool
+    /// Dimension of the vectors clients send: the whitening's input, else `dimension`.
+    public var inputDimension: Int
+    /// The coordinator holds a whitening.
+    public var whitened: Bool
+    /// Virtual buckets keys hash into.
+    public var buckets: Int
+    /// Shard nodes.
+    public var shardCount: Int
+
+    /// A schema.
+    public init(dimension: Int, metric: String, factory: String, normalize: Bool, inputDimension: Int, whitened: Bool,
+                buckets: Int, shardCount: Int) {
+        self.dimension = dimension
+        self.metric = metric
+        self.factory = factory
+        self.normalize = normalize
+        self.inputDimension = inputDimension
+        self.whitened = whitened
+        self.buckets = buckets
+        self.shardCount = shardCount
     }
 }
 

@@ -952,6 +952,96 @@ void   pharos__drop_result__free_unpacked
   assert(message->base.descriptor == &pharos__drop_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pharos__schema__init
+                     (Pharos__Schema         *message)
+{
+  static const Pharos__Schema init_value = PHAROS__SCHEMA__INIT;
+  *message = init_value;
+}
+size_t pharos__schema__get_packed_size
+                     (const Pharos__Schema *message)
+{
+  assert(message->base.descriptor == &pharos__schema__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__schema__pack
+                     (const Pharos__Schema *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__schema__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__schema__pack_to_buffer
+                     (const Pharos__Schema *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__schema__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__Schema *
+       pharos__schema__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__Schema *)
+     protobuf_c_message_unpack (&pharos__schema__descriptor,
+                                allocator, len, data);
+}
+void   pharos__schema__free_unpacked
+                     (Pharos__Schema *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__schema__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__schema_result__init
+                     (Pharos__SchemaResult         *message)
+{
+  static const Pharos__SchemaResult init_value = PHAROS__SCHEMA_RESULT__INIT;
+  *message = init_value;
+}
+size_t pharos__schema_result__get_packed_size
+                     (const Pharos__SchemaResult *message)
+{
+  assert(message->base.descriptor == &pharos__schema_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__schema_result__pack
+                     (const Pharos__SchemaResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__schema_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__schema_result__pack_to_buffer
+                     (const Pharos__SchemaResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__schema_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__SchemaResult *
+       pharos__schema_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__SchemaResult *)
+     protobuf_c_message_unpack (&pharos__schema_result__descriptor,
+                                allocator, len, data);
+}
+void   pharos__schema_result__free_unpacked
+                     (Pharos__SchemaResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__schema_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pharos__error__init
                      (Pharos__Error         *message)
 {
@@ -1521,7 +1611,7 @@ const ProtobufCMessageDescriptor pharos__search_result__descriptor =
   (ProtobufCMessageInit) pharos__search_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[4] =
+static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[5] =
 {
   {
     "keys",
@@ -1571,8 +1661,21 @@ static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "deadline_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Upsert, deadline_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__upsert__field_indices_by_name[] = {
+  4,   /* field[4] = deadline_ms */
   2,   /* field[2] = dimension */
   0,   /* field[0] = keys */
   3,   /* field[3] = metadata */
@@ -1581,7 +1684,7 @@ static const unsigned pharos__upsert__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__upsert__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pharos__upsert__descriptor =
 {
@@ -1591,7 +1694,7 @@ const ProtobufCMessageDescriptor pharos__upsert__descriptor =
   "Pharos__Upsert",
   "pharos",
   sizeof(Pharos__Upsert),
-  4,
+  5,
   pharos__upsert__field_descriptors,
   pharos__upsert__field_indices_by_name,
   1,  pharos__upsert__number_ranges,
@@ -2259,6 +2362,153 @@ const ProtobufCMessageDescriptor pharos__drop_result__descriptor =
   (ProtobufCMessageInit) pharos__drop_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+#define pharos__schema__field_descriptors NULL
+#define pharos__schema__field_indices_by_name NULL
+#define pharos__schema__number_ranges NULL
+const ProtobufCMessageDescriptor pharos__schema__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.Schema",
+  "Schema",
+  "Pharos__Schema",
+  "pharos",
+  sizeof(Pharos__Schema),
+  0,
+  pharos__schema__field_descriptors,
+  pharos__schema__field_indices_by_name,
+  0,  pharos__schema__number_ranges,
+  (ProtobufCMessageInit) pharos__schema__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__schema_result__field_descriptors[8] =
+{
+  {
+    "dimension",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, dimension),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "metric",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, metric),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "factory",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, factory),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "normalize",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, normalize),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "input_dimension",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, input_dimension),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "whitened",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, whitened),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "buckets",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, buckets),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shard_count",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SchemaResult, shard_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__schema_result__field_indices_by_name[] = {
+  6,   /* field[6] = buckets */
+  0,   /* field[0] = dimension */
+  2,   /* field[2] = factory */
+  4,   /* field[4] = input_dimension */
+  1,   /* field[1] = metric */
+  3,   /* field[3] = normalize */
+  7,   /* field[7] = shard_count */
+  5,   /* field[5] = whitened */
+};
+static const ProtobufCIntRange pharos__schema_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor pharos__schema_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.SchemaResult",
+  "SchemaResult",
+  "Pharos__SchemaResult",
+  "pharos",
+  sizeof(Pharos__SchemaResult),
+  8,
+  pharos__schema_result__field_descriptors,
+  pharos__schema_result__field_indices_by_name,
+  1,  pharos__schema_result__number_ranges,
+  (ProtobufCMessageInit) pharos__schema_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pharos__error__field_descriptors[3] =
 {
   {
@@ -2323,7 +2573,7 @@ const ProtobufCMessageDescriptor pharos__error__descriptor =
   (ProtobufCMessageInit) pharos__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[19] =
+static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[21] =
 {
   {
     "request_id",
@@ -2553,6 +2803,30 @@ static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[19] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "schema",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, schema),
+    &pharos__schema__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "schema_result",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, schema_result),
+    &pharos__schema_result__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__envelope__field_indices_by_name[] = {
   6,   /* field[6] = delete */
@@ -2566,6 +2840,8 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
   13,   /* field[13] = health_result */
   1,   /* field[1] = hello */
   0,   /* field[0] = request_id */
+  19,   /* field[19] = schema */
+  20,   /* field[20] = schema_result */
   2,   /* field[2] = search */
   3,   /* field[3] = search_result */
   10,   /* field[10] = stats */
@@ -2578,7 +2854,7 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor pharos__envelope__descriptor =
 {
@@ -2588,7 +2864,7 @@ const ProtobufCMessageDescriptor pharos__envelope__descriptor =
   "Pharos__Envelope",
   "pharos",
   sizeof(Pharos__Envelope),
-  19,
+  21,
   pharos__envelope__field_descriptors,
   pharos__envelope__field_indices_by_name,
   1,  pharos__envelope__number_ranges,

@@ -17,7 +17,8 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "The cluster file (JSON: collection, buckets, shards, optional assignment).") var cluster: String
     @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7700
     @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 256
-    @Option(help: "Default search deadline, in milliseconds.") var deadline: Int = 5000
+    @Option(help: "Deadline of searches that give none, in milliseconds.") var deadline: Int = 5000
+    @Option(help: "Deadline of writes, fetches and administration that give none, in milliseconds.") var writeDeadline: Int = 60_000
     @Option(help: "Folder for what the coordinator keeps (the collection's whitening); created if missing.") var state: String?
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @OptionGroup var server: ServerOptions
@@ -26,8 +27,9 @@ struct PharosCoordinatorCommand: ParsableCommand {
         let logger = self.server.logger(label: "pharos.coordinator")
         let map = try ClusterMap.load(cluster)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoops))
-        let coordinator = try Coordinator(map: map, group: group, stateDirectory: state, logger: logger)
-        coordinator.defaultDeadline = .milliseconds(deadline)
+        let options = Coordinator.Options(searchDeadline: .milliseconds(deadline), writeDeadline: .milliseconds(writeDeadline),
+                                          stateDirectory: state)
+        let coordinator = try Coordinator(map: map, group: group, options: options, logger: logger)
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")
     }

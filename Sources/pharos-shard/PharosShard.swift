@@ -2,14 +2,14 @@ import ArgumentParser
 import PharosVectors
 
 /// The `pharos-shard` command: shard-node tools over `PharosStorage` (verification,
-/// statistics, and the crash-test driver and harness).
+/// statistics, benchmarks). The crash harness is `pharos-crash-test`, a separate target.
 @main
 struct PharosShard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
         subcommands: [ServeCommand.self, CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
-                      BenchCommand.self, CrashTestCommand.self, DriveCommand.self, BenchOpenCommand.self])
+                      BenchCommand.self, BenchOpenCommand.self])
 
     static func main() {
         OpenBLASThreads.pinBeforeLoad()

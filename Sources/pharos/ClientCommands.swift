@@ -1,6 +1,8 @@
+import PharosDurability
 import ArgumentParser
 import Foundation
 import NIOPosix
+import PharosCluster
 import PharosCommandLine
 import PharosCoordinator
 import PharosIndex
@@ -44,14 +46,15 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train the collection on a sample; push the trained state to every shard.",
         discussion: """
-            With --whiten, a PCA whitening is learned from the same sample first (or read from \
-            --whitening-file), the index is trained on the whitened sample, and the coordinator keeps \
-            the whitening and applies it to every query and ingested vector. The whitening's output \
-            dimension must be the collection's dimension; its input is the sample's.
+            The coordinator says what the collection is (its Schema: dimension, metric, factory, \
+            normalisation); no cluster file is read here. With --whiten, a PCA whitening is learned \
+            from the same sample first (or read from --whitening-file), the index is trained on the \
+            whitened sample, and the coordinator keeps the whitening and applies it to every query \
+            and ingested vector. The whitening's output dimension must be the collection's \
+            dimension; its input is the sample's.
             """)
 
     @OptionGroup var options: CoordinatorOptions
-    @Option(help: "The cluster file (its collection names the configuration).") var cluster: String = "data/cluster/cluster.json"
     @Option(help: "Training vectors (.fvecs/.bvecs/.npy).") var train: String
     @Option(help: "Use at most this many training vectors (evenly spaced).") var trainCount: Int = 100_000
     @Option(help: "Worker threads.") var threads: Int = Parallel.defaultThreads
@@ -63,46 +66,20 @@ struct TrainCommand: ParsableCommand {
     var replace = false
 
     func run() throws {
-        let map = try ClusterMap.load(cluster)
-        let reader = try VectorFileReader(path: train)
-        var sample = try reader.readEvenlySpaced(atMost: trainCount)
-        var whitening: Whitening?
-        if let whiteningFile {
-            whitening = try Whitening.load(whiteningFile)
-        } else if whiten {
-            printError("learning PCA whitening \(reader.dimension) -> \(map.collection.dimension) on \(sample.rows) vectors...")
-            whitening = try Whitening.learnPCA(sample, outputDimension: map.collection.dimension, power: whitenPower, shrinkage: whitenShrinkage)
-        }
-        if let whitening {
-            guard whitening.inputDimension == reader.dimension, whitening.outputDimension == map.collection.dimension else {
-                throw ValidationError("the whitening maps \(whitening.inputDimension)-D to \(whitening.outputDimension)-D; \(train) holds \(reader.dimension)-D vectors and the collection \(map.collection.dimension)-D")
-            }
-            sample = try whitening.apply(sample)
-        } else {
-            guard reader.dimension == map.collection.dimension else {
-                throw ValidationError("\(train) holds \(reader.dimension)-D vectors, the collection \(map.collection.dimension)-D (a whitening can reduce the dimension: --whiten)")
-            }
-            if map.collection.normalize == true { VectorMath.normalizeRows(&sample) }
-        }
-        guard let metric = Metric(rawValue: map.collection.metric) else { throw ValidationError("unknown metric \(map.collection.metric)") }
-        let index = try IndexFactory.make(map.collection.factory, dimension: map.collection.dimension, metric: metric)
-        printError("training \(map.collection.factory) on \(sample.rows) x \(sample.columns) with \(threads) threads...")
+        let source: CollectionTrainer.WhiteningSource = try whiteningFile.map { .given(try Whitening.load($0)) }
+            ?? (whiten ? .learnPCA(power: whitenPower, shrinkage: whitenShrinkage) : .none)
+        let sample = try VectorFileReader(path: train).readEvenlySpaced(atMost: trainCount)
+        let (threads, replace) = (self.threads, self.replace)
         let clock = Date()
-        try index.train(sample, threads: threads)
-        let file = IndexFactory.encoded(index), whiteningFile = whitening?.serialized() ?? []
-        let replacing = replace, factory = map.collection.factory
-        let reply = try options.withClient { client in
-            if replacing {
-                // Only once training succeeded: a failed run leaves the collection as it was.
-                guard case let .dropResult(dropped) = try await client.call(.drop(confirm: factory), timeout: .seconds(120)) else {
-                    throw ValidationError("the coordinator did not confirm the drop")
-                }
-                printError("dropped the collection (\(dropped) entries)")
+        let (factory, version) = try options.withClient { client -> (String, UInt64) in
+            let trainer = CollectionTrainer(schema: try await CollectionTrainer.fetchSchema(client), threads: threads, report: printError)
+            let trained: CollectionTrainer.Trained
+            do { trained = try trainer.train(sample, whitening: source) } catch let error as CollectionTrainer.TrainingError {
+                throw ValidationError("\(error.description.replacingOccurrences(of: "the sample", with: train))")
             }
-            return try await client.call(.trainedState(indexFile: file, whitening: whiteningFile), timeout: .seconds(120))
+            return (trained.factory, try await trainer.push(trained, through: client, replace: replace))
         }
-        guard case let .trainedStateAck(version) = reply else { throw ValidationError("unexpected reply \(reply.name)") }
-        print(String(format: "trained %@ in %.2f s; every shard holds trained state %llu", map.collection.factory, Date().timeIntervalSince(clock), version))
+        print(String(format: "trained %@ in %.2f s; every shard holds trained state %llu", factory, Date().timeIntervalSince(clock), version))
     }
 }
 

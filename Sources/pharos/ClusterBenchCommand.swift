@@ -30,7 +30,7 @@ struct ClusterBenchCommand: ParsableCommand {
 
     func run() throws {
         let map = try ClusterMap.load(cluster)
-        guard let metric = Metric(rawValue: map.collection.metric) else { throw ValidationError("unknown metric") }
+        let metric = map.collection.metric
         let trainRows = try VectorFileReader(path: train).readAll()
         let baseRows = try VectorFileReader(path: base).readAll()
         let queryReader = try VectorFileReader(path: queries)

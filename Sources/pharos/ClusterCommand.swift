@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
+import PharosCluster
 import PharosCommandLine
-import PharosCoordinator
-import PharosVectors
+import PharosIndex
 
 /// `pharos cluster up`: the embedded default cluster on loopback: N shard processes and a
 /// coordinator, data under one folder, supervised (a dead one is restarted), stopped cleanly by
@@ -23,56 +23,20 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "Folder for the cluster file and every shard's data.") var data: String = "data/cluster"
         @Option(help: "Coordinator port; shard i listens on port + 1 + i (default 7700).") var port: Int?
         @Option(help: "Vector dimension of the collection (required for a new folder).") var dimension: Int?
-        @Option(help: "Similarity: l2 or ip (default l2).") var metric: String?
+        @Option(help: "Similarity: l2 or ip (default l2).") var metric: Metric?
         @Option(help: "Index configuration (factory string; default IVF256,PQ32x4fs,RefineSQ8).") var factory: String?
         @Option(help: "Virtual buckets keys hash into (default 4096).") var buckets: Int?
         @Flag(help: "L2-normalise vectors (for inner-product descriptor collections).") var normalize = false
 
-        /// The cluster of a new folder, from the flags and their defaults.
-        func newMap() throws -> ClusterMap {
-            guard let dimension else { throw UsageError("--dimension is required for a new cluster (no \(data)/cluster.json yet)") }
-            let shards = self.shards ?? 3, port = self.port ?? 7700
-            guard (1...64).contains(shards) else { throw UsageError("--shards \(shards): expected 1...64") }
-            guard (1...(65535 - 64)).contains(port) else { throw UsageError("--port \(port): expected 1...\(65535 - 64)") }
-            return ClusterMap(collection: .init(dimension: dimension, metric: metric ?? "l2", factory: factory ?? "IVF256,PQ32x4fs,RefineSQ8",
-                                                normalize: normalize ? true : nil),
-                              buckets: buckets ?? 4096,
-                              shards: (0..<shards).map { .init(name: "shard-\($0)", host: "127.0.0.1", port: port + 1 + $0) })
-        }
-
-        /// Flags given for an existing cluster must agree with its file.
-        func checkAgainst(_ map: ClusterMap, file: String) throws {
-            var conflicts: [String] = []
-            func compare<T: Equatable>(_ flag: String, _ given: T?, _ stored: T) {
-                if let given, given != stored { conflicts.append("--\(flag) \(given), but the file says \(stored)") }
-            }
-            compare("dimension", dimension, map.collection.dimension)
-            compare("metric", metric, map.collection.metric)
-            compare("factory", factory, map.collection.factory)
-            compare("buckets", buckets, map.buckets)
-            compare("shards", shards, map.shards.count)
-            compare("port", port, (map.shards.first?.port ?? 1) - 1)
-            if normalize && map.collection.normalize != true { conflicts.append("--normalize, but the file does not normalise") }
-            guard conflicts.isEmpty else {
-                throw UsageError("\(file) already describes this cluster: \(conflicts.joined(separator: "; ")). Leave those flags out to use it, or use another --data folder.")
-            }
-        }
-
         func run() throws {
-            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-            let clusterFile = data + "/cluster.json"
-            let map: ClusterMap
-            if FileManager.default.fileExists(atPath: clusterFile) {
-                map = try ClusterMap.load(clusterFile)
-                try checkAgainst(map, file: clusterFile)
-            } else {
-                map = try newMap()
-                do { try map.validate(path: "the flags") } catch let error as ClusterMapError { throw UsageError(error.description) }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try FileIO.writeAtomically(Array(try encoder.encode(map)), to: clusterFile)
+            let cluster: LocalCluster
+            do {
+                cluster = try LocalCluster(data: data, settings: .init(shards: shards, port: port, dimension: dimension, metric: metric,
+                                                                     factory: factory, buckets: buckets, normalize: normalize))
+            } catch let error as LocalCluster.SettingsError {
+                throw UsageError(error.description)
             }
-            let port = (map.shards.first?.port ?? 7701) - 1
+            let (map, port) = (cluster.map, cluster.port)
 
             let binaries = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             let supervisor = Supervisor()
@@ -92,17 +56,7 @@ struct ClusterCommand: ParsableCommand {
                 source.resume()
                 sources.append(source)
             }
-            do {
-                for shard in map.shards {
-                    try supervisor.start(.init(name: shard.name, binary: binaries.appendingPathComponent("pharos-shard"),
-                                               arguments: ["serve", "--data", "\(data)/\(shard.name)", "--port", "\(shard.port)", "--name", shard.name]))
-                }
-                try supervisor.start(.init(name: "coordinator", binary: binaries.appendingPathComponent("pharos-coordinator"),
-                                           arguments: ["--cluster", clusterFile, "--port", "\(port)", "--state", "\(data)/coordinator"]))
-            } catch {
-                supervisor.stopAll()
-                throw ValidationError("\(error)")
-            }
+            do { try cluster.start(under: supervisor, binaries: binaries) } catch { throw ValidationError("\(error)") }
             // Unbuffered: scripts wait for this line while the command keeps running.
             FileHandle.standardOutput.write(Data("cluster ready: coordinator 127.0.0.1:\(port), \(map.shards.count) shards, data under \(data) (Ctrl-C stops it)\n".utf8))
             stop.wait()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PharosCluster
 import PharosCommandLine
 import PharosCoordinator
 import PharosEvaluation
@@ -44,31 +45,15 @@ struct EvalCommand: ParsableCommand {
         let rankings: [[String]]
         if let database {
             guard let databaseKeys else { throw ValidationError("--database needs --database-keys") }
-            var base = try VectorFileReader(path: database).readAll()
-            let names = try KeyFile.read(databaseKeys, rows: base.rows)
-            let whitener = try whitening.map(Whitening.load)
-            if let whitener {
-                base = try whitener.apply(base)
-                queryVectors = try queryVectors.mapValues { try whitener.apply($0) }
-            }
-            let index = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+            let base = try VectorFileReader(path: database).readAll()
+            let ranker = try ExactRanker(database: base, keys: try KeyFile.read(databaseKeys, rows: base.rows),
+                                         whitening: try whitening.map(Whitening.load))
             let expansion = try parseExpansion(expand)
-            func ranked(_ q: [Float], _ count: Int) -> [Int] {
-                let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), base).values
-                return Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(count))
-            }
             rankings = try keys.map { key in
-                guard var q = queryVectors[key] ?? index[key].map({ base.row($0) }) else {
+                guard let q = try queryVectors[key].map(ranker.space.prepare) ?? ranker.vector(ofKey: key) else {
                     throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
                 }
-                let n = expansion.neighbours
-                if n > 0 {
-                    // The same expansion the coordinator applies, over exact first-round hits.
-                    let top = ranked(q, n)
-                    let hits = QueryHits(keys: top.map { names[$0] }, scores: [], vectors: top.flatMap { base.row($0) })
-                    q = QueryExpansionMath.expand(query: q, hits: hits, expansion: expansion, unitNorm: true)
-                }
-                return ranked(q, k).map { names[$0] }
+                return ranker.ranking(q, k: k, expansion: expansion)
             }
         } else {
             let expansion = try parseExpansion(expand)

@@ -1,3 +1,4 @@
+import PharosDurability
 import ArgumentParser
 import Foundation
 import PharosCommandLine

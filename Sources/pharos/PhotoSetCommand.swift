@@ -1,3 +1,4 @@
+import PharosRouting
 import ArgumentParser
 import Foundation
 import PharosCommandLine

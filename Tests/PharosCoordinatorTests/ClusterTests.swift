@@ -5,6 +5,7 @@ import PharosStorage
 import PharosVectors
 import PharosWire
 import Testing
+import PharosCluster
 @testable import PharosCoordinator
 @testable import PharosShard
 
@@ -21,7 +22,7 @@ final class TestCluster: @unchecked Sendable {
 
     static let dimension = 16
 
-    func start(shards: Int = 3, factory: String, metric: String = "l2") async throws {
+    func start(shards: Int = 3, factory: String, metric: Metric = .l2) async throws {
         var addresses: [ClusterMap.ShardAddress] = []
         for i in 0..<shards {
             let dir = NSTemporaryDirectory() + "pharos-cluster-\(UUID().uuidString.prefix(8))"
@@ -111,7 +112,7 @@ final class TestCluster: @unchecked Sendable {
         let raw = SyntheticDataset(dimension: 24, clusters: 20, normalized: false, seed: 9)
         let whitening = try Whitening.learnPCA(raw.vectors(0..<2000, stream: 1), outputDimension: TestCluster.dimension)
         let index = try IndexFactory.make(factory, dimension: TestCluster.dimension, metric: .l2) as! IVFPQIndex
-        try index.train(try whitening.apply(raw.vectors(0..<2000, stream: 1)), threads: 1)
+        try index.train(try whitening.descriptorSpace.prepare(raw.vectors(0..<2000, stream: 1)), threads: 1)
         try await TestCluster.with(factory: factory) { cluster in
             _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index), whitening: whitening.serialized()))
             #expect(cluster.coordinator.whitening == whitening)
@@ -119,9 +120,9 @@ final class TestCluster: @unchecked Sendable {
             #expect(try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<900).map { "w\($0)" }, vectors: base.values, dimension: 24)))
                     == .upsertResult(written: 900))
             let single = try IndexFactory.load(bytes: IndexFactory.encoded(index), name: "copy") as! IVFPQIndex
-            try single.add(try whitening.apply(base), ids: nil, threads: 1)
+            try single.add(try whitening.descriptorSpace.prepare(base), ids: nil, threads: 1)
             let queries = raw.vectors(0..<20, stream: 2)
-            let expected = try single.search(try whitening.apply(queries), k: 5, parameters: SearchParameters(nprobe: 8))
+            let expected = try single.search(try whitening.descriptorSpace.prepare(queries), k: 5, parameters: SearchParameters(nprobe: 8))
             guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(
                 vectors: queries.values, dimension: 24, k: 5, nprobe: 8))) else { Issue.record("no result"); return }
             for q in 0..<20 { #expect(result.queries[q].scores == Array(expected.scores(ofQuery: q))) }
@@ -142,6 +143,39 @@ final class TestCluster: @unchecked Sendable {
         }
     }
 
+    /// The coordinator is the authority on the collection's space: `Schema` says what it is
+    /// (shards refuse to), and `pharos train` (`CollectionTrainer`) trains from that alone,
+    /// learning a whitening that the schema then reports.
+    @Test func theCoordinatorIsTheAuthorityOnTheSchema() async throws {
+        let factory = "IVF8,PQ8"
+        try await TestCluster.with(factory: factory) { cluster in
+            let untrained = CollectionSchema(dimension: 16, metric: "l2", factory: factory, normalize: false, inputDimension: 16,
+                                             whitened: false, buckets: 64, shardCount: 3)
+            #expect(try await cluster.client.call(.schema) == .schemaResult(untrained))
+            let shard = try await WireClient.connect(host: "127.0.0.1", port: cluster.map.shards[0].port, group: cluster.group)
+            await #expect { try await shard.call(.schema) } throws: { ($0 as? WireError)?.code == .unsupported }
+            await shard.close()
+
+            let raw = SyntheticDataset(dimension: 24, clusters: 20, normalized: false, seed: 9)
+            let trainer = CollectionTrainer(schema: try await CollectionTrainer.fetchSchema(cluster.client), threads: 1, report: { _ in })
+            // A sample of the wrong dimension without a whitening is refused before anything is pushed.
+            #expect(throws: CollectionTrainer.TrainingError.self) { try trainer.train(raw.vectors(0..<2000, stream: 1), whitening: .none) }
+            let trained = try trainer.train(raw.vectors(0..<2000, stream: 1), whitening: .learnPCA(power: 0.5, shrinkage: 0))
+            _ = try await trainer.push(trained, through: cluster.client, replace: false)
+            var whitened = untrained
+            (whitened.inputDimension, whitened.whitened, whitened.normalize) = (24, true, true)
+            #expect(try await cluster.client.call(.schema) == .schemaResult(whitened))
+            #expect(cluster.coordinator.whitening == trained.whitening)
+
+            // Raw 24-D vectors in, whitened on the way: a stored row is its own nearest neighbour.
+            let base = raw.vectors(0..<300, stream: 0)
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<300).map { "r\($0)" }, vectors: base.values, dimension: 24)))
+            guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(
+                vectors: base.row(7), dimension: 24, k: 1, nprobe: 8))) else { Issue.record("no result"); return }
+            #expect(result.queries[0].keys == ["r7"])
+        }
+    }
+
     @Test func expansionAndQueryByKeyAndPartialAnswers() async throws {
         let factory = "IVF8,PQ8x4fs,RefineSQ8"
         try await TestCluster.with(factory: factory) { cluster in
@@ -155,7 +189,7 @@ final class TestCluster: @unchecked Sendable {
             // (The coordinator's first round asks for the top n only.)
             guard case let .searchResult(first) = try await cluster.client.call(.search(SearchRequest(
                 vectors: query, dimension: 16, k: 5, nprobe: 8, withVectors: true))) else { Issue.record("no result"); return }
-            let expanded = QueryExpansionMath.expand(query: query, hits: first.queries[0], expansion: expansion, unitNorm: false)
+            let expanded = QueryExpansionMath.expand(query: query, hits: first.queries[0], expansion: expansion, space: cluster.coordinator.space)
             guard case let .searchResult(direct) = try await cluster.client.call(.search(SearchRequest(
                 vectors: expanded, dimension: 16, k: 10, nprobe: 8))),
                   case let .searchResult(viaCoordinator) = try await cluster.client.call(.search(SearchRequest(

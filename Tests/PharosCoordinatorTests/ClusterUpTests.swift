@@ -109,7 +109,7 @@ import Testing
         let root = NSTemporaryDirectory() + "pharos-up-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let map = ClusterMap(collection: .init(dimension: 16, metric: "l2", factory: "IVF8,PQ8x4fs"), buckets: 64,
+        let map = ClusterMap(collection: .init(dimension: 16, metric: .l2, factory: "IVF8,PQ8x4fs"), buckets: 64,
                              shards: [.init(name: "shard-0", host: "127.0.0.1", port: 7001)])
         let file = root + "/cluster.json"
         let original = try JSONEncoder().encode(map)
@@ -200,7 +200,7 @@ import Testing
                                           "--clusters", "4", "--out", root])
         try FileManager.default.copyItem(atPath: root + "/base.fvecs", toPath: root + "/x.fvecs")
         let address = "127.0.0.1:\(cluster.coordinatorPort)"
-        let (trained, output) = try await ClusterUpTests.run(["train", "--train", root + "/train.fvecs", "--cluster", cluster.root + "/cluster.json",
+        let (trained, output) = try await ClusterUpTests.run(["train", "--train", root + "/train.fvecs",
                                                               "--coordinator", address])
         #expect(trained == 0, "\(output)")
         var keys = (0..<300).map { "key-\($0)" }

@@ -1,4 +1,6 @@
+import Foundation
 import PharosVectors
+import PharosIndex
 import PharosWire
 import Testing
 @testable import PharosCoordinator
@@ -36,30 +38,33 @@ import Testing
         }
     }
 
-    @Test func expansionMatchesADirectComputation() {
+    @Test func expansionMatchesADirectComputation() throws {
         let query: [Float] = [1, 0, 0]
         let hits = QueryHits(keys: ["a", "b", "c"], scores: [0.9, 0.5, -0.2], vectors: [0.6, 0.8, 0, 2, 0, 0, -1, 0, 0])
         func unit(_ v: [Float]) -> [Float] { let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot(); return v.map { $0 / n } }
         func close(_ a: [Float], _ b: [Float]) -> Bool { zip(a, b).allSatisfy { abs($0 - $1) < 1e-5 } }
         // AQE, n = 2, unit-norm collection: normalise(q + a + b).
-        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), unitNorm: true), unit([3.6, 0.8, 0])))
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), space: try VectorSpace(dimension: 3, metric: .innerProduct, normalization: .l2)), unit([3.6, 0.8, 0])))
         // AQE, n = 2, raw vectors: the mean of q, a, b.
-        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), unitNorm: false), [3.6 / 3, 0.8 / 3, 0]))
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .averageQE(n: 2), space: try VectorSpace(dimension: 3, metric: .innerProduct)), [3.6 / 3, 0.8 / 3, 0]))
         // alpha-QE, alpha 3, n = 3: cosines 0.6, 1, -1 -> weights 0.216, 1, 0.
         let weighted: [Float] = [1 + 0.216 * 0.6 + 2, 0.216 * 0.8, 0]
-        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), unitNorm: true), unit(weighted)))
-        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), unitNorm: false),
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), space: try VectorSpace(dimension: 3, metric: .innerProduct, normalization: .l2)), unit(weighted)))
+        #expect(close(QueryExpansionMath.expand(query: query, hits: hits, expansion: .alphaQE(n: 3, alpha: 3), space: try VectorSpace(dimension: 3, metric: .innerProduct)),
                       weighted.map { $0 / (1 + 0.216 + 1) }))
         // No vectors: the query itself.
-        #expect(QueryExpansionMath.expand(query: query, hits: QueryHits(keys: [], scores: []), expansion: .averageQE(n: 5), unitNorm: true) == query)
+        #expect(QueryExpansionMath.expand(query: query, hits: QueryHits(keys: [], scores: []), expansion: .averageQE(n: 5), space: try VectorSpace(dimension: 3, metric: .innerProduct, normalization: .l2)) == query)
     }
 
-    @Test func badClusterFilesNameTheField() {
-        let collection = ClusterMap.Collection(dimension: 8, metric: "cos", factory: "IVF4,PQ4")
-        #expect(throws: ClusterMapError(path: "c.json", problem: "collection.metric = \"cos\", expected \"l2\" or \"ip\"")) {
-            try ClusterMap(collection: collection, shards: [.init(name: "a", host: "h", port: 1)]).validate(path: "c.json")
+    @Test func badClusterFilesNameTheField() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("pharos-metric-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"collection": {"dimension": 8, "metric": "cos", "factory": "IVF4,PQ4"}, "buckets": 4, "shards": [{"name": "a", "host": "h", "port": 1}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        #expect(throws: ClusterMapError(path: file, problem: "collection.metric = \"cos\", expected \"l2\" or \"ip\"")) {
+            try ClusterMap.load(file)
         }
-        let good = ClusterMap.Collection(dimension: 8, metric: "l2", factory: "IVF4,PQ4")
+        let good = ClusterMap.Collection(dimension: 8, metric: .l2, factory: "IVF4,PQ4")
         #expect(throws: ClusterMapError(path: "c.json", problem: "assignment[1] = 5 names no shard (0..<1)")) {
             try ClusterMap(collection: good, buckets: 2, shards: [.init(name: "a", host: "h", port: 1)], assignment: [0, 5]).validate(path: "c.json")
         }

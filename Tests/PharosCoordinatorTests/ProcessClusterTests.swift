@@ -60,7 +60,7 @@ final class ProcessCluster: @unchecked Sendable {
         shardPorts = (0..<3).map { _ in Self.freePort() }
         shards = [nil, nil, nil]
         for i in 0..<3 { try startShard(i) }
-        let map = ClusterMap(collection: .init(dimension: 16, metric: "l2", factory: factory), buckets: 256,
+        let map = ClusterMap(collection: .init(dimension: 16, metric: .l2, factory: factory), buckets: 256,
                              shards: (0..<3).map { .init(name: "s\($0)", host: "127.0.0.1", port: shardPorts[$0]) })
         try JSONEncoder().encode(map).write(to: URL(fileURLWithPath: root + "/cluster.json"))
         coordinatorPort = Self.freePort()

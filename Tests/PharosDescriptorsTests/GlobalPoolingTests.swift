@@ -56,7 +56,7 @@ import Testing
         var sum = [Float](repeating: 0, count: 8)
         for r in GlobalPooling.rmacRegions(height: 13, width: 17, levels: 3) {
             let region = VectorMath.normalized(GlobalPooling.regionMax(map, top: r.top, left: r.left, height: r.height, width: r.width))
-            for (i, x) in try whitening.apply(region).enumerated() { sum[i] += x }
+            for (i, x) in try whitening.descriptorSpace.prepare(region).enumerated() { sum[i] += x }
         }
         #expect(Fixture.relativeErrors(v, VectorMath.normalized(sum)).max < 1e-5)
     }

@@ -44,7 +44,7 @@ import Testing
         #expect(c.values[0] > c.values[11 * 12 + 11] * 4)   // no longer whitened: equal scaling of all axes
 
         // Outputs are unit vectors.
-        let out = try w.apply(x.rows(0..<10))
+        let out = try w.descriptorSpace.prepare(x.rows(0..<10))
         for r in 0..<10 { #expect(abs(VectorMath.dot(out.row(r), out.row(r)) - 1) < 1e-5) }
     }
 
@@ -82,7 +82,7 @@ import Testing
         bytes[40] ^= 1
         #expect { try Whitening(bytes: bytes, source: "damaged") } throws: { "\($0)".contains("CRC32C mismatch") }
         #expect { try Whitening(bytes: Array(bytes.prefix(10)), source: "short") } throws: { "\($0)".contains("short") }
-        #expect { try w.apply(Matrix(rows: 1, columns: 7)) } throws: { ($0 as? IndexError) == .dimensionMismatch(expected: 12, found: 7) }
+        #expect { try w.project(Matrix(rows: 1, columns: 7)) } throws: { ($0 as? IndexError) == .dimensionMismatch(expected: 12, found: 7) }
         var nan = Self.correlated(rows: 10, seed: 5)
         nan.values[13] = .nan
         #expect { try Whitening.learnPCA(nan) } throws: { ($0 as? IndexError) == .nonFiniteValue(row: 1, column: 1) }

@@ -2,14 +2,14 @@ import Foundation
 import PharosTestSupport
 import Testing
 
-/// Runs the crash harness (`pharos-shard crash-test`) in a bounded form: the driver is
+/// Runs the crash harness (`pharos-crash-test`) in a bounded form: the driver is
 /// killed with SIGKILL at each maintenance step and at random moments, and every
 /// acknowledged write is checked after each restart. CI runs a longer form; see README.
 @Suite struct CrashTests {
-    /// The `pharos-shard` binary next to the test bundle (SwiftPM builds every product).
+    /// The `pharos-crash-test` binary next to the test bundle (SwiftPM builds every product).
     static var binary: String {
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        return bundle.appendingPathComponent("pharos-shard").path
+        return bundle.appendingPathComponent("pharos-crash-test").path
     }
 
     /// A real full file system (a 4 MiB tmpfs in a private mount namespace, so root only).
@@ -24,8 +24,8 @@ import Testing
     }
 
     @Test func acknowledgedWritesSurviveKills() async throws {
-        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "build pharos-shard first (swift build)")
-        let (status, text) = try await ProcessRunner.run(Self.binary, ["crash-test", "--kills", "8", "--maximum-delay", "300", "--seed", "7"])
+        #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "build pharos-crash-test first (swift build)")
+        let (status, text) = try await ProcessRunner.run(Self.binary, ["--kills", "8", "--maximum-delay", "300", "--seed", "7"])
         #expect(status == 0, "\(text)")
         #expect(text.contains("crash-test passed: 8 kills"), "\(text)")
         for event in ["seal.frozen", "seal.segment-written", "compaction.segment-written", "persist.deletions-written",

@@ -36,6 +36,8 @@ typedef struct Pharos__TrainedState Pharos__TrainedState;
 typedef struct Pharos__TrainedStateAck Pharos__TrainedStateAck;
 typedef struct Pharos__Drop Pharos__Drop;
 typedef struct Pharos__DropResult Pharos__DropResult;
+typedef struct Pharos__Schema Pharos__Schema;
+typedef struct Pharos__SchemaResult Pharos__SchemaResult;
 typedef struct Pharos__Error Pharos__Error;
 typedef struct Pharos__Envelope Pharos__Envelope;
 
@@ -237,10 +239,14 @@ struct  Pharos__Upsert
    */
   size_t n_metadata;
   ProtobufCBinaryData *metadata;
+  /*
+   * 0 = the server's default (the coordinator's --write-deadline)
+   */
+  uint32_t deadline_ms;
 };
 #define PHAROS__UPSERT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__upsert__descriptor) \
-    , 0,NULL, 0,NULL, 0, 0,NULL }
+    , 0,NULL, 0,NULL, 0, 0,NULL, 0 }
 
 
 struct  Pharos__UpsertResult
@@ -430,6 +436,58 @@ struct  Pharos__DropResult
     , 0 }
 
 
+/*
+ * The collection's vector space, as the coordinator (its authority) holds it: what `pharos
+ * train` trains for, and what every query and upsert is prepared into. Shards answer
+ * UNSUPPORTED: ask the coordinator.
+ */
+struct  Pharos__Schema
+{
+  ProtobufCMessage base;
+};
+#define PHAROS__SCHEMA__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__schema__descriptor) \
+     }
+
+
+struct  Pharos__SchemaResult
+{
+  ProtobufCMessage base;
+  /*
+   * of stored vectors
+   */
+  uint32_t dimension;
+  /*
+   * "l2" or "ip"
+   */
+  char *metric;
+  /*
+   * the index configuration, as the cluster file gives it
+   */
+  char *factory;
+  /*
+   * vectors are L2-normalised (also implied by a whitening)
+   */
+  protobuf_c_boolean normalize;
+  /*
+   * of the vectors clients send (the whitening's input, else dimension)
+   */
+  uint32_t input_dimension;
+  /*
+   * the coordinator holds a whitening
+   */
+  protobuf_c_boolean whitened;
+  /*
+   * virtual buckets keys hash into
+   */
+  uint32_t buckets;
+  uint32_t shard_count;
+};
+#define PHAROS__SCHEMA_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__schema_result__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+
+
 struct  Pharos__Error
 {
   ProtobufCMessage base;
@@ -464,7 +522,9 @@ typedef enum {
   PHAROS__ENVELOPE__BODY_TRAINED_STATE_ACK = 16,
   PHAROS__ENVELOPE__BODY_ERROR = 17,
   PHAROS__ENVELOPE__BODY_DROP = 18,
-  PHAROS__ENVELOPE__BODY_DROP_RESULT = 19
+  PHAROS__ENVELOPE__BODY_DROP_RESULT = 19,
+  PHAROS__ENVELOPE__BODY_SCHEMA = 20,
+  PHAROS__ENVELOPE__BODY_SCHEMA_RESULT = 21
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__ENVELOPE__BODY__CASE)
 } Pharos__Envelope__BodyCase;
 
@@ -495,6 +555,8 @@ struct  Pharos__Envelope
     Pharos__Error *error;
     Pharos__Drop *drop;
     Pharos__DropResult *drop_result;
+    Pharos__Schema *schema;
+    Pharos__SchemaResult *schema_result;
   };
 };
 #define PHAROS__ENVELOPE__INIT \
@@ -901,6 +963,44 @@ Pharos__DropResult *
 void   pharos__drop_result__free_unpacked
                      (Pharos__DropResult *message,
                       ProtobufCAllocator *allocator);
+/* Pharos__Schema methods */
+void   pharos__schema__init
+                     (Pharos__Schema         *message);
+size_t pharos__schema__get_packed_size
+                     (const Pharos__Schema   *message);
+size_t pharos__schema__pack
+                     (const Pharos__Schema   *message,
+                      uint8_t             *out);
+size_t pharos__schema__pack_to_buffer
+                     (const Pharos__Schema   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__Schema *
+       pharos__schema__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__schema__free_unpacked
+                     (Pharos__Schema *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__SchemaResult methods */
+void   pharos__schema_result__init
+                     (Pharos__SchemaResult         *message);
+size_t pharos__schema_result__get_packed_size
+                     (const Pharos__SchemaResult   *message);
+size_t pharos__schema_result__pack
+                     (const Pharos__SchemaResult   *message,
+                      uint8_t             *out);
+size_t pharos__schema_result__pack_to_buffer
+                     (const Pharos__SchemaResult   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__SchemaResult *
+       pharos__schema_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__schema_result__free_unpacked
+                     (Pharos__SchemaResult *message,
+                      ProtobufCAllocator *allocator);
 /* Pharos__Error methods */
 void   pharos__error__init
                      (Pharos__Error         *message);
@@ -1004,6 +1104,12 @@ typedef void (*Pharos__Drop_Closure)
 typedef void (*Pharos__DropResult_Closure)
                  (const Pharos__DropResult *message,
                   void *closure_data);
+typedef void (*Pharos__Schema_Closure)
+                 (const Pharos__Schema *message,
+                  void *closure_data);
+typedef void (*Pharos__SchemaResult_Closure)
+                 (const Pharos__SchemaResult *message,
+                  void *closure_data);
 typedef void (*Pharos__Error_Closure)
                  (const Pharos__Error *message,
                   void *closure_data);
@@ -1040,6 +1146,8 @@ extern const ProtobufCMessageDescriptor pharos__trained_state__descriptor;
 extern const ProtobufCMessageDescriptor pharos__trained_state_ack__descriptor;
 extern const ProtobufCMessageDescriptor pharos__drop__descriptor;
 extern const ProtobufCMessageDescriptor pharos__drop_result__descriptor;
+extern const ProtobufCMessageDescriptor pharos__schema__descriptor;
+extern const ProtobufCMessageDescriptor pharos__schema_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__error__descriptor;
 extern const ProtobufCMessageDescriptor pharos__envelope__descriptor;
 

@@ -1,23 +1,38 @@
 import Foundation
-import PharosCommandLine
 
 /// Keeps the processes of a local cluster running: starts each one and waits for its
 /// `listening on` line, restarts one that dies (with backoff) while the others go on serving,
 /// and stops them all, once, when told to.
-final class Supervisor: @unchecked Sendable {
+public final class Supervisor: @unchecked Sendable {
     // @unchecked: every mutable field is guarded by `lock`.
 
     /// One supervised process.
-    struct Program: Sendable {
+    public struct Program: Sendable {
         /// Its name in messages ("shard-1", "coordinator").
-        var name: String
-        /// The executable next to this one.
-        var binary: URL
-        var arguments: [String]
+        public var name: String
+        /// The executable.
+        public var binary: URL
+        /// Its arguments.
+        public var arguments: [String]
+
+        /// A program to supervise.
+        public init(name: String, binary: URL, arguments: [String]) {
+            self.name = name
+            self.binary = binary
+            self.arguments = arguments
+        }
+    }
+
+    /// Where the supervisor says what happens (starts, deaths, restarts).
+    private let report: @Sendable (String) -> Void
+
+    /// A supervisor reporting through `report` (standard error by default).
+    public init(report: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
+        self.report = report
     }
 
     /// Restart backoff: 0.5 s doubling to 30 s; a process that stayed up a minute starts over.
-    static let firstDelay = 0.5, longestDelay = 30.0, stableAfter = 60.0
+    public static let firstDelay = 0.5, longestDelay = 30.0, stableAfter = 60.0
 
     private let lock = NSLock()
     private var running: [String: Process] = [:]
@@ -25,7 +40,7 @@ final class Supervisor: @unchecked Sendable {
     private var stopping = false
 
     /// Starts `program` and waits for it to listen; throws (with what it said) if it does not.
-    func start(_ program: Program) throws {
+    public func start(_ program: Program) throws {
         let process = Process()
         process.executableURL = program.binary
         process.arguments = program.arguments
@@ -43,7 +58,7 @@ final class Supervisor: @unchecked Sendable {
         guard line.contains("listening on") else {
             throw SupervisorError.didNotStart(program.name, line.isEmpty ? "it exited (see its messages above)" : line)
         }
-        printError("\(program.name): \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
+        report("\(program.name): \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 
     private func ended(_ program: Program, _ process: Process, startedAt: Date) {
@@ -56,27 +71,27 @@ final class Supervisor: @unchecked Sendable {
             return (true, delay)
         }
         guard restart else { return }
-        printError("\(program.name) \(Self.describe(process)); restarting it in \(String(format: "%.1f", delay)) s (the others keep serving)")
+        report("\(program.name) \(Self.describe(process)); restarting it in \(String(format: "%.1f", delay)) s (the others keep serving)")
         DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [weak self] in
             guard let self else { return }
             do {
                 try self.start(program)
-                printError("\(program.name) restarted")
+                report("\(program.name) restarted")
             } catch SupervisorError.stopping {
                 return
             } catch {
-                printError("\(program.name) did not restart: \(error)")
+                report("\(program.name) did not restart: \(error)")
                 // `ended` schedules the next attempt when the failed one exits.
             }
         }
     }
 
     /// How long a process may take to stop after SIGTERM before it is killed.
-    static let stopGrace = 40.0
+    public static let stopGrace = 40.0
 
     /// Stops every process (SIGTERM; SIGKILL for one still running after `stopGrace`, which
     /// is longer than a server's own 30 s drain); later calls do nothing.
-    func stopAll() {
+    public func stopAll() {
         let processes = lock.withLock { () -> [(String, Process)] in
             guard !stopping else { return [] }
             stopping = true
@@ -86,24 +101,24 @@ final class Supervisor: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(Self.stopGrace)
         while processes.contains(where: { $0.1.isRunning }) && Date() < deadline { usleep(50_000) }
         for (name, process) in processes where process.isRunning {
-            printError("\(name) did not stop within \(Int(Self.stopGrace)) s of SIGTERM: killing it")
+            report("\(name) did not stop within \(Int(Self.stopGrace)) s of SIGTERM: killing it")
             kill(process.processIdentifier, SIGKILL)
         }
         for (name, process) in processes {
             process.waitUntilExit()
             if process.terminationReason == .uncaughtSignal || process.terminationStatus != 0 {
-                printError("\(name) \(Self.describe(process))")
+                report("\(name) \(Self.describe(process))")
             }
         }
     }
 
     /// "exited with status 3" or "was killed by SIGKILL".
-    static func describe(_ process: Process) -> String {
+    public static func describe(_ process: Process) -> String {
         guard process.terminationReason == .uncaughtSignal else { return "exited with status \(process.terminationStatus)" }
         return "was killed by \(signalName(process.terminationStatus))"
     }
 
-    static func signalName(_ number: Int32) -> String {
+    public static func signalName(_ number: Int32) -> String {
         let names: [Int32: String] = [SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
                                       SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGSEGV: "SIGSEGV",
                                       SIGPIPE: "SIGPIPE", SIGTERM: "SIGTERM", SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ"]
@@ -112,11 +127,11 @@ final class Supervisor: @unchecked Sendable {
 }
 
 /// Why a supervised process did not start.
-enum SupervisorError: Error, CustomStringConvertible {
+public enum SupervisorError: Error, CustomStringConvertible {
     case stopping
     case didNotStart(String, String)
 
-    var description: String {
+    public var description: String {
         switch self {
         case .stopping: "the cluster is stopping"
         case let .didNotStart(name, said): "\(name) did not start: \(said)"

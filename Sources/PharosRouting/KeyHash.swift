@@ -15,3 +15,12 @@ public enum KeyHash {
         return h ^ (h >> 31)
     }
 }
+
+extension KeyHash {
+    /// The bucket (`0..<buckets`) that `key` routes to: the hash modulo the bucket count.
+    /// Every router (the coordinator, shards filtering by bucket) computes it here.
+    public static func bucket(of key: String, buckets: Int) -> Int {
+        precondition(buckets > 0, "a cluster has at least one bucket")
+        return Int(of(key) % UInt64(buckets))
+    }
+}

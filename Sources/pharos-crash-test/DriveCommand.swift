@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import PharosStorage
 
-/// `pharos-shard drive`: writes the crash workload into a shard, printing `ack <batch>` as
+/// `pharos-crash-test drive`: writes the crash workload into a shard, printing `ack <batch>` as
 /// each batch is acknowledged, until killed (the crash-test harness kills it).
 struct DriveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,14 +4,14 @@ import PharosIndex
 import PharosStorage
 import PharosVectors
 
-/// `pharos-shard crash-test`: runs `drive` in a child process, kills it with SIGKILL (at
+/// `pharos-crash-test run` (the default): runs `drive` in a child process, kills it with SIGKILL (at
 /// random moments, and at each maintenance step: freeze, segment written, bitmaps written,
 /// manifest replaced, files removed), reopens the shard and checks that every acknowledged
 /// batch is stored exactly (same list, PQ code, refine code and metadata for every key),
 /// that nothing else is, and that the shard still verifies and searches.
 struct CrashTestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "crash-test", abstract: "Kill a writing process repeatedly and check every acknowledged write survived.")
+        commandName: "run", abstract: "Kill a writing process repeatedly and check every acknowledged write survived.")
 
     @Option(help: "Number of kills.") var kills: Int = 24
     @Option(help: "Workload seed.") var seed: UInt64 = 1

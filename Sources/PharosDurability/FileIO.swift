@@ -8,8 +8,9 @@ import Synchronization
 /// Numbers the temporary files of this process (see `FileIO.createTemporary`).
 private let temporaryCounter = Atomic<Int>(0)
 
-/// Minimal POSIX file helpers shared by the vector and index file code: positioned reads that
-/// never load more than asked, full writes, and atomic replacement (temp, fsync, rename, fsync dir).
+/// The one home of file durability: positioned reads that never load more than asked, full
+/// writes, and atomic replacement (temp, fsync, rename, fsync dir). Vector files, index
+/// containers, whitenings, checkpoints and storage all write through it.
 public enum FileIO {
     /// The text of the current `errno`.
     public static func errnoText() -> String { String(cString: strerror(errno)) }
@@ -17,14 +18,14 @@ public enum FileIO {
     /// Opens a file for reading.
     public static func openForReading(_ path: String) throws -> Int32 {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VectorFileError(path: path, problem: "cannot open for reading: \(errnoText())") }
+        guard fd >= 0 else { throw FileError(path: path, problem: "cannot open for reading: \(errnoText())") }
         return fd
     }
 
     /// Size of an open file in bytes.
     public static func size(of fd: Int32, path: String) throws -> Int {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw VectorFileError(path: path, problem: "cannot stat: \(errnoText())") }
+        guard fstat(fd, &st) == 0 else { throw FileError(path: path, problem: "cannot stat: \(errnoText())") }
         return Int(st.st_size)
     }
 
@@ -35,10 +36,10 @@ public enum FileIO {
             let n = pread(fd, buffer + done, count - done, off_t(offset + done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw VectorFileError(path: path, offset: offset + done, problem: "read failed: \(errnoText())")
+                throw FileError(path: path, offset: offset + done, problem: "read failed: \(errnoText())")
             }
             if n == 0 {
-                throw VectorFileError(path: path, offset: offset + done,
+                throw FileError(path: path, offset: offset + done,
                                       problem: "unexpected end of file: expected \(count - done) more bytes")
             }
             done += n
@@ -59,7 +60,7 @@ public enum FileIO {
         defer { close(fd) }
         let size = try self.size(of: fd, path: path)
         if let maximumBytes, size > maximumBytes {
-            throw VectorFileError(path: path, problem: "\(size) bytes, more than the \(maximumBytes) read at most")
+            throw FileError(path: path, problem: "\(size) bytes, more than the \(maximumBytes) read at most")
         }
         return try readBytes(fd, path: path, count: size, offset: 0)
     }
@@ -71,7 +72,7 @@ public enum FileIO {
             let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw VectorFileError(path: path, problem: "write failed: \(errnoText())")
+                throw FileError(path: path, problem: "write failed: \(errnoText())")
             }
             done += n
         }
@@ -83,7 +84,7 @@ public enum FileIO {
         // a retry while an abandoned writer still holds its file) must not share a file.
         let temp = "\(path).tmp-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw VectorFileError(path: temp, problem: "cannot create: \(errnoText())") }
+        guard fd >= 0 else { throw FileError(path: temp, problem: "cannot create: \(errnoText())") }
         return (fd, temp)
     }
 
@@ -95,13 +96,13 @@ public enum FileIO {
             let text = errnoText()
             close(fd)
             unlink(temporary)
-            throw VectorFileError(path: temporary, problem: "fsync failed: \(text)")
+            throw FileError(path: temporary, problem: "fsync failed: \(text)")
         }
         close(fd)
         guard rename(temporary, path) == 0 else {
             let text = errnoText()
             unlink(temporary)
-            throw VectorFileError(path: path, problem: "rename from \(temporary) failed: \(text)")
+            throw FileError(path: path, problem: "rename from \(temporary) failed: \(text)")
         }
         syncDirectory(containing: path)
     }

@@ -1,0 +1,47 @@
+import PharosCoordinator
+import PharosIndex
+import PharosVectors
+import PharosWire
+
+/// Exact ranking of a descriptor file (`pharos eval --database`): every database vector
+/// scored against the query in the descriptors' space, with the same query expansion the
+/// coordinator applies. The reference a cluster's approximate ranking is judged against.
+public struct ExactRanker: Sendable {
+    /// The descriptors' space (inner product, L2-normalised, whitened when given a whitening).
+    public let space: VectorSpace
+    /// The database, prepared in `space`.
+    public let database: Matrix
+    /// Key of each database row.
+    public let keys: [String]
+    private let rowOfKey: [String: Int]
+
+    /// A ranker over `database` (rows keyed by `keys`), whitened by `whitening` when given.
+    public init(database: Matrix, keys: [String], whitening: Whitening?) throws {
+        space = try whitening?.descriptorSpace ?? VectorSpace(dimension: database.columns, metric: .innerProduct, normalization: .l2)
+        self.database = try space.prepare(database)
+        self.keys = keys
+        rowOfKey = Dictionary(keys.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The prepared database vector of `key`, if the database holds it.
+    public func vector(ofKey key: String) -> [Float]? { rowOfKey[key].map { database.row($0) } }
+
+    /// The keys of the `k` best database rows for `query` (already in `space`: a database
+    /// vector, or `space.prepare` of a raw one), after `expansion`.
+    public func ranking(_ query: [Float], k: Int, expansion: QueryExpansion) -> [String] {
+        var q = query
+        let n = expansion.neighbours
+        if n > 0 {
+            let top = best(q, n)
+            let hits = QueryHits(keys: top.map { keys[$0] }, scores: [], vectors: top.flatMap { database.row($0) })
+            q = QueryExpansionMath.expand(query: q, hits: hits, expansion: expansion, space: space)
+        }
+        return best(q, k).map { keys[$0] }
+    }
+
+    /// Rows of the `count` best scores (ties by row), in `space`'s order.
+    private func best(_ q: [Float], _ count: Int) -> [Int] {
+        let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), database).values
+        return Array(scores.indices.sorted { space.ranks(scores[$0], before: scores[$1]) || (scores[$0] == scores[$1] && $0 < $1) }.prefix(count))
+    }
+}

@@ -1,0 +1,131 @@
+import NIOCore
+import PharosIndex
+import PharosVectors
+import PharosWire
+
+extension Coordinator {
+    /// How long `request` may take: its own deadline, or the default when it gives none.
+    func deadlineSpan(of request: SearchRequest) -> Duration {
+        request.deadlineMilliseconds > 0 ? .milliseconds(request.deadlineMilliseconds) : options.searchDeadline
+    }
+
+    /// The one search path: queries prepared in the collection's space (vectors) or fetched
+    /// (keys), then one round, or two with expansion, each fanned out to every shard within
+    /// what is left of the request's deadline and merged.
+    func search(_ request: SearchRequest, on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
+        let deadline = NIODeadline.now() + deadlineSpan(of: request).timeAmount
+        let space = self.space
+        let vectorQueries: [[Float]]
+        do {
+            vectorQueries = try prepared(request.vectors, dimension: request.dimension, space: space, field: "query vectors")
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
+        var first = request
+        first.queryKeys = []
+        first.expansion = .none
+        let queries: EventLoopFuture<[[Float]]> = request.queryKeys.isEmpty
+            ? loop.makeSucceededFuture(vectorQueries)
+            : fetch(request.queryKeys, within: deadline.remaining, on: loop).flatMapThrowing { entries in
+                // Stored vectors are in the collection's space already, moved off it only by
+                // their codes' approximation.
+                try vectorQueries + entries.map { entry in
+                    guard entry.found else { throw WireError(.invalidArgument, "query key \(entry.key.debugDescription) is not indexed") }
+                    return space.conformed(entry.vector)
+                }
+            }
+        let finalRound = first
+        guard request.expansion != .none else {
+            return queries.flatMap { self.round($0, request: finalRound, deadline: deadline, on: loop) }
+        }
+        // Expansion: a first round that returns the hits' vectors, then the expanded queries.
+        var expansionRound = first
+        expansionRound.k = Swift.max(1, request.expansion.neighbours)   // only the top n feed the expansion: their vectors are the cost
+        expansionRound.withVectors = true
+        let initialRound = expansionRound
+        return queries.flatMap { queries in
+            self.round(queries, request: initialRound, deadline: deadline, on: loop).flatMap { initial in
+                let expanded = zip(queries, initial.queries).map { query, hits in
+                    QueryExpansionMath.expand(query: query, hits: hits, expansion: request.expansion, space: space)
+                }
+                return self.round(expanded, request: finalRound, deadline: deadline, on: loop).map { second in
+                    var answer = second
+                    answer.missing += initial.missing.filter { m in !second.missing.contains { $0.shard == m.shard } }
+                    return answer
+                }
+            }
+        }
+    }
+
+    /// Query rows given by a client (`dimension` floats each), prepared in `space`.
+    private func prepared(_ vectors: [Float], dimension: Int, space: VectorSpace, field: String) throws -> [[Float]] {
+        guard !vectors.isEmpty else { return [] }
+        guard dimension == space.inputDimension else {
+            throw WireError(.invalidArgument, "\(field): dimension \(dimension), the collection takes \(space.inputDimension)-D vectors")
+        }
+        guard vectors.count % dimension == 0 else {
+            throw WireError(.invalidArgument, "\(field): \(vectors.count) floats is not a multiple of \(dimension)")
+        }
+        let rows: Matrix
+        do { rows = try space.prepare(Matrix(rows: vectors.count / dimension, columns: dimension, values: vectors)) } catch {
+            throw WireError(.invalidArgument, "\(field): \(error)")
+        }
+        return (0..<rows.rows).map { rows.row($0) }
+    }
+
+    /// One search round: every shard asked for `queries`, answers merged.
+    private func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
+                       on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
+        let remaining = deadline.remaining
+        guard remaining > .zero else {
+            return loop.makeFailedFuture(WireError(.deadlineExceeded, "the deadline passed before the search was sent"))
+        }
+        var shardRequest = request
+        shardRequest.vectors = queries.flatMap { $0 }
+        shardRequest.dimension = map.collection.dimension
+        shardRequest.queryKeys = []
+        shardRequest.deadlineMilliseconds = remaining.wholeMilliseconds
+        return fanOut(links.indices.map { ($0, .search(shardRequest)) }, within: remaining, on: loop).flatMapThrowing { outcomes in
+            try self.merged(outcomes, queries: queries.count, request: request)
+        }
+    }
+
+    /// One search response from every shard's outcome: merged hits, and the shards missing.
+    private func merged(_ outcomes: [(Int, ShardOutcome)], queries: Int, request: SearchRequest) throws -> SearchResponse {
+        var perShard: [[QueryHits]] = []
+        var missing: [ShardFailure] = []
+        var allLate = !outcomes.isEmpty
+        for (i, outcome) in outcomes {
+            if case let .failure(error) = outcome, error.code == .deadlineExceeded {} else { allLate = false }
+            switch outcome {
+            case let .success(.searchResult(result)) where result.queries.count == queries:
+                perShard.append(result.queries)
+            case let .success(other):
+                missing.append(ShardFailure(shard: map.shards[i].name, reason: "unexpected reply \(other.name)"))
+            case let .failure(error):
+                // Bad requests fail the same way on every shard: report them, not a partial answer.
+                if error.code == .invalidArgument || error.code == .notReady { throw error }
+                missing.append(ShardFailure(shard: map.shards[i].name, reason: error.description))
+            }
+        }
+        guard !perShard.isEmpty else {
+            throw WireError(allLate ? .deadlineExceeded : .unavailable,
+                            "no shard answered: " + missing.map { "\($0.shard): \($0.reason)" }.joined(separator: "; "))
+        }
+        let higherIsBetter = space.higherIsBetter
+        let hits = (0..<queries).map { q in
+            TopKMerge.merge(perShard.map { $0[q] }, k: request.k, higherIsBetter: higherIsBetter,
+                            dimension: request.withVectors ? map.collection.dimension : 0)
+        }
+        if !missing.isEmpty { logger.warning("partial search", metadata: ["missing": "\(missing.map(\.shard))"]) }
+        return SearchResponse(queries: hits, missing: missing)
+    }
+}
+
+extension NIODeadline {
+    /// Time left until the deadline (zero once it passed).
+    var remaining: Duration {
+        let now = NIODeadline.now().uptimeNanoseconds
+        return .nanoseconds(uptimeNanoseconds > now ? Int64(uptimeNanoseconds - now) : 0)
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import PharosIndex
+import PharosWire
+
+/// Training and dropping the collection: the trained state every shard encodes with, and the
+/// whitening the coordinator keeps.
+extension Coordinator {
+    /// Pushes a checked trained state to every shard; keeps its whitening once they all took it.
+    func pushTrainedState(_ file: [UInt8], _ whiteningFile: [UInt8]) async throws -> WireMessage {
+        let pushed = try checkedTrainedState(file)
+        let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
+        try await checkNotRetraining(version: pushed, whitening: whitening)
+        var version: UInt64?
+        for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }, within: options.writeDeadline) {
+            guard case let .trainedStateAck(v) = reply else { continue }
+            if let version, version != v {
+                throw WireError(.internalError, "\(map.shards[i].name) acknowledged trained state \(v), others \(version)")
+            }
+            version = v
+        }
+        if let whitening { try keep(whitening) }
+        return .trainedStateAck(version: version ?? 0)
+    }
+
+    /// A pushed trained state must be the cluster file's collection: its factory, dimension
+    /// and metric, trained and empty. Returns its version (as shards compute it).
+    private func checkedTrainedState(_ bytes: [UInt8]) throws -> UInt64 {
+        let loaded: any VectorIndex
+        do { loaded = try IndexFactory.load(bytes: bytes, name: "pushed trained state") } catch {
+            throw WireError(.invalidArgument, "\(error)")
+        }
+        let expected = canonicalFactory
+        guard loaded.factoryString == expected else {
+            throw WireError(.invalidArgument, "TrainedState is a \(loaded.factoryString) index; the cluster file's collection is \(expected)")
+        }
+        guard loaded.dimension == map.collection.dimension, loaded.metric == map.collection.metric else {
+            throw WireError(.invalidArgument, "TrainedState is \(loaded.dimension)-D \(loaded.metric.rawValue); the collection is \(map.collection.dimension)-D \(map.collection.metric.rawValue)")
+        }
+        guard loaded.isTrained, loaded.count == 0 else {
+            throw WireError(.invalidArgument, loaded.isTrained ? "TrainedState holds \(loaded.count) vectors; push a trained, empty index" : "TrainedState is not trained")
+        }
+        return IndexFactory.trainedStateVersion(loaded)
+    }
+
+    /// A trained collection keeps its trained state and whitening: the same ones again are
+    /// acknowledged (a retried push, or a shard that missed it), anything else refused until
+    /// the collection is dropped (`Drop`, `pharos train --replace`).
+    private func checkNotRetraining(version: UInt64, whitening: Whitening?) async throws {
+        var trainedVersions = Set<UInt64>()
+        var stored: UInt64 = 0
+        for (i, outcome) in try await fanOut(links.indices.map { ($0, .stats) }, within: options.writeDeadline, on: group.next()).get() {
+            switch outcome {
+            case let .success(.statsResult(s)):
+                trainedVersions.insert(s.trainedVersion)
+                stored += s.liveEntries
+            case let .failure(error) where error.code == .notReady: continue
+            case let .failure(error):
+                throw WireError(error.code == .unavailable ? .unavailable : error.code,
+                                "cannot tell whether \(map.shards[i].name) is trained, so no trained state is pushed: \(error.message)")
+            case let .success(other):
+                throw WireError(.internalError, "\(map.shards[i].name) answered Stats with \(other.name)")
+            }
+        }
+        let replace = "drop the collection first (pharos train --replace)"
+        if let current = trainedVersions.first(where: { $0 != version }) {
+            throw WireError(.invalidArgument, "the collection is already trained (trained state \(current)); refusing trained state \(version): \(replace)")
+        }
+        // A whitening may still change while nothing is stored (say, keeping it failed after
+        // the shards took the state): no vector is in the old space yet.
+        guard !trainedVersions.isEmpty, stored > 0 else { return }
+        if self.whitening != whitening {
+            throw WireError(.invalidArgument, self.whitening == nil
+                ? "the collection is trained without a whitening and holds unwhitened vectors; refusing to add one: \(replace)"
+                : "the collection is trained with a whitening and holds whitened vectors; refusing to change or remove it: \(replace)")
+        }
+    }
+
+    /// Drops every entry, the trained state and the whitening.
+    func drop(confirm: String) async throws -> UInt64 {
+        let factory = canonicalFactory
+        guard confirm == factory || confirm == map.collection.factory else {
+            throw WireError(.invalidArgument, "Drop.confirm is \(confirm.debugDescription): to drop this collection give its factory, \(factory.debugDescription)")
+        }
+        var dropped: UInt64 = 0
+        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .drop(confirm: factory)) }, within: options.writeDeadline) {
+            if case let .dropResult(n) = reply { dropped += n }
+        }
+        if let stateDirectory = options.stateDirectory {
+            let path = stateDirectory + "/" + Self.whiteningFileName
+            if FileManager.default.fileExists(atPath: path) {
+                do { try FileManager.default.removeItem(atPath: path) } catch {
+                    throw WireError(.storage, "removing the whitening \(path): \(error)")
+                }
+            }
+        }
+        installedSpace.withLock { $0 = (try? $0.with(whitening: nil)) ?? $0 }
+        logger.warning("collection dropped", metadata: ["entries": "\(dropped)"])
+        return dropped
+    }
+
+    // MARK: Whitening
+
+    /// A pushed whitening, checked against the collection and against the one already kept.
+    private func acceptable(_ bytes: [UInt8]) throws -> Whitening {
+        guard options.stateDirectory != nil else {
+            throw WireError(.invalidArgument, "this coordinator has no state folder (--state) to keep a whitening in")
+        }
+        let whitening: Whitening
+        do { whitening = try Whitening(bytes: bytes, source: "pushed whitening") } catch {
+            throw WireError(.invalidArgument, "\(error)")
+        }
+        _ = try Self.space(of: map, whitening: whitening, source: "pushed whitening")
+        if let current = self.whitening, current != whitening {
+            throw WireError(.invalidArgument, "the collection already has a different whitening: the stored vectors are in its space (a new whitening is a new collection)")
+        }
+        return whitening
+    }
+
+    /// Makes `whitening` durable in the state folder, then applies it to new requests.
+    private func keep(_ whitening: Whitening) throws {
+        guard let stateDirectory = options.stateDirectory, self.whitening != whitening else { return }
+        do { try whitening.save(stateDirectory + "/" + Self.whiteningFileName) } catch {
+            throw WireError(.storage, "keeping the whitening: \(error)")
+        }
+        let space = try Self.space(of: map, whitening: whitening, source: "pushed whitening")
+        installedSpace.withLock { $0 = space }
+        logger.info("whitening installed", metadata: ["input": "\(whitening.inputDimension)", "output": "\(whitening.outputDimension)"])
+    }
+
+}

@@ -1,0 +1,34 @@
+// Run-time CPU dispatch: the one place that asks CPUID which kernel level every other file
+// uses, so the choice (and forcing the portable path in tests) is made once for all of them.
+#include "kernels_internal.h"
+
+#if PHAROS_X86
+#include <cpuid.h>
+#endif
+
+// MARK: - Run-time dispatch
+
+static int forced_portable = 0;
+static int detected_level = -1;
+
+static int detect_level(void) {
+#if PHAROS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("sse4.2")) return 1;
+#endif
+    return 0;
+}
+
+int pharos_kernel_level(void) {
+    if (forced_portable) return 0;
+    int level = __atomic_load_n(&detected_level, __ATOMIC_RELAXED);
+    if (level < 0) {
+        level = detect_level();
+        __atomic_store_n(&detected_level, level, __ATOMIC_RELAXED);
+    }
+    return level;
+}
+
+void pharos_kernel_force_portable(int force) { forced_portable = force; }
+
+const char *pharos_kernel_level_name(void) { return pharos_kernel_level() == 1 ? "avx2" : "portable"; }
