@@ -1,109 +1,6 @@
 import Foundation
 import PharosKernels
 
-/// How an IVF-PQ index lays out one entry's codes inside an inverted list.
-public struct CodeLayout: Sendable, Equatable {
-    /// PQ sub-quantizers (bytes of an unpacked code).
-    public let subquantizers: Int
-    /// 8 (one byte per sub-quantizer, entries back to back) or 4 (fast-scan blocks of 32).
-    public let bits: Int
-    /// Refine-code bytes per entry (0 without refinement).
-    public let refineBytes: Int
-
-    /// Creates a layout.
-    public init(subquantizers: Int, bits: Int, refineBytes: Int) {
-        precondition(bits == 8 || bits == 4, "codes are 8 or 4 bits")
-        self.subquantizers = subquantizers
-        self.bits = bits
-        self.refineBytes = refineBytes
-    }
-
-    /// Sub-quantizers rounded up to even (fast-scan blocks hold pairs).
-    public var paddedSubquantizers: Int { (subquantizers + 1) & ~1 }
-    /// Bytes of one fast-scan block of 32 entries.
-    public var blockBytes: Int { pharos_fs4_block_bytes(paddedSubquantizers) }
-
-    /// Bytes of PQ codes for a list of `count` entries.
-    public func codeBytes(count: Int) -> Int {
-        bits == 8 ? count * subquantizers : ((count + 31) / 32) * blockBytes
-    }
-
-    /// Writes entry `position`'s unpacked code (`subquantizers` bytes) into a list's code
-    /// area, which must already hold `codeBytes(count: position + 1)` bytes, zeroed beyond
-    /// the previous entries in the 4-bit case.
-    public func store(_ code: UnsafePointer<UInt8>, at position: Int, in codes: UnsafeMutablePointer<UInt8>) {
-        if bits == 8 {
-            (codes + position * subquantizers).update(from: code, count: subquantizers)
-            return
-        }
-        let block = codes + (position / 32) * blockBytes
-        let j = position % 32
-        let shift: UInt8 = j < 16 ? 0 : 4
-        for s in 0..<subquantizers {
-            block[s * 16 + j % 16] |= (code[s] & 15) << shift
-        }
-    }
-
-    /// Reads entry `position`'s unpacked code back from a list's code area.
-    public func load(at position: Int, from codes: UnsafePointer<UInt8>, into code: UnsafeMutablePointer<UInt8>) {
-        if bits == 8 {
-            code.update(from: codes + position * subquantizers, count: subquantizers)
-            return
-        }
-        for s in 0..<subquantizers { code[s] = pharos_fs4_code(codes, paddedSubquantizers, position, s) }
-    }
-}
-
-/// A read-only view of one inverted list, valid while its owner is alive and unchanged
-/// (owners change lists only under their write lock; scans hold the read lock).
-public struct InvertedListView {
-    /// Entries in the list (deleted ones included).
-    public var count: Int
-    /// PQ codes in the owner's `CodeLayout`; nil when `count == 0`.
-    public var codes: UnsafePointer<UInt8>?
-    /// Refine codes, `refineBytes` per entry; nil without refinement.
-    public var refine: UnsafePointer<UInt8>?
-    /// Deleted entries: bit `deletedBase + i` set means entry i is skipped; nil when none.
-    public var deleted: UnsafePointer<UInt64>?
-    /// Bits readable at `deleted` (whole words). A bit at or past it is clear: a bitmap that
-    /// has not grown as far as entries appended later must never be read past its end.
-    public var deletedBits: Int
-    /// The bit of entry 0 in `deleted`.
-    public var deletedBase: Int
-
-    /// Creates a view.
-    public init(count: Int, codes: UnsafePointer<UInt8>?, refine: UnsafePointer<UInt8>?,
-                deleted: UnsafePointer<UInt64>? = nil, deletedBits: Int = 0, deletedBase: Int = 0) {
-        self.count = count
-        self.codes = codes
-        self.refine = refine
-        self.deleted = deleted
-        self.deletedBits = deleted == nil ? 0 : deletedBits
-        self.deletedBase = deletedBase
-    }
-
-    /// An empty list.
-    public static var empty: InvertedListView { InvertedListView(count: 0, codes: nil, refine: nil) }
-
-    /// The kernels' skip mask for entries from `offset` on.
-    public func skipMask(from offset: Int = 0) -> PharosSkipMask {
-        PharosSkipMask(words: deleted, bits: deletedBits, base: deletedBase + offset)
-    }
-
-    /// Whether entry `offset` is marked deleted (false past the bitmap's end).
-    public func isDeleted(_ offset: Int) -> Bool {
-        let bit = deletedBase + offset
-        guard let deleted, bit < deletedBits else { return false }
-        return deleted[bit >> 6] >> UInt64(bit & 63) & 1 == 1
-    }
-}
-
-/// Anything `IVFPQIndex` can scan: its own in-memory lists, or a shard's segments.
-public protocol InvertedListSource: AnyObject, Sendable {
-    /// The current view of list `list`.
-    func view(ofList list: Int) -> InvertedListView
-}
-
 /// In-memory inverted lists in manually managed buffers, so that scans can hold plain
 /// pointers into them (`InvertedListView`) without copying.
 ///
@@ -211,7 +108,16 @@ public final class InvertedLists: InvertedListSource, @unchecked Sendable {
         newRefine.withUnsafeBufferPointer { if let b = $0.baseAddress { l.pointee.refine.append(contentsOf: b, count: $0.count) } }
     }
 
-    public func view(ofList list: Int) -> InvertedListView {
+    public func withList<R>(_ list: Int, _ body: (InvertedListView) throws -> R) rethrows -> R {
+        try body(view(ofList: list))
+    }
+
+    public func entryID(list: Int, offset: Int) -> Int64 { id(list: list, offset: offset) }
+
+    public func entryCount(ofList list: Int) -> Int { count(ofList: list) }
+
+    /// The current view of list `list` (for this module's scans and tests; others use `withList`).
+    func view(ofList list: Int) -> InvertedListView {
         let l = lists + list
         let n = l.pointee.ids.count
         guard n > 0 else { return .empty }

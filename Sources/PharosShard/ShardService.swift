@@ -177,7 +177,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             do { loaded = try IndexFactory.load(bytes: bytes, name: "pushed trained state") } catch {
                 throw WireError(.invalidArgument, "\(error)")
             }
-            guard let index = loaded as? IVFPQIndex else {
+            guard let index = loaded as? any InvertedFileIndex else {
                 throw WireError(.invalidArgument, "the trained state is not an IVF/PQ index")
             }
             // The version of the file the shard would write (the canonical encoding).

@@ -4,7 +4,7 @@ import PharosIndex
 /// log, sealed into a segment file once large enough.
 ///
 /// Entries get ordinals in arrival order; the inverted lists store ordinals as their ids.
-final class GrowingSegment: InvertedListSource, @unchecked Sendable {
+final class GrowingSegment: EntrySource, @unchecked Sendable {
     // @unchecked: mutated only under the shard's write lock; scans hold its read lock.
 
     let lists: InvertedLists
@@ -26,7 +26,22 @@ final class GrowingSegment: InvertedListSource, @unchecked Sendable {
     /// Bytes held, roughly (codes, keys, metadata), for the seal threshold.
     private(set) var approximateBytes = 0
 
-    func view(ofList list: Int) -> InvertedListView { lists.view(ofList: list) }
+    func withList<R>(_ list: Int, _ body: (InvertedListView) throws -> R) rethrows -> R { try lists.withList(list, body) }
+
+    /// An entry's identity here is its ordinal (arrival order), which the lists store as its id.
+    func entryID(list: Int, offset: Int) -> Int64 { lists.id(list: list, offset: offset) }
+
+    func entryCount(ofList list: Int) -> Int { lists.count(ofList: list) }
+
+    func key(ofEntry entry: Int64) throws -> String { keys[Int(entry)] }
+
+    func metadata(ofEntry entry: Int64) throws -> [UInt8] { metadata[Int(entry)] }
+
+    func location(ofKey key: String) -> EntryLocation? {
+        guard let ordinal = live[key] else { return nil }
+        let (list, offset) = locations[Int(ordinal)]
+        return EntryLocation(entry: Int64(ordinal), list: Int(list), offset: Int(offset))
+    }
 
     /// The live ordinal of `key`.
     func find(_ key: String) -> Int? { live[key].map(Int.init) }
@@ -66,15 +81,16 @@ final class GrowingSegment: InvertedListSource, @unchecked Sendable {
     func content(ofList list: Int, skipping skip: Set<Int>, ordinals: inout [Int]) -> SegmentWriter.ListContent {
         var content = SegmentWriter.ListContent()
         let layout = lists.layout, m = layout.subquantizers, r = layout.refineBytes
-        let view = lists.view(ofList: list)
         var code = [UInt8](repeating: 0, count: m)
-        for (offset, id) in lists.ids(ofList: list).enumerated() where !skip.contains(Int(id)) {
-            code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
-            content.codes += code
-            if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
-            content.keys.append(keys[Int(id)])
-            content.metadata.append(metadata[Int(id)])
-            ordinals.append(Int(id))
+        lists.withList(list) { view in
+            for (offset, id) in lists.ids(ofList: list).enumerated() where !skip.contains(Int(id)) {
+                code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+                content.codes += code
+                if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
+                content.keys.append(keys[Int(id)])
+                content.metadata.append(metadata[Int(id)])
+                ordinals.append(Int(id))
+            }
         }
         return content
     }

@@ -14,9 +14,9 @@ import PharosVectors
 /// Entries are numbered ("positions") in list order, so a list is a contiguous run of
 /// positions and the deletion bitmap doubles as the scan kernels' skip mask. Deletions made
 /// after sealing live in `deletions`, never in the file.
-final class Segment: InvertedListSource, @unchecked Sendable {
+final class Segment: EntrySource, @unchecked Sendable {
     // @unchecked: the mapping is read-only; verification flags are atomics (C helpers);
-    // caches and the damage record are guarded by `cacheLock`; `deletions` changes only under
+    // caches are guarded by `cacheLock`; `deletions` changes only under
     // the shard's write lock while scans hold its read lock.
 
     let path: String
@@ -38,7 +38,6 @@ final class Segment: InvertedListSource, @unchecked Sendable {
     /// Decompressed key blocks, published once each and kept for the segment's life (about
     /// 12 bytes per key): searches resolve result keys here without locks.
     private let keySlots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    private var damage: StorageError?
     private var obsolete = false
 
     var id: UInt64 { header.segmentID }
@@ -101,20 +100,39 @@ final class Segment: InvertedListSource, @unchecked Sendable {
 
     // MARK: Scanning
 
-    func view(ofList list: Int) -> InvertedListView {
+    /// List `list` as mapped, its checksum verified on first use: a damaged list is an error
+    /// here, where it is read (naming the file and the list), every time it is read.
+    func withList<R>(_ list: Int, _ body: (InvertedListView) throws -> R) throws -> R {
         let l = header.lists[list]
-        guard l.count > 0 else { return .empty }
-        if pharos_flag_load(verified + list) == 0 {
-            do { try verifyList(list) } catch {
-                record(error as? StorageError ?? .corrupt(path: path, block: "list \(list)", problem: "\(error)"))
-                return .empty
-            }
-        }
-        return InvertedListView(
+        guard l.count > 0 else { return try body(.empty) }
+        if pharos_flag_load(verified + list) == 0 { try verifyList(list) }
+        return try body(InvertedListView(
             count: l.count, codes: (base + l.codesOffset).assumingMemoryBound(to: UInt8.self),
             refine: header.refineBytes > 0 ? (base + l.refineOffset).assumingMemoryBound(to: UInt8.self) : nil,
             deleted: deletions.deletedCount > 0 ? UnsafePointer(deletions.words) : nil,
-            deletedBits: deletions.wordCount * 64, deletedBase: l.first)
+            deletedBits: deletions.wordCount * 64, deletedBase: l.first))
+    }
+
+    /// An entry's identity here is its position (lists are contiguous runs of positions).
+    func entryID(list: Int, offset: Int) -> Int64 { Int64(header.lists[list].first + offset) }
+
+    func entryCount(ofList list: Int) -> Int { header.lists[list].count }
+
+    func key(ofEntry entry: Int64) throws -> String { try key(at: try position(entry)) }
+
+    func metadata(ofEntry entry: Int64) throws -> [UInt8] { try metadata(at: try position(entry)) }
+
+    func location(ofKey key: String) throws -> EntryLocation? {
+        guard let p = try find(key) else { return nil }
+        let (list, offset) = location(of: p)
+        return EntryLocation(entry: Int64(p), list: list, offset: offset)
+    }
+
+    private func position(_ entry: Int64) throws -> Int {
+        guard entry >= 0, entry < Int64(header.entries) else {
+            throw StorageError.corrupt(path: path, block: "entries", problem: "entry \(entry) beyond \(header.entries) entries")
+        }
+        return Int(entry)
     }
 
     private func verifyList(_ list: Int) throws {
@@ -126,14 +144,6 @@ final class Segment: InvertedListSource, @unchecked Sendable {
         }
         pharos_flag_store(verified + list, 1)
     }
-
-    private func record(_ error: StorageError) {
-        cacheLock.withLock { if damage == nil { damage = error } }
-    }
-
-    /// The first damage a scan met (scans cannot throw mid-kernel): searches check this
-    /// afterwards and fail instead of returning results that silently miss a list.
-    func scanDamage() -> StorageError? { cacheLock.withLock { damage } }
 
     // MARK: Entries
 
@@ -228,19 +238,19 @@ final class Segment: InvertedListSource, @unchecked Sendable {
     /// and their positions to `positions`.
     func appendEntries(ofList list: Int, skipping skip: [UInt64], to content: inout SegmentWriter.ListContent,
                        positions: inout [Int]) throws {
-        let view = self.view(ofList: list)
-        if let damage = scanDamage() { throw damage }
         let l = header.lists[list], m = header.subquantizers, r = header.refineBytes
         var code = [UInt8](repeating: 0, count: m)
-        for offset in 0..<view.count {
-            let p = l.first + offset
-            if skip[p >> 6] >> UInt64(p & 63) & 1 == 1 { continue }
-            code.withUnsafeMutableBufferPointer { header.layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
-            content.codes += code
-            if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
-            content.keys.append(try key(at: p))
-            content.metadata.append(try metadata(at: p))
-            positions.append(p)
+        try withList(list) { view in
+            for offset in 0..<view.count {
+                let p = l.first + offset
+                if skip[p >> 6] >> UInt64(p & 63) & 1 == 1 { continue }
+                code.withUnsafeMutableBufferPointer { header.layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+                content.codes += code
+                if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
+                content.keys.append(try key(at: p))
+                content.metadata.append(try metadata(at: p))
+                positions.append(p)
+            }
         }
     }
 

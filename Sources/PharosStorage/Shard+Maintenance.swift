@@ -20,7 +20,7 @@ extension Shard {
                     lock.withWriteLock {
                         sealing = growing
                         sealingSkip = growing.deletedOrdinals()
-                        growing = GrowingSegment(lists: index.configuration.lists, layout: index.layout)
+                        growing = GrowingSegment(lists: index.listCount, layout: index.layout)
                     }
                 }
                 sealingLogStart = growingLogStart
@@ -41,13 +41,13 @@ extension Shard {
             var order: [Int] = []
             let path = segmentsPath + "/" + Segment.fileName(id)
             let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
-                                       listCount: index.configuration.lists, faults: options.faults)
+                                       listCount: index.listCount, faults: options.faults)
             _ = try writer.write(entries: frozen.count - sealingSkip.count) { l in
                 frozen.content(ofList: l, skipping: sealingSkip, ordinals: &order)
             }
             options.events?(.sealSegmentWritten)
             let segment = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
-                                      lists: index.configuration.lists, deletions: nil)
+                                      lists: index.listCount, deletions: nil)
             lock.withWriteLock {
                 // Deletions that reached the frozen segment while it was being written.
                 for (position, ordinal) in order.enumerated() where frozen.isDeleted(ordinal) {
@@ -82,7 +82,7 @@ extension Shard {
         manifest.nextSegmentID += 1
         let path = segmentsPath + "/" + Segment.fileName(id)
         let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
-                                   listCount: index.configuration.lists, faults: options.faults)
+                                   listCount: index.listCount, faults: options.faults)
         // origins[i] = (source, old position) of new position i.
         var origins: [(source: Int32, position: Int32)] = []
         origins.reserveCapacity(live)
@@ -97,7 +97,7 @@ extension Shard {
         }
         options.events?(.compactionSegmentWritten)
         let merged = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
-                                 lists: index.configuration.lists, deletions: nil)
+                                 lists: index.listCount, deletions: nil)
         lock.withWriteLock {
             for (position, origin) in origins.enumerated() where chosen[Int(origin.source)].deletions.isDeleted(Int(origin.position)) {
                 merged.deletions.delete(position)

@@ -19,6 +19,11 @@ import PharosVectors
 ///
 /// Directory layout: `TRAINED` (the trained, empty index), `MANIFEST`, `wal/*.log`,
 /// `segments/*.seg` and `segments/*.del`; see docs/STORAGE-FORMAT.md.
+///
+/// The type is spread over files by job: this one (types, create, open, recovery),
+/// `Shard+Writes` (upsert, delete, applying log records), `Shard+OrderedIngestion` (the
+/// pipelined in-order bulk upsert), `Shard+Reads` (search, entries, statistics),
+/// `Shard+Maintenance` (seal, compact, manifest) and `Shard+Scheduling` (background work).
 public final class Shard: @unchecked Sendable {
     // @unchecked: segment lists and the growing segment are guarded by `lock`; manifest
     // bookkeeping by `maintenanceLock` (held for a whole seal or compaction, which are
@@ -131,7 +136,7 @@ public final class Shard: @unchecked Sendable {
     /// The data directory.
     public let directory: String
     /// The trained state every entry is encoded with.
-    public let index: IVFPQIndex
+    public let index: any InvertedFileIndex
     /// What opening found.
     public private(set) var recovery = Recovery()
     let options: Options
@@ -156,12 +161,12 @@ public final class Shard: @unchecked Sendable {
     /// Segments merged away whose files can go once a manifest without them is durable.
     var retiredSegments: [Segment] = []
     let maintenanceQueue = DispatchQueue(label: "pharos.shard.maintenance")
-    private let scheduleLock = NSLock()
-    private var maintenanceScheduled = false
-    private var isClosed = false
+    let scheduleLock = NSLock()
+    var maintenanceScheduled = false
+    var isClosed = false
     /// Background maintenance failures in a row, and when it may run again (under `scheduleLock`).
-    private var maintenanceFailures = 0
-    private var maintenanceRetryAt: ContinuousClock.Instant?
+    var maintenanceFailures = 0
+    var maintenanceRetryAt: ContinuousClock.Instant?
     /// Held while open so that two processes never share a directory.
     private var directoryLock: DirectoryLock?
 
@@ -225,7 +230,7 @@ public final class Shard: @unchecked Sendable {
     }
 
     /// Creates a shard in `directory` (new or empty) for the trained, empty `trainedIndex`.
-    public static func create(at directory: String, trainedIndex: IVFPQIndex, options: Options = Options(),
+    public static func create(at directory: String, trainedIndex: any InvertedFileIndex, options: Options = Options(),
                               claim: DirectoryClaim? = nil) throws -> Shard {
         guard trainedIndex.isTrained, trainedIndex.count == 0 else {
             throw StorageError.invalidInput(field: "trained index", problem: trainedIndex.isTrained
@@ -286,7 +291,7 @@ public final class Shard: @unchecked Sendable {
         let manifest = try Manifest.read(directory: directory)
         (index, trainedVersion) = try Shard.loadTrained(directory: directory, expected: manifest.trainedVersion)
         self.manifest = manifest
-        growing = GrowingSegment(lists: index.configuration.lists, layout: index.layout)
+        growing = GrowingSegment(lists: index.listCount, layout: index.layout)
         growingLogStart = manifest.logStart
         growingLogStartLSN = manifest.logStartLSN
         for entry in manifest.segments {
@@ -295,7 +300,7 @@ public final class Shard: @unchecked Sendable {
         // Replay the log files the manifest does not cover, in order, after checking that they
         // hold every record from the manifest's LSN on (nothing is changed before that check).
         let log = try WriteAheadLog.readChain(logPath, from: manifest.logStart, firstLSN: manifest.logStartLSN,
-                                              layout: index.layout, lists: index.configuration.lists)
+                                              layout: index.layout, lists: index.listCount)
         recovery.removedFiles = try removeUnreferencedFiles(manifest: manifest, keepingLogFrom: manifest.logStart, atOpen: true)
         if let unfinished = log.unfinishedFile {
             // Created but its header never became durable: it holds no record.
@@ -326,10 +331,10 @@ public final class Shard: @unchecked Sendable {
         }
     }
 
-    private static func loadTrained(directory: String, expected: UInt64) throws -> (IVFPQIndex, UInt64) {
+    private static func loadTrained(directory: String, expected: UInt64) throws -> (any InvertedFileIndex, UInt64) {
         let path = directory + "/" + trainedFileName
-        guard let index = try IndexFactory.load(from: path) as? IVFPQIndex else {
-            throw StorageError.notAShard(path: path, problem: "the trained state is not an IVF-PQ index")
+        guard let index = try IndexFactory.load(from: path) as? any InvertedFileIndex else {
+            throw StorageError.notAShard(path: path, problem: "the trained state is not an inverted-file index")
         }
         let version = try fileChecksum(path)
         guard version == expected else {
@@ -352,7 +357,7 @@ public final class Shard: @unchecked Sendable {
                                                 segment: entry.id, entries: entry.entries, deleted: entry.deleted)
         }
         let segment = try Segment(path: segmentsPath + "/" + Segment.fileName(entry.id), id: entry.id, trainedVersion: trainedVersion,
-                                  layout: index.layout, lists: index.configuration.lists, deletions: deletions)
+                                  layout: index.layout, lists: index.listCount, deletions: deletions)
         guard segment.entries == entry.entries else {
             throw StorageError.corrupt(path: segment.path, block: "header", problem: "holds \(segment.entries) entries, the manifest says \(entry.entries)")
         }
@@ -366,339 +371,4 @@ public final class Shard: @unchecked Sendable {
         maintenanceQueue.sync {}
         maintenanceLock.withLock { directoryLock = nil }
     }
-
-    // MARK: Writes
-
-    /// Inserts or replaces `keys[i]` with `vectors` row i (and `metadata[i]`); returns once
-    /// the batch is durable. Nothing is stored when it throws.
-    /// Returns how many of the keys replaced an entry already stored.
-    @discardableResult
-    public func upsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws -> Int {
-        try commit(try prepareUpsert(keys: keys, vectors: vectors, metadata: metadata))
-    }
-
-    /// A validated, encoded batch, ready for `commit`.
-    public struct PreparedUpsert: Sendable {
-        fileprivate let record: WriteAheadLog.PreparedRecord
-        /// Rows in the batch.
-        public let count: Int
-    }
-
-    /// The first half of `upsert`: checks the batch against every limit and encodes it.
-    /// Safe to run for several batches at once (on other threads) while others commit.
-    public func prepareUpsert(keys: [String], vectors: Matrix, metadata: [[UInt8]]? = nil) throws -> PreparedUpsert {
-        try checkOpen()
-        try Shard.validate(keys: keys)
-        guard vectors.rows == keys.count else {
-            throw StorageError.invalidInput(field: "vectors", problem: "\(vectors.rows) vectors for \(keys.count) keys")
-        }
-        let values = metadata ?? Array(repeating: [], count: keys.count)
-        guard values.count == keys.count else {
-            throw StorageError.invalidInput(field: "metadata", problem: "\(values.count) values for \(keys.count) keys")
-        }
-        if let i = values.firstIndex(where: { $0.count > StorageLimits.maximumMetadataBytes }) {
-            throw StorageError.invalidInput(field: "metadata", problem: "value \(i) holds \(values[i].count) bytes, at most \(StorageLimits.maximumMetadataBytes)")
-        }
-        let entries = try index.encodeEntries(vectors, threads: options.encodeThreads)
-        return PreparedUpsert(record: try WriteAheadLog.prepare(.upsert(keys: keys, entries: entries, metadata: values)), count: keys.count)
-    }
-
-    /// The second half of `upsert`: logs the batch and returns once it is durable and
-    /// applied. Batches committed one after another take effect in that order.
-    /// Returns how many of its keys replaced an entry already stored.
-    @discardableResult
-    public func commit(_ prepared: PreparedUpsert) throws -> Int {
-        try checkOpen()
-        let replaced = try wal.wait(for: try wal.enqueue(prepared.record))
-        scheduleMaintenanceIfNeeded()
-        return replaced
-    }
-
-    /// Upserts batches `0..<count` made by `batch`, keeping `inFlight` of them being read and
-    /// encoded at once while committing them strictly in order (so a key repeated across
-    /// batches ends with its last value, as with sequential upserts). `committed(i)` is called
-    /// after batch i is durable. Stops at the first error and rethrows it; batches before it
-    /// are durable, none after it is committed.
-    public func upsertInOrder(count: Int, inFlight: Int = 2,
-                              batch: @escaping @Sendable (Int) throws -> (keys: [String], vectors: Matrix, metadata: [[UInt8]]?),
-                              committed: @escaping @Sendable (Int) -> Void = { _ in }) throws {
-        precondition(inFlight >= 1, "at least one batch in flight")
-        let turn = NSCondition()
-        nonisolated(unsafe) var next = 0
-        // The earliest failed batch and its error: batches before it still commit.
-        nonisolated(unsafe) var failure: (index: Int, error: any Error)?
-        // Plain threads, not a dispatch pool: a worker waiting for its turn must not hold a
-        // pool thread that the other worker's parallel encoding needs.
-        let done = DispatchGroup()
-        // Checked as each batch enqueues: a write failing (this sequence's or another
-        // writer's) ends the sequence there, even for a batch enqueued just after it.
-        let failedWritesBefore = wal.failedWriteCount
-        for worker in 0..<Swift.min(inFlight, Swift.max(1, count)) {
-            done.enter()
-            Thread { [self] in
-                defer { done.leave() }
-                var i = worker
-                while i < count {
-                    do {
-                        let made = try batch(i)
-                        let prepared = try prepareUpsert(keys: made.keys, vectors: made.vectors, metadata: made.metadata)
-                        turn.lock()
-                        while next != i && !(failure.map { $0.index < i } ?? false) { turn.wait() }
-                        if failure.map({ $0.index < i }) ?? false {
-                            turn.unlock()
-                            return
-                        }
-                        // Enqueue in turn (LSN order = batch order), then let the next batch
-                        // enqueue while this one waits: both can share one fsync.
-                        let ticket: UInt64
-                        do { ticket = try wal.enqueue(prepared.record, unlessWritesFailedSince: failedWritesBefore) } catch {
-                            turn.unlock()
-                            throw error
-                        }
-                        next += 1
-                        turn.broadcast()
-                        turn.unlock()
-                        _ = try wal.wait(for: ticket)
-                        scheduleMaintenanceIfNeeded()
-                        committed(i)
-                    } catch {
-                        turn.withLock {
-                            if failure.map({ i < $0.index }) ?? true { failure = (i, error) }
-                            turn.broadcast()
-                        }
-                        return
-                    }
-                    i += inFlight
-                }
-            }.start()
-        }
-        done.wait()
-        if let failure { throw failure.error }
-    }
-
-    /// Deletes `keys` (absent ones are ignored); returns how many were present. Durable on return.
-    @discardableResult
-    public func delete(keys: [String]) throws -> Int {
-        try checkOpen()
-        try Shard.validate(keys: keys)
-        let deleted = try wal.append(.delete(keys: keys))
-        scheduleMaintenanceIfNeeded()
-        return deleted
-    }
-
-    private func checkOpen() throws {
-        if scheduleLock.withLock({ isClosed }) { throw StorageError.closed }
-    }
-
-    static func validate(keys: [String]) throws {
-        guard keys.count <= StorageLimits.maximumBatchRows else {
-            throw StorageError.invalidInput(field: "batch", problem: "\(keys.count) rows, at most \(StorageLimits.maximumBatchRows)")
-        }
-        for (i, key) in keys.enumerated() {
-            let bytes = key.utf8.count
-            guard bytes > 0 else { throw StorageError.invalidInput(field: "key \(i)", problem: "empty key") }
-            guard !key.utf8.contains(0) else {
-                throw StorageError.invalidInput(field: "key \(i)", problem: "contains a NUL byte (keys travel as C strings on the wire)")
-            }
-            guard bytes <= StorageLimits.maximumKeyBytes else {
-                throw StorageError.invalidInput(field: "key \(i)", problem: "\(bytes) bytes of UTF-8, at most \(StorageLimits.maximumKeyBytes)")
-            }
-        }
-    }
-
-    /// Applies a durable record to memory (caller holds the write lock, or is `init`).
-    /// Returns the number of keys deleted (delete) or replaced (upsert).
-    private func applyUnlocked(_ record: LogRecord) -> Int {
-        switch record {
-        case let .upsert(keys, entries, metadata):
-            var replaced = 0
-            entries.forEachEntry { row, list, code, refine in
-                if removeLive(keys[row]) { replaced += 1 }
-                growing.add(key: keys[row], list: list, code: code, refine: refine, metadata: metadata[row])
-            }
-            return replaced
-        case let .delete(keys):
-            return keys.reduce(0) { $0 + (removeLive($1) ? 1 : 0) }
-        }
-    }
-
-    /// Marks the live version of `key` deleted, wherever it is.
-    @discardableResult
-    private func removeLive(_ key: String) -> Bool {
-        if let o = growing.find(key) { return growing.delete(o) }
-        if let s = sealing, let o = s.find(key) { return s.delete(o) }
-        for segment in sealed.reversed() {
-            do {
-                if let p = try segment.find(key) { return segment.deletions.delete(p) }
-            } catch {
-                // The record is already durable: report the damage; reads of this segment
-                // will fail with it until it is repaired.
-                options.log("cannot look up key \(key.debugDescription) while applying a write: \(error)")
-            }
-        }
-        return false
-    }
-
-    // MARK: Reads
-
-    /// The `k` best entries for each query row, across all segments, deleted entries skipped.
-    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
-        guard queries.rows > 0 else { return [] }
-        return try lock.withReadLock {
-            let sources: [any InvertedListSource] = [growing] + (sealing.map { [$0] } ?? []) + sealed
-            let result = try index.search(queries, k: k, parameters: parameters, sources: sources)
-            if let damage = sealed.lazy.compactMap({ $0.scanDamage() }).first { throw damage }
-            // Keys are resolved in parallel too: a key read may decompress a block.
-            var hits = [[Hit]](repeating: [], count: queries.rows)
-            var failures = [StorageError?](repeating: nil, count: queries.rows)
-            hits.withSendablePointer { out in
-                failures.withSendablePointer { failed in
-                    Parallel.forEachChunk(count: queries.rows, chunkSize: 64, threads: parameters.threads) { chunk in
-                        for q in chunk {
-                            do {
-                                out.pointer[q] = try zip(result.ids(ofQuery: q), result.scores(ofQuery: q)).compactMap { label, score in
-                                    guard label >= 0 else { return nil }
-                                    return Hit(key: try self.key(of: label, sources: sources), score: score)
-                                }
-                            } catch {
-                                failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)")
-                            }
-                        }
-                    }
-                }
-            }
-            if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
-            return hits
-        }
-    }
-
-    private func key(of label: Int64, sources: [any InvertedListSource]) throws -> String {
-        let list = IVFPQIndex.Label.list(label), offset = IVFPQIndex.Label.offset(label)
-        switch sources[IVFPQIndex.Label.source(label)] {
-        case let memory as GrowingSegment:
-            return memory.keys[Int(memory.lists.id(list: list, offset: offset))]
-        case let segment as Segment:
-            return try segment.key(at: segment.header.lists[list].first + offset)
-        default:
-            preconditionFailure("unknown list source")
-        }
-    }
-
-    /// The stored codes and metadata of `key`, or nil when absent.
-    public func entry(forKey key: String) throws -> StoredEntry? {
-        try lock.withReadLock {
-            let layout = index.layout
-            func read(_ view: InvertedListView, list: Int, offset: Int) -> (code: [UInt8], refine: [UInt8]) {
-                var code = [UInt8](repeating: 0, count: layout.subquantizers)
-                code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
-                let refine = layout.refineBytes > 0
-                    ? Array(UnsafeBufferPointer(start: view.refine! + offset * layout.refineBytes, count: layout.refineBytes)) : []
-                return (code, refine)
-            }
-            for memory in [growing, sealing].compactMap({ $0 }) {
-                if let o = memory.find(key) {
-                    let (l, offset) = memory.locations[o]
-                    let (code, refine) = read(memory.view(ofList: Int(l)), list: Int(l), offset: Int(offset))
-                    return StoredEntry(list: Int(l), code: code, refine: refine, metadata: memory.metadata[o])
-                }
-            }
-            for segment in sealed.reversed() {
-                guard let p = try segment.find(key) else { continue }
-                let (l, offset) = segment.location(of: p)
-                let view = segment.view(ofList: l)
-                if let damage = segment.scanDamage() { throw damage }
-                let (code, refine) = read(view, list: l, offset: offset)
-                return StoredEntry(list: l, code: code, refine: refine, metadata: try segment.metadata(at: p))
-            }
-            return nil
-        }
-    }
-
-    /// The stored approximation of `key`'s vector (refine codes when present), or nil.
-    public func vector(forKey key: String) throws -> [Float]? {
-        guard let entry = try entry(forKey: key) else { return nil }
-        return try vector(of: entry)
-    }
-
-    /// The stored approximation of `entry`'s vector (for a caller that already holds the
-    /// entry: no second lookup, and no window for the key to change in between).
-    public func vector(of entry: StoredEntry) throws -> [Float] {
-        let layout = index.layout
-        return try entry.code.withUnsafeBufferPointer { code in
-            try entry.refine.withUnsafeBufferPointer { refine in
-                var packed = [UInt8](repeating: 0, count: layout.codeBytes(count: 1))
-                packed.withUnsafeMutableBufferPointer { layout.store(code.baseAddress!, at: 0, in: $0.baseAddress!) }
-                return try packed.withUnsafeBufferPointer { p in
-                    try index.reconstruct(list: entry.list, offset: 0,
-                                          view: InvertedListView(count: 1, codes: p.baseAddress, refine: refine.baseAddress))
-                }
-            }
-        }
-    }
-
-    /// The version (CRC32C of the `TRAINED` file) of the trained state entries are encoded with.
-    public var trainedStateVersion: UInt64 { trainedVersion }
-
-    /// The trained-state version of a `TRAINED` file's bytes.
-    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        pharos_crc32c(0, bytes.baseAddress, bytes.count)
-    }
-
-    /// Log records written and fsyncs made since the shard was opened.
-    public var logCounts: (records: Int, syncs: Int) { wal.counts }
-
-    /// Counts describing the shard now.
-    public var statistics: Statistics {
-        lock.withReadLock {
-            let memory = [growing, sealing].compactMap { $0 }
-            return Statistics(segments: sealed.count, sealedEntries: sealed.reduce(0) { $0 + $1.entries },
-                              memoryEntries: memory.reduce(0) { $0 + $1.count },
-                              liveEntries: sealed.reduce(0) { $0 + $1.liveEntries } + memory.reduce(0) { $0 + $1.liveCount })
-        }
-    }
-
-    // MARK: Background work
-
-    private func scheduleMaintenanceIfNeeded() {
-        guard options.automaticMaintenance else { return }
-        let needed = lock.withReadLock { growing.count >= options.sealThresholdEntries || sealing != nil }
-            || compactionPlan(force: false) != nil
-        guard needed else { return }
-        let schedule = scheduleLock.withLock { () -> Bool in
-            guard !maintenanceScheduled, !isClosed else { return false }
-            if let retryAt = maintenanceRetryAt, ContinuousClock.now < retryAt { return false }
-            maintenanceScheduled = true
-            return true
-        }
-        guard schedule else { return }
-        maintenanceQueue.async { [self] in
-            scheduleLock.withLock { maintenanceScheduled = false }
-            do {
-                if lock.withReadLock({ growing.count >= options.sealThresholdEntries || sealing != nil }) { try seal() }
-                if compactionPlan(force: false) != nil { try compact() }
-                let recovered = scheduleLock.withLock { () -> Int in
-                    defer { maintenanceFailures = 0; maintenanceRetryAt = nil }
-                    return maintenanceFailures
-                }
-                if recovered > 0 { options.log("background maintenance succeeded again after \(recovered) failed attempts") }
-            } catch {
-                // Each attempt rewrites a whole segment: back off instead of retrying on every
-                // write, and say so once per run of failures, not once per attempt.
-                let (failures, delay) = scheduleLock.withLock { () -> (Int, Duration) in
-                    maintenanceFailures += 1
-                    var delay = options.maintenanceRetryDelay
-                    for _ in 1..<min(maintenanceFailures, 30) where delay < options.maintenanceRetryLimit { delay *= 2 }
-                    delay = min(delay, options.maintenanceRetryLimit)
-                    maintenanceRetryAt = ContinuousClock.now + delay
-                    return (maintenanceFailures, delay)
-                }
-                if failures == 1 {
-                    options.log("background maintenance failed: \(error). Writes go on in memory and the log; retrying after \(delay), backing off up to \(options.maintenanceRetryLimit) (further failures are not logged until it succeeds)")
-                }
-            }
-        }
-    }
-
-    /// Background maintenance failures in a row (0 once it succeeds again).
-    public var maintenanceFailureCount: Int { scheduleLock.withLock { maintenanceFailures } }
 }

@@ -23,8 +23,8 @@ public enum ShardVerifier {
         }
         let manifest = try Manifest.read(directory: directory)
         let trainedPath = directory + "/" + Shard.trainedFileName
-        guard let index = try IndexFactory.load(from: trainedPath) as? IVFPQIndex else {
-            throw StorageError.notAShard(path: trainedPath, problem: "the trained state is not an IVF-PQ index")
+        guard let index = try IndexFactory.load(from: trainedPath) as? any InvertedFileIndex else {
+            throw StorageError.notAShard(path: trainedPath, problem: "the trained state is not an inverted-file index")
         }
         let version = try Shard.fileChecksum(trainedPath)
         guard version == manifest.trainedVersion else {
@@ -41,7 +41,7 @@ public enum ShardVerifier {
             }
             named.insert(Segment.fileName(entry.id))
             let segment = try Segment(path: segmentsPath + "/" + Segment.fileName(entry.id), id: entry.id, trainedVersion: version,
-                                      layout: index.layout, lists: index.configuration.lists, deletions: deletions)
+                                      layout: index.layout, lists: index.listCount, deletions: deletions)
             guard segment.entries == entry.entries else {
                 throw StorageError.corrupt(path: segment.path, block: "header", problem: "holds \(segment.entries) entries, the manifest says \(entry.entries)")
             }
@@ -53,7 +53,7 @@ public enum ShardVerifier {
         }
         let logPath = directory + "/" + Shard.logDirectory
         let log = try WriteAheadLog.readChain(logPath, from: manifest.logStart, firstLSN: manifest.logStartLSN,
-                                              layout: index.layout, lists: index.configuration.lists)
+                                              layout: index.layout, lists: index.listCount)
         for (_, path, file) in log.files {
             report.logRecords += file.records.count
             if let tail = file.tornTail {

@@ -42,7 +42,8 @@ import Testing
             let result = try index.search(vectors.rows(0..<4), k: 300, parameters: SearchParameters(nprobe: 1, refineFactor: 1, threads: 1),
                                           sources: [lists])
             for q in 0..<4 {
-                let found = Set(result.ids(ofQuery: q).filter { $0 >= 0 }.map { Int64(IVFPQIndex.Label.offset($0)) })
+                // The in-memory lists identify entries by the ids they were appended with (the rows).
+                let found = Set(result.hits(ofQuery: q).map(\.entry))
                 #expect(found == live, "\(factory), portable \(portable): \(live.subtracting(found).sorted().prefix(10)) missing")
             }
         }

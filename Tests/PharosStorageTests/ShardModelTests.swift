@@ -92,7 +92,7 @@ import Testing
             #expect(try shard.entry(forKey: key) == model[key], "step \(step): \(key)")
         }
         // An exhaustive search returns every live key exactly once and nothing else.
-        let lists = shard.index.configuration.lists
+        let lists = shard.index.listCount
         let hits = try shard.search(Fixture.vectors(0..<2, stream: 12), k: keySpace + 10, parameters: SearchParameters(nprobe: lists))
         for row in hits {
             #expect(row.count == model.count, "step \(step)")
@@ -110,7 +110,7 @@ import Testing
         let queries = Matrix(rows: queryRows.count, columns: Fixture.dimension, values: queryRows.flatMap { $0 })
         // k covers every entry and refineFactor 1 re-ranks all of them exactly.
         let k = liveKeys.count
-        let hits = try shard.search(queries, k: k, parameters: SearchParameters(nprobe: shard.index.configuration.lists, refineFactor: 1))
+        let hits = try shard.search(queries, k: k, parameters: SearchParameters(nprobe: shard.index.listCount, refineFactor: 1))
         for (q, row) in hits.enumerated() {
             let query = queryRows[q]
             #expect(row.count == k, "step \(step), query \(q): \(row.count) hits of \(k) live entries")

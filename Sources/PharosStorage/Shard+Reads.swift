@@ -1,0 +1,93 @@
+import Foundation
+import PharosIndex
+import PharosKernels
+import PharosVectors
+
+/// Reads: search across every segment, entries and vectors by key, statistics.
+extension Shard {
+    /// The sources a search scans, newest first: growing, sealing, then the segment files.
+    private var entrySources: [any EntrySource] { [growing] + (sealing.map { [$0] } ?? []) + sealed }
+
+    /// The `k` best entries for each query row, across all segments, deleted entries skipped.
+    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
+        guard queries.rows > 0 else { return [] }
+        return try lock.withReadLock {
+            let sources = entrySources
+            // A damaged list fails the search where it is read (the segment's error names the file and list).
+            let result = try index.search(queries, k: k, parameters: parameters, sources: sources.map { $0 as any InvertedListSource })
+            // Keys are resolved in parallel too: a key read may decompress a block.
+            var hits = [[Hit]](repeating: [], count: queries.rows)
+            var failures = [StorageError?](repeating: nil, count: queries.rows)
+            hits.withSendablePointer { out in
+                failures.withSendablePointer { failed in
+                    Parallel.forEachChunk(count: queries.rows, chunkSize: 64, threads: parameters.threads) { chunk in
+                        for q in chunk {
+                            do {
+                                out.pointer[q] = try result.hits(ofQuery: q).map { hit in
+                                    Hit(key: try sources[hit.source].key(ofEntry: hit.entry), score: hit.score)
+                                }
+                            } catch {
+                                failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)")
+                            }
+                        }
+                    }
+                }
+            }
+            if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+            return hits
+        }
+    }
+
+    /// The stored codes and metadata of `key`, or nil when absent.
+    public func entry(forKey key: String) throws -> StoredEntry? {
+        try lock.withReadLock {
+            // A key is live in at most one place; the newest places are the likeliest.
+            for source in [growing] + (sealing.map { [$0] } ?? []) + sealed.reversed() as [any EntrySource] {
+                guard let location = try source.location(ofKey: key) else { continue }
+                let layout = index.layout
+                let (code, refine) = try source.withList(location.list) { view -> ([UInt8], [UInt8]) in
+                    var code = [UInt8](repeating: 0, count: layout.subquantizers)
+                    code.withUnsafeMutableBufferPointer { layout.load(at: location.offset, from: view.codes!, into: $0.baseAddress!) }
+                    let refine = layout.refineBytes > 0
+                        ? Array(UnsafeBufferPointer(start: view.refine! + location.offset * layout.refineBytes, count: layout.refineBytes)) : []
+                    return (code, refine)
+                }
+                return StoredEntry(list: location.list, code: code, refine: refine, metadata: try source.metadata(ofEntry: location.entry))
+            }
+            return nil
+        }
+    }
+
+    /// The stored approximation of `key`'s vector (refine codes when present), or nil.
+    public func vector(forKey key: String) throws -> [Float]? {
+        guard let entry = try entry(forKey: key) else { return nil }
+        return try vector(of: entry)
+    }
+
+    /// The stored approximation of `entry`'s vector (for a caller that already holds the
+    /// entry: no second lookup, and no window for the key to change in between).
+    public func vector(of entry: StoredEntry) throws -> [Float] {
+        try index.reconstruct(list: entry.list, code: entry.code, refine: entry.refine)
+    }
+
+    /// The version (CRC32C of the `TRAINED` file) of the trained state entries are encoded with.
+    public var trainedStateVersion: UInt64 { trainedVersion }
+
+    /// The trained-state version of a `TRAINED` file's bytes.
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        pharos_crc32c(0, bytes.baseAddress, bytes.count)
+    }
+
+    /// Log records written and fsyncs made since the shard was opened.
+    public var logCounts: (records: Int, syncs: Int) { wal.counts }
+
+    /// Counts describing the shard now.
+    public var statistics: Statistics {
+        lock.withReadLock {
+            let memory = [growing, sealing].compactMap { $0 }
+            return Statistics(segments: sealed.count, sealedEntries: sealed.reduce(0) { $0 + $1.entries },
+                              memoryEntries: memory.reduce(0) { $0 + $1.count },
+                              liveEntries: sealed.reduce(0) { $0 + $1.liveEntries } + memory.reduce(0) { $0 + $1.liveCount })
+        }
+    }
+}
