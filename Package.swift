@@ -88,10 +88,21 @@ let package = Package(
         .target(
             name: "PharosCluster",
             dependencies: ["PharosCoordinator", "PharosWire", "PharosIndex", "PharosVectors", "PharosDurability"]),
+        // The data sets benchmarks and tests use: Fashion-MNIST, synthetic clusters, exact
+        // neighbours, the labelled photo set.
+        .target(
+            name: "PharosDatasets",
+            dependencies: ["PharosIndex", "PharosVectors", "PharosDurability", "PharosDescriptors", "PharosEvaluation", "PharosRouting"]),
+        // Benchmark drivers (engine, storage, cluster, CNN): each measures Pharos against a peer
+        // in the same run; the commands print what they return.
+        .target(
+            name: "PharosBenchmarks",
+            dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "PharosStorage", "PharosCoordinator", "PharosWire",
+                           "PharosDescriptors", .product(name: "NIOPosix", package: "swift-nio")]),
         .executableTarget(
             name: "pharos",
             dependencies: [
-                "PharosCluster",
+                "PharosCluster", "PharosDatasets", "PharosBenchmarks",
                 "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosStorage", "PharosDescriptors", "PharosEvaluation",
                 "PharosDurability", "PharosRouting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -108,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-shard",
             dependencies: [
-                "PharosStorage", "PharosShard", "PharosWire", "PharosIndex", "PharosVectors", "PharosCommandLine",
+                "PharosStorage", "PharosShard", "PharosWire", "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosBenchmarks",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

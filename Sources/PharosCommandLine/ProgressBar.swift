@@ -3,10 +3,10 @@ import Foundation
 /// A one-line progress display on standard error with rate and ETA, redrawn at most ten
 /// times a second; silent when standard error is not a terminal except for the final line.
 public final class ProgressBar: @unchecked Sendable {
-    // @unchecked: the mutable state (`lastDraw`) is guarded by `lock`.
+    // @unchecked: the mutable state (`lastDraw`, `total`) is guarded by `lock`.
     private let lock = NSLock()
     private let label: String
-    private let total: Int
+    private var total: Int
     private let start = Date()
     private var lastDraw = Date.distantPast
     private let interactive = isatty(STDERR_FILENO) != 0
@@ -28,8 +28,14 @@ public final class ProgressBar: @unchecked Sendable {
         draw(done, final: false)
     }
 
+    /// Redraws with `done` of `total` units finished (for work whose size is learnt as it goes).
+    public func update(_ done: Int, of total: Int) {
+        lock.withLock { self.total = total }
+        update(done)
+    }
+
     /// Draws the final line (always, also when not a terminal).
-    public func finish() { draw(total, final: true) }
+    public func finish() { draw(lock.withLock { total }, final: true) }
 
     private func draw(_ done: Int, final: Bool) {
         let elapsed = Date().timeIntervalSince(start)

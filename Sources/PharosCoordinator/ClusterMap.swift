@@ -1,6 +1,6 @@
-import PharosRouting
 import Foundation
 import PharosIndex
+import PharosRouting
 import PharosVectors
 
 /// The static cluster description the coordinator reads: the collection, the shards, and

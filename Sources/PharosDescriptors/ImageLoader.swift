@@ -1,8 +1,8 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
 import CPharosImage
+import PharosDurability
 import PharosVectors
 
 /// Reads JPEG and PNG files into RGB planes (pixel values 0...255), any aspect ratio, the longer

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
+import PharosDurability
 import PharosVectors
 
 /// One tensor of a checkpoint, copied out contiguous (row-major) whatever its stored strides.

@@ -66,4 +66,18 @@ public enum GroundTruth {
         }
         return Double(hits) / Double(Swift.max(1, queries))
     }
+
+    /// Recall@1/10/100 (those within `k` and the truth's width) of results named by keys
+    /// `keyPrefix` + row number, one list per query, against the exact neighbour rows of the
+    /// `.ivecs` file `truth`. A key of another form counts as a miss.
+    public static func recall(ofKeys results: [[String]], k: Int, keyPrefix: String, truth: String) throws -> [(at: Int, recall: Double)] {
+        let truthFile = try VectorFileReader(path: truth)
+        let truthIDs = try truthFile.readInt32Rows(0..<results.count).map(Int64.init)
+        let ids = results.flatMap { row in
+            (0..<k).map { r in r < row.count && row[r].hasPrefix(keyPrefix) ? Int64(row[r].dropFirst(keyPrefix.count)) ?? -1 : -1 }
+        }
+        return [1, 10, 100].filter { $0 <= k && $0 <= truthFile.dimension }.map { at in
+            (at, recall(at: at, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension))
+        }
+    }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
+import PharosDurability
 import PharosVectors
 
 /// A learned affine map applied to descriptors before they are indexed or searched:
@@ -225,4 +225,28 @@ public struct Whitening: Sendable, Equatable {
 
     /// Writes the file atomically (temporary, fsync, rename, fsync of the directory).
     public func save(_ path: String) throws { try FileIO.writeAtomically(serialized(), to: path) }
+}
+
+extension Whitening {
+    /// A pairs file that cannot be read, naming the file and line.
+    public struct PairsFileError: Error, CustomStringConvertible {
+        /// What is wrong, and where.
+        public var description: String
+    }
+
+    /// Matching pairs for `learnFromPairs`: lines of two row numbers (0-based) of the same
+    /// instance, separated by spaces, tabs or a comma; blank lines are skipped.
+    public static func readPairs(_ path: String) throws -> [(Int, Int)] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw PairsFileError(description: "cannot read \(path)") }
+        var list: [(Int, Int)] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+        where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," })
+            guard fields.count == 2, let a = Int(fields[0]), let b = Int(fields[1]) else {
+                throw PairsFileError(description: "\(path):\(n + 1): expected two row numbers, found \(line.debugDescription)")
+            }
+            list.append((a, b))
+        }
+        return list
+    }
 }

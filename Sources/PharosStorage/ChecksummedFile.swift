@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
+import PharosDurability
 import PharosIndex
 import PharosVectors
 

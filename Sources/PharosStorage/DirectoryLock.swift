@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
+import PharosDurability
 import PharosVectors
 
 /// An exclusive `flock` on a file, released when this object goes away (or the process

@@ -1,11 +1,11 @@
 #if canImport(Glibc)
-import PharosRouting
-import PharosDurability
 import Glibc
 #endif
 import Foundation
+import PharosDurability
 import PharosIndex
 import PharosKernels
+import PharosRouting
 import PharosVectors
 
 /// An immutable segment file, mapped read-only: opening reads the header only; each block's

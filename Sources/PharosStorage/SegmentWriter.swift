@@ -1,10 +1,10 @@
 #if canImport(Glibc)
-import PharosRouting
-import PharosDurability
 import Glibc
 #endif
+import PharosDurability
 import PharosIndex
 import PharosKernels
+import PharosRouting
 import PharosVectors
 
 /// Writes a segment file: lists in order (codes, then refine codes), then key blocks,

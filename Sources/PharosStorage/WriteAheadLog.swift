@@ -1,8 +1,8 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #endif
 import Foundation
+import PharosDurability
 import PharosIndex
 import PharosKernels
 import PharosVectors

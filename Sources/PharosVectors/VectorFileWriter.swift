@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-import PharosDurability
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PharosDurability
 import PharosKernels
 
 /// Writes rows to a `.fvecs`, `.ivecs`, `.bvecs` or `.npy` file, streaming.

@@ -18,7 +18,7 @@ struct CreateCommand: ParsableCommand {
     func run() throws {
         let reader = try VectorFileReader(path: train)
         let sample = try reader.readEvenlySpaced(atMost: trainCount)
-        guard let index = try IndexFactory.make(factory, dimension: reader.dimension, metric: metric) as? IVFPQIndex else {
+        guard let index = try IndexFactory.make(factory, dimension: reader.dimension, metric: metric) as? any InvertedFileIndex else {
             throw ValidationError("a shard needs an IVF/PQ configuration, not \(factory)")
         }
         printError("training \(factory) on \(sample.rows) x \(sample.columns) with \(threads) threads...")

@@ -17,30 +17,16 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Worker threads for encoding.") var threads: Int = Parallel.defaultThreads
 
     func run() throws {
-        let reader = try VectorFileReader(path: vectors)
-        var keyList: [String]?
-        if let keys {
-            guard let text = try? String(contentsOfFile: keys, encoding: .utf8) else { throw ValidationError("cannot read \(keys)") }
-            keyList = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            if keyList?.last == "" { keyList?.removeLast() }
-            guard keyList!.count == reader.count else {
-                throw ValidationError("\(keys) has \(keyList!.count) keys, \(vectors) has \(reader.count) rows")
-            }
-        }
         var options = Shard.Options()
         options.encodeThreads = threads
+        let rows = try VectorFileReader(path: vectors).count
+        let names = try keys.map { try KeyFile.read($0, rows: rows) }
         let shard = try Shard.open(at: data, options: options)
         defer { shard.close() }
-        let bar = ProgressBar("ingest", total: reader.count)
-        let total = reader.count, size = batch, prefix = keyPrefix, names = keyList
-        // Two batches in flight: one encodes while the other is logged and applied.
-        try shard.upsertInOrder(count: (total + size - 1) / size, inFlight: 2, batch: { b in
-            let rows = b * size ..< min(total, (b + 1) * size)
-            return (rows.map { names?[$0] ?? "\(prefix)\($0)" }, try reader.readRows(rows), nil)
-        }, committed: { b in bar.update(min(total, (b + 1) * size)) })
-        try shard.seal()
+        let bar = ProgressBar("ingest", total: rows)
+        let count = try shard.ingest(vectorFile: vectors, keys: names, keyPrefix: keyPrefix, batch: batch) { done, _ in bar.update(done) }
         bar.finish()
         let s = shard.statistics
-        print("ingested \(reader.count) vectors into \(data): \(s.liveEntries) live entries in \(s.segments) segments")
+        print("ingested \(count) vectors into \(data): \(s.liveEntries) live entries in \(s.segments) segments")
     }
 }

@@ -35,13 +35,8 @@ struct SearchCommand: ParsableCommand {
         print(String(format: "opened %@ in %.1f ms; searched %d queries, k=%d, nprobe=%d, %d threads: %.1f QPS",
                      data, opened * 1000, queryRows.rows, k, nprobe, threads, Double(queryRows.rows) / seconds))
         if let truth {
-            let truthFile = try VectorFileReader(path: truth)
-            let truthIDs = try truthFile.readInt32Rows(0..<queryRows.rows).map(Int64.init)
-            let ids = hits.flatMap { row in (0..<k).map { r in r < row.count ? Int64(row[r].key.dropFirst(keyPrefix.count)) ?? -1 : -1 } }
-            let recalls = [1, 10, 100].filter { $0 <= k && $0 <= truthFile.dimension }.map { at in
-                String(format: "recall@%d %.4f", at, GroundTruth.recall(at: at, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension))
-            }
-            print(recalls.joined(separator: "  "))
+            print(try GroundTruth.recall(ofKeys: hits.map { $0.map(\.key) }, k: k, keyPrefix: keyPrefix, truth: truth)
+                .map { String(format: "recall@%d %.4f", $0.at, $0.recall) }.joined(separator: "  "))
         }
         if let out {
             let text = hits.map { $0.map { "\($0.key)\t\($0.score)" }.joined(separator: "\t") }.joined(separator: "\n") + "\n"

@@ -1,12 +1,12 @@
 import ArgumentParser
 import Foundation
+import PharosBenchmarks
 import PharosCommandLine
 import PharosIndex
-import PharosVectors
 
 extension IndexCommand {
-    /// Machine-readable measurements for the side-by-side benchmark in `Benchmarks/`; the faiss
-    /// runner there prints the same JSON shape.
+    /// Machine-readable measurements for the side-by-side benchmark in `Benchmarks/`
+    /// (`IndexBenchmark`); the faiss runner there prints the same JSON shape.
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Train, add and search in one process; print one JSON line of timings and recall.")
@@ -37,46 +37,10 @@ extension IndexCommand {
         var queryLimit: Int = 0
 
         func run() throws {
-            let trainSet = try VectorFileReader(path: train).readAll()
-            let baseFile = try VectorFileReader(path: base)
-            let queryFile = try VectorFileReader(path: queries)
-            let truthFile = try VectorFileReader(path: truth)
-            let used = queryLimit > 0 ? min(queryLimit, queryFile.count) : queryFile.count
-            guard truthFile.count >= used else {
-                throw ValidationError("\(truth) has \(truthFile.count) rows, fewer than the \(used) queries")
-            }
-            let queryRows = try queryFile.readRows(0..<used)
-            let truthIDs = try truthFile.readInt32Rows(0..<used).map(Int64.init)
-            let baseRows = try baseFile.readAll()
-
-            let index = try IndexFactory.make(factory, dimension: baseFile.dimension, metric: metric)
-            var clock = Date()
-            try index.train(trainSet, threads: threads)
-            let trainSeconds = Date().timeIntervalSince(clock)
-            clock = Date()
-            try index.add(baseRows, ids: nil, threads: threads)
-            let addSeconds = Date().timeIntervalSince(clock)
-
-            var rows: [String] = []
-            for probe in nprobe.split(separator: ",").compactMap({ Int($0) }) {
-                let parameters = SearchParameters(nprobe: probe, refineFactor: refineFactor, threads: threads)
-                var times: [Double] = []
-                var result: SearchResult?
-                for _ in 0..<max(1, repeats) {
-                    clock = Date()
-                    result = try index.search(queryRows, k: k, parameters: parameters)
-                    times.append(Date().timeIntervalSince(clock))
-                }
-                let median = times.median
-                let ids = result!.ids
-                let r1 = GroundTruth.recall(at: 1, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension)
-                let r10 = k >= 10 ? GroundTruth.recall(at: 10, result: ids, resultK: k, truth: truthIDs, truthK: truthFile.dimension) : -1
-                rows.append(String(format: "{\"nprobe\": %d, \"qps\": %.2f, \"recall1\": %.4f, \"recall10\": %.4f}",
-                                   probe, Double(queryRows.rows) / median, r1, r10))
-            }
-            print(String(format: "{\"engine\": \"pharos\", \"kernel\": \"%@\", \"factory\": \"%@\", \"threads\": %d, \"train_s\": %.3f, \"add_per_s\": %.1f, \"bytes_per_vector\": %d, \"rows\": [%@]}",
-                         kernelLevelName(), factory, threads, trainSeconds, Double(baseRows.rows) / max(addSeconds, 1e-9),
-                         index.bytesPerVector, rows.joined(separator: ", ")))
+            var bench = IndexBenchmark(factory: factory, train: train, base: base, queries: queries, truth: truth)
+            (bench.metric, bench.nprobe, bench.k, bench.refineFactor, bench.threads, bench.repeats, bench.queryLimit) =
+                (metric, nprobe, k, refineFactor, threads, repeats, queryLimit)
+            print(try bench.run())
         }
     }
 }

@@ -1,7 +1,7 @@
-import PharosDurability
 import ArgumentParser
 import Foundation
 import PharosCommandLine
+import PharosDatasets
 import PharosIndex
 import PharosVectors
 
@@ -10,24 +10,6 @@ struct DataCommand: ParsableCommand {
         commandName: "data",
         abstract: "Prepare data sets: Fashion-MNIST, synthetic clustered vectors, exact neighbours, the labelled photo set.",
         subcommands: [FashionMNIST.self, Synthetic.self, Truth.self, PhotoSetCommand.self])
-}
-
-/// Writes a matrix to a vector file (format from the extension).
-private func write(_ m: Matrix, to path: String) throws {
-    let w = try VectorFileWriter(path: path, dimension: m.columns)
-    try w.write(m)
-    try w.finish()
-}
-
-/// Computes and writes exact top-k neighbours of `queries` in `base`.
-private func writeTruth(base: String, queries: Matrix, k: Int, metric: Metric, threads: Int, to path: String) throws {
-    let reader = try VectorFileReader(path: base)
-    let bar = ProgressBar("exact neighbours", total: reader.count)
-    let truth = try GroundTruth.compute(base: reader, queries: queries, k: k, metric: metric, threads: threads) { bar.update($0) }
-    bar.finish()
-    let w = try VectorFileWriter(path: path, dimension: k)
-    try w.write(int32Rows: truth.ids.map { Int32(truncatingIfNeeded: $0) })
-    try w.finish()
 }
 
 extension DataCommand {
@@ -44,18 +26,11 @@ extension DataCommand {
         var threads: Int = Parallel.defaultThreads
 
         func run() throws {
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            let truthPath = out + "/truth-l2-100.ivecs"
-            if FileManager.default.fileExists(atPath: truthPath) {
-                print("cached: \(out)")
-                return
-            }
-            let base = try IDXReader.readImages(path: source + "/train-images-idx3-ubyte.gz")
-            let queries = try IDXReader.readImages(path: source + "/t10k-images-idx3-ubyte.gz")
-            try write(base, to: out + "/base.fvecs")
-            try write(queries, to: out + "/queries.fvecs")
-            try writeTruth(base: out + "/base.fvecs", queries: queries, k: 100, metric: .l2, threads: threads, to: truthPath)
-            print("wrote \(out): base \(base.rows)x\(base.columns), queries \(queries.rows), exact top-100")
+            let bar = ProgressBar("exact neighbours", total: 0)
+            let made = try DataSets.fashionMNIST(source: source, out: out, threads: threads) { bar.update($0, of: $1) }
+            guard let base = made.base else { return print("cached: \(out)") }
+            bar.finish()
+            print("wrote \(out): base \(base.rows)x\(base.columns), queries \(made.queries), exact top-100")
         }
     }
 
@@ -95,42 +70,18 @@ extension DataCommand {
         }
 
         func run() throws {
-            let metric: Metric = normalized ? .innerProduct : .l2
-            let truthPath = out + "/truth-\(metric.rawValue)-100.ivecs"
-            if FileManager.default.fileExists(atPath: truthPath) {
-                print("cached: \(out)")
-                return
-            }
-            // Everything is written in a private folder first and moved in when complete, the
-            // ground truth (what marks the set as made) last: a failed or killed run leaves
-            // nothing half-written under its final name.
-            let partial = out + "/.partial-\(getpid())"
-            try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: partial) }
-            let data = SyntheticDataset(dimension: dimension, clusters: clusters, spread: spread, normalized: normalized, seed: seed)
-            let baseWriter = try VectorFileWriter(path: partial + "/base.fvecs", dimension: dimension)
+            let set = DataSets.Synthetic(count: count, trainCount: trainCount, queries: queries, dimension: dimension, clusters: clusters,
+                                         spread: spread, normalized: normalized, seed: seed)
             let bar = ProgressBar("generate", total: count)
-            var done = 0
-            while done < count {
-                let n = min(100_000, count - done)
-                try baseWriter.write(data.vectors(done..<done + n, stream: 0))
-                done += n
-                bar.update(done)
-            }
-            try baseWriter.finish()
-            bar.finish()
-            try write(data.vectors(0..<trainCount, stream: 1), to: partial + "/train.fvecs")
-            let q = data.vectors(0..<queries, stream: 2)
-            try write(q, to: partial + "/queries.fvecs")
-            let truthName = (truthPath as NSString).lastPathComponent
-            try writeTruth(base: partial + "/base.fvecs", queries: q, k: min(100, count), metric: metric, threads: threads, to: partial + "/" + truthName)
-            for name in ["base.fvecs", "train.fvecs", "queries.fvecs", truthName] {
-                guard rename(partial + "/" + name, out + "/" + name) == 0 else {
-                    throw ValidationError("cannot move \(name) into \(out): \(String(cString: strerror(errno)))")
+            do {
+                guard try DataSets.synthetic(set, out: out, threads: threads, progress: { bar.update($0) }) == .written else {
+                    return print("cached: \(out)")
                 }
+            } catch let error as DataSets.DataSetError {
+                throw ValidationError(error.description)
             }
-            FileIO.syncDirectory(containing: truthPath)
-            print("wrote \(out): base \(count)x\(dimension), train \(trainCount), queries \(queries), exact top-100 (\(metric.rawValue))")
+            bar.finish()
+            print("wrote \(out): base \(count)x\(dimension), train \(trainCount), queries \(queries), exact top-100 (\(set.metric.rawValue))")
         }
     }
 
@@ -161,7 +112,9 @@ extension DataCommand {
                 throw ValidationError("\(queries) holds \(queryReader.dimension)-D vectors, \(base) \(baseReader.dimension)-D: neighbours need one dimension")
             }
             guard k <= baseReader.count else { throw ValidationError("-k \(k): \(base) holds only \(baseReader.count) vectors") }
-            try writeTruth(base: base, queries: try queryReader.readAll(), k: k, metric: metric, threads: threads, to: out)
+            let bar = ProgressBar("exact neighbours", total: baseReader.count)
+            try DataSets.writeTruth(base: base, queries: try queryReader.readAll(), k: k, metric: metric, threads: threads, to: out) { bar.update($0) }
+            bar.finish()
         }
     }
 }

@@ -56,20 +56,12 @@ struct EvalCommand: ParsableCommand {
                 return ranker.ranking(q, k: k, expansion: expansion)
             }
         } else {
-            let expansion = try parseExpansion(expand)
-            let (k, nprobe, vectors) = (self.k, self.nprobe, queryVectors)
+            let search = ClusterSearch(k: k, nprobe: nprobe, expansion: try parseExpansion(expand))
+            let vectors = queryVectors
             rankings = try options.withClient { client in
-                var out: [[String]] = []
-                for key in keys {
-                    let request = vectors[key].map { SearchRequest(vectors: $0, dimension: $0.count, k: k, nprobe: nprobe, expansion: expansion) }
-                        ?? SearchRequest(queryKeys: [key], k: k, nprobe: nprobe, expansion: expansion)
-                    guard case let .searchResult(result) = try await client.call(.search(request)) else {
-                        throw ValidationError("query \(key): unexpected reply")
-                    }
-                    if result.partial { printError("query \(key): partial answer (missing \(result.missing.map(\.shard)))") }
-                    out.append(result.queries[0].keys)
+                try await search.rankings(of: keys, vectors: vectors, through: client) { key, missing in
+                    printError("query \(key): partial answer (missing \(missing.map(\.shard)))")
                 }
-                return out
             }
         }
         let setups: [RevisitedProtocol.Setup] = truth.labelled ? [.easy] : RevisitedProtocol.Setup.allCases

@@ -11,9 +11,6 @@ struct IndexCommand: ParsableCommand {
         subcommands: [Build.self, Search.self, Recall.self, Bench.self])
 }
 
-/// Input vectors are read in batches of this many rows, to bound memory on large files.
-private let addBatch = 100_000
-
 extension IndexCommand {
     struct Build: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -35,37 +32,14 @@ extension IndexCommand {
         var threads: Int = Parallel.defaultThreads
 
         func run() throws {
-            let baseFile = try VectorFileReader(path: base)
-            let index = try IndexFactory.make(factory, dimension: baseFile.dimension, metric: metric)
-            let sample = try trainingSample(baseFile)
-            printError("training \(factory) on \(sample.rows) vectors with \(threads) threads...")
-            let trainStart = Date()
-            try index.train(sample, threads: threads)
-            let trainSeconds = Date().timeIntervalSince(trainStart)
-            let bar = ProgressBar("add", total: baseFile.count)
-            let addStart = Date()
-            try baseFile.forEachBatch(of: addBatch) { batch, first in
-                try index.add(batch, ids: (0..<Int64(batch.rows)).map { Int64(first) + $0 }, threads: threads)
-                bar.update(first + batch.rows)
-            }
+            let bar = ProgressBar("add", total: 0)
+            let built = try IndexFiles.build(factory: factory, metric: metric, base: base, train: train, trainSize: trainSize, threads: threads,
+                                             into: out, report: printError, progress: { bar.update($0, of: $1) })
             bar.finish()
-            let addSeconds = Date().timeIntervalSince(addStart)
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            try IndexFactory.save(index, to: out + "/" + IndexFile.fileName)
+            let index = built.index
             print(String(format: "built %@ over %d x %d: train %.2f s, add %.0f vectors/s, %d bytes/vector -> %@",
-                         index.factoryString, index.count, index.dimension, trainSeconds,
-                         Double(index.count) / max(addSeconds, 1e-9), index.bytesPerVector, out))
-        }
-
-        private func trainingSample(_ baseFile: VectorFileReader) throws -> Matrix {
-            if let train { return try VectorFileReader(path: train).readAll() }
-            if baseFile.count <= trainSize { return try baseFile.readAll() }
-            var rng = SplitMix64(seed: 17)
-            let rows = rng.sample(trainSize, from: baseFile.count)
-            var sample = Matrix(rows: 0, columns: baseFile.dimension)
-            // Read sampled rows in sorted runs to keep the I/O sequential-ish and bounded.
-            for row in rows { sample.append(contentsOf: try baseFile.readRows(row..<row + 1)) }
-            return sample
+                         index.factoryString, index.count, index.dimension, built.trainSeconds,
+                         Double(index.count) / max(built.addSeconds, 1e-9), index.bytesPerVector, out))
         }
     }
 
@@ -89,17 +63,10 @@ extension IndexCommand {
         var out: String
 
         func run() throws {
-            let loaded = try IndexFactory.load(from: index + "/" + IndexFile.fileName)
-            let q = try VectorFileReader(path: queries).readAll()
             let parameters = SearchParameters(nprobe: nprobe, refineFactor: refineFactor, threads: threads)
-            let start = Date()
-            let result = try loaded.search(q, k: k, parameters: parameters)
-            let seconds = Date().timeIntervalSince(start)
-            let writer = try VectorFileWriter(path: out, dimension: k)
-            try writer.write(int32Rows: result.ids.map { Int32(truncatingIfNeeded: $0) })
-            try writer.finish()
+            let (count, seconds) = try IndexFiles.search(directory: index, queries: queries, k: k, parameters: parameters, out: out)
             print(String(format: "searched %d queries, k=%d, nprobe=%d, %d threads: %.1f QPS -> %@",
-                         q.rows, k, nprobe, threads, Double(q.rows) / max(seconds, 1e-9), out))
+                         count, k, nprobe, threads, Double(count) / max(seconds, 1e-9), out))
         }
     }
 
@@ -113,18 +80,12 @@ extension IndexCommand {
         var truth: String
 
         func run() throws {
-            let r = try VectorFileReader(path: result), t = try VectorFileReader(path: truth)
-            guard r.count == t.count else {
-                throw ValidationError("\(result) has \(r.count) rows but \(truth) has \(t.count): they must cover the same queries")
+            do {
+                print(try IndexFiles.recall(result: result, truth: truth).map { String(format: "recall@%d %.4f", $0.at, $0.recall) }
+                    .joined(separator: "  "))
+            } catch let error as IndexFiles.MismatchedFiles {
+                throw ValidationError(error.description)
             }
-            let ids = try r.readInt32Rows(0..<r.count).map(Int64.init)
-            let truthIDs = try t.readInt32Rows(0..<t.count).map(Int64.init)
-            var parts: [String] = []
-            for at in [1, 10, 100] where at <= r.dimension && at <= t.dimension {
-                let value = GroundTruth.recall(at: at, result: ids, resultK: r.dimension, truth: truthIDs, truthK: t.dimension)
-                parts.append(String(format: "recall@%d %.4f", at, value))
-            }
-            print(parts.joined(separator: "  "))
         }
     }
 }

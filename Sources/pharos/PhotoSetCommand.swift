@@ -1,16 +1,10 @@
-import PharosRouting
 import ArgumentParser
 import Foundation
 import PharosCommandLine
+import PharosDatasets
 import PharosDescriptors
-import PharosEvaluation
-import PharosVectors
 
-/// `pharos data photos`: builds the offline labelled photo set from photos that Debian and pip
-/// packages ship: every KDE Plasma wallpaper photo (`plasma-workspace-wallpapers`) in several
-/// random crops and resolutions (one instance each), plus the example photos of `opencv-doc`
-/// and scikit-image's data folder as distractors (the few that show the same scene twice,
-/// such as graf1/graf3 or box/box_in_scene, labelled together).
+/// `pharos data photos`: builds the offline labelled photo set (`LabelledPhotoSet`).
 struct PhotoSetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "photos", abstract: "Build the labelled photo set (wallpapers in many crops + distractors) with its labels.json.")
@@ -23,97 +17,16 @@ struct PhotoSetCommand: ParsableCommand {
     @Option(help: "Folder of opencv-doc's example photos.") var opencv: String = "/usr/share/doc/opencv-doc/examples/data"
     @Option(help: "Folder of scikit-image's data photos (Scripts/install-deps.sh unpacks it).") var skimage: String = ".deps/skimage-data"
 
-    /// Distractor files that show the same object or scene: labelled together.
-    static let groups: [String: String] = [
-        "graf1.png": "graf", "graf3.png": "graf", "box.png": "box", "box_in_scene.png": "box",
-        "aloeL.jpg": "aloe", "aloeR.jpg": "aloe", "basketball1.png": "basketball", "basketball2.png": "basketball",
-        "Blender_Suzanne1.jpg": "suzanne", "Blender_Suzanne2.jpg": "suzanne", "ela_original.jpg": "ela", "ela_modified.jpg": "ela",
-        "leuvenA.jpg": "leuven", "leuvenB.jpg": "leuven", "rubberwhale1.png": "rubberwhale", "rubberwhale2.png": "rubberwhale",
-        "aero1.jpg": "aero", "aero3.jpg": "aero", "left.jpg": "stereo", "right.jpg": "stereo",
-        "motorcycle_left.png": "motorcycle", "motorcycle_right.png": "motorcycle",
-        "chessboard_GRAY.png": "skimage-chessboard", "chessboard_RGB.png": "skimage-chessboard",
-    ]
-    /// Near-duplicate calibration shots: many views of one board would swamp the queries.
-    static func skipped(_ name: String) -> Bool {
-        (name.hasPrefix("left") || name.hasPrefix("right")) && name.count == 10 && name.hasSuffix(".jpg")   // left01.jpg ... right14.jpg
-    }
-
     func run() throws {
-        let fm = FileManager.default
-        guard fm.fileExists(atPath: wallpapers) else {
-            throw ValidationError("\(wallpapers) is missing: apt-get install plasma-workspace-wallpapers (Scripts/install-deps.sh does)")
-        }
-        try? fm.removeItem(atPath: out + "/images")
-        var labels: [String: String] = [:]
-        var written = 0
-        let clock = Date()
-
-        // Wallpapers: the distinct photo files of each (many sizes are symlinks to one file).
-        var instances = try fm.contentsOfDirectory(atPath: wallpapers).sorted()
-        if wallpaperLimit > 0 { instances = Array(instances.prefix(wallpaperLimit)) }
-        let bar = ProgressBar("photos", total: instances.count)
-        for (n, instance) in instances.enumerated() {
-            let folder = "\(wallpapers)/\(instance)/contents/images"
-            guard let names = try? fm.contentsOfDirectory(atPath: folder) else { continue }
-            let sources = Set(names.map { URL(fileURLWithPath: "\(folder)/\($0)").resolvingSymlinksInPath().path }).sorted()
-            var rng = SplitMix64(seed: KeyHash.of(instance))
-            var view = 0
-            for source in sources {
-                guard let photo = try? ImageLoader.load(path: source, maximumSide: side * 2) else {
-                    printError("skipped \(source): not readable"); continue
-                }
-                var crops = [ImageResampler.resize(photo, longerSide: min(side, max(photo.height, photo.width)))]
-                for _ in 0..<views {
-                    // A crop of 12-45% of the area at a random place, shown at 50-100% of `side`,
-                    // with its brightness and contrast changed: views a matcher has to work for.
-                    let area = 0.12 + 0.33 * Double(rng.nextUnitFloat()), aspect = 0.75 + 0.6 * Double(rng.nextUnitFloat())
-                    let h = min(photo.height, max(32, Int((Double(photo.height * photo.width) * area / aspect).squareRoot())))
-                    let w = min(photo.width, max(32, Int(Double(h) * aspect)))
-                    let top = Int(Double(rng.nextUnitFloat()) * Double(photo.height - h)), left = Int(Double(rng.nextUnitFloat()) * Double(photo.width - w))
-                    let brightness = Float(0.7 + 0.6 * Double(rng.nextUnitFloat())), contrast = Float(0.7 + 0.6 * Double(rng.nextUnitFloat()))
-                    let crop = photo.cropped(top: top, left: left, height: h, width: w).adjusted(brightness: brightness, contrast: contrast)
-                    let longer = Int(Double(side) * (0.5 + 0.5 * Double(rng.nextUnitFloat())))
-                    crops.append(ImageResampler.resize(crop, longerSide: min(longer, max(h, w))))
-                }
-                for crop in crops {
-                    let key = String(format: "wallpapers/%@/v%02d.jpg", instance, view)
-                    try write(crop, key: key, quality: 60 + Int(Double(rng.nextUnitFloat()) * 35))
-                    labels[key] = "wallpaper-" + instance
-                    view += 1
-                    written += 1
-                }
-            }
-            bar.update(n + 1)
+        let set = LabelledPhotoSet(out: out, views: views, side: side, wallpaperLimit: wallpaperLimit, wallpapers: wallpapers,
+                                   opencv: opencv, skimage: skimage)
+        let bar = ProgressBar("photos", total: 0)
+        let summary: LabelledPhotoSet.Summary
+        do { summary = try set.build(progress: { bar.update($0, of: $1) }, report: printError) } catch let error as DescriptorError {
+            throw ValidationError(error.description)
         }
         bar.finish()
-
-        // Distractors, copied as they are.
-        for (folder, prefix) in [(opencv, "opencv"), (skimage, "skimage")] {
-            guard let names = try? fm.contentsOfDirectory(atPath: folder) else {
-                printError("no distractors from \(folder) (missing)"); continue
-            }
-            for name in names.sorted() where ImageLoader.isPhoto(fileName: name) && !Self.skipped(name) {
-                let key = "\(prefix)/\(name)"
-                guard (try? ImageLoader.load(path: "\(folder)/\(name)", maximumSide: 64)) != nil else {
-                    printError("skipped \(folder)/\(name): not readable"); continue
-                }
-                try fm.createDirectory(atPath: "\(out)/images/\(prefix)", withIntermediateDirectories: true)
-                try fm.copyItem(atPath: "\(folder)/\(name)", toPath: "\(out)/images/\(key)")
-                labels[key] = Self.groups[name].map { "\(prefix)-\($0)" } ?? key
-                written += 1
-            }
-        }
-        var counts: [String: Int] = [:]
-        for label in labels.values { counts[label, default: 0] += 1 }
-        let queries = labels.keys.filter { counts[labels[$0]!]! > 1 }.sorted()
-        try RetrievalGroundTruth.saveLabelled(labels, queries: queries, to: out + "/labels.json")
         print(String(format: "wrote %d photos (%d instances with several views, %d queries) to %@/images and %@/labels.json in %.1f s",
-                     written, counts.values.count { $0 > 1 }, queries.count, out, out, Date().timeIntervalSince(clock)))
-    }
-
-    private func write(_ image: FeatureMap, key: String, quality: Int) throws {
-        let path = "\(out)/images/\(key)"
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try Data(ImageLoader.encodeJPEG(image, quality: quality)).write(to: URL(fileURLWithPath: path))
+                     summary.photos, summary.instancesWithViews, summary.queries, out, out, summary.seconds))
     }
 }

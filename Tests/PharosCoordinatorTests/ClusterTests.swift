@@ -1,11 +1,11 @@
 import Foundation
 import NIOPosix
+import PharosCluster
 import PharosIndex
 import PharosStorage
 import PharosVectors
 import PharosWire
 import Testing
-import PharosCluster
 @testable import PharosCoordinator
 @testable import PharosShard
 

@@ -1,6 +1,6 @@
 import Foundation
-import PharosVectors
 import PharosIndex
+import PharosVectors
 import PharosWire
 import Testing
 @testable import PharosCoordinator

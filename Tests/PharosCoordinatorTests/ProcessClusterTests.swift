@@ -1,7 +1,7 @@
 import Foundation
-import PharosTestSupport
 import NIOPosix
 import PharosIndex
+import PharosTestSupport
 import PharosVectors
 import PharosWire
 import Testing

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import PharosCluster
+import PharosCommandLine
+import PharosVectors
+import PharosWire
+
+/// `pharos search`: queries the cluster with a vector file (or keys); prints latency, QPS and
+/// recall (`ClusterSearch`).
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "search", abstract: "Search the cluster; print latency percentiles, QPS and (with --truth) recall.")
+
+    @OptionGroup var options: CoordinatorOptions
+    @Option(help: "Query vectors.") var queries: String?
+    @Option(help: "Query by these keys of indexed images (comma-separated) instead of vectors.") var queryKeys: String?
+    @Option(name: .customShort("k"), help: "Results per query.") var k: Int = 10
+    @Option(help: "Lists probed per query.") var nprobe: Int = 16
+    @Option(help: "Refine factor.") var refineFactor: Int = 4
+    @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "Queries per request.") var batch: Int = 1
+    @Option(help: "Use only the first N queries; 0 for all.") var limit: Int = 0
+    @Option(help: "Exact neighbour rows (.ivecs) for recall; keys must be <key-prefix><row>.") var truth: String?
+    @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
+    @Option(help: "Per-request deadline in milliseconds.") var deadline: Int = 5000
+    @Flag(help: "Print each query's hits.") var show = false
+    @Flag(help: "Exit 0 even when some answers were partial (a shard missing); without it such a run exits 2.")
+    var allowPartial = false
+
+    func run() throws {
+        let search = ClusterSearch(k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: try parseExpansion(expand),
+                                   deadlineMilliseconds: deadline, batch: batch)
+        let keys = queryKeys?.split(separator: ",").map(String.init) ?? []
+        var rows = Matrix(rows: 0, columns: 0)
+        if let queries {
+            let reader = try VectorFileReader(path: queries)
+            rows = try reader.readRows(0 ..< (limit > 0 ? min(limit, reader.count) : reader.count))
+        } else if keys.isEmpty {
+            throw ValidationError("give --queries FILE or --query-keys KEY,...")
+        }
+        let queryRows = rows
+        let run = try options.withClient { client in
+            try await search.run(through: client, vectors: queryRows, keys: keys) { missing in
+                printError("partial answer, missing: \(missing.map { "\($0.shard) (\($0.reason))" })")
+            }
+        }
+        let count = run.hits.count
+        print(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
+                     count, search.batch, k, nprobe, expand, Double(count) / run.seconds, run.latencies.median, run.latencies.percentile(0.99),
+                     run.partialAnswers > 0 ? ", \(run.partialAnswers) partial answers" : ""))
+        if show {
+            for (q, h) in run.hits.enumerated() {
+                print("query \(q): " + zip(h.keys, h.scores).map { "\($0) \(String(format: "%.4f", $1))" }.joined(separator: ", "))
+            }
+        }
+        if let truth {
+            print(try ClusterSearch.recall(of: run.hits, k: k, keyPrefix: keyPrefix, truth: truth)
+                .map { String(format: "recall@%d %.4f", $0.at, $0.recall) }.joined(separator: "  "))
+        }
+        if run.partialAnswers > 0 && !allowPartial {
+            printError("\(run.partialAnswers) of \(run.latencies.count) answers were partial (exit status 2; --allow-partial exits 0)")
+            throw ExitCode.degraded
+        }
+    }
+}
