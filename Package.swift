@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "pharos", targets: ["pharos"]),
         .executable(name: "pharos-shard", targets: ["pharos-shard"]),
         .executable(name: "pharos-coordinator", targets: ["pharos-coordinator"]),
+        .executable(name: "pharos-crash-test", targets: ["pharos-crash-test"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -103,8 +104,7 @@ let package = Package(
             name: "pharos",
             dependencies: [
                 "PharosCluster", "PharosDatasets", "PharosBenchmarks",
-                "PharosIndex", "PharosVectors", "PharosKernels", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosStorage", "PharosDescriptors", "PharosEvaluation",
-                "PharosDurability", "PharosRouting",
+                "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosDescriptors", "PharosEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
@@ -130,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-crash-test",
             dependencies: [
-                "PharosStorage", "PharosIndex", "PharosVectors", "PharosDurability",
+                "PharosStorage", "PharosIndex", "PharosVectors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -144,7 +144,7 @@ let package = Package(
             ]),
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
-        .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors"]),
+        .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels"]),
         .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
         .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),

@@ -28,6 +28,11 @@ public struct VectorIngestion: Sendable {
         public var replaced: Int
         /// Batches a checkpoint let this run skip.
         public var resumedAfterBatches: Int
+
+        /// A summary.
+        public init(sent: Int, replaced: Int, resumedAfterBatches: Int) {
+            (self.sent, self.replaced, self.resumedAfterBatches) = (sent, replaced, resumedAfterBatches)
+        }
     }
 
     /// An ingestion that cannot start or was refused, naming why.

@@ -110,7 +110,17 @@ extension IVFPQIndex {
     /// segments of blocks.
     private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables, nprobe: Int,
                           sources: [any InvertedListSource], heaps: inout [ResultHeap], scratch: inout FastScanScratch) throws {
-        guard sources.contains(where: { $0.entryCount(ofList: l) > 0 }) else { return }
+        // Sources are borrowed through a buffer (no retain and release per source and list).
+        try sources.withUnsafeBufferPointer { sources in
+            guard sources.contains(where: { $0.entryCount(ofList: l) > 0 }) else { return }
+            try scanList(l, pairs: pairs, tables: tables, nprobe: nprobe, sources: sources, heaps: &heaps, scratch: &scratch)
+        }
+    }
+
+    /// `scanList` over sources already borrowed.
+    private func scanList(_ l: Int, pairs: ArraySlice<FastScanPair>, tables: FastScanTables, nprobe: Int,
+                          sources: UnsafeBufferPointer<any InvertedListSource>, heaps: inout [ResultHeap],
+                          scratch: inout FastScanScratch) throws {
         let mp = mPadded, lutBytes = mp * 16
         scratch.luts.removeAll(keepingCapacity: true)
         for pair in pairs {
@@ -121,8 +131,8 @@ extension IVFPQIndex {
         if scratch.sums.count < pairs.count * segment * 32 { scratch.sums = [UInt16](repeating: 0, count: pairs.count * segment * 32) }
         try scratch.luts.withUnsafeBufferPointer { lutPtr in
             try scratch.sums.withUnsafeMutableBufferPointer { sumPtr in
-                for (s, source) in sources.enumerated() where source.entryCount(ofList: l) > 0 {
-                    try source.withList(l) { view in
+                for s in sources.indices where sources[s].entryCount(ofList: l) > 0 {
+                    try sources[s].withList(l) { view in
                         let count = view.count
                         guard count > 0, let blocks = view.codes else { return }
                         let blockCount = (count + 31) / 32

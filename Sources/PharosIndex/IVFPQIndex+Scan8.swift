@@ -21,8 +21,8 @@ extension IVFPQIndex {
                             let l = Int(probes[qi * nprobe + p])
                             guard l >= 0 else { continue }
                             var tableReady = false
-                            for (s, source) in sources.enumerated() where source.entryCount(ofList: l) > 0 {
-                                try source.withList(l) { view in
+                            for s in sources.indices where sources[s].entryCount(ofList: l) > 0 {
+                                try sources[s].withList(l) { view in
                                     guard view.count > 0 else { return }
                                     if metric == .l2 && !tableReady {
                                         lookupTable(list: l, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!)

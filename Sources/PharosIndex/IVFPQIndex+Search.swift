@@ -30,10 +30,14 @@ extension IVFPQIndex {
             let labelled = try searchLocked(queries, k: k, parameters: parameters, sources: sources)
             var result = labelled
             var owners = [Int32](repeating: -1, count: labelled.ids.count)
-            for i in labelled.ids.indices where labelled.ids[i] >= 0 {
-                let label = labelled.ids[i], source = Label.source(label)
-                owners[i] = Int32(source)
-                result.ids[i] = sources[source].entryID(list: Label.list(label), offset: Label.offset(label))
+            // Sources are borrowed through a buffer: copying an existential out of the array per
+            // hit costs a retain and a release each.
+            sources.withUnsafeBufferPointer { sources in
+                for i in labelled.ids.indices where labelled.ids[i] >= 0 {
+                    let label = labelled.ids[i], source = Label.source(label)
+                    owners[i] = Int32(source)
+                    result.ids[i] = sources[source].entryID(list: Label.list(label), offset: Label.offset(label))
+                }
             }
             return SourcedSearchResult(result: result, sources: owners)
         }
@@ -163,12 +167,13 @@ extension IVFPQIndex {
     /// Re-ranks (with refine codes) and writes each query's k best labels and scores.
     private func finish(_ queries: Matrix, chunk: Range<Int>, heaps: inout [ResultHeap], k: Int,
                         sources: [any InvertedListSource], labels ids: SendablePointer<Int64>, scores: SendablePointer<Float>) throws {
+        var groups = ListGroups(lists: configuration.lists, sources: sources.count)
         for qi in 0..<chunk.count {
             let q = chunk.lowerBound + qi
             var (distances, labels) = heaps[qi].sorted()
             var refined = ResultHeap(capacity: k)
             if let codec = refineCodec {
-                try rerank(query: queries, row: q, codec: codec, labels: labels, sources: sources, into: &refined)
+                try rerank(query: queries, row: q, codec: codec, labels: labels, sources: sources, groups: &groups, into: &refined)
                 (distances, labels) = refined.sorted()
             }
             for (r, (dist, label)) in zip(distances.prefix(k), labels.prefix(k)).enumerated() {

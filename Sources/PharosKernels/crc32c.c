@@ -42,7 +42,7 @@ static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p, size_t n) {
 
 uint32_t pharos_crc32c(uint32_t crc, const void *data, size_t n) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) return crc32c_sse42(crc, (const uint8_t *)data, n);
+    if (pharos_internal_level() == 1) return crc32c_sse42(crc, (const uint8_t *)data, n);
 #endif
     return crc32c_portable(crc, (const uint8_t *)data, n);
 }

@@ -8,8 +8,10 @@
 
 // MARK: - Run-time dispatch
 
-static int forced_portable = 0;
-static int detected_level = -1;
+// Read on every kernel call from every file (`pharos_internal_level`): a call into this file
+// per dispatch cost a measurable share of a refine-heavy search once the kernels were split.
+int pharos_internal_forced_portable = 0;
+int pharos_internal_detected_level = -1;
 
 static int detect_level(void) {
 #if PHAROS_X86
@@ -19,16 +21,14 @@ static int detect_level(void) {
     return 0;
 }
 
-int pharos_kernel_level(void) {
-    if (forced_portable) return 0;
-    int level = __atomic_load_n(&detected_level, __ATOMIC_RELAXED);
-    if (level < 0) {
-        level = detect_level();
-        __atomic_store_n(&detected_level, level, __ATOMIC_RELAXED);
-    }
+int pharos_internal_detect_level(void) {
+    int level = detect_level();
+    __atomic_store_n(&pharos_internal_detected_level, level, __ATOMIC_RELAXED);
     return level;
 }
 
-void pharos_kernel_force_portable(int force) { forced_portable = force; }
+int pharos_kernel_level(void) { return pharos_internal_level(); }
+
+void pharos_kernel_force_portable(int force) { pharos_internal_forced_portable = force; }
 
 const char *pharos_kernel_level_name(void) { return pharos_kernel_level() == 1 ? "avx2" : "portable"; }

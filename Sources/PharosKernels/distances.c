@@ -61,7 +61,7 @@ static size_t argmin_sum_avx2(const float *values, const float *bias, size_t n, 
 
 size_t pharos_argmin_sum(const float *values, const float *bias, size_t n, float *best) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) return argmin_sum_avx2(values, bias, n, best);
+    if (pharos_internal_level() == 1) return argmin_sum_avx2(values, bias, n, best);
 #endif
     return argmin_sum_portable(values, bias, n, best);
 }

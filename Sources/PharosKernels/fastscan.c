@@ -97,7 +97,7 @@ static void fs4_scan_avx2(const uint8_t *luts, size_t query_count, size_t m_padd
 void pharos_fs4_scan(const uint8_t *luts, size_t query_count, size_t m_padded,
                      const uint8_t *blocks, size_t block_count, uint16_t *sums) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) {
+    if (pharos_internal_level() == 1) {
         fs4_scan_avx2(luts, query_count, m_padded, blocks, block_count, sums);
         return;
     }
@@ -183,7 +183,7 @@ DEFINE_QUANTIZE_LUTS(quantize_luts_avx2, __attribute__((target("avx2"))), row_mi
 float pharos_fs4_quantize_luts(const float *tables, size_t table_count, size_t m_count,
                                size_t m_padded, uint8_t *out, float *offsets) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) return quantize_luts_avx2(tables, table_count, m_count, m_padded, out, offsets);
+    if (pharos_internal_level() == 1) return quantize_luts_avx2(tables, table_count, m_count, m_padded, out, offsets);
 #endif
     return quantize_luts_portable(tables, table_count, m_count, m_padded, out, offsets);
 }

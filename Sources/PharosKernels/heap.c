@@ -135,7 +135,7 @@ static void heap_push_u16_avx2(PharosHeap *h, const uint16_t *sums, size_t n, fl
 void pharos_heap_push_u16(PharosHeap *h, const uint16_t *sums, size_t n, float scale,
                           float offset, int64_t first_id, PharosSkipMask skip) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) {
+    if (pharos_internal_level() == 1) {
         heap_push_u16_avx2(h, sums, n, scale, offset, first_id, skip);
         return;
     }

@@ -1,5 +1,6 @@
 // Private to the PharosKernels target (not in include/, which is the public module header):
-// what more than one kernel file needs, kept static inline so no new symbol is exported.
+// what more than one kernel file needs, kept static inline; the only shared state is the
+// dispatch level (`pharos_internal_*`, defined in dispatch.c).
 #ifndef PHAROS_KERNELS_INTERNAL_H
 #define PHAROS_KERNELS_INTERNAL_H
 #include "PharosKernels.h"
@@ -10,6 +11,17 @@
 #define PHAROS_X86 1
 #include <immintrin.h>
 #endif
+
+// The kernel level (1 = AVX2 and SSE4.2, 0 = portable), inline in every dispatcher.
+extern int pharos_internal_forced_portable;
+extern int pharos_internal_detected_level;
+int pharos_internal_detect_level(void);
+
+static inline int pharos_internal_level(void) {
+    if (pharos_internal_forced_portable) return 0;
+    int level = __atomic_load_n(&pharos_internal_detected_level, __ATOMIC_RELAXED);
+    return level >= 0 ? level : pharos_internal_detect_level();
+}
 
 #if PHAROS_X86
 // Shared by the AVX2 PQ encoder and the AVX2 nearest-centroid search (distances.c).

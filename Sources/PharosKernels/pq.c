@@ -112,7 +112,7 @@ static void pq_encode_avx2(const float *x, size_t n, size_t dimension, const flo
 void pharos_pq_encode(const float *x, size_t n, size_t dimension, const float *codebooks_t,
                       const float *norms, size_t m_count, size_t ksub, uint8_t *codes) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1 && ksub % 8 == 0) {
+    if (pharos_internal_level() == 1 && ksub % 8 == 0) {
         pq_encode_avx2(x, n, dimension, codebooks_t, norms, m_count, ksub, codes);
         return;
     }

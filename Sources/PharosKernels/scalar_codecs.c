@@ -71,7 +71,7 @@ static float sq8_distance_avx2(const float *query, const uint8_t *code, const fl
 float pharos_sq8_distance(const float *query, const uint8_t *code, const float *offset,
                           const float *scale, size_t d, int inner_product) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) return sq8_distance_avx2(query, code, offset, scale, d, inner_product);
+    if (pharos_internal_level() == 1) return sq8_distance_avx2(query, code, offset, scale, d, inner_product);
 #endif
     return sq8_distance_portable(query, code, offset, scale, d, inner_product);
 }
@@ -107,7 +107,7 @@ static float sq8_weighted_sum_avx2(const float *weights, const uint8_t *code, si
 
 float pharos_sq8_weighted_sum(const float *weights, const uint8_t *code, size_t d) {
 #if PHAROS_X86
-    if (pharos_kernel_level() == 1) return sq8_weighted_sum_avx2(weights, code, d);
+    if (pharos_internal_level() == 1) return sq8_weighted_sum_avx2(weights, code, d);
 #endif
     return sq8_weighted_sum_portable(weights, code, d);
 }

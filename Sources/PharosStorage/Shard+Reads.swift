@@ -23,8 +23,11 @@ extension Shard {
                     Parallel.forEachChunk(count: queries.rows, chunkSize: 64, threads: parameters.threads) { chunk in
                         for q in chunk {
                             do {
-                                out.pointer[q] = try result.hits(ofQuery: q).map { hit in
-                                    Hit(key: try sources[hit.source].key(ofEntry: hit.entry), score: hit.score)
+                                // Borrowed through a buffer: no retain and release per hit.
+                                out.pointer[q] = try sources.withUnsafeBufferPointer { sources in
+                                    try result.hits(ofQuery: q).map { hit in
+                                        Hit(key: try sources[hit.source].key(ofEntry: hit.entry), score: hit.score)
+                                    }
                                 }
                             } catch {
                                 failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)")
