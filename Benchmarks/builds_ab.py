@@ -21,11 +21,12 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "Scripts"))
+from pharos_client import print_ab_table  # noqa: E402
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
 
 
@@ -104,11 +105,7 @@ def main():
         results["A"].append(rows["A"])
         results["B"].append(rows["B"])
     print(f"\nmedians of {args.rounds} interleaved rounds (1 thread)")
-    print("| measure | A | B | B/A |\n|---|---|---|---|")
-    for key in results["A"][0]:
-        a = statistics.median(row[key] for row in results["A"])
-        b = statistics.median(row[key] for row in results["B"])
-        print(f"| {key} | {a:g} | {b:g} | {b / a:.3f} |" if a else f"| {key} | {a:g} | {b:g} | - |")
+    print_ab_table(results)
 
 
 if __name__ == "__main__":

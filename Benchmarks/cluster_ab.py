@@ -4,7 +4,7 @@
     python3 Benchmarks/cluster_ab.py OLD_BIN_DIR NEW_BIN_DIR [--rounds 3] [--small]
 
 Each round starts a fresh `pharos cluster up` (3 shards on loopback) from one build and runs
-that build's `pharos cluster-bench` against it, alternating A, B, A, B, ... on the same data and
+that build's `pharos cluster-bench` against it, alternating A, B, B, A, ... on the same data and
 machine. cluster-bench measures the in-process engine in the same run, so each row is also
 reported relative to it: the coordinator's added latency (ms over in-process), throughput and
 ingestion. Prints per-round rows, medians, and B/A ratios of the medians. Use it to check that a
@@ -13,12 +13,11 @@ change costs the cluster nothing (e.g. a build of the previous commit in a git w
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Scripts"))
-from pharos_client import ROOT, LocalCluster  # noqa: E402
+from pharos_client import ROOT, LocalCluster, print_ab_table  # noqa: E402
 
 
 def run_round(bin_dir, data_set, dim, factory, queries, port):
@@ -67,16 +66,13 @@ def main():
     factory = f"IVF{lists},PQ{m}x4fs,RefineSQ8"
     results = {"A": [], "B": []}
     for r in range(args.rounds):
-        for name, bin_dir in (("A", args.a), ("B", args.b)):
+        # Which build goes first alternates: the second run of a round meets a warmer machine.
+        for name, bin_dir in (("A", args.a), ("B", args.b)) if r % 2 == 0 else (("B", args.b), ("A", args.a)):
             row = run_round(bin_dir, data_set, dim, factory, queries, args.port)
             results[name].append(row)
             print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:g}" for k, v in row.items()), flush=True)
     print(f"\n{count} x {dim}, {factory}, 3 shards, k=100, medians of {args.rounds} interleaved rounds")
-    print("| measure | A | B | B/A |\n|---|---|---|---|")
-    for key in results["A"][0]:
-        a = statistics.median(row[key] for row in results["A"])
-        b = statistics.median(row[key] for row in results["B"])
-        print(f"| {key} | {a:g} | {b:g} | {b / a:.2f} |" if a else f"| {key} | {a:g} | {b:g} | - |")
+    print_ab_table(results, digits=2)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,14 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             self.process.kill()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def print_ab_table(results, digits=3):
+    """Prints medians of two builds' rows (results = {"A": [row, ...], "B": [...]}, each row a
+    dict of measure -> value) and the B/A ratio of each, as a Markdown table."""
+    import statistics
+    print("| measure | A | B | B/A |\n|---|---|---|---|")
+    for key in results["A"][0]:
+        a = statistics.median(row[key] for row in results["A"])
+        b = statistics.median(row[key] for row in results["B"])
+        print(f"| {key} | {a:g} | {b:g} | {b / a:.{digits}f} |" if a else f"| {key} | {a:g} | {b:g} | - |")

@@ -30,16 +30,21 @@ extension IVFPQIndex {
             let labelled = try searchLocked(queries, k: k, parameters: parameters, sources: sources)
             var result = labelled
             var owners = [Int32](repeating: -1, count: labelled.ids.count)
-            // Sources are borrowed through a buffer: copying an existential out of the array per
-            // hit costs a retain and a release each.
-            sources.withUnsafeBufferPointer { sources in
-                for i in labelled.ids.indices where labelled.ids[i] >= 0 {
-                    let label = labelled.ids[i], source = Label.source(label)
-                    owners[i] = Int32(source)
-                    result.ids[i] = sources[source].entryID(list: Label.list(label), offset: Label.offset(label))
+            for i in labelled.ids.indices where labelled.ids[i] >= 0 { owners[i] = Int32(Label.source(labelled.ids[i])) }
+            var sourced = SourcedSearchResult(result: result, sources: owners)
+            // Identities are asked source by source: taking an existential out of the array
+            // costs a retain and a release, once per source instead of once per hit.
+            result.ids.withUnsafeMutableBufferPointer { ids in
+                sourced.forEachSource(in: 0..<queries.rows, sourceCount: sources.count) { s, positions in
+                    let source = sources[s]
+                    for i in positions {
+                        let label = labelled.ids[i]
+                        ids[i] = source.entryID(list: Label.list(label), offset: Label.offset(label))
+                    }
                 }
             }
-            return SourcedSearchResult(result: result, sources: owners)
+            sourced.result = result
+            return sourced
         }
     }
 
@@ -167,7 +172,9 @@ extension IVFPQIndex {
     /// Re-ranks (with refine codes) and writes each query's k best labels and scores.
     private func finish(_ queries: Matrix, chunk: Range<Int>, heaps: inout [ResultHeap], k: Int,
                         sources: [any InvertedListSource], labels ids: SendablePointer<Int64>, scores: SendablePointer<Float>) throws {
-        var groups = ListGroups(lists: configuration.lists, sources: sources.count)
+        var groups = spareListGroups.withLock { $0.popLast() } ?? ListGroups(lists: configuration.lists, sources: sources.count)
+        groups.fit(sources: sources.count)
+        defer { spareListGroups.withLock { if $0.count < 8 { $0.append(groups) } } }
         for qi in 0..<chunk.count {
             let q = chunk.lowerBound + qi
             var (distances, labels) = heaps[qi].sorted()

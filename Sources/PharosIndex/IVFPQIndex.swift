@@ -1,4 +1,5 @@
 import PharosKernels
+import Synchronization
 import PharosVectors
 
 /// Inverted-file index with product-quantized residuals: the engine of every Pharos shard.
@@ -70,6 +71,9 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     }
 
     let lock = ReadWriteLock()
+    /// Re-ranking scratch kept between searches (a single-query search would otherwise
+    /// allocate it every time); taken and given back under its own lock.
+    let spareListGroups = Mutex<[ListGroups]>([])
     var trained = false
     var rotation: OPQRotation?
     var centroids: Matrix

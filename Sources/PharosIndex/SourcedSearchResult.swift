@@ -25,4 +25,20 @@ public struct SourcedSearchResult: Sendable, Equatable {
             sources[i] < 0 ? nil : Hit(source: Int(sources[i]), entry: result.ids[i], score: result.scores[i])
         }
     }
+
+    /// Calls `body(source, positions)` once per source that holds hits of `queries`, with the
+    /// positions (in `result.ids`) of those hits, in order. For owners that resolve hits per
+    /// source: one lookup of the source per call rather than one per hit.
+    public func forEachSource(in queries: Range<Int>, sourceCount: Int, _ body: (Int, [Int]) throws -> Void) rethrows {
+        let k = result.k
+        let range = queries.lowerBound * k ..< queries.upperBound * k
+        if sourceCount == 1 {
+            let positions = range.filter { sources[$0] == 0 }
+            if !positions.isEmpty { try body(0, positions) }
+            return
+        }
+        var bySource = [[Int]](repeating: [], count: sourceCount)
+        for i in range where sources[i] >= 0 { bySource[Int(sources[i])].append(i) }
+        for (s, positions) in bySource.enumerated() where !positions.isEmpty { try body(s, positions) }
+    }
 }

@@ -21,17 +21,22 @@ extension Shard {
             hits.withSendablePointer { out in
                 failures.withSendablePointer { failed in
                     Parallel.forEachChunk(count: queries.rows, chunkSize: 64, threads: parameters.threads) { chunk in
-                        for q in chunk {
-                            do {
-                                // Borrowed through a buffer: no retain and release per hit.
-                                out.pointer[q] = try sources.withUnsafeBufferPointer { sources in
-                                    try result.hits(ofQuery: q).map { hit in
-                                        Hit(key: try sources[hit.source].key(ofEntry: hit.entry), score: hit.score)
-                                    }
+                        do {
+                            // Keys are resolved source by source (one lookup of each source, not one per hit).
+                            var keys = [String](repeating: "", count: chunk.count * k)
+                            try keys.withUnsafeMutableBufferPointer { keys in
+                                try result.forEachSource(in: chunk, sourceCount: sources.count) { s, positions in
+                                    let source = sources[s]
+                                    for i in positions { keys[i - chunk.lowerBound * k] = try source.key(ofEntry: result.result.ids[i]) }
                                 }
-                            } catch {
-                                failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)")
                             }
+                            for q in chunk {
+                                out.pointer[q] = (q * k ..< (q + 1) * k).compactMap { i in
+                                    result.sources[i] < 0 ? nil : Hit(key: keys[i - chunk.lowerBound * k], score: result.result.scores[i])
+                                }
+                            }
+                        } catch {
+                            for q in chunk { failed.pointer[q] = error as? StorageError ?? .corrupt(path: self.directory, block: "keys", problem: "\(error)") }
                         }
                     }
                 }
