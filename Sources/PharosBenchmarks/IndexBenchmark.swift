@@ -7,6 +7,7 @@ import PharosVectors
 /// process, one JSON line of timings and recall; the faiss and ScaNN runners in `Benchmarks/`
 /// print the same shape.
 public struct IndexBenchmark: Sendable {
+    /// Factory string.
     public var factory: String
     /// Similarity: ip or l2.
     public var metric: Metric = .l2

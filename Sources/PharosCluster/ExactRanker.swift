@@ -7,7 +7,8 @@ import PharosWire
 /// scored against the query in the descriptors' space, with the same query expansion the
 /// coordinator applies. The reference a cluster's approximate ranking is judged against.
 public struct ExactRanker: Sendable {
-    /// The descriptors' space (inner product, L2-normalised, whitened when given a whitening).
+    /// The descriptors' space: inner product; whitened and L2-normalised when given a whitening,
+    /// else the vectors as the file holds them (extracted descriptors are unit-length already).
     public let space: VectorSpace
     /// The database, prepared in `space`.
     public let database: Matrix
@@ -17,7 +18,7 @@ public struct ExactRanker: Sendable {
 
     /// A ranker over `database` (rows keyed by `keys`), whitened by `whitening` when given.
     public init(database: Matrix, keys: [String], whitening: Whitening?) throws {
-        space = try whitening?.descriptorSpace ?? VectorSpace(dimension: database.columns, metric: .innerProduct, normalization: .l2)
+        space = try whitening?.descriptorSpace ?? VectorSpace(dimension: database.columns, metric: .innerProduct)
         self.database = try space.prepare(database)
         self.keys = keys
         rowOfKey = Dictionary(keys.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })

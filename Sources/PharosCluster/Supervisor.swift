@@ -118,6 +118,7 @@ public final class Supervisor: @unchecked Sendable {
         return "was killed by \(signalName(process.terminationStatus))"
     }
 
+    /// The name of signal `number` ("SIGKILL"), or "signal N" for one without a common name.
     public static func signalName(_ number: Int32) -> String {
         let names: [Int32: String] = [SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
                                       SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGSEGV: "SIGSEGV",
@@ -128,7 +129,9 @@ public final class Supervisor: @unchecked Sendable {
 
 /// Why a supervised process did not start.
 public enum SupervisorError: Error, CustomStringConvertible {
+    /// The supervisor is stopping everything: nothing new is started.
     case stopping
+    /// The named program exited, or said something else, before saying where it listens.
     case didNotStart(String, String)
 
     public var description: String {

@@ -84,7 +84,7 @@ extension Coordinator {
         shardRequest.vectors = queries.flatMap { $0 }
         shardRequest.dimension = map.collection.dimension
         shardRequest.queryKeys = []
-        shardRequest.deadlineMilliseconds = remaining.wholeMilliseconds
+        shardRequest.deadlineMilliseconds = Self.forwardable(remaining)
         return fanOut(links.indices.map { ($0, .search(shardRequest)) }, within: remaining, on: loop).flatMapThrowing { outcomes in
             try self.merged(outcomes, queries: queries.count, request: request)
         }

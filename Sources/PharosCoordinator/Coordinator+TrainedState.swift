@@ -48,7 +48,7 @@ extension Coordinator {
     private func checkNotRetraining(version: UInt64, whitening: Whitening?) async throws {
         var trainedVersions = Set<UInt64>()
         var stored: UInt64 = 0
-        for (i, outcome) in try await fanOut(links.indices.map { ($0, .stats) }, within: options.writeDeadline, on: group.next()).get() {
+        for (i, outcome) in try await fanOut(links.indices.map { ($0, .stats) }, within: options.searchDeadline, on: group.next()).get() {
             switch outcome {
             case let .success(.statsResult(s)):
                 trainedVersions.insert(s.trainedVersion)

@@ -30,7 +30,7 @@ extension Coordinator {
             for r in rows { vectors += all[r * d ..< (r + 1) * d] }
             return (shard, .upsert(UpsertRequest(keys: rows.map { request.keys[$0] }, vectors: vectors, dimension: d,
                                                  metadata: request.metadata.isEmpty ? [] : rows.map { request.metadata[$0] },
-                                                 deadlineMilliseconds: timeout.wholeMilliseconds)))
+                                                 deadlineMilliseconds: Self.forwardable(timeout))))
         }
         var written = 0, replaced = 0
         for (_, reply) in try await allOrNothing(parts, within: timeout) {
@@ -62,5 +62,11 @@ extension Coordinator {
             }
             return keys.map { byKey[$0] ?? FetchedEntry(key: $0, found: false) }
         }
+    }
+
+    /// A deadline as a shard request carries it: in whole milliseconds, within the protocol's
+    /// limit (a coordinator's own longer wait must not make every shard refuse the request).
+    static func forwardable(_ span: Duration) -> Int {
+        Swift.min(Swift.max(0, span.wholeMilliseconds), RequestLimits().maximumDeadlineMilliseconds)
     }
 }

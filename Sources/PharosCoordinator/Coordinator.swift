@@ -21,10 +21,12 @@ import Synchronization
 public final class Coordinator: WireService, Sendable {
     /// Deadlines of requests that give none, and where state is kept.
     public struct Options: Sendable {
-        /// Searches without `deadline_ms`.
+        /// Searches without `deadline_ms`, fetches and statistics (reads answer quickly or
+        /// not at all: a hung shard is named within this).
         public var searchDeadline: Duration = .seconds(5)
-        /// Writes, fetches, statistics and administration (trained state, drop) without a
-        /// deadline of their own: below the CLI's 120 s wait, so the client hears why.
+        /// Writes (upserts without `deadline_ms`, deletes) and administration (trained state,
+        /// drop): long enough for a large batch's fsyncs, and below the 120 s that `pharos
+        /// ingest` and `pharos train` wait, so the client hears why a write failed.
         public var writeDeadline: Duration = .seconds(60)
         /// A health probe of each shard.
         public var healthDeadline: Duration = .seconds(2)
@@ -105,7 +107,7 @@ public final class Coordinator: WireService, Sendable {
     public var schema: CollectionSchema {
         let space = self.space
         return CollectionSchema(dimension: space.dimension, metric: space.metric.rawValue, factory: map.collection.factory,
-                                normalize: space.isUnitNorm, inputDimension: space.inputDimension, whitened: space.whitening != nil,
+                                normalize: space.normalization == .l2, inputDimension: space.inputDimension, whitened: space.whitening != nil,
                                 buckets: map.buckets, shardCount: map.shards.count)
     }
 
@@ -157,7 +159,7 @@ public final class Coordinator: WireService, Sendable {
         case let .delete(keys):
             return .deleteResult(deleted: try await delete(keys))
         case let .fetch(keys):
-            return .fetchResult(try await fetch(keys, within: options.writeDeadline, on: group.next()).get())
+            return .fetchResult(try await fetch(keys, within: options.searchDeadline, on: group.next()).get())
         case .stats:
             return .statsResult(try await statistics())
         case .health:
@@ -180,7 +182,7 @@ public final class Coordinator: WireService, Sendable {
         var total = ShardStatistics(liveEntries: 0, segments: 0, sealedEntries: 0, memoryEntries: 0,
                                     factory: map.collection.factory, dimension: space.inputDimension, trainedVersion: 0,
                                     metric: space.metric.rawValue)
-        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .stats) }, within: options.writeDeadline) {
+        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .stats) }, within: options.searchDeadline) {
             guard case let .statsResult(s) = reply else { continue }
             total.liveEntries += s.liveEntries
             total.segments += s.segments

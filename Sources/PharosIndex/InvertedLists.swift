@@ -67,14 +67,19 @@ public final class InvertedLists: InvertedListSource, @unchecked Sendable {
     /// The id of entry `offset` of `list`.
     public func id(list: Int, offset: Int) -> Int64 { lists[list].ids.base![offset] }
 
-    /// All ids of `list`, in list order.
-    public func ids(ofList list: Int) -> UnsafeBufferPointer<Int64> { lists[list].ids.buffer }
+    /// Calls `body` with the ids of `list`, in list order, valid only during the call.
+    public func withIDs<R>(ofList list: Int, _ body: (UnsafeBufferPointer<Int64>) throws -> R) rethrows -> R {
+        try body(lists[list].ids.buffer)
+    }
 
-    /// The code area of `list` (`layout.codeBytes(count:)` bytes).
-    public func codes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].codes.buffer }
+    /// All ids of `list`, in list order (this module only: the buffer is valid while the list is unchanged).
+    func ids(ofList list: Int) -> UnsafeBufferPointer<Int64> { lists[list].ids.buffer }
 
-    /// The refine codes of `list`.
-    public func refineCodes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].refine.buffer }
+    /// The code area of `list` (`layout.codeBytes(count:)` bytes; this module only).
+    func codes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].codes.buffer }
+
+    /// The refine codes of `list` (this module only).
+    func refineCodes(ofList list: Int) -> UnsafeBufferPointer<UInt8> { lists[list].refine.buffer }
 
     /// Whether entry `offset` of `list` is marked deleted.
     public func isDeleted(list: Int, offset: Int) -> Bool {

@@ -19,8 +19,9 @@ public enum KeyHash {
 extension KeyHash {
     /// The bucket (`0..<buckets`) that `key` routes to: the hash modulo the bucket count.
     /// Every router (the coordinator, shards filtering by bucket) computes it here.
+    /// A count below 1 is taken as 1 (every key in bucket 0): cluster maps are validated to
+    /// have at least one bucket, and routing must never trap.
     public static func bucket(of key: String, buckets: Int) -> Int {
-        precondition(buckets > 0, "a cluster has at least one bucket")
-        return Int(of(key) % UInt64(buckets))
+        Int(of(key) % UInt64(Swift.max(1, buckets)))
     }
 }

@@ -83,13 +83,15 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
         let layout = lists.layout, m = layout.subquantizers, r = layout.refineBytes
         var code = [UInt8](repeating: 0, count: m)
         lists.withList(list) { view in
-            for (offset, id) in lists.ids(ofList: list).enumerated() where !skip.contains(Int(id)) {
-                code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
-                content.codes += code
-                if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
-                content.keys.append(keys[Int(id)])
-                content.metadata.append(metadata[Int(id)])
-                ordinals.append(Int(id))
+            lists.withIDs(ofList: list) { ids in
+                for (offset, id) in ids.enumerated() where !skip.contains(Int(id)) {
+                    code.withUnsafeMutableBufferPointer { layout.load(at: offset, from: view.codes!, into: $0.baseAddress!) }
+                    content.codes += code
+                    if r > 0 { content.refine += UnsafeBufferPointer(start: view.refine! + offset * r, count: r) }
+                    content.keys.append(keys[Int(id)])
+                    content.metadata.append(metadata[Int(id)])
+                    ordinals.append(Int(id))
+                }
             }
         }
         return content

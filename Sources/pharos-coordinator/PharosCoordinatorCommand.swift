@@ -23,6 +23,13 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @OptionGroup var server: ServerOptions
 
+    func validate() throws {
+        let most = RequestLimits().maximumDeadlineMilliseconds
+        for (flag, value) in [("--deadline", deadline), ("--write-deadline", writeDeadline)] where !(1...most).contains(value) {
+            throw ValidationError("\(flag) \(value): expected 1...\(most) milliseconds")
+        }
+    }
+
     func run() throws {
         let logger = self.server.logger(label: "pharos.coordinator")
         let map = try ClusterMap.load(cluster)

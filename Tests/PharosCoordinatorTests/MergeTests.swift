@@ -69,4 +69,12 @@ import Testing
             try ClusterMap(collection: good, buckets: 2, shards: [.init(name: "a", host: "h", port: 1)], assignment: [0, 5]).validate(path: "c.json")
         }
     }
+
+    /// A coordinator's own wait may be longer than the protocol lets a request carry: what it
+    /// forwards to shards is clamped, so shards never refuse a write for its deadline.
+    @Test func forwardedDeadlinesStayWithinTheProtocolLimit() {
+        #expect(Coordinator.forwardable(.seconds(900)) == RequestLimits().maximumDeadlineMilliseconds)
+        #expect(Coordinator.forwardable(.milliseconds(1500)) == 1500)
+        #expect(Coordinator.forwardable(.zero) == 0)
+    }
 }

@@ -466,7 +466,7 @@ struct  Pharos__SchemaResult
    */
   char *factory;
   /*
-   * vectors are L2-normalised (also implied by a whitening)
+   * the collection asks for L2 normalisation (a whitening implies it as well)
    */
   protobuf_c_boolean normalize;
   /*
