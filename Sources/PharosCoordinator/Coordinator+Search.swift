@@ -24,6 +24,10 @@ extension Coordinator {
         var first = request
         first.queryKeys = []
         first.expansion = .none
+        if request.queryKeys.isEmpty && request.expansion == .none {
+            // The common case, without a future in between.
+            return round(vectorQueries, request: first, deadline: deadline, on: loop)
+        }
         let queries: EventLoopFuture<[[Float]]> = request.queryKeys.isEmpty
             ? loop.makeSucceededFuture(vectorQueries)
             : fetch(request.queryKeys, within: deadline.remaining, on: loop).flatMapThrowing { entries in

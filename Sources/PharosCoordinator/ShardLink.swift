@@ -41,18 +41,20 @@ actor ShardLink {
         guard let client = currentClient else {
             return loop.makeFutureWithTask { try await self.call(message, timeout: timeout) }
         }
-        return client.send(message, timeout: timeout.timeAmount)
-            .flatMapErrorThrowing { error in
+        // One promise completed by one callback: this runs for every shard of every search.
+        let promise = loop.makePromise(of: WireMessage.self)
+        client.send(message, timeout: timeout.timeAmount).whenComplete { result in
+            switch result {
+            case let .success(envelope):
+                if case let .error(error) = envelope.body { promise.fail(error) } else { promise.succeed(envelope.body) }
+            case let .failure(error):
                 // The transport failed (not the shard refusing): reconnect next time.
                 let wire = error as? WireError ?? WireError(.unavailable, "\(error)")
                 if wire.code == .unavailable { self.connectionFailed() }
-                throw wire
+                promise.fail(wire)
             }
-            .flatMapThrowing { envelope in
-                if case let .error(error) = envelope.body { throw error }
-                return envelope.body
-            }
-            .hop(to: loop)
+        }
+        return promise.futureResult
     }
 
     /// Sends `message` within `timeout`; reconnects first if needed.
