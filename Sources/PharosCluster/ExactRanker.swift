@@ -28,12 +28,14 @@ public struct ExactRanker: Sendable {
     public func vector(ofKey key: String) -> [Float]? { rowOfKey[key].map { database.row($0) } }
 
     /// The keys of the `k` best database rows for `query` (already in `space`: a database
-    /// vector, or `space.prepare` of a raw one), after `expansion`.
-    public func ranking(_ query: [Float], k: Int, expansion: QueryExpansion) -> [String] {
+    /// vector, or `space.prepare` of a raw one), after `expansion`. A query that is itself the
+    /// database row of key `own` is left out of its expansion's neighbours, as the cluster does.
+    public func ranking(_ query: [Float], k: Int, expansion: QueryExpansion, own: String? = nil) -> [String] {
         var q = query
         let n = expansion.neighbours
         if n > 0 {
-            let top = best(q, n)
+            let ownRow = own.flatMap { rowOfKey[$0] }
+            let top = Array(best(q, n + (ownRow == nil ? 0 : 1)).filter { $0 != ownRow }.prefix(n))
             let hits = QueryHits(keys: top.map { keys[$0] }, scores: [], vectors: top.flatMap { database.row($0) })
             q = QueryExpansionMath.expand(query: q, hits: hits, expansion: expansion, space: space)
         }

@@ -43,14 +43,22 @@ extension Coordinator {
             return queries.flatMap { self.round($0, request: finalRound, deadline: deadline, on: loop) }
         }
         // Expansion: a first round that returns the hits' vectors, then the expanded queries.
+        // Only the top n feed the expansion (their vectors are the cost). A query by key is
+        // indexed itself and would be its own first neighbour, counting as one of the n (with
+        // n = 1, expansion would change nothing): one more is asked for and the key left out.
+        let neighbours = Swift.max(1, request.expansion.neighbours)
         var expansionRound = first
-        expansionRound.k = Swift.max(1, request.expansion.neighbours)   // only the top n feed the expansion: their vectors are the cost
+        expansionRound.k = Self.firstRoundK(neighbours: neighbours, byKey: !request.queryKeys.isEmpty, request: request,
+                                            queries: vectorQueries.count + request.queryKeys.count, dimension: map.collection.dimension)
         expansionRound.withVectors = true
         let initialRound = expansionRound
+        let ownKeys = [String?](repeating: nil, count: vectorQueries.count) + request.queryKeys.map { Optional($0) }
+        let dimension = map.collection.dimension
         return queries.flatMap { queries in
             self.round(queries, request: initialRound, deadline: deadline, on: loop).flatMap { initial in
-                let expanded = zip(queries, initial.queries).map { query, hits in
-                    QueryExpansionMath.expand(query: query, hits: hits, expansion: request.expansion, space: space)
+                let expanded = zip(queries, initial.queries).enumerated().map { i, pair in
+                    QueryExpansionMath.expand(query: pair.0, hits: Self.neighbours(pair.1, excluding: ownKeys[i], count: neighbours, dimension: dimension),
+                                              expansion: request.expansion, space: space)
                 }
                 return self.round(expanded, request: finalRound, deadline: deadline, on: loop).map { second in
                     var answer = second
@@ -59,6 +67,28 @@ extension Coordinator {
                 }
             }
         }
+    }
+
+    /// k of an expansion's first round: the n neighbours, one more when queries are indexed
+    /// keys (the key itself is left out), within the limits a shard checks.
+    static func firstRoundK(neighbours: Int, byKey: Bool, request: SearchRequest, queries: Int, dimension: Int) -> Int {
+        let limits = RequestLimits()
+        let wanted = neighbours + (byKey ? 1 : 0)
+        let byShortlist = limits.maximumShortlist / Swift.max(1, request.effectiveRefineFactor)
+        let byFloats = limits.maximumResultFloats / Swift.max(1, queries * dimension)
+        return Swift.max(1, Swift.min(wanted, limits.maximumK, byShortlist, byFloats))
+    }
+
+    /// The first `count` of `hits` that are not the query's own key (with their vectors).
+    static func neighbours(_ hits: QueryHits, excluding key: String?, count: Int, dimension: Int) -> QueryHits {
+        var kept = QueryHits(keys: [], scores: [])
+        let withVectors = hits.vectors.count == hits.keys.count * dimension
+        for (i, hit) in hits.keys.enumerated() where hit != key && kept.keys.count < count {
+            kept.keys.append(hit)
+            kept.scores.append(hits.scores[i])
+            if withVectors { kept.vectors += hits.vectors[i * dimension ..< (i + 1) * dimension] }
+        }
+        return kept
     }
 
     /// Query rows given by a client (`dimension` floats each), prepared in `space`.

@@ -50,10 +50,11 @@ struct EvalCommand: ParsableCommand {
                                          whitening: try whitening.map(Whitening.load))
             let expansion = try parseExpansion(expand)
             rankings = try keys.map { key in
-                guard let q = try queryVectors[key].map(ranker.space.prepare) ?? ranker.vector(ofKey: key) else {
+                if let given = queryVectors[key] { return ranker.ranking(try ranker.space.prepare(given), k: k, expansion: expansion) }
+                guard let q = ranker.vector(ofKey: key) else {
                     throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
                 }
-                return ranker.ranking(q, k: k, expansion: expansion)
+                return ranker.ranking(q, k: k, expansion: expansion, own: key)
             }
         } else {
             let search = ClusterSearch(k: k, nprobe: nprobe, expansion: try parseExpansion(expand))

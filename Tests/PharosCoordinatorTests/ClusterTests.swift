@@ -177,6 +177,33 @@ final class TestCluster: @unchecked Sendable {
         }
     }
 
+    /// A query by key is indexed itself: expansion leaves it out of its own neighbours
+    /// (otherwise it is its own first neighbour and n = 1 expands nothing). The answer equals
+    /// the expansion computed by hand from the stored vector and its n nearest *other* entries.
+    @Test func expansionByKeyLeavesTheQueryOut() async throws {
+        let factory = "IVF8,PQ8x4fs,RefineSQ8"
+        try await TestCluster.with(factory: factory) { cluster in
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(try Self.trained(factory))))
+            let base = Self.data.vectors(0..<600, stream: 0)
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (0..<600).map { "p\($0)" }, vectors: base.values, dimension: 16)))
+            let expansion = QueryExpansion.alphaQE(n: 3, alpha: 3)
+            guard case let .fetchResult(entries) = try await cluster.client.call(.fetch(keys: ["p5"])),
+                  case let .searchResult(first) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: entries[0].vector, dimension: 16, k: 4, nprobe: 8, withVectors: true))) else { Issue.record("no result"); return }
+            #expect(first.queries[0].keys.first == "p5")   // its own nearest neighbour, as expected
+            let others = Coordinator.neighbours(first.queries[0], excluding: "p5", count: 3, dimension: 16)
+            #expect(others.keys.count == 3 && !others.keys.contains("p5"))
+            let expanded = QueryExpansionMath.expand(query: entries[0].vector, hits: others, expansion: expansion, space: cluster.coordinator.space)
+            guard case let .searchResult(direct) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: expanded, dimension: 16, k: 10, nprobe: 8))),
+                  case let .searchResult(byKey) = try await cluster.client.call(.search(SearchRequest(
+                    queryKeys: ["p5"], k: 10, nprobe: 8, expansion: expansion))) else { Issue.record("no result"); return }
+            #expect(byKey.queries == direct.queries)
+            #expect(Coordinator.firstRoundK(neighbours: 4096, byKey: true, request: SearchRequest(queryKeys: ["p5"], k: 10, nprobe: 8), queries: 1,
+                                            dimension: 16) == 4096)   // never past what a shard accepts
+        }
+    }
+
     @Test func expansionAndQueryByKeyAndPartialAnswers() async throws {
         let factory = "IVF8,PQ8x4fs,RefineSQ8"
         try await TestCluster.with(factory: factory) { cluster in
