@@ -77,14 +77,29 @@ public struct Whitening: Sendable, Equatable {
 
     /// PCA whitening of `sample` (one descriptor per row).
     /// - Parameters:
-    ///   - outputDimension: components kept (default: all).
+    ///   - outputDimension: components kept (default: all; when whitening, all within the rank).
     ///   - power: each component is scaled by `eigenvalue^-power`; 0.5 whitens fully.
     ///   - shrinkage: eigenvalues are replaced by `(1 - s) * lambda + s * mean(lambda)` before the
     ///     power, which keeps tiny, noisy components from being blown up.
-    public static func learnPCA(_ sample: Matrix, outputDimension: Int? = nil, power: Float = 0.5, shrinkage: Float = 0) throws -> Whitening {
+    ///
+    /// A centred sample of n vectors spans at most n - 1 directions (its rank). Whitening
+    /// (`power` > 0) divides by the variance along each kept direction, so a direction past the
+    /// rank, of variance near zero, would be blown up into pure noise: without shrinkage, such an
+    /// output dimension is refused unless `allowBeyondRank`, and the default output dimension
+    /// stays within the rank. Plain PCA (`power` 0) only projects, and shrinkage lifts the tiny
+    /// eigenvalues, so either may keep any dimension.
+    public static func learnPCA(_ sample: Matrix, outputDimension: Int? = nil, power: Float = 0.5, shrinkage: Float = 0,
+                                allowBeyondRank: Bool = false) throws -> Whitening {
         let d = sample.columns
-        let out = outputDimension ?? d
+        let rank = Swift.max(1, Swift.min(d, sample.rows - 1))
+        let risky = power > 0 && shrinkage == 0
+        let out = outputDimension ?? (risky ? rank : d)
         try checkLearning(sample, outputDimension: out, power: power, shrinkage: shrinkage)
+        if risky, out > rank, !allowBeyondRank {
+            throw IndexError.invalidParameter(
+                name: "whitening output dimension", value: "\(out)",
+                allowed: "1...\(rank): \(sample.rows) vectors span at most \(rank) directions; use more vectors, a smaller output dimension, shrinkage, plain PCA (power 0), or force it")
+        }
         let mean = VectorMath.columnMeans(sample)
         let centered = centeredRows(sample, mean: mean)
         var covariance = BLAS.multiplyTransposingFirst(centered, centered)

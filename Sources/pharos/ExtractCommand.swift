@@ -86,10 +86,12 @@ struct WhitenCommand: ParsableCommand {
 
         @Option(help: "Descriptors (.npy/.fvecs), one per row.") var descriptors: String
         @Option(help: "Matching pairs: lines of two row numbers (0-based) of the same instance; learns Radenović's whitening.") var pairs: String?
-        @Option(help: "Output dimension (default: the input's).") var dimension: Int?
+        @Option(help: "Output dimension (default: the input's, or the sample's rank, vectors - 1, when that is smaller).") var dimension: Int?
         @Option(help: "PCA: eigenvalue power (0.5 whitens fully, 0 is plain PCA).") var power: Float = 0.5
         @Option(help: "PCA: shrinkage of the eigenvalues toward their mean, 0...1.") var shrinkage: Float = 0
         @Option(help: "The whitening file to write.") var out: String
+        @Flag(help: "Whiten beyond the sample's rank (more output dimensions than vectors - 1): those directions are noise blown up.")
+        var force = false
 
         func run() throws {
             let sample = try VectorFileReader(path: descriptors).readAll()
@@ -98,7 +100,14 @@ struct WhitenCommand: ParsableCommand {
                 do { whitening = try Whitening.learnFromPairs(sample, pairs: try Whitening.readPairs(pairs), outputDimension: dimension) }
                 catch let error as Whitening.PairsFileError { throw ValidationError(error.description) }
             } else {
-                whitening = try Whitening.learnPCA(sample, outputDimension: dimension, power: power, shrinkage: shrinkage)
+                let rank = min(sample.columns, sample.rows - 1)
+                if power > 0, shrinkage == 0, let dimension, dimension > rank {
+                    guard force else {
+                        throw ValidationError("--dimension \(dimension): \(sample.rows) descriptors span at most \(rank) directions, and whitening the others would blow noise up; give more descriptors, --dimension \(max(1, rank)) or less, --shrinkage, --power 0, or --force")
+                    }
+                    printError("warning: whitening \(dimension) dimensions from \(sample.rows) descriptors (rank \(rank)): the last \(dimension - rank) are noise (--force)")
+                }
+                whitening = try Whitening.learnPCA(sample, outputDimension: dimension, power: power, shrinkage: shrinkage, allowBeyondRank: force)
             }
             try whitening.save(out)
             print("learned \(whitening.kind == .pca ? "PCA" : "pair") whitening \(whitening.inputDimension) -> \(whitening.outputDimension) from \(sample.rows) descriptors: \(out)")

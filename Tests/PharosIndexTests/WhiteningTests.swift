@@ -87,4 +87,16 @@ import Testing
         nan.values[13] = .nan
         #expect { try Whitening.learnPCA(nan) } throws: { ($0 as? IndexError) == .nonFiniteValue(row: 1, column: 1) }
     }
+
+    /// Six vectors span five directions: whitening a sixth would divide by a variance of about
+    /// zero. It is refused, naming the rank, unless forced; the default stays within the rank;
+    /// plain PCA and shrinkage may keep any dimension.
+    @Test func whiteningBeyondTheSampleRankIsRefused() throws {
+        let x = Self.correlated(rows: 6, seed: 8)
+        #expect(try Whitening.learnPCA(x).outputDimension == 5)
+        #expect { try Whitening.learnPCA(x, outputDimension: 8) } throws: { "\($0)".contains("6 vectors span at most 5 directions") }
+        #expect(try Whitening.learnPCA(x, outputDimension: 8, allowBeyondRank: true).outputDimension == 8)
+        #expect(try Whitening.learnPCA(x, power: 0).outputDimension == 12)
+        #expect(try Whitening.learnPCA(x, outputDimension: 12, shrinkage: 0.5).outputDimension == 12)
+    }
 }
