@@ -4,6 +4,7 @@ import Foundation
 extension Shard {
     func scheduleMaintenanceIfNeeded() {
         guard options.automaticMaintenance else { return }
+        scheduleIdleSeal()
         let needed = lock.withReadLock { growing.count >= options.sealThresholdEntries || sealing != nil }
             || compactionPlan(force: false) != nil
         guard needed else { return }
@@ -44,4 +45,41 @@ extension Shard {
 
     /// Background maintenance failures in a row (0 once it succeeds again).
     public var maintenanceFailureCount: Int { scheduleLock.withLock { maintenanceFailures } }
+
+    /// Notes a write and, when no idleness check is pending, schedules one `idleSealDelay`
+    /// from now.
+    private func scheduleIdleSeal() {
+        guard let delay = options.idleSealDelay else { return }
+        let schedule = scheduleLock.withLock { () -> Bool in
+            lastWriteAt = ContinuousClock.now
+            guard !idleSealScheduled, !isClosed else { return false }
+            idleSealScheduled = true
+            return true
+        }
+        if schedule { checkIdle(after: delay) }
+    }
+
+    /// After `wait`, seals the growing segment if no write came for `idleSealDelay`, or waits
+    /// again until that long after the latest write.
+    private func checkIdle(after wait: Duration) {
+        guard let delay = options.idleSealDelay else { return }
+        let nanoseconds = Int(Swift.max(0, wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000))
+        // Weak: a closed shard must not be kept alive by a pending check.
+        maintenanceQueue.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [weak self] in
+            guard let self else { return }
+            let remaining = self.scheduleLock.withLock { () -> Duration? in
+                if self.isClosed { return nil }
+                let idle = ContinuousClock.now - self.lastWriteAt
+                if idle < delay { return delay - idle }
+                self.idleSealScheduled = false
+                return .zero
+            }
+            guard let remaining else { return }
+            if remaining > .zero { return self.checkIdle(after: remaining) }
+            guard self.lock.withReadLock({ self.growing.count > 0 && self.sealing == nil }) else { return }
+            do { try self.seal() } catch {
+                self.options.log("sealing after writes paused failed: \(error); the entries stay in memory and the log")
+            }
+        }
+    }
 }

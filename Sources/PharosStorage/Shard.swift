@@ -36,6 +36,10 @@ public final class Shard: @unchecked Sendable {
         /// Seal and compact in the background when thresholds are passed (otherwise only on
         /// explicit `seal()` / `compact()` calls, which tests use for determinism).
         public var automaticMaintenance = true
+        /// Seal the growing segment once writes have paused this long (with automatic
+        /// maintenance): what an ingestion leaves in memory then goes to a segment file, so a
+        /// restart replays no log and searches scan segments. Nil never seals for idleness.
+        public var idleSealDelay: Duration? = .seconds(30)
         /// Compact when more segment files than this exist.
         public var compactionSegmentTrigger = 8
         /// Rewrite a segment once this fraction of its entries is deleted.
@@ -167,6 +171,9 @@ public final class Shard: @unchecked Sendable {
     /// Background maintenance failures in a row, and when it may run again (under `scheduleLock`).
     var maintenanceFailures = 0
     var maintenanceRetryAt: ContinuousClock.Instant?
+    /// The last write, and whether an idleness check is pending (under `scheduleLock`).
+    var lastWriteAt = ContinuousClock.now
+    var idleSealScheduled = false
     /// Held while open so that two processes never share a directory.
     private var directoryLock: DirectoryLock?
 

@@ -19,12 +19,18 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Threads one search may use.") var searchThreads: Int = 1
     @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 64
     @Option(help: "Node name reported in Hello.") var name: String = "shard"
+    @Option(help: "Seal what is in memory once writes have paused this many seconds (0: never for idleness).") var idleSeal: Int = 30
     @OptionGroup var server: ServerOptions
+
+    func validate() throws {
+        guard (0...86_400).contains(idleSeal) else { throw ValidationError("--idle-seal \(idleSeal): expected 0...86400 seconds") }
+    }
 
     func run() throws {
         let logger = self.server.logger(label: "pharos.shard")
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         var storage = Shard.Options()
+        storage.idleSealDelay = idleSeal > 0 ? .seconds(idleSeal) : nil
         let storageLogger = logger
         storage.log = { storageLogger.warning("\($0)") }
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))

@@ -35,6 +35,32 @@ import Testing
         #expect(reopened.statistics == .init(segments: 2, sealedEntries: 600, memoryEntries: 0, liveEntries: 600))
     }
 
+    /// Writes that pause leave nothing in memory: once no write came for the idle delay, the
+    /// growing segment is sealed (each pause its own segment), and searches answer as before.
+    @Test func aPauseInWritesSealsWhatIsInMemory() throws {
+        let dir = Fixture.directory()
+        defer { Fixture.cleanup(dir) }
+        var options = Shard.Options()
+        options.idleSealDelay = .milliseconds(200)
+        options.log = { _ in }
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF8,PQ8x4fs,RefineSQ8"), options: options)
+        defer { shard.close() }
+        let base = Fixture.vectors(0..<200)
+        func waitForSegments(_ count: Int) -> Bool {
+            for _ in 0..<400 where shard.statistics.segments < count { usleep(50_000) }   // at most 20 s (loaded CI machines)
+            return shard.statistics.segments == count
+        }
+        try shard.upsert(keys: Fixture.keys(0..<100), vectors: base.rows(0..<100))
+        #expect(shard.statistics.memoryEntries == 100)
+        #expect(waitForSegments(1))
+        #expect(shard.statistics == .init(segments: 1, sealedEntries: 100, memoryEntries: 0, liveEntries: 100))
+        try shard.upsert(keys: Fixture.keys(100..<200), vectors: base.rows(100..<200))
+        #expect(waitForSegments(2))
+        #expect(shard.statistics.memoryEntries == 0)
+        let hits = try shard.search(base.rows(0..<20), k: 1, parameters: SearchParameters(nprobe: 8))
+        #expect((0..<20).filter { hits[$0].first?.key == "img-\($0)" }.count >= 18)
+    }
+
     /// A sealed shard returns what the in-memory index returns for the same vectors.
     @Test(arguments: factories)
     func sealedSearchMatchesTheInMemoryIndex(factory: String) throws {
