@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "PharosShard",
             dependencies: [
-                "PharosStorage", "PharosWire", "PharosIndex", "PharosVectors",
+                "PharosStorage", "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         // Terminal helpers shared by the executables (progress bars, messages).

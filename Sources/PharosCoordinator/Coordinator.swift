@@ -170,8 +170,12 @@ public final class Coordinator: WireService, Sendable {
             return try await administration.run { try await pushTrainedState(file, whiteningFile) }
         case let .drop(confirm):
             return .dropResult(droppedEntries: try await administration.run { try await drop(confirm: confirm) })
+        case .bucketRead, .bucketWrite, .bucketDrop, .bucketCounts:
+            throw WireError(.unsupported, "\(message.name) is a shard's to answer; the coordinator moves buckets itself")
+        case .clusterStatus, .addNode, .removeNode, .rebalance:
+            throw WireError(.unsupported, "\(message.name) is not served yet")
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult,
-             .schemaResult, .error:
+             .schemaResult, .bucketEntries, .bucketCountsResult, .clusterStatusResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request the coordinator serves")
         }
     }

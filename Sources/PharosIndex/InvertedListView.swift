@@ -17,6 +17,13 @@ public struct InvertedListView {
     public var deletedBits: Int
     /// The bit of entry 0 in `deleted`.
     public var deletedBase: Int
+    /// Entries the search must pass over although they are live (a shard answering for some
+    /// of its buckets only): bit `excludedBase + i` set means entry i is skipped; nil when none.
+    public var excluded: UnsafePointer<UInt64>?
+    /// Bits readable at `excluded`; a bit at or past it is clear.
+    public var excludedBits: Int = 0
+    /// The bit of entry 0 in `excluded`.
+    public var excludedBase: Int = 0
 
     /// Creates a view.
     public init(count: Int, codes: UnsafePointer<UInt8>?, refine: UnsafePointer<UInt8>?,
@@ -34,7 +41,17 @@ public struct InvertedListView {
 
     /// The kernels' skip mask for entries from `offset` on.
     public func skipMask(from offset: Int = 0) -> PharosSkipMask {
-        PharosSkipMask(words: deleted, bits: deletedBits, base: deletedBase + offset)
+        PharosSkipMask(words: deleted, bits: deletedBits, base: deletedBase + offset,
+                       excluded: excluded, excluded_bits: excluded == nil ? 0 : excludedBits, excluded_base: excludedBase + offset)
+    }
+
+    /// The same view with the entries set in `excluded` (bit `base + i` for entry i) passed over too.
+    public func excluding(_ excluded: UnsafePointer<UInt64>?, bits: Int, base: Int) -> InvertedListView {
+        var view = self
+        view.excluded = excluded
+        view.excludedBits = excluded == nil ? 0 : bits
+        view.excludedBase = base
+        return view
     }
 
     /// Whether entry `offset` is marked deleted (false past the bitmap's end).

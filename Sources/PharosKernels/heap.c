@@ -62,13 +62,15 @@ float pharos_heap_threshold(const PharosHeap *h) {
 /// end are clear, never read.
 static inline int skipped(PharosSkipMask skip, size_t i) {
     const size_t bit = skip.base + i;
-    if (bit >= skip.bits) return 0;
-    return (int)((skip.words[bit >> 6] >> (bit & 63)) & 1);
+    if (bit < skip.bits && ((skip.words[bit >> 6] >> (bit & 63)) & 1)) return 1;
+    const size_t other = skip.excluded_base + i;
+    return other < skip.excluded_bits && ((skip.excluded[other >> 6] >> (other & 63)) & 1);
 }
 
 /// The same mask seen from candidate `i` on.
 static inline PharosSkipMask skip_from(PharosSkipMask skip, size_t i) {
     skip.base += i;
+    skip.excluded_base += i;
     return skip;
 }
 

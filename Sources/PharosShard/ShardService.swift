@@ -39,6 +39,8 @@ public final class ShardService: WireService, @unchecked Sendable {
     private var shard: Shard?
     /// The data directory, locked from the start (also while no trained state exists).
     private var claim: Shard.DirectoryClaim?
+    /// The newest cluster-map epoch seen (requests routed by an older one are refused).
+    let mapEpoch: MapEpoch
 
     /// Claims the data directory (creating it) and opens the shard in it if there is one. A
     /// directory that holds files but no `MANIFEST` is refused, never served as a new node:
@@ -58,6 +60,7 @@ public final class ShardService: WireService, @unchecked Sendable {
                 "holds \(contents.joined(separator: ", ")) but no MANIFEST: refusing to serve it as a new, empty node (restore MANIFEST from a backup, or move the files away to start over)")
         }
         self.claim = claim
+        mapEpoch = try MapEpoch(directory: configuration.dataDirectory)
     }
 
     /// The open shard, if a trained state exists.
@@ -75,6 +78,16 @@ public final class ShardService: WireService, @unchecked Sendable {
     /// Storage calls block, so requests run on a worker queue, except small reads (a few
     /// queries, stats, health) that take well under a millisecond: those answer on the
     /// calling event loop, which saves two thread switches per request.
+    /// Checks the envelope's map epoch first: a request routed by an older map than this node
+    /// has seen is answered `staleMap` and not served.
+    public func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
+        do { try mapEpoch.admit(envelope.mapEpoch) } catch {
+            reply(.error(ShardService.wireError(error)))
+            return
+        }
+        respond(to: envelope.body, reply: reply)
+    }
+
     public func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
         if Self.isSmallRead(message) {
             reply(handle(message))
@@ -120,7 +133,7 @@ public final class ShardService: WireService, @unchecked Sendable {
         }
     }
 
-    private func ready() throws -> Shard {
+    func ready() throws -> Shard {
         guard let shard = currentShard else {
             throw WireError(.notReady, "this shard has no trained state yet: push one (TrainedState) first")
         }
@@ -163,8 +176,12 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .dropResult(droppedEntries: try drop(confirm: confirm))
         case .schema:
             throw WireError(.unsupported, "Schema is the coordinator's to answer (it holds the collection's vector space); ask it")
+        case .bucketRead, .bucketWrite, .bucketDrop, .bucketCounts:
+            return try bucketReply(to: message)
+        case .clusterStatus, .addNode, .removeNode, .rebalance:
+            throw WireError(.unsupported, "\(message.name) is the coordinator's to answer (it holds the cluster map); ask it")
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult,
-             .schemaResult, .error:
+             .schemaResult, .bucketEntries, .bucketCountsResult, .clusterStatusResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request a shard serves")
         }
     }
@@ -225,7 +242,7 @@ public final class ShardService: WireService, @unchecked Sendable {
         }
         let parameters = SearchParameters(nprobe: request.effectiveNprobe, refineFactor: request.effectiveRefineFactor,
                                           threads: configuration.searchThreads)
-        let hits = try shard.search(queries, k: request.k, parameters: parameters)
+        let hits = try shard.search(queries, k: request.k, parameters: parameters, buckets: try Self.bucketSet(request.buckets))
         return SearchResponse(queries: try hits.map { row in
             guard request.withVectors else { return QueryHits(keys: row.map(\.key), scores: row.map(\.score)) }
             // A hit deleted since the search has no vector any more: it is left out, so the

@@ -1,4 +1,5 @@
 import PharosIndex
+import PharosRouting
 
 /// Where a stored entry lies in its source: its identity there (`InvertedListSource.entryID`),
 /// its list and its offset in the list.
@@ -24,4 +25,50 @@ protocol EntrySource: InvertedListSource {
     func metadata(ofEntry entry: Int64) throws -> [UInt8]
     /// Where the live version of `key` lies, if this source holds it.
     func location(ofKey key: String) throws -> EntryLocation?
+    /// The list and offset of entry `entry`.
+    func location(ofEntry entry: Int64) throws -> EntryLocation
+    /// `withList`, with the entries of buckets outside `buckets` passed over by the scan.
+    func withList<R>(_ list: Int, keeping buckets: BucketSet, _ body: (InvertedListView) throws -> R) throws -> R
+    /// The identities of the live entries whose keys route to a bucket of `buckets`.
+    func liveEntries(in buckets: BucketSet) throws -> [Int64]
+}
+
+/// A source seen through a bucket filter: what a shard scans when a search names the buckets
+/// it answers for (with replicas, every bucket is counted by exactly one node).
+final class BucketFilteredSource: InvertedListSource, @unchecked Sendable {
+    // @unchecked: as its source (read under the shard's read lock).
+    let source: any EntrySource
+    let buckets: BucketSet
+
+    init(_ source: any EntrySource, buckets: BucketSet) {
+        self.source = source
+        self.buckets = buckets
+    }
+
+    func withList<R>(_ list: Int, _ body: (InvertedListView) throws -> R) throws -> R {
+        try source.withList(list, keeping: buckets, body)
+    }
+
+    func entryCount(ofList list: Int) -> Int { source.entryCount(ofList: list) }
+
+    func entryID(list: Int, offset: Int) -> Int64 { source.entryID(list: list, offset: offset) }
+}
+
+/// A bitmap in a fixed allocation (pointers into it stay valid while it is referenced).
+final class BitmapWords: @unchecked Sendable {
+    // @unchecked: filled once before it is shared, read-only after.
+    let words: UnsafeMutablePointer<UInt64>
+    let count: Int
+
+    init(bits: Int) {
+        count = Swift.max(1, (bits + 63) / 64)
+        words = .allocate(capacity: count)
+        words.initialize(repeating: 0, count: count)
+    }
+
+    deinit { words.deallocate() }
+
+    func set(_ bit: Int) { words[bit >> 6] |= 1 << UInt64(bit & 63) }
+
+    var bits: Int { count * 64 }
 }

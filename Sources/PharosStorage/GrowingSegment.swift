@@ -1,4 +1,5 @@
 import PharosIndex
+import PharosRouting
 
 /// The in-memory segment that takes new writes: searchable at once, durable through the
 /// log, sealed into a segment file once large enough.
@@ -12,6 +13,8 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
     private(set) var metadata: [[UInt8]] = []
     /// (list, offset) of each ordinal.
     private(set) var locations: [(list: Int32, offset: Int32)] = []
+    /// Key hash of each ordinal: its bucket for any bucket count (`KeyHash`).
+    private(set) var hashes: [UInt64] = []
     /// Live ordinal of each key.
     private var live: [String: Int32] = [:]
 
@@ -43,6 +46,31 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
         return EntryLocation(entry: Int64(ordinal), list: Int(list), offset: Int(offset))
     }
 
+    func location(ofEntry entry: Int64) throws -> EntryLocation {
+        guard entry >= 0, entry < Int64(locations.count) else {
+            throw StorageError.invalidInput(field: "entry", problem: "\(entry) beyond \(locations.count) entries in memory")
+        }
+        let (list, offset) = locations[Int(entry)]
+        return EntryLocation(entry: entry, list: Int(list), offset: Int(offset))
+    }
+
+    /// The exclusion bitmap is built per visit: the growing segment is small (it is sealed
+    /// once large) and changes with every write, so there is nothing stable to cache.
+    func withList<R>(_ list: Int, keeping buckets: BucketSet, _ body: (InvertedListView) throws -> R) throws -> R {
+        try lists.withList(list) { view in
+            guard view.count > 0, !buckets.isFull else { return try body(view) }
+            let excluded = BitmapWords(bits: view.count)
+            lists.withIDs(ofList: list) { ids in
+                for (offset, ordinal) in ids.enumerated() where !buckets.contains(hash: hashes[Int(ordinal)]) { excluded.set(offset) }
+            }
+            return try withExtendedLifetime(excluded) { try body(view.excluding(UnsafePointer(excluded.words), bits: excluded.bits, base: 0)) }
+        }
+    }
+
+    func liveEntries(in buckets: BucketSet) -> [Int64] {
+        live.values.filter { buckets.contains(hash: hashes[Int($0)]) }.map(Int64.init).sorted()
+    }
+
     /// The live ordinal of `key`.
     func find(_ key: String) -> Int? { live[key].map(Int.init) }
 
@@ -54,6 +82,7 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
         keys.append(key)
         metadata.append(value)
         locations.append((Int32(list), Int32(offset)))
+        hashes.append(KeyHash.of(key))
         live[key] = ordinal
         approximateBytes += key.utf8.count + value.count + lists.layout.subquantizers + lists.layout.refineBytes + 48
     }

@@ -39,6 +39,9 @@ final class Segment: EntrySource, @unchecked Sendable {
     /// 12 bytes per key): searches resolve result keys here without locks.
     private let keySlots: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private var obsolete = false
+    /// Exclusion bitmaps (by position) of the bucket sets searches named lately: a node's
+    /// bucket set changes only with the cluster map, so a few cover every search.
+    private var exclusions: [(buckets: BucketSet, bitmap: BitmapWords)] = []
 
     var id: UInt64 { header.segmentID }
     var entries: Int { header.entries }
@@ -113,6 +116,53 @@ final class Segment: EntrySource, @unchecked Sendable {
             deletedBits: deletions.wordCount * 64, deletedBase: l.first))
     }
 
+    func withList<R>(_ list: Int, keeping buckets: BucketSet, _ body: (InvertedListView) throws -> R) throws -> R {
+        guard !buckets.isFull, header.lists[list].count > 0 else { return try withList(list, body) }
+        let excluded = try exclusion(of: buckets)
+        return try withList(list) { view in
+            try withExtendedLifetime(excluded) {
+                try body(view.excluding(UnsafePointer(excluded.words), bits: excluded.bits, base: header.lists[list].first))
+            }
+        }
+    }
+
+    /// The positions whose keys route outside `buckets`, built once from the key index (whose
+    /// pairs carry each position's key hash, so no key is read) and kept for the next search.
+    private func exclusion(of buckets: BucketSet) throws -> BitmapWords {
+        if let kept = cacheLock.withLock({ exclusions.first { $0.buckets == buckets }?.bitmap }) { return kept }
+        let bitmap = BitmapWords(bits: header.entries)
+        for i in 0..<header.entries {
+            let pair = try indexPair(i)
+            guard pair.position < UInt64(header.entries) else {
+                throw StorageError.corrupt(path: path, block: "key index", problem: "position \(pair.position) beyond \(header.entries) entries")
+            }
+            if !buckets.contains(hash: pair.hash) { bitmap.set(Int(pair.position)) }
+        }
+        cacheLock.withLock {
+            exclusions.insert((buckets, bitmap), at: 0)
+            if exclusions.count > 4 { exclusions.removeLast() }
+        }
+        return bitmap
+    }
+
+    func liveEntries(in buckets: BucketSet) throws -> [Int64] {
+        var entries: [Int64] = []
+        for i in 0..<header.entries {
+            let pair = try indexPair(i)
+            let p = Int(pair.position)
+            guard p < header.entries else {
+                throw StorageError.corrupt(path: path, block: "key index", problem: "position \(p) beyond \(header.entries) entries")
+            }
+            if buckets.contains(hash: pair.hash), !deletions.isDeleted(p) { entries.append(Int64(p)) }
+        }
+        return entries.sorted()
+    }
+
+    func location(ofEntry entry: Int64) throws -> EntryLocation {
+        let (list, offset) = location(of: try position(entry))
+        return EntryLocation(entry: entry, list: list, offset: offset)
+    }
+
     /// An entry's identity here is its position (lists are contiguous runs of positions).
     func entryID(list: Int, offset: Int) -> Int64 { Int64(header.lists[list].first + offset) }
 
@@ -128,7 +178,7 @@ final class Segment: EntrySource, @unchecked Sendable {
         return EntryLocation(entry: Int64(p), list: list, offset: offset)
     }
 
-    private func position(_ entry: Int64) throws -> Int {
+    func position(_ entry: Int64) throws -> Int {
         guard entry >= 0, entry < Int64(header.entries) else {
             throw StorageError.corrupt(path: path, block: "entries", problem: "entry \(entry) beyond \(header.entries) entries")
         }
@@ -218,7 +268,7 @@ final class Segment: EntrySource, @unchecked Sendable {
         return nil
     }
 
-    private func indexPair(_ i: Int) throws -> (hash: UInt64, position: UInt64) {
+    func indexPair(_ i: Int) throws -> (hash: UInt64, position: UInt64) {
         let block = i / StorageLimits.keyIndexBlockEntries
         let flag = verified + header.lists.count + block
         if pharos_flag_load(flag) == 0 {

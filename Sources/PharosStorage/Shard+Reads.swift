@@ -1,20 +1,27 @@
 import Foundation
 import PharosIndex
 import PharosKernels
+import PharosRouting
 import PharosVectors
 
 /// Reads: search across every segment, entries and vectors by key, statistics.
 extension Shard {
     /// The sources a search scans, newest first: growing, sealing, then the segment files.
-    private var entrySources: [any EntrySource] { [growing] + (sealing.map { [$0] } ?? []) + sealed }
+    var entrySources: [any EntrySource] { [growing] + (sealing.map { [$0] } ?? []) + sealed }
 
     /// The `k` best entries for each query row, across all segments, deleted entries skipped.
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters()) throws -> [[Hit]] {
+        try search(queries, k: k, parameters: parameters, filter: nil)
+    }
+
+    /// `search`, passing over entries outside `filter` when there is one.
+    func search(_ queries: Matrix, k: Int, parameters: SearchParameters, filter: BucketSet?) throws -> [[Hit]] {
         guard queries.rows > 0 else { return [] }
         return try lock.withReadLock {
             let sources = entrySources
+            let scanned: [any InvertedListSource] = filter.map { f in sources.map { BucketFilteredSource($0, buckets: f) } } ?? sources
             // A damaged list fails the search where it is read (the segment's error names the file and list).
-            let result = try index.search(queries, k: k, parameters: parameters, sources: sources.map { $0 as any InvertedListSource })
+            let result = try index.search(queries, k: k, parameters: parameters, sources: scanned)
             // Keys are resolved in parallel too: a key read may decompress a block.
             var hits = [[Hit]](repeating: [], count: queries.rows)
             var failures = [StorageError?](repeating: nil, count: queries.rows)
@@ -52,15 +59,7 @@ extension Shard {
             // A key is live in at most one place; the newest places are the likeliest.
             for source in [growing] + (sealing.map { [$0] } ?? []) + sealed.reversed() as [any EntrySource] {
                 guard let location = try source.location(ofKey: key) else { continue }
-                let layout = index.layout
-                let (code, refine) = try source.withList(location.list) { view -> ([UInt8], [UInt8]) in
-                    var code = [UInt8](repeating: 0, count: layout.subquantizers)
-                    code.withUnsafeMutableBufferPointer { layout.load(at: location.offset, from: view.codes!, into: $0.baseAddress!) }
-                    let refine = layout.refineBytes > 0
-                        ? Array(UnsafeBufferPointer(start: view.refine! + location.offset * layout.refineBytes, count: layout.refineBytes)) : []
-                    return (code, refine)
-                }
-                return StoredEntry(list: location.list, code: code, refine: refine, metadata: try source.metadata(ofEntry: location.entry))
+                return try storedEntry(at: location, in: source)
             }
             return nil
         }

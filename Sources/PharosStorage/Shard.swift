@@ -206,7 +206,8 @@ public final class Shard: @unchecked Sendable {
         /// What the directory holds besides the lock file.
         public func contents() throws -> [String] {
             do {
-                return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0 != Shard.lockFileName }.sorted()
+                return try FileManager.default.contentsOfDirectory(atPath: directory)
+                    .filter { $0 != Shard.lockFileName && $0 != Shard.mapEpochFileName }.sorted()
             } catch {
                 throw StorageError.io(path: directory, operation: "list", reason: "\(error)")
             }
@@ -215,6 +216,9 @@ public final class Shard: @unchecked Sendable {
 
     /// The lock file's name inside a shard directory.
     public static let lockFileName = "LOCK"
+    /// The node's newest cluster-map epoch, kept beside the shard by the node (storage leaves
+    /// it alone: it is not part of the shard and survives a drop).
+    public static let mapEpochFileName = "MAP_EPOCH"
     /// Present while a shard directory is being emptied by `destroy`: a crash midway leaves it,
     /// and `destroy` is run again before the directory is used.
     public static let dropMarkerName = "DROPPING"

@@ -55,12 +55,14 @@ public struct RequestLimits: Sendable, Equatable {
             try validate(keys: keys, field: "Fetch.keys")
         case let .trainedState(indexFile, _):
             guard !indexFile.isEmpty else { throw invalid("TrainedState.index_file is empty: push the trained, empty index (a PHAROSIX file)") }
+        case .bucketRead, .bucketWrite, .bucketDrop, .bucketCounts, .addNode, .removeNode, .rebalance:
+            try validateCluster(message)
         default:
             break
         }
     }
 
-    private func invalid(_ text: String) -> WireError { WireError(.invalidArgument, text) }
+    func invalid(_ text: String) -> WireError { WireError(.invalidArgument, text) }
 
     private func validate(_ s: SearchRequest) throws {
         let rows = try vectorRows(s.vectors, dimension: s.dimension, field: "Search.vectors")
@@ -91,6 +93,7 @@ public struct RequestLimits: Sendable, Equatable {
         guard s.deadlineMilliseconds <= maximumDeadlineMilliseconds else {
             throw invalid("Search.deadline_ms is \(s.deadlineMilliseconds), at most \(maximumDeadlineMilliseconds) (0 = the server's default)")
         }
+        if s.buckets != .everything { try validate(s.buckets, field: "Search", allowEmpty: true) }
         switch s.expansion {
         case .none: break
         case let .averageQE(n), let .alphaQE(n, _):
@@ -141,7 +144,7 @@ public struct RequestLimits: Sendable, Equatable {
         }
     }
 
-    private func validate(keys: [String], field: String) throws {
+    func validate(keys: [String], field: String) throws {
         guard keys.count <= maximumKeys else { throw invalid("\(field) has \(keys.count) keys, at most \(maximumKeys)") }
         for (i, key) in keys.enumerated() {
             let bytes = key.utf8.count

@@ -37,21 +37,21 @@ public final class WireClient: Sendable {
 
     /// Sends `body` and returns the reply. A reply that is an `Error` is thrown; so is a
     /// deadline passing (`deadlineExceeded`) or the connection closing (`unavailable`).
-    public func call(_ body: WireMessage, timeout: TimeAmount = .seconds(30)) async throws -> WireMessage {
-        let reply = try await send(body, timeout: timeout).get()
+    public func call(_ body: WireMessage, timeout: TimeAmount = .seconds(30), mapEpoch: UInt64 = 0) async throws -> WireMessage {
+        let reply = try await send(body, timeout: timeout, mapEpoch: mapEpoch).get()
         if case let .error(error) = reply.body { throw error }
         return reply.body
     }
 
     /// Sends `body`; the future completes with the reply envelope (errors included).
-    public func send(_ body: WireMessage, timeout: TimeAmount = .seconds(30)) -> EventLoopFuture<Envelope> {
+    public func send(_ body: WireMessage, timeout: TimeAmount = .seconds(30), mapEpoch: UInt64 = 0) -> EventLoopFuture<Envelope> {
         let loop = channel.eventLoop
         let channel = self.channel
         let handler = self.handler
         return loop.flatSubmit {
             let promise = loop.makePromise(of: Envelope.self)
             let id = handler.register(promise, timeout: timeout, on: loop)
-            channel.writeAndFlush(Envelope(requestID: id, body: body)).whenFailure { error in
+            channel.writeAndFlush(Envelope(requestID: id, body: body, mapEpoch: mapEpoch)).whenFailure { error in
                 handler.fail(id, with: WireError(.unavailable, "write failed: \(error)"))
             }
             return promise.futureResult

@@ -14,6 +14,7 @@ public enum WireCodec {
         var e = Pharos__Envelope()
         pharos__envelope__init(&e)
         e.request_id = envelope.requestID
+        e.map_epoch = envelope.mapEpoch
         try fill(&e, with: envelope.body, arena: arena)
         let size = withUnsafePointer(to: &e) { $0.withMemoryRebound(to: ProtobufCMessage.self, capacity: 1) { protobuf_c_message_get_packed_size($0) } }
         var out = [UInt8](repeating: 0, count: size)
@@ -37,7 +38,7 @@ public enum WireCodec {
         }) {
             throw WireError(.invalidArgument, problem, requestID: e.pointee.request_id)
         }
-        return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee))
+        return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee), mapEpoch: e.pointee.map_epoch)
     }
 
     /// Decodes a frame payload held in an array.
@@ -47,7 +48,7 @@ public enum WireCodec {
 
     // MARK: Swift -> C
 
-    private static func checked(_ strings: [String], _ field: String) throws -> [String] {
+    static func checked(_ strings: [String], _ field: String) throws -> [String] {
         if let bad = strings.firstIndex(where: { $0.utf8.contains(0) }) {
             throw WireError(.invalidArgument, "\(field) \(bad) contains a NUL byte")
         }
@@ -75,6 +76,8 @@ public enum WireCodec {
             m.pointee.refine_factor = UInt32(clamping: s.refineFactor)
             m.pointee.deadline_ms = UInt32(clamping: s.deadlineMilliseconds)
             m.pointee.with_vectors = s.withVectors ? 1 : 0
+            m.pointee.bucket_count = UInt32(clamping: s.buckets.count)
+            m.pointee.bucket_mask = arena.bytes(s.buckets.bits)
             if s.expansion != .none {
                 let x = arena.message(Pharos__Expansion.self) { pharos__expansion__init($0) }
                 switch s.expansion {
@@ -231,6 +234,9 @@ public enum WireCodec {
             m.pointee.shard_count = UInt32(clamping: s.shardCount)
             e.body_case = PHAROS__ENVELOPE__BODY_SCHEMA_RESULT
             e.schema_result = m
+        case .bucketRead, .bucketEntries, .bucketWrite, .bucketDrop, .bucketCounts, .bucketCountsResult,
+             .clusterStatus, .clusterStatusResult, .addNode, .removeNode, .rebalance:
+            try fillCluster(&e, with: body, arena: arena)
         case let .error(error):
             let m = arena.message(Pharos__Error.self) { pharos__error__init($0) }
             m.pointee.code = Pharos__ErrorCode(rawValue: UInt32(error.code.rawValue))
@@ -243,12 +249,12 @@ public enum WireCodec {
 
     // MARK: C -> Swift
 
-    private static func string(_ p: UnsafePointer<CChar>?) -> String {
+    static func string(_ p: UnsafePointer<CChar>?) -> String {
         guard let p else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
     }
 
-    private static func strings(_ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ n: Int) -> [String] {
+    static func strings(_ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ n: Int) -> [String] {
         guard let p else { return [] }
         return (0..<n).map { string(p[$0]) }
     }
@@ -258,12 +264,12 @@ public enum WireCodec {
         return Array(UnsafeBufferPointer(start: p, count: n))
     }
 
-    private static func bytes(_ b: ProtobufCBinaryData) -> [UInt8] {
+    static func bytes(_ b: ProtobufCBinaryData) -> [UInt8] {
         guard let data = b.data, b.len > 0 else { return [] }
         return Array(UnsafeBufferPointer(start: data, count: b.len))
     }
 
-    private static func count(_ v: UInt32) -> Int { Int(v) }
+    static func count(_ v: UInt32) -> Int { Int(v) }
 
     private static func body(of e: Pharos__Envelope) throws -> WireMessage {
         switch e.body_case {
@@ -287,10 +293,12 @@ public enum WireCodec {
                                     requestID: e.request_id)
                 }
             }
-            return .search(SearchRequest(vectors: floats(s.vectors, s.n_vectors), dimension: count(s.dimension),
-                                         queryKeys: strings(s.query_keys, s.n_query_keys), k: count(s.k), nprobe: count(s.nprobe),
-                                         refineFactor: count(s.refine_factor), expansion: expansion,
-                                         deadlineMilliseconds: count(s.deadline_ms), withVectors: s.with_vectors != 0))
+            var request = SearchRequest(vectors: floats(s.vectors, s.n_vectors), dimension: count(s.dimension),
+                                        queryKeys: strings(s.query_keys, s.n_query_keys), k: count(s.k), nprobe: count(s.nprobe),
+                                        refineFactor: count(s.refine_factor), expansion: expansion,
+                                        deadlineMilliseconds: count(s.deadline_ms), withVectors: s.with_vectors != 0)
+            request.buckets = BucketMask(count: count(s.bucket_count), bits: bytes(s.bucket_mask))
+            return .search(request)
         case PHAROS__ENVELOPE__BODY_SEARCH_RESULT:
             let r = e.search_result.pointee
             let queries = (0..<r.n_queries).map { i -> QueryHits in
@@ -356,6 +364,7 @@ public enum WireCodec {
             let x = e.error.pointee
             return .error(WireError(Int32(exactly: x.code.rawValue).flatMap(WireError.Code.init(rawValue:)) ?? .unspecified, string(x.message), requestID: x.request_id))
         default:
+            if let message = clusterBody(of: e) { return message }
             throw WireError(.unsupported, "envelope \(e.request_id) has no body this build knows (body field \(e.body_case.rawValue))", requestID: e.request_id)
         }
     }

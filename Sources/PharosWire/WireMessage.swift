@@ -7,11 +7,14 @@ public struct Envelope: Sendable, Equatable {
     public var requestID: UInt64
     /// The message.
     public var body: WireMessage
+    /// The cluster-map epoch the sender routes by (0: none, as clients send).
+    public var mapEpoch: UInt64
 
     /// Creates an envelope.
-    public init(requestID: UInt64, body: WireMessage) {
+    public init(requestID: UInt64, body: WireMessage, mapEpoch: UInt64 = 0) {
         self.requestID = requestID
         self.body = body
+        self.mapEpoch = mapEpoch
     }
 }
 
@@ -41,6 +44,25 @@ public enum WireMessage: Sendable, Equatable {
     /// Asks the coordinator for the collection's vector space (`SchemaResult`).
     case schema
     case schemaResult(CollectionSchema)
+    /// To a shard: a page of the live entries of some buckets (`BucketEntries`).
+    case bucketRead(BucketReadRequest)
+    case bucketEntries([MovedEntry])
+    /// To a shard: store entries read from another node (`UpsertResult`).
+    case bucketWrite([MovedEntry])
+    /// To a shard: delete every live entry of the buckets (`DeleteResult`).
+    case bucketDrop(BucketMask)
+    /// To a shard: live entries per bucket, for `count` buckets.
+    case bucketCounts(count: Int)
+    case bucketCountsResult([UInt64])
+    /// To the coordinator: the cluster map and moves (`ClusterStatusResult`).
+    case clusterStatus
+    case clusterStatusResult(ClusterReport)
+    /// To the coordinator: a node joins.
+    case addNode(NodeAddition)
+    /// To the coordinator: a node is drained and removed.
+    case removeNode(name: String)
+    /// To the coordinator: move buckets to even out nodes and reach a replication factor.
+    case rebalance(RebalanceRequest)
     case error(WireError)
 
     /// The message's name in the protocol document.
@@ -65,6 +87,17 @@ public enum WireMessage: Sendable, Equatable {
         case .dropResult: return "DropResult"
         case .schema: return "Schema"
         case .schemaResult: return "SchemaResult"
+        case .bucketRead: return "BucketRead"
+        case .bucketEntries: return "BucketEntries"
+        case .bucketWrite: return "BucketWrite"
+        case .bucketDrop: return "BucketDrop"
+        case .bucketCounts: return "BucketCounts"
+        case .bucketCountsResult: return "BucketCountsResult"
+        case .clusterStatus: return "ClusterStatus"
+        case .clusterStatusResult: return "ClusterStatusResult"
+        case .addNode: return "AddNode"
+        case .removeNode: return "RemoveNode"
+        case .rebalance: return "Rebalance"
         case .error: return "Error"
         }
     }
@@ -131,6 +164,8 @@ public struct SearchRequest: Sendable, Equatable {
     public var deadlineMilliseconds: Int
     /// Whether each hit carries its reconstructed vector.
     public var withVectors: Bool
+    /// To a shard: the buckets it answers for (`.everything` from clients).
+    public var buckets: BucketMask = .everything
 
     /// A search request.
     public init(vectors: [Float] = [], dimension: Int = 0, queryKeys: [String] = [], k: Int, nprobe: Int,
@@ -309,7 +344,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The protocol's error codes (see Protocols/README.md).
     public enum Code: Int32, Sendable, Equatable {
         case unspecified = 0, malformed, unsupported, invalidArgument, notReady, overloaded,
-             deadlineExceeded, storage, unavailable, internalError
+             deadlineExceeded, storage, unavailable, internalError, staleMap
     }
 
     /// What kind of failure.

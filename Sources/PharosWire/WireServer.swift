@@ -10,9 +10,17 @@ public protocol WireService: AnyObject, Sendable {
     /// Produces the reply to `message` and passes it to `reply` exactly once, from any thread.
     /// Must not block the caller (an event loop): run blocking work elsewhere.
     func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void)
+    /// `respond(to:reply:)` with the whole envelope (its map epoch); by default the body alone.
+    func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void)
     /// Releases resources after the server stopped; the event loops are still running, so
     /// connections it holds can close cleanly before they shut down.
     func close() async
+}
+
+extension WireService {
+    public func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
+        respond(to: envelope.body, reply: reply)
+    }
 }
 
 /// Serves a `WireService` over TCP with the wire protocol (shard nodes and the coordinator).
@@ -303,7 +311,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         let server = self.server
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        server.service.respond(to: envelope.body) { reply in
+        server.service.respond(to: envelope) { reply in
             var reply = reply
             if case var .error(error) = reply {
                 error.requestID = envelope.requestID
@@ -358,6 +366,8 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         case let .upsert(u): return u.vectors.count * 4 + u.keys.reduce(0) { $0 + $1.utf8.count } + u.metadata.reduce(0) { $0 + $1.count }
         case let .delete(keys), let .fetch(keys): return keys.reduce(0) { $0 + $1.utf8.count }
         case let .trainedState(file, whitening): return file.count + whitening.count
+        case let .bucketEntries(entries), let .bucketWrite(entries):
+            return entries.reduce(0) { $0 + $1.key.utf8.count + $1.code.count + $1.refine.count + $1.metadata.count }
         default: return 0
         }
     }

@@ -1042,6 +1042,636 @@ void   pharos__schema_result__free_unpacked
   assert(message->base.descriptor == &pharos__schema_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pharos__bucket_entry__init
+                     (Pharos__BucketEntry         *message)
+{
+  static const Pharos__BucketEntry init_value = PHAROS__BUCKET_ENTRY__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_entry__get_packed_size
+                     (const Pharos__BucketEntry *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_entry__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_entry__pack
+                     (const Pharos__BucketEntry *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_entry__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_entry__pack_to_buffer
+                     (const Pharos__BucketEntry *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_entry__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketEntry *
+       pharos__bucket_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketEntry *)
+     protobuf_c_message_unpack (&pharos__bucket_entry__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_entry__free_unpacked
+                     (Pharos__BucketEntry *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_entry__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_read__init
+                     (Pharos__BucketRead         *message)
+{
+  static const Pharos__BucketRead init_value = PHAROS__BUCKET_READ__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_read__get_packed_size
+                     (const Pharos__BucketRead *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_read__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_read__pack
+                     (const Pharos__BucketRead *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_read__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_read__pack_to_buffer
+                     (const Pharos__BucketRead *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_read__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketRead *
+       pharos__bucket_read__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketRead *)
+     protobuf_c_message_unpack (&pharos__bucket_read__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_read__free_unpacked
+                     (Pharos__BucketRead *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_read__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_entries__init
+                     (Pharos__BucketEntries         *message)
+{
+  static const Pharos__BucketEntries init_value = PHAROS__BUCKET_ENTRIES__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_entries__get_packed_size
+                     (const Pharos__BucketEntries *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_entries__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_entries__pack
+                     (const Pharos__BucketEntries *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_entries__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_entries__pack_to_buffer
+                     (const Pharos__BucketEntries *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_entries__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketEntries *
+       pharos__bucket_entries__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketEntries *)
+     protobuf_c_message_unpack (&pharos__bucket_entries__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_entries__free_unpacked
+                     (Pharos__BucketEntries *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_entries__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_write__init
+                     (Pharos__BucketWrite         *message)
+{
+  static const Pharos__BucketWrite init_value = PHAROS__BUCKET_WRITE__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_write__get_packed_size
+                     (const Pharos__BucketWrite *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_write__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_write__pack
+                     (const Pharos__BucketWrite *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_write__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_write__pack_to_buffer
+                     (const Pharos__BucketWrite *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_write__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketWrite *
+       pharos__bucket_write__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketWrite *)
+     protobuf_c_message_unpack (&pharos__bucket_write__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_write__free_unpacked
+                     (Pharos__BucketWrite *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_write__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_drop__init
+                     (Pharos__BucketDrop         *message)
+{
+  static const Pharos__BucketDrop init_value = PHAROS__BUCKET_DROP__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_drop__get_packed_size
+                     (const Pharos__BucketDrop *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_drop__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_drop__pack
+                     (const Pharos__BucketDrop *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_drop__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_drop__pack_to_buffer
+                     (const Pharos__BucketDrop *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_drop__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketDrop *
+       pharos__bucket_drop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketDrop *)
+     protobuf_c_message_unpack (&pharos__bucket_drop__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_drop__free_unpacked
+                     (Pharos__BucketDrop *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_drop__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_counts__init
+                     (Pharos__BucketCounts         *message)
+{
+  static const Pharos__BucketCounts init_value = PHAROS__BUCKET_COUNTS__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_counts__get_packed_size
+                     (const Pharos__BucketCounts *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_counts__pack
+                     (const Pharos__BucketCounts *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_counts__pack_to_buffer
+                     (const Pharos__BucketCounts *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketCounts *
+       pharos__bucket_counts__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketCounts *)
+     protobuf_c_message_unpack (&pharos__bucket_counts__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_counts__free_unpacked
+                     (Pharos__BucketCounts *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_counts__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__bucket_counts_result__init
+                     (Pharos__BucketCountsResult         *message)
+{
+  static const Pharos__BucketCountsResult init_value = PHAROS__BUCKET_COUNTS_RESULT__INIT;
+  *message = init_value;
+}
+size_t pharos__bucket_counts_result__get_packed_size
+                     (const Pharos__BucketCountsResult *message)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__bucket_counts_result__pack
+                     (const Pharos__BucketCountsResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__bucket_counts_result__pack_to_buffer
+                     (const Pharos__BucketCountsResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__bucket_counts_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__BucketCountsResult *
+       pharos__bucket_counts_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__BucketCountsResult *)
+     protobuf_c_message_unpack (&pharos__bucket_counts_result__descriptor,
+                                allocator, len, data);
+}
+void   pharos__bucket_counts_result__free_unpacked
+                     (Pharos__BucketCountsResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__bucket_counts_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__cluster_status__init
+                     (Pharos__ClusterStatus         *message)
+{
+  static const Pharos__ClusterStatus init_value = PHAROS__CLUSTER_STATUS__INIT;
+  *message = init_value;
+}
+size_t pharos__cluster_status__get_packed_size
+                     (const Pharos__ClusterStatus *message)
+{
+  assert(message->base.descriptor == &pharos__cluster_status__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__cluster_status__pack
+                     (const Pharos__ClusterStatus *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__cluster_status__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__cluster_status__pack_to_buffer
+                     (const Pharos__ClusterStatus *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__cluster_status__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__ClusterStatus *
+       pharos__cluster_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__ClusterStatus *)
+     protobuf_c_message_unpack (&pharos__cluster_status__descriptor,
+                                allocator, len, data);
+}
+void   pharos__cluster_status__free_unpacked
+                     (Pharos__ClusterStatus *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__cluster_status__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__node_status__init
+                     (Pharos__NodeStatus         *message)
+{
+  static const Pharos__NodeStatus init_value = PHAROS__NODE_STATUS__INIT;
+  *message = init_value;
+}
+size_t pharos__node_status__get_packed_size
+                     (const Pharos__NodeStatus *message)
+{
+  assert(message->base.descriptor == &pharos__node_status__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__node_status__pack
+                     (const Pharos__NodeStatus *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__node_status__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__node_status__pack_to_buffer
+                     (const Pharos__NodeStatus *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__node_status__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__NodeStatus *
+       pharos__node_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__NodeStatus *)
+     protobuf_c_message_unpack (&pharos__node_status__descriptor,
+                                allocator, len, data);
+}
+void   pharos__node_status__free_unpacked
+                     (Pharos__NodeStatus *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__node_status__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__move_status__init
+                     (Pharos__MoveStatus         *message)
+{
+  static const Pharos__MoveStatus init_value = PHAROS__MOVE_STATUS__INIT;
+  *message = init_value;
+}
+size_t pharos__move_status__get_packed_size
+                     (const Pharos__MoveStatus *message)
+{
+  assert(message->base.descriptor == &pharos__move_status__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__move_status__pack
+                     (const Pharos__MoveStatus *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__move_status__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__move_status__pack_to_buffer
+                     (const Pharos__MoveStatus *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__move_status__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__MoveStatus *
+       pharos__move_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__MoveStatus *)
+     protobuf_c_message_unpack (&pharos__move_status__descriptor,
+                                allocator, len, data);
+}
+void   pharos__move_status__free_unpacked
+                     (Pharos__MoveStatus *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__move_status__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__cluster_status_result__init
+                     (Pharos__ClusterStatusResult         *message)
+{
+  static const Pharos__ClusterStatusResult init_value = PHAROS__CLUSTER_STATUS_RESULT__INIT;
+  *message = init_value;
+}
+size_t pharos__cluster_status_result__get_packed_size
+                     (const Pharos__ClusterStatusResult *message)
+{
+  assert(message->base.descriptor == &pharos__cluster_status_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__cluster_status_result__pack
+                     (const Pharos__ClusterStatusResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__cluster_status_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__cluster_status_result__pack_to_buffer
+                     (const Pharos__ClusterStatusResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__cluster_status_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__ClusterStatusResult *
+       pharos__cluster_status_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__ClusterStatusResult *)
+     protobuf_c_message_unpack (&pharos__cluster_status_result__descriptor,
+                                allocator, len, data);
+}
+void   pharos__cluster_status_result__free_unpacked
+                     (Pharos__ClusterStatusResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__cluster_status_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__add_node__init
+                     (Pharos__AddNode         *message)
+{
+  static const Pharos__AddNode init_value = PHAROS__ADD_NODE__INIT;
+  *message = init_value;
+}
+size_t pharos__add_node__get_packed_size
+                     (const Pharos__AddNode *message)
+{
+  assert(message->base.descriptor == &pharos__add_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__add_node__pack
+                     (const Pharos__AddNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__add_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__add_node__pack_to_buffer
+                     (const Pharos__AddNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__add_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__AddNode *
+       pharos__add_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__AddNode *)
+     protobuf_c_message_unpack (&pharos__add_node__descriptor,
+                                allocator, len, data);
+}
+void   pharos__add_node__free_unpacked
+                     (Pharos__AddNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__add_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__remove_node__init
+                     (Pharos__RemoveNode         *message)
+{
+  static const Pharos__RemoveNode init_value = PHAROS__REMOVE_NODE__INIT;
+  *message = init_value;
+}
+size_t pharos__remove_node__get_packed_size
+                     (const Pharos__RemoveNode *message)
+{
+  assert(message->base.descriptor == &pharos__remove_node__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__remove_node__pack
+                     (const Pharos__RemoveNode *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__remove_node__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__remove_node__pack_to_buffer
+                     (const Pharos__RemoveNode *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__remove_node__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__RemoveNode *
+       pharos__remove_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__RemoveNode *)
+     protobuf_c_message_unpack (&pharos__remove_node__descriptor,
+                                allocator, len, data);
+}
+void   pharos__remove_node__free_unpacked
+                     (Pharos__RemoveNode *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__remove_node__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   pharos__rebalance__init
+                     (Pharos__Rebalance         *message)
+{
+  static const Pharos__Rebalance init_value = PHAROS__REBALANCE__INIT;
+  *message = init_value;
+}
+size_t pharos__rebalance__get_packed_size
+                     (const Pharos__Rebalance *message)
+{
+  assert(message->base.descriptor == &pharos__rebalance__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__rebalance__pack
+                     (const Pharos__Rebalance *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__rebalance__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__rebalance__pack_to_buffer
+                     (const Pharos__Rebalance *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__rebalance__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__Rebalance *
+       pharos__rebalance__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__Rebalance *)
+     protobuf_c_message_unpack (&pharos__rebalance__descriptor,
+                                allocator, len, data);
+}
+void   pharos__rebalance__free_unpacked
+                     (Pharos__Rebalance *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__rebalance__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pharos__error__init
                      (Pharos__Error         *message)
 {
@@ -1290,7 +1920,7 @@ const ProtobufCMessageDescriptor pharos__expansion__descriptor =
   (ProtobufCMessageInit) pharos__expansion__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__search__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pharos__search__field_descriptors[11] =
 {
   {
     "vectors",
@@ -1400,8 +2030,34 @@ static const ProtobufCFieldDescriptor pharos__search__field_descriptors[9] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bucket_count",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Search, bucket_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_mask",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Search, bucket_mask),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__search__field_indices_by_name[] = {
+  9,   /* field[9] = bucket_count */
+  10,   /* field[10] = bucket_mask */
   7,   /* field[7] = deadline_ms */
   1,   /* field[1] = dimension */
   6,   /* field[6] = expansion */
@@ -1415,7 +2071,7 @@ static const unsigned pharos__search__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__search__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pharos__search__descriptor =
 {
@@ -1425,7 +2081,7 @@ const ProtobufCMessageDescriptor pharos__search__descriptor =
   "Pharos__Search",
   "pharos",
   sizeof(Pharos__Search),
-  9,
+  11,
   pharos__search__field_descriptors,
   pharos__search__field_indices_by_name,
   1,  pharos__search__number_ranges,
@@ -2509,6 +3165,960 @@ const ProtobufCMessageDescriptor pharos__schema_result__descriptor =
   (ProtobufCMessageInit) pharos__schema_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor pharos__bucket_entry__field_descriptors[5] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketEntry, list),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "code",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketEntry, code),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "refine",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketEntry, refine),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "metadata",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketEntry, metadata),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_entry__field_indices_by_name[] = {
+  2,   /* field[2] = code */
+  0,   /* field[0] = key */
+  1,   /* field[1] = list */
+  4,   /* field[4] = metadata */
+  3,   /* field[3] = refine */
+};
+static const ProtobufCIntRange pharos__bucket_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketEntry",
+  "BucketEntry",
+  "Pharos__BucketEntry",
+  "pharos",
+  sizeof(Pharos__BucketEntry),
+  5,
+  pharos__bucket_entry__field_descriptors,
+  pharos__bucket_entry__field_indices_by_name,
+  1,  pharos__bucket_entry__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_read__field_descriptors[6] =
+{
+  {
+    "bucket_count",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, bucket_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_mask",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, bucket_mask),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "has_cursor",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, has_cursor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "after_hash",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, after_hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "after_key",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, after_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketRead, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_read__field_indices_by_name[] = {
+  3,   /* field[3] = after_hash */
+  4,   /* field[4] = after_key */
+  0,   /* field[0] = bucket_count */
+  1,   /* field[1] = bucket_mask */
+  2,   /* field[2] = has_cursor */
+  5,   /* field[5] = limit */
+};
+static const ProtobufCIntRange pharos__bucket_read__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_read__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketRead",
+  "BucketRead",
+  "Pharos__BucketRead",
+  "pharos",
+  sizeof(Pharos__BucketRead),
+  6,
+  pharos__bucket_read__field_descriptors,
+  pharos__bucket_read__field_indices_by_name,
+  1,  pharos__bucket_read__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_read__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_entries__field_descriptors[1] =
+{
+  {
+    "entries",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__BucketEntries, n_entries),
+    offsetof(Pharos__BucketEntries, entries),
+    &pharos__bucket_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_entries__field_indices_by_name[] = {
+  0,   /* field[0] = entries */
+};
+static const ProtobufCIntRange pharos__bucket_entries__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_entries__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketEntries",
+  "BucketEntries",
+  "Pharos__BucketEntries",
+  "pharos",
+  sizeof(Pharos__BucketEntries),
+  1,
+  pharos__bucket_entries__field_descriptors,
+  pharos__bucket_entries__field_indices_by_name,
+  1,  pharos__bucket_entries__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_entries__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[1] =
+{
+  {
+    "entries",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__BucketWrite, n_entries),
+    offsetof(Pharos__BucketWrite, entries),
+    &pharos__bucket_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_write__field_indices_by_name[] = {
+  0,   /* field[0] = entries */
+};
+static const ProtobufCIntRange pharos__bucket_write__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_write__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketWrite",
+  "BucketWrite",
+  "Pharos__BucketWrite",
+  "pharos",
+  sizeof(Pharos__BucketWrite),
+  1,
+  pharos__bucket_write__field_descriptors,
+  pharos__bucket_write__field_indices_by_name,
+  1,  pharos__bucket_write__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_write__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[2] =
+{
+  {
+    "bucket_count",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketDrop, bucket_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_mask",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketDrop, bucket_mask),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_drop__field_indices_by_name[] = {
+  0,   /* field[0] = bucket_count */
+  1,   /* field[1] = bucket_mask */
+};
+static const ProtobufCIntRange pharos__bucket_drop__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketDrop",
+  "BucketDrop",
+  "Pharos__BucketDrop",
+  "pharos",
+  sizeof(Pharos__BucketDrop),
+  2,
+  pharos__bucket_drop__field_descriptors,
+  pharos__bucket_drop__field_indices_by_name,
+  1,  pharos__bucket_drop__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_drop__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_counts__field_descriptors[1] =
+{
+  {
+    "bucket_count",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketCounts, bucket_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_counts__field_indices_by_name[] = {
+  0,   /* field[0] = bucket_count */
+};
+static const ProtobufCIntRange pharos__bucket_counts__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_counts__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketCounts",
+  "BucketCounts",
+  "Pharos__BucketCounts",
+  "pharos",
+  sizeof(Pharos__BucketCounts),
+  1,
+  pharos__bucket_counts__field_descriptors,
+  pharos__bucket_counts__field_indices_by_name,
+  1,  pharos__bucket_counts__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_counts__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__bucket_counts_result__field_descriptors[1] =
+{
+  {
+    "entries",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Pharos__BucketCountsResult, n_entries),
+    offsetof(Pharos__BucketCountsResult, entries),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__bucket_counts_result__field_indices_by_name[] = {
+  0,   /* field[0] = entries */
+};
+static const ProtobufCIntRange pharos__bucket_counts_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__bucket_counts_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.BucketCountsResult",
+  "BucketCountsResult",
+  "Pharos__BucketCountsResult",
+  "pharos",
+  sizeof(Pharos__BucketCountsResult),
+  1,
+  pharos__bucket_counts_result__field_descriptors,
+  pharos__bucket_counts_result__field_indices_by_name,
+  1,  pharos__bucket_counts_result__number_ranges,
+  (ProtobufCMessageInit) pharos__bucket_counts_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define pharos__cluster_status__field_descriptors NULL
+#define pharos__cluster_status__field_indices_by_name NULL
+#define pharos__cluster_status__number_ranges NULL
+const ProtobufCMessageDescriptor pharos__cluster_status__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.ClusterStatus",
+  "ClusterStatus",
+  "Pharos__ClusterStatus",
+  "pharos",
+  sizeof(Pharos__ClusterStatus),
+  0,
+  pharos__cluster_status__field_descriptors,
+  pharos__cluster_status__field_indices_by_name,
+  0,  pharos__cluster_status__number_ranges,
+  (ProtobufCMessageInit) pharos__cluster_status__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__node_status__field_descriptors[7] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "address",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, address),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "zone",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, zone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "buckets",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, buckets),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, entries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "problem",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, problem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__node_status__field_indices_by_name[] = {
+  1,   /* field[1] = address */
+  4,   /* field[4] = buckets */
+  5,   /* field[5] = entries */
+  0,   /* field[0] = name */
+  6,   /* field[6] = problem */
+  3,   /* field[3] = state */
+  2,   /* field[2] = zone */
+};
+static const ProtobufCIntRange pharos__node_status__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor pharos__node_status__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.NodeStatus",
+  "NodeStatus",
+  "Pharos__NodeStatus",
+  "pharos",
+  sizeof(Pharos__NodeStatus),
+  7,
+  pharos__node_status__field_descriptors,
+  pharos__node_status__field_indices_by_name,
+  1,  pharos__node_status__number_ranges,
+  (ProtobufCMessageInit) pharos__node_status__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__move_status__field_descriptors[6] =
+{
+  {
+    "bucket",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, bucket),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "source",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "target",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, target),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "phase",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, phase),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries_copied",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, entries_copied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_copied",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__MoveStatus, bytes_copied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__move_status__field_indices_by_name[] = {
+  0,   /* field[0] = bucket */
+  5,   /* field[5] = bytes_copied */
+  4,   /* field[4] = entries_copied */
+  3,   /* field[3] = phase */
+  1,   /* field[1] = source */
+  2,   /* field[2] = target */
+};
+static const ProtobufCIntRange pharos__move_status__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor pharos__move_status__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.MoveStatus",
+  "MoveStatus",
+  "Pharos__MoveStatus",
+  "pharos",
+  sizeof(Pharos__MoveStatus),
+  6,
+  pharos__move_status__field_descriptors,
+  pharos__move_status__field_indices_by_name,
+  1,  pharos__move_status__number_ranges,
+  (ProtobufCMessageInit) pharos__move_status__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__cluster_status_result__field_descriptors[9] =
+{
+  {
+    "epoch",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "buckets",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, buckets),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replication",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, replication),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "nodes",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__ClusterStatusResult, n_nodes),
+    offsetof(Pharos__ClusterStatusResult, nodes),
+    &pharos__node_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "moves",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__ClusterStatusResult, n_moves),
+    offsetof(Pharos__ClusterStatusResult, moves),
+    &pharos__move_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "moves_pending",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, moves_pending),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "buckets_under_replicated",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, buckets_under_replicated),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "moves_done",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, moves_done),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_problem",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, last_problem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__cluster_status_result__field_indices_by_name[] = {
+  1,   /* field[1] = buckets */
+  6,   /* field[6] = buckets_under_replicated */
+  0,   /* field[0] = epoch */
+  8,   /* field[8] = last_problem */
+  4,   /* field[4] = moves */
+  7,   /* field[7] = moves_done */
+  5,   /* field[5] = moves_pending */
+  3,   /* field[3] = nodes */
+  2,   /* field[2] = replication */
+};
+static const ProtobufCIntRange pharos__cluster_status_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor pharos__cluster_status_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.ClusterStatusResult",
+  "ClusterStatusResult",
+  "Pharos__ClusterStatusResult",
+  "pharos",
+  sizeof(Pharos__ClusterStatusResult),
+  9,
+  pharos__cluster_status_result__field_descriptors,
+  pharos__cluster_status_result__field_indices_by_name,
+  1,  pharos__cluster_status_result__number_ranges,
+  (ProtobufCMessageInit) pharos__cluster_status_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__add_node__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__AddNode, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "host",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__AddNode, host),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "port",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__AddNode, port),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "zone",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__AddNode, zone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__add_node__field_indices_by_name[] = {
+  1,   /* field[1] = host */
+  0,   /* field[0] = name */
+  2,   /* field[2] = port */
+  3,   /* field[3] = zone */
+};
+static const ProtobufCIntRange pharos__add_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor pharos__add_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.AddNode",
+  "AddNode",
+  "Pharos__AddNode",
+  "pharos",
+  sizeof(Pharos__AddNode),
+  4,
+  pharos__add_node__field_descriptors,
+  pharos__add_node__field_indices_by_name,
+  1,  pharos__add_node__number_ranges,
+  (ProtobufCMessageInit) pharos__add_node__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__remove_node__field_descriptors[1] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__RemoveNode, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__remove_node__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange pharos__remove_node__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor pharos__remove_node__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.RemoveNode",
+  "RemoveNode",
+  "Pharos__RemoveNode",
+  "pharos",
+  sizeof(Pharos__RemoveNode),
+  1,
+  pharos__remove_node__field_descriptors,
+  pharos__remove_node__field_indices_by_name,
+  1,  pharos__remove_node__number_ranges,
+  (ProtobufCMessageInit) pharos__remove_node__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__rebalance__field_descriptors[3] =
+{
+  {
+    "replication",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rebalance, replication),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_concurrent_moves",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rebalance, max_concurrent_moves),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rate_mb",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rebalance, rate_mb),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__rebalance__field_indices_by_name[] = {
+  1,   /* field[1] = max_concurrent_moves */
+  2,   /* field[2] = rate_mb */
+  0,   /* field[0] = replication */
+};
+static const ProtobufCIntRange pharos__rebalance__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pharos__rebalance__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.Rebalance",
+  "Rebalance",
+  "Pharos__Rebalance",
+  "pharos",
+  sizeof(Pharos__Rebalance),
+  3,
+  pharos__rebalance__field_descriptors,
+  pharos__rebalance__field_indices_by_name,
+  1,  pharos__rebalance__number_ranges,
+  (ProtobufCMessageInit) pharos__rebalance__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor pharos__error__field_descriptors[3] =
 {
   {
@@ -2573,7 +4183,7 @@ const ProtobufCMessageDescriptor pharos__error__descriptor =
   (ProtobufCMessageInit) pharos__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[21] =
+static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[33] =
 {
   {
     "request_id",
@@ -2827,8 +4437,161 @@ static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[21] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "map_epoch",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Envelope, map_epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_read",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_read),
+    &pharos__bucket_read__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_entries",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_entries),
+    &pharos__bucket_entries__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_write",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_write),
+    &pharos__bucket_write__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_drop",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_drop),
+    &pharos__bucket_drop__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_counts",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_counts),
+    &pharos__bucket_counts__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bucket_counts_result",
+    28,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, bucket_counts_result),
+    &pharos__bucket_counts_result__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cluster_status",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, cluster_status),
+    &pharos__cluster_status__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cluster_status_result",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, cluster_status_result),
+    &pharos__cluster_status_result__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "add_node",
+    31,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, add_node),
+    &pharos__add_node__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "remove_node",
+    32,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, remove_node),
+    &pharos__remove_node__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rebalance",
+    33,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Envelope, body_case),
+    offsetof(Pharos__Envelope, rebalance),
+    &pharos__rebalance__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__envelope__field_indices_by_name[] = {
+  30,   /* field[30] = add_node */
+  26,   /* field[26] = bucket_counts */
+  27,   /* field[27] = bucket_counts_result */
+  25,   /* field[25] = bucket_drop */
+  23,   /* field[23] = bucket_entries */
+  22,   /* field[22] = bucket_read */
+  24,   /* field[24] = bucket_write */
+  28,   /* field[28] = cluster_status */
+  29,   /* field[29] = cluster_status_result */
   6,   /* field[6] = delete */
   7,   /* field[7] = delete_result */
   17,   /* field[17] = drop */
@@ -2839,6 +4602,9 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
   12,   /* field[12] = health */
   13,   /* field[13] = health_result */
   1,   /* field[1] = hello */
+  21,   /* field[21] = map_epoch */
+  32,   /* field[32] = rebalance */
+  31,   /* field[31] = remove_node */
   0,   /* field[0] = request_id */
   19,   /* field[19] = schema */
   20,   /* field[20] = schema_result */
@@ -2854,7 +4620,7 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 21 }
+  { 0, 33 }
 };
 const ProtobufCMessageDescriptor pharos__envelope__descriptor =
 {
@@ -2864,7 +4630,7 @@ const ProtobufCMessageDescriptor pharos__envelope__descriptor =
   "Pharos__Envelope",
   "pharos",
   sizeof(Pharos__Envelope),
-  21,
+  33,
   pharos__envelope__field_descriptors,
   pharos__envelope__field_indices_by_name,
   1,  pharos__envelope__number_ranges,
@@ -2903,7 +4669,7 @@ const ProtobufCEnumDescriptor pharos__role__descriptor =
   pharos__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[10] =
+static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[11] =
 {
   { "ERROR_UNSPECIFIED", "PHAROS__ERROR_CODE__ERROR_UNSPECIFIED", 0 },
   { "ERROR_MALFORMED", "PHAROS__ERROR_CODE__ERROR_MALFORMED", 1 },
@@ -2915,11 +4681,12 @@ static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[10] =
   { "ERROR_STORAGE", "PHAROS__ERROR_CODE__ERROR_STORAGE", 7 },
   { "ERROR_UNAVAILABLE", "PHAROS__ERROR_CODE__ERROR_UNAVAILABLE", 8 },
   { "ERROR_INTERNAL", "PHAROS__ERROR_CODE__ERROR_INTERNAL", 9 },
+  { "ERROR_STALE_MAP", "PHAROS__ERROR_CODE__ERROR_STALE_MAP", 10 },
 };
 static const ProtobufCIntRange pharos__error_code__value_ranges[] = {
-{0, 0},{0, 10}
+{0, 0},{0, 11}
 };
-static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[10] =
+static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[11] =
 {
   { "ERROR_DEADLINE_EXCEEDED", 6 },
   { "ERROR_INTERNAL", 9 },
@@ -2927,6 +4694,7 @@ static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[10]
   { "ERROR_MALFORMED", 1 },
   { "ERROR_NOT_READY", 4 },
   { "ERROR_OVERLOADED", 5 },
+  { "ERROR_STALE_MAP", 10 },
   { "ERROR_STORAGE", 7 },
   { "ERROR_UNAVAILABLE", 8 },
   { "ERROR_UNSPECIFIED", 0 },
@@ -2939,9 +4707,9 @@ const ProtobufCEnumDescriptor pharos__error_code__descriptor =
   "ErrorCode",
   "Pharos__ErrorCode",
   "pharos",
-  10,
+  11,
   pharos__error_code__enum_values_by_number,
-  10,
+  11,
   pharos__error_code__enum_values_by_name,
   1,
   pharos__error_code__value_ranges,

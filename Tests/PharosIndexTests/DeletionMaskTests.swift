@@ -60,7 +60,7 @@ import Testing
                 var heap = PharosHeap(distances: d.baseAddress!, ids: i.baseAddress!, capacity: 192, count: 0)
                 words.withUnsafeBufferPointer { w in
                     distances.withUnsafeMutableBufferPointer { x in
-                        pharos_heap_push_many(&heap, x.baseAddress!, 192, nil, 0, PharosSkipMask(words: w.baseAddress, bits: 64, base: 0))
+                        pharos_heap_push_many(&heap, x.baseAddress!, 192, nil, 0, PharosSkipMask(words: w.baseAddress, bits: 64, base: 0, excluded: nil, excluded_bits: 0, excluded_base: 0))
                     }
                 }
                 #expect(heap.count == 191)

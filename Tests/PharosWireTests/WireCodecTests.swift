@@ -24,7 +24,60 @@ import Testing
         .trainedState(indexFile: Array("PHAROSIX".utf8) + [0, 1, 2, 255]),
         .trainedStateAck(version: 42),
         .error(WireError(.overloaded, "64 requests in flight, at most 64", requestID: 7)),
+        .error(WireError(.staleMap, "epoch 3 < 5", requestID: 8)),
+        {
+            var request = SearchRequest(vectors: [1, 2], dimension: 2, k: 10, nprobe: 1)
+            request.buckets = BucketMask(count: 12, bits: [0b1010_0001, 0b0000_1000])
+            return .search(request)
+        }(),
+        .bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [0xff]), after: (0xdead_beef_0000_0001, "key-ä"), limit: 4096)),
+        .bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [1]), limit: 1)),
+        .bucketEntries([MovedEntry(key: "a", list: 3, code: [1, 2, 15], refine: [9, 9], metadata: [7]),
+                        MovedEntry(key: "b", list: 0, code: [0], refine: [], metadata: [])]),
+        .bucketWrite([MovedEntry(key: "a", list: 65535, code: [1], refine: [], metadata: [])]),
+        .bucketDrop(BucketMask(count: 4096, bits: [UInt8](repeating: 0x55, count: 512))),
+        .bucketCounts(count: 4096),
+        .bucketCountsResult([0, 1, 1 << 40]),
+        .clusterStatus,
+        .clusterStatusResult(ClusterReport(epoch: 9, buckets: 4096, replication: 2,
+                                           nodes: [NodeReport(name: "s0", address: "127.0.0.1:7701", zone: "a", state: "active", buckets: 2048, entries: 10),
+                                                   NodeReport(name: "s1", address: "127.0.0.1:7702", state: "down", buckets: 0, problem: "refused")],
+                                           moves: [MoveReport(bucket: 7, source: "s0", target: "s2", phase: "copying", entriesCopied: 5, bytesCopied: 640)],
+                                           movesPending: 3, bucketsUnderReplicated: 1, movesDone: 12, lastProblem: "s1: refused")),
+        .addNode(NodeAddition(name: "s2", host: "10.0.0.2", port: 7703, zone: "b")),
+        .removeNode(name: "s1"),
+        .rebalance(RebalanceRequest(replication: 2, maximumConcurrentMoves: 4, rateMegabytes: 50.5)),
     ]
+
+    @Test func theMapEpochTravelsInTheEnvelope() throws {
+        let envelope = Envelope(requestID: 1, body: .stats, mapEpoch: 77)
+        #expect(try WireCodec.decode(try WireCodec.encode(envelope)).mapEpoch == 77)
+        #expect(try WireCodec.decode(try WireCodec.encode(Envelope(requestID: 1, body: .stats))).mapEpoch == 0)
+    }
+
+    @Test func bucketMessagesOutsideTheLimitsAreRefusedByName() {
+        let limits = RequestLimits()
+        func problem(_ message: WireMessage) -> String? {
+            do { try limits.validate(message); return nil } catch { return (error as? WireError)?.message ?? "\(error)" }
+        }
+        var search = SearchRequest(vectors: [1, 2], dimension: 2, k: 10, nprobe: 1)
+        search.buckets = BucketMask(count: 12, bits: [0])
+        #expect(problem(.search(search))?.contains("bucket_mask has 1 bytes, expected 2") == true)
+        search.buckets = BucketMask(count: 12, bits: [0, 0x10])
+        #expect(problem(.search(search))?.contains("at or past bucket_count 12") == true)
+        search.buckets = BucketMask(count: 12, bits: [0, 0x08])
+        #expect(problem(.search(search)) == nil)
+        #expect(problem(.bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [1]), limit: 0)))?.contains("BucketRead.limit is 0") == true)
+        #expect(problem(.bucketRead(BucketReadRequest(buckets: .everything, limit: 5)))?.contains("bucket_count is 0") == true)
+        #expect(problem(.bucketDrop(BucketMask(count: 2 << 20, bits: []))) != nil)
+        #expect(problem(.bucketWrite([MovedEntry(key: "a", list: 0, code: [1], refine: [], metadata: []),
+                                      MovedEntry(key: "a", list: 0, code: [1], refine: [], metadata: [])]))?.contains("repeats key") == true)
+        #expect(problem(.bucketWrite([MovedEntry(key: "a", list: 0, code: [], refine: [], metadata: [])])) != nil)
+        #expect(problem(.addNode(NodeAddition(name: "bad name", host: "h", port: 1))) != nil)
+        #expect(problem(.addNode(NodeAddition(name: "s3", host: "h", port: 0)))?.contains("port is 0") == true)
+        #expect(problem(.rebalance(RebalanceRequest(rateMegabytes: .nan))) != nil)
+        #expect(problem(.rebalance(RebalanceRequest(replication: 9))) != nil)
+    }
 
     /// `partial` is derived from the shards named missing; a peer that sets the wire flag but
     /// names none (another implementation) must still read as partial, never as complete.

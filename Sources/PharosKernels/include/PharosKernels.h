@@ -30,13 +30,18 @@ typedef struct {
 
 /// Offers one candidate; kept if the heap is not full or it beats the current worst.
 void pharos_heap_push(PharosHeap *heap, float distance, int64_t id);
-/// A mask of deleted candidates: candidate `i` is passed over when bit `base + i` of `words`
-/// is set. `words` holds `bits` bits (may be NULL with 0 bits); a bit at or past `bits` counts
-/// as clear and is never read, so a mask shorter than the candidates is safe.
+/// Candidates to pass over: candidate `i` is skipped when bit `base + i` of `words` (deleted
+/// entries) or bit `excluded_base + i` of `excluded` (entries of buckets the search does not
+/// answer for) is set. Each bitmap holds its count of bits (may be NULL with 0 bits); a bit at
+/// or past the count is clear and never read, so a mask shorter than the candidates is safe.
+/// Only candidates that would enter the heap are tested, so a mask costs next to nothing.
 typedef struct {
     const uint64_t *words;
     size_t bits;
     size_t base;
+    const uint64_t *excluded;
+    size_t excluded_bits;
+    size_t excluded_base;
 } PharosSkipMask;
 
 /// Offers `n` candidates with ids `first_id + i` (or `ids[i]` when `ids` is not NULL),

@@ -38,6 +38,20 @@ typedef struct Pharos__Drop Pharos__Drop;
 typedef struct Pharos__DropResult Pharos__DropResult;
 typedef struct Pharos__Schema Pharos__Schema;
 typedef struct Pharos__SchemaResult Pharos__SchemaResult;
+typedef struct Pharos__BucketEntry Pharos__BucketEntry;
+typedef struct Pharos__BucketRead Pharos__BucketRead;
+typedef struct Pharos__BucketEntries Pharos__BucketEntries;
+typedef struct Pharos__BucketWrite Pharos__BucketWrite;
+typedef struct Pharos__BucketDrop Pharos__BucketDrop;
+typedef struct Pharos__BucketCounts Pharos__BucketCounts;
+typedef struct Pharos__BucketCountsResult Pharos__BucketCountsResult;
+typedef struct Pharos__ClusterStatus Pharos__ClusterStatus;
+typedef struct Pharos__NodeStatus Pharos__NodeStatus;
+typedef struct Pharos__MoveStatus Pharos__MoveStatus;
+typedef struct Pharos__ClusterStatusResult Pharos__ClusterStatusResult;
+typedef struct Pharos__AddNode Pharos__AddNode;
+typedef struct Pharos__RemoveNode Pharos__RemoveNode;
+typedef struct Pharos__Rebalance Pharos__Rebalance;
 typedef struct Pharos__Error Pharos__Error;
 typedef struct Pharos__Envelope Pharos__Envelope;
 
@@ -97,7 +111,11 @@ typedef enum _Pharos__ErrorCode {
    * a shard needed for the request is down
    */
   PHAROS__ERROR_CODE__ERROR_UNAVAILABLE = 8,
-  PHAROS__ERROR_CODE__ERROR_INTERNAL = 9
+  PHAROS__ERROR_CODE__ERROR_INTERNAL = 9,
+  /*
+   * the request's map_epoch is older than the node's: refresh the map
+   */
+  PHAROS__ERROR_CODE__ERROR_STALE_MAP = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__ERROR_CODE)
 } Pharos__ErrorCode;
 
@@ -159,10 +177,18 @@ struct  Pharos__Search
    * return each hit's reconstructed vector
    */
   protobuf_c_boolean with_vectors;
+  /*
+   * To a shard: answer only for entries of these buckets (the coordinator names, for each
+   * node, the buckets it reads there, so that with replicas every bucket counts once).
+   * bucket_count 0 = every entry; else bucket_mask has ceil(bucket_count / 8) bytes, bucket
+   * b in bit b % 8 of byte b / 8. Clients leave both unset.
+   */
+  uint32_t bucket_count;
+  ProtobufCBinaryData bucket_mask;
 };
 #define PHAROS__SEARCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__search__descriptor) \
-    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0 }
+    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, 0, {0,NULL} }
 
 
 /*
@@ -488,6 +514,275 @@ struct  Pharos__SchemaResult
     , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
+/*
+ * One stored entry as a bucket move carries it: codes exactly as stored (never re-encoded:
+ * every node of a collection holds the same trained state).
+ */
+struct  Pharos__BucketEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  /*
+   * inverted list
+   */
+  uint32_t list;
+  /*
+   * one byte per sub-quantizer (4-bit codes: 0...15)
+   */
+  ProtobufCBinaryData code;
+  /*
+   * refine code (empty without refinement)
+   */
+  ProtobufCBinaryData refine;
+  ProtobufCBinaryData metadata;
+};
+#define PHAROS__BUCKET_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, {0,NULL}, {0,NULL}, {0,NULL} }
+
+
+/*
+ * To a shard: up to `limit` live entries of the buckets in the mask, in (key hash, key)
+ * order, after the cursor when has_cursor. A reply shorter than `limit` is the end.
+ */
+struct  Pharos__BucketRead
+{
+  ProtobufCMessage base;
+  uint32_t bucket_count;
+  ProtobufCBinaryData bucket_mask;
+  protobuf_c_boolean has_cursor;
+  /*
+   * the key hash (FNV-1a 64 + SplitMix64 finaliser, Protocols/README.md)
+   */
+  uint64_t after_hash;
+  char *after_key;
+  /*
+   * 1...4096
+   */
+  uint32_t limit;
+};
+#define PHAROS__BUCKET_READ__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_read__descriptor) \
+    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Pharos__BucketEntries
+{
+  ProtobufCMessage base;
+  size_t n_entries;
+  Pharos__BucketEntry **entries;
+};
+#define PHAROS__BUCKET_ENTRIES__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_entries__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * To a shard: store entries read from another node (answered by UpsertResult).
+ */
+struct  Pharos__BucketWrite
+{
+  ProtobufCMessage base;
+  size_t n_entries;
+  Pharos__BucketEntry **entries;
+};
+#define PHAROS__BUCKET_WRITE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_write__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * To a shard: delete every live entry of the buckets in the mask (answered by DeleteResult).
+ */
+struct  Pharos__BucketDrop
+{
+  ProtobufCMessage base;
+  uint32_t bucket_count;
+  ProtobufCBinaryData bucket_mask;
+};
+#define PHAROS__BUCKET_DROP__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_drop__descriptor) \
+    , 0, {0,NULL} }
+
+
+/*
+ * To a shard: live entries per bucket.
+ */
+struct  Pharos__BucketCounts
+{
+  ProtobufCMessage base;
+  uint32_t bucket_count;
+};
+#define PHAROS__BUCKET_COUNTS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_counts__descriptor) \
+    , 0 }
+
+
+struct  Pharos__BucketCountsResult
+{
+  ProtobufCMessage base;
+  /*
+   * bucket_count values
+   */
+  size_t n_entries;
+  uint64_t *entries;
+};
+#define PHAROS__BUCKET_COUNTS_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_counts_result__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * To the coordinator: the cluster map and what is happening to it.
+ */
+struct  Pharos__ClusterStatus
+{
+  ProtobufCMessage base;
+};
+#define PHAROS__CLUSTER_STATUS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__cluster_status__descriptor) \
+     }
+
+
+struct  Pharos__NodeStatus
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * host:port
+   */
+  char *address;
+  char *zone;
+  /*
+   * "joining", "active", "draining", "down"
+   */
+  char *state;
+  /*
+   * bucket copies it holds (replicas included)
+   */
+  uint32_t buckets;
+  /*
+   * live entries it reports (0 when unreachable)
+   */
+  uint64_t entries;
+  /*
+   * why it could not be asked, if it could not
+   */
+  char *problem;
+};
+#define PHAROS__NODE_STATUS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__node_status__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Pharos__MoveStatus
+{
+  ProtobufCMessage base;
+  uint32_t bucket;
+  /*
+   * empty when the copy is new (raising the replication)
+   */
+  char *source;
+  char *target;
+  /*
+   * "copying", "flipping", "dropping"
+   */
+  char *phase;
+  uint64_t entries_copied;
+  uint64_t bytes_copied;
+};
+#define PHAROS__MOVE_STATUS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__move_status__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Pharos__ClusterStatusResult
+{
+  ProtobufCMessage base;
+  uint64_t epoch;
+  uint32_t buckets;
+  uint32_t replication;
+  size_t n_nodes;
+  Pharos__NodeStatus **nodes;
+  /*
+   * in progress
+   */
+  size_t n_moves;
+  Pharos__MoveStatus **moves;
+  /*
+   * planned, not started
+   */
+  uint32_t moves_pending;
+  uint32_t buckets_under_replicated;
+  /*
+   * since the coordinator started
+   */
+  uint64_t moves_done;
+  /*
+   * the last move failure, if any
+   */
+  char *last_problem;
+};
+#define PHAROS__CLUSTER_STATUS_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__cluster_status_result__descriptor) \
+    , 0, 0, 0, 0,NULL, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * To the coordinator: a new, empty shard node joins (it receives the trained state) and
+ * takes buckets at the next rebalance.
+ */
+struct  Pharos__AddNode
+{
+  ProtobufCMessage base;
+  char *name;
+  char *host;
+  uint32_t port;
+  char *zone;
+};
+#define PHAROS__ADD_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__add_node__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * To the coordinator: drain a node (its buckets move away), then drop it from the map.
+ */
+struct  Pharos__RemoveNode
+{
+  ProtobufCMessage base;
+  char *name;
+};
+#define PHAROS__REMOVE_NODE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__remove_node__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * To the coordinator: plan and run moves that even out buckets per node and reach the
+ * replication factor. Answered at once with the status; poll ClusterStatus to follow it.
+ */
+struct  Pharos__Rebalance
+{
+  ProtobufCMessage base;
+  /*
+   * 0 = keep the current factor
+   */
+  uint32_t replication;
+  /*
+   * 0 = 1
+   */
+  uint32_t max_concurrent_moves;
+  /*
+   * megabytes per second copied, 0 = unthrottled
+   */
+  double rate_mb;
+};
+#define PHAROS__REBALANCE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__rebalance__descriptor) \
+    , 0, 0, 0 }
+
+
 struct  Pharos__Error
 {
   ProtobufCMessage base;
@@ -524,7 +819,18 @@ typedef enum {
   PHAROS__ENVELOPE__BODY_DROP = 18,
   PHAROS__ENVELOPE__BODY_DROP_RESULT = 19,
   PHAROS__ENVELOPE__BODY_SCHEMA = 20,
-  PHAROS__ENVELOPE__BODY_SCHEMA_RESULT = 21
+  PHAROS__ENVELOPE__BODY_SCHEMA_RESULT = 21,
+  PHAROS__ENVELOPE__BODY_BUCKET_READ = 23,
+  PHAROS__ENVELOPE__BODY_BUCKET_ENTRIES = 24,
+  PHAROS__ENVELOPE__BODY_BUCKET_WRITE = 25,
+  PHAROS__ENVELOPE__BODY_BUCKET_DROP = 26,
+  PHAROS__ENVELOPE__BODY_BUCKET_COUNTS = 27,
+  PHAROS__ENVELOPE__BODY_BUCKET_COUNTS_RESULT = 28,
+  PHAROS__ENVELOPE__BODY_CLUSTER_STATUS = 29,
+  PHAROS__ENVELOPE__BODY_CLUSTER_STATUS_RESULT = 30,
+  PHAROS__ENVELOPE__BODY_ADD_NODE = 31,
+  PHAROS__ENVELOPE__BODY_REMOVE_NODE = 32,
+  PHAROS__ENVELOPE__BODY_REBALANCE = 33
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__ENVELOPE__BODY__CASE)
 } Pharos__Envelope__BodyCase;
 
@@ -535,6 +841,12 @@ struct  Pharos__Envelope
 {
   ProtobufCMessage base;
   uint64_t request_id;
+  /*
+   * The cluster map epoch the sender routes by (the coordinator sets it on every shard
+   * request; clients leave it 0). A shard answers STALE_MAP to an epoch older than the
+   * newest it has seen, and remembers a newer one.
+   */
+  uint64_t map_epoch;
   Pharos__Envelope__BodyCase body_case;
   union {
     Pharos__Hello *hello;
@@ -557,11 +869,22 @@ struct  Pharos__Envelope
     Pharos__DropResult *drop_result;
     Pharos__Schema *schema;
     Pharos__SchemaResult *schema_result;
+    Pharos__BucketRead *bucket_read;
+    Pharos__BucketEntries *bucket_entries;
+    Pharos__BucketWrite *bucket_write;
+    Pharos__BucketDrop *bucket_drop;
+    Pharos__BucketCounts *bucket_counts;
+    Pharos__BucketCountsResult *bucket_counts_result;
+    Pharos__ClusterStatus *cluster_status;
+    Pharos__ClusterStatusResult *cluster_status_result;
+    Pharos__AddNode *add_node;
+    Pharos__RemoveNode *remove_node;
+    Pharos__Rebalance *rebalance;
   };
 };
 #define PHAROS__ENVELOPE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__envelope__descriptor) \
-    , 0, PHAROS__ENVELOPE__BODY__NOT_SET, {0} }
+    , 0, 0, PHAROS__ENVELOPE__BODY__NOT_SET, {0} }
 
 
 /* Pharos__Hello methods */
@@ -1001,6 +1324,272 @@ Pharos__SchemaResult *
 void   pharos__schema_result__free_unpacked
                      (Pharos__SchemaResult *message,
                       ProtobufCAllocator *allocator);
+/* Pharos__BucketEntry methods */
+void   pharos__bucket_entry__init
+                     (Pharos__BucketEntry         *message);
+size_t pharos__bucket_entry__get_packed_size
+                     (const Pharos__BucketEntry   *message);
+size_t pharos__bucket_entry__pack
+                     (const Pharos__BucketEntry   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_entry__pack_to_buffer
+                     (const Pharos__BucketEntry   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketEntry *
+       pharos__bucket_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_entry__free_unpacked
+                     (Pharos__BucketEntry *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketRead methods */
+void   pharos__bucket_read__init
+                     (Pharos__BucketRead         *message);
+size_t pharos__bucket_read__get_packed_size
+                     (const Pharos__BucketRead   *message);
+size_t pharos__bucket_read__pack
+                     (const Pharos__BucketRead   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_read__pack_to_buffer
+                     (const Pharos__BucketRead   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketRead *
+       pharos__bucket_read__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_read__free_unpacked
+                     (Pharos__BucketRead *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketEntries methods */
+void   pharos__bucket_entries__init
+                     (Pharos__BucketEntries         *message);
+size_t pharos__bucket_entries__get_packed_size
+                     (const Pharos__BucketEntries   *message);
+size_t pharos__bucket_entries__pack
+                     (const Pharos__BucketEntries   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_entries__pack_to_buffer
+                     (const Pharos__BucketEntries   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketEntries *
+       pharos__bucket_entries__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_entries__free_unpacked
+                     (Pharos__BucketEntries *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketWrite methods */
+void   pharos__bucket_write__init
+                     (Pharos__BucketWrite         *message);
+size_t pharos__bucket_write__get_packed_size
+                     (const Pharos__BucketWrite   *message);
+size_t pharos__bucket_write__pack
+                     (const Pharos__BucketWrite   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_write__pack_to_buffer
+                     (const Pharos__BucketWrite   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketWrite *
+       pharos__bucket_write__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_write__free_unpacked
+                     (Pharos__BucketWrite *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketDrop methods */
+void   pharos__bucket_drop__init
+                     (Pharos__BucketDrop         *message);
+size_t pharos__bucket_drop__get_packed_size
+                     (const Pharos__BucketDrop   *message);
+size_t pharos__bucket_drop__pack
+                     (const Pharos__BucketDrop   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_drop__pack_to_buffer
+                     (const Pharos__BucketDrop   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketDrop *
+       pharos__bucket_drop__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_drop__free_unpacked
+                     (Pharos__BucketDrop *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketCounts methods */
+void   pharos__bucket_counts__init
+                     (Pharos__BucketCounts         *message);
+size_t pharos__bucket_counts__get_packed_size
+                     (const Pharos__BucketCounts   *message);
+size_t pharos__bucket_counts__pack
+                     (const Pharos__BucketCounts   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_counts__pack_to_buffer
+                     (const Pharos__BucketCounts   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketCounts *
+       pharos__bucket_counts__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_counts__free_unpacked
+                     (Pharos__BucketCounts *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__BucketCountsResult methods */
+void   pharos__bucket_counts_result__init
+                     (Pharos__BucketCountsResult         *message);
+size_t pharos__bucket_counts_result__get_packed_size
+                     (const Pharos__BucketCountsResult   *message);
+size_t pharos__bucket_counts_result__pack
+                     (const Pharos__BucketCountsResult   *message,
+                      uint8_t             *out);
+size_t pharos__bucket_counts_result__pack_to_buffer
+                     (const Pharos__BucketCountsResult   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__BucketCountsResult *
+       pharos__bucket_counts_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__bucket_counts_result__free_unpacked
+                     (Pharos__BucketCountsResult *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__ClusterStatus methods */
+void   pharos__cluster_status__init
+                     (Pharos__ClusterStatus         *message);
+size_t pharos__cluster_status__get_packed_size
+                     (const Pharos__ClusterStatus   *message);
+size_t pharos__cluster_status__pack
+                     (const Pharos__ClusterStatus   *message,
+                      uint8_t             *out);
+size_t pharos__cluster_status__pack_to_buffer
+                     (const Pharos__ClusterStatus   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__ClusterStatus *
+       pharos__cluster_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__cluster_status__free_unpacked
+                     (Pharos__ClusterStatus *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__NodeStatus methods */
+void   pharos__node_status__init
+                     (Pharos__NodeStatus         *message);
+size_t pharos__node_status__get_packed_size
+                     (const Pharos__NodeStatus   *message);
+size_t pharos__node_status__pack
+                     (const Pharos__NodeStatus   *message,
+                      uint8_t             *out);
+size_t pharos__node_status__pack_to_buffer
+                     (const Pharos__NodeStatus   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__NodeStatus *
+       pharos__node_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__node_status__free_unpacked
+                     (Pharos__NodeStatus *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__MoveStatus methods */
+void   pharos__move_status__init
+                     (Pharos__MoveStatus         *message);
+size_t pharos__move_status__get_packed_size
+                     (const Pharos__MoveStatus   *message);
+size_t pharos__move_status__pack
+                     (const Pharos__MoveStatus   *message,
+                      uint8_t             *out);
+size_t pharos__move_status__pack_to_buffer
+                     (const Pharos__MoveStatus   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__MoveStatus *
+       pharos__move_status__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__move_status__free_unpacked
+                     (Pharos__MoveStatus *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__ClusterStatusResult methods */
+void   pharos__cluster_status_result__init
+                     (Pharos__ClusterStatusResult         *message);
+size_t pharos__cluster_status_result__get_packed_size
+                     (const Pharos__ClusterStatusResult   *message);
+size_t pharos__cluster_status_result__pack
+                     (const Pharos__ClusterStatusResult   *message,
+                      uint8_t             *out);
+size_t pharos__cluster_status_result__pack_to_buffer
+                     (const Pharos__ClusterStatusResult   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__ClusterStatusResult *
+       pharos__cluster_status_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__cluster_status_result__free_unpacked
+                     (Pharos__ClusterStatusResult *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__AddNode methods */
+void   pharos__add_node__init
+                     (Pharos__AddNode         *message);
+size_t pharos__add_node__get_packed_size
+                     (const Pharos__AddNode   *message);
+size_t pharos__add_node__pack
+                     (const Pharos__AddNode   *message,
+                      uint8_t             *out);
+size_t pharos__add_node__pack_to_buffer
+                     (const Pharos__AddNode   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__AddNode *
+       pharos__add_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__add_node__free_unpacked
+                     (Pharos__AddNode *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__RemoveNode methods */
+void   pharos__remove_node__init
+                     (Pharos__RemoveNode         *message);
+size_t pharos__remove_node__get_packed_size
+                     (const Pharos__RemoveNode   *message);
+size_t pharos__remove_node__pack
+                     (const Pharos__RemoveNode   *message,
+                      uint8_t             *out);
+size_t pharos__remove_node__pack_to_buffer
+                     (const Pharos__RemoveNode   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__RemoveNode *
+       pharos__remove_node__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__remove_node__free_unpacked
+                     (Pharos__RemoveNode *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__Rebalance methods */
+void   pharos__rebalance__init
+                     (Pharos__Rebalance         *message);
+size_t pharos__rebalance__get_packed_size
+                     (const Pharos__Rebalance   *message);
+size_t pharos__rebalance__pack
+                     (const Pharos__Rebalance   *message,
+                      uint8_t             *out);
+size_t pharos__rebalance__pack_to_buffer
+                     (const Pharos__Rebalance   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__Rebalance *
+       pharos__rebalance__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__rebalance__free_unpacked
+                     (Pharos__Rebalance *message,
+                      ProtobufCAllocator *allocator);
 /* Pharos__Error methods */
 void   pharos__error__init
                      (Pharos__Error         *message);
@@ -1110,6 +1699,48 @@ typedef void (*Pharos__Schema_Closure)
 typedef void (*Pharos__SchemaResult_Closure)
                  (const Pharos__SchemaResult *message,
                   void *closure_data);
+typedef void (*Pharos__BucketEntry_Closure)
+                 (const Pharos__BucketEntry *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketRead_Closure)
+                 (const Pharos__BucketRead *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketEntries_Closure)
+                 (const Pharos__BucketEntries *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketWrite_Closure)
+                 (const Pharos__BucketWrite *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketDrop_Closure)
+                 (const Pharos__BucketDrop *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketCounts_Closure)
+                 (const Pharos__BucketCounts *message,
+                  void *closure_data);
+typedef void (*Pharos__BucketCountsResult_Closure)
+                 (const Pharos__BucketCountsResult *message,
+                  void *closure_data);
+typedef void (*Pharos__ClusterStatus_Closure)
+                 (const Pharos__ClusterStatus *message,
+                  void *closure_data);
+typedef void (*Pharos__NodeStatus_Closure)
+                 (const Pharos__NodeStatus *message,
+                  void *closure_data);
+typedef void (*Pharos__MoveStatus_Closure)
+                 (const Pharos__MoveStatus *message,
+                  void *closure_data);
+typedef void (*Pharos__ClusterStatusResult_Closure)
+                 (const Pharos__ClusterStatusResult *message,
+                  void *closure_data);
+typedef void (*Pharos__AddNode_Closure)
+                 (const Pharos__AddNode *message,
+                  void *closure_data);
+typedef void (*Pharos__RemoveNode_Closure)
+                 (const Pharos__RemoveNode *message,
+                  void *closure_data);
+typedef void (*Pharos__Rebalance_Closure)
+                 (const Pharos__Rebalance *message,
+                  void *closure_data);
 typedef void (*Pharos__Error_Closure)
                  (const Pharos__Error *message,
                   void *closure_data);
@@ -1148,6 +1779,20 @@ extern const ProtobufCMessageDescriptor pharos__drop__descriptor;
 extern const ProtobufCMessageDescriptor pharos__drop_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__schema__descriptor;
 extern const ProtobufCMessageDescriptor pharos__schema_result__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_entry__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_read__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_entries__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_write__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_counts__descriptor;
+extern const ProtobufCMessageDescriptor pharos__bucket_counts_result__descriptor;
+extern const ProtobufCMessageDescriptor pharos__cluster_status__descriptor;
+extern const ProtobufCMessageDescriptor pharos__node_status__descriptor;
+extern const ProtobufCMessageDescriptor pharos__move_status__descriptor;
+extern const ProtobufCMessageDescriptor pharos__cluster_status_result__descriptor;
+extern const ProtobufCMessageDescriptor pharos__add_node__descriptor;
+extern const ProtobufCMessageDescriptor pharos__remove_node__descriptor;
+extern const ProtobufCMessageDescriptor pharos__rebalance__descriptor;
 extern const ProtobufCMessageDescriptor pharos__error__descriptor;
 extern const ProtobufCMessageDescriptor pharos__envelope__descriptor;
 

@@ -1,0 +1,46 @@
+import Foundation
+import PharosDurability
+import PharosStorage
+import PharosWire
+import Synchronization
+
+/// The newest cluster-map epoch a node has seen, kept in its data directory (`MAP_EPOCH`,
+/// replaced atomically) so that a restarted node still refuses a coordinator routing by an
+/// older map. Requests with epoch 0 (clients, tools) are not checked.
+final class MapEpoch: Sendable {
+    private let path: String
+    private let current: Mutex<UInt64>
+
+    /// Loads the kept epoch of `directory` (0 when none); a damaged file is an error naming it.
+    init(directory: String) throws {
+        path = directory + "/" + Shard.mapEpochFileName
+        var value: UInt64 = 0
+        if FileManager.default.fileExists(atPath: path) {
+            let text = String(decoding: try FileIO.readWholeFile(path, maximumBytes: 64), as: UTF8.self)
+            guard let parsed = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw StorageError.corrupt(path: path, block: "map epoch", problem: "holds \(text.debugDescription), expected a decimal number")
+            }
+            value = parsed
+        }
+        current = Mutex(value)
+    }
+
+    /// The newest epoch seen.
+    var value: UInt64 { current.withLock { $0 } }
+
+    /// Admits a request routed by `epoch`: an older one is `staleMap`; a newer one becomes
+    /// this node's (kept durably before the request is served).
+    func admit(_ epoch: UInt64) throws {
+        guard epoch > 0 else { return }
+        try current.withLock { seen in
+            if epoch < seen {
+                throw WireError(.staleMap, "the request was routed by cluster map epoch \(epoch); this node has seen epoch \(seen): refresh the map")
+            }
+            guard epoch > seen else { return }
+            do { try FileIO.writeAtomically(Array("\(epoch)\n".utf8), to: path) } catch {
+                throw WireError(.storage, "keeping map epoch \(epoch): \(error)")
+            }
+            seen = epoch
+        }
+    }
+}

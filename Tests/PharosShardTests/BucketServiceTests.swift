@@ -1,0 +1,79 @@
+import Foundation
+import PharosRouting
+import PharosWire
+import Testing
+@testable import PharosShard
+
+/// A node's side of the elastic cluster over the wire: searches that name buckets, bucket
+/// pages copied to a second node that then answers identically, drops, and map epochs.
+@Suite(.serialized) struct BucketServiceTests {
+    static let buckets = 32
+
+    @Test func bucketsCopiedByTheirCodesAnswerAsTheOriginal() async throws {
+        try await TestNode.with { _, source in
+            try await TestNode.with { _, target in
+                let state = try TestNode.trainedState()
+                _ = try await source.call(.trainedState(indexFile: state))
+                _ = try await target.call(.trainedState(indexFile: state))
+                let vectors = TestNode.data.vectors(0..<600, stream: 0)
+                let keys = (0..<600).map { "p\($0)" }
+                _ = try await source.call(.upsert(UpsertRequest(keys: keys, vectors: vectors.values, dimension: 16)))
+                let moved = BucketSet(count: Self.buckets, buckets: [1, 5, 9, 30])
+                let mask = BucketMask(count: Self.buckets, bits: moved.mask)
+                var copied = 0
+                var cursor: (hash: UInt64, key: String)?
+                for _ in 0..<100 {
+                    guard case let .bucketEntries(page) = try await source.call(.bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: 50))) else {
+                        Issue.record("no page"); return
+                    }
+                    if !page.isEmpty { _ = try await target.call(.bucketWrite(page)) }
+                    copied += page.count
+                    guard page.count == 50, let last = page.last else { break }
+                    cursor = (KeyHash.of(last.key), last.key)
+                }
+                let expected = keys.filter { moved.contains(KeyHash.bucket(of: $0, buckets: Self.buckets)) }
+                #expect(copied == expected.count)
+                var search = SearchRequest(vectors: vectors.rows(0..<30).values, dimension: 16, k: 5, nprobe: 4)
+                search.buckets = mask
+                let fromSource = try await source.call(.search(search))
+                search.buckets = .everything
+                #expect(try await target.call(.search(search)) == fromSource)
+                guard case let .bucketCountsResult(counts) = try await source.call(.bucketCounts(count: Self.buckets)) else { Issue.record("no counts"); return }
+                #expect(counts.reduce(0, +) == 600 && moved.members.map { counts[$0] }.reduce(0, +) == UInt64(expected.count))
+                #expect(try await source.call(.bucketDrop(mask)) == .deleteResult(deleted: expected.count))
+                guard case let .statsResult(stats) = try await source.call(.stats) else { Issue.record("no stats"); return }
+                #expect(stats.liveEntries == UInt64(600 - expected.count))
+                // A write of codes the trained state cannot have made is refused by name.
+                await #expect { try await target.call(.bucketWrite([MovedEntry(key: "x", list: 99, code: [1], refine: [], metadata: [])])) } throws: {
+                    ($0 as? WireError)?.code == .invalidArgument
+                }
+            }
+        }
+    }
+
+    @Test func aRequestRoutedByAnOlderMapIsRefusedAcrossRestarts() async throws {
+        let node = try TestNode()
+        let client = try await node.start()
+        func call(_ epoch: UInt64) async -> WireError.Code? {
+            do {
+                let reply = try await client.send(.health, mapEpoch: epoch).get()
+                if case let .error(e) = reply.body { return e.code }
+                return nil
+            } catch { return .internalError }
+        }
+        #expect(await call(0) == nil)
+        #expect(await call(5) == nil)
+        #expect(await call(4) == .staleMap)
+        #expect(await call(0) == nil)   // clients and tools are not checked
+        #expect(await call(6) == nil)
+        await client.close()
+        await node.server.stop(grace: 5)
+        // The epoch is kept in the data directory: a new node process there still refuses epoch 5.
+        let service = try ShardService(configuration: .init(dataDirectory: node.directory, nodeName: "again"))
+        #expect(service.mapEpoch.value == 6)
+        #expect(throws: WireError.self) { try service.mapEpoch.admit(5) }
+        service.close()
+        try? await node.group.shutdownGracefully()
+        try? FileManager.default.removeItem(atPath: node.directory)
+    }
+}
