@@ -112,7 +112,7 @@ let package = Package(
         .target(
             name: "PharosCoordinator",
             dependencies: [
-                "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting",
+                "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosKernels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -90,13 +90,37 @@ public struct ClusterMap: Codable, Sendable, Equatable {
     public var shards: [ShardAddress]
     /// Bucket -> shard index; nil for `bucket % shards.count`.
     public var assignment: [Int]?
+    /// Copies of each bucket (1...8, at most the shard count): the first on its assigned shard,
+    /// the others on the shards after it. Absent in the file means 1.
+    public var replication: Int
 
     /// A cluster description.
-    public init(collection: Collection, buckets: Int = 4096, shards: [ShardAddress], assignment: [Int]? = nil) {
+    public init(collection: Collection, buckets: Int = 4096, shards: [ShardAddress], assignment: [Int]? = nil, replication: Int = 1) {
         self.collection = collection
         self.buckets = buckets
         self.shards = shards
         self.assignment = assignment
+        self.replication = replication
+    }
+
+    private enum CodingKeys: String, CodingKey { case collection, buckets, shards, assignment, replication }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        collection = try c.decode(Collection.self, forKey: .collection)
+        buckets = try c.decode(Int.self, forKey: .buckets)
+        shards = try c.decode([ShardAddress].self, forKey: .shards)
+        assignment = try c.decodeIfPresent([Int].self, forKey: .assignment)
+        replication = try c.decodeIfPresent(Int.self, forKey: .replication) ?? 1
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(collection, forKey: .collection)
+        try c.encode(buckets, forKey: .buckets)
+        try c.encode(shards, forKey: .shards)
+        try c.encodeIfPresent(assignment, forKey: .assignment)
+        if replication != 1 { try c.encode(replication, forKey: .replication) }
     }
 
     /// Reads and checks a cluster file; errors name the file and the field.
@@ -127,7 +151,7 @@ public struct ClusterMap: Codable, Sendable, Equatable {
                 throw ClusterMapError(path: path, problem: "unknown key \(unknown.debugDescription) in \(place); allowed: \(allowed.sorted().joined(separator: ", "))")
             }
         }
-        try check(root, allowed: ["collection", "buckets", "shards", "assignment"], at: "the top level")
+        try check(root, allowed: ["collection", "buckets", "shards", "assignment", "replication"], at: "the top level")
         if let collection = root["collection"] as? [String: Any] {
             try check(collection, allowed: ["dimension", "metric", "factory", "normalize"], at: "collection")
         }
@@ -153,6 +177,9 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         guard buckets >= shards.count, buckets <= 1 << 20 else { throw bad("buckets = \(buckets), expected \(shards.count)...\(1 << 20)") }
         guard Set(shards.map(\.name)).count == shards.count else { throw bad("shard names repeat") }
         for s in shards where !(1...65535).contains(s.port) { throw bad("shard \(s.name): port \(s.port) outside 1...65535") }
+        guard (1...Swift.min(8, shards.count)).contains(replication) else {
+            throw bad("replication = \(replication), expected 1...\(Swift.min(8, shards.count)) (at most the shard count)")
+        }
         if let assignment {
             guard assignment.count == buckets else { throw bad("assignment has \(assignment.count) entries for \(buckets) buckets") }
             if let wrong = assignment.firstIndex(where: { !(0..<shards.count).contains($0) }) {

@@ -1,5 +1,6 @@
 import NIOCore
 import PharosIndex
+import PharosRouting
 import PharosVectors
 import PharosWire
 
@@ -107,7 +108,11 @@ extension Coordinator {
         return (0..<rows.rows).map { rows.row($0) }
     }
 
-    /// One search round: every shard asked for `queries`, answers merged.
+    /// One search round: every bucket asked of one node that serves it (the epoch's read
+    /// plan), answers merged. The buckets of a node that fails are asked again of their other
+    /// copies within what is left of the deadline, so with two copies one node down costs a
+    /// second request, not a partial answer; buckets no node could answer for are reported
+    /// missing, with the nodes that failed.
     private func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
                        on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
         let remaining = deadline.remaining
@@ -118,14 +123,49 @@ extension Coordinator {
         shardRequest.vectors = queries.flatMap { $0 }
         shardRequest.dimension = map.collection.dimension
         shardRequest.queryKeys = []
-        shardRequest.deadlineMilliseconds = Self.forwardable(remaining)
-        return fanOut(links.indices.map { ($0, .search(shardRequest)) }, within: remaining, on: loop).flatMapThrowing { outcomes in
-            try self.merged(outcomes, queries: queries.count, request: request)
+        let template = shardRequest
+        return tracked(on: loop) { routing in
+            @Sendable func requests(_ plan: [Int: BucketSet], within span: Duration) -> [(Int, WireMessage)] {
+                plan.sorted { $0.key < $1.key }.map { node, buckets in
+                    var r = template
+                    r.deadlineMilliseconds = Self.forwardable(span)
+                    r.buckets = buckets.isFull ? .everything : BucketMask(count: buckets.count, bits: buckets.mask)
+                    return (node, .search(r))
+                }
+            }
+            let plan = routing.plan
+            return self.fanOut(requests(plan, within: remaining), routing: routing, within: remaining, on: loop).flatMap { first in
+                let failed = Set(first.compactMap { node, outcome -> Int? in
+                    if case let .failure(error) = outcome, error.code != .invalidArgument, error.code != .notReady { return node }
+                    return nil
+                })
+                let left = deadline.remaining
+                guard !failed.isEmpty, left > .zero else { return loop.makeSucceededFuture(first) }
+                var orphans = BucketSet(count: routing.state.buckets)
+                for node in failed { for b in plan[node]?.members ?? [] { orphans.insert(b) } }
+                let fallback = routing.fallbackPlan(for: orphans, avoiding: failed)
+                guard !fallback.isEmpty else { return loop.makeSucceededFuture(first) }
+                return self.fanOut(requests(fallback, within: left), routing: routing, within: left, on: loop).map { second in
+                    // A failed node whose every bucket was answered elsewhere is not missing.
+                    let covered = Set(failed.filter { node in
+                        (plan[node]?.members ?? []).allSatisfy { b in
+                            second.contains { n, outcome in
+                                if case .success = outcome { return fallback[n]?.contains(b) == true }
+                                return false
+                            }
+                        }
+                    })
+                    return first.filter { !covered.contains($0.0) } + second
+                }
+            }.flatMapThrowing { outcomes in
+                try self.merged(outcomes, queries: queries.count, request: request, routing: routing)
+            }
         }
     }
 
-    /// One search response from every shard's outcome: merged hits, and the shards missing.
-    private func merged(_ outcomes: [(Int, ShardOutcome)], queries: Int, request: SearchRequest) throws -> SearchResponse {
+    /// One search response from every node's outcome: merged hits, and what is missing (nodes
+    /// that failed, and buckets no serving node holds).
+    private func merged(_ outcomes: [(Int, ShardOutcome)], queries: Int, request: SearchRequest, routing: Routing) throws -> SearchResponse {
         var perShard: [[QueryHits]] = []
         var missing: [ShardFailure] = []
         var allLate = !outcomes.isEmpty
@@ -135,12 +175,17 @@ extension Coordinator {
             case let .success(.searchResult(result)) where result.queries.count == queries:
                 perShard.append(result.queries)
             case let .success(other):
-                missing.append(ShardFailure(shard: map.shards[i].name, reason: "unexpected reply \(other.name)"))
+                missing.append(ShardFailure(shard: routing.name(i), reason: "unexpected reply \(other.name)"))
             case let .failure(error):
                 // Bad requests fail the same way on every shard: report them, not a partial answer.
                 if error.code == .invalidArgument || error.code == .notReady { throw error }
-                missing.append(ShardFailure(shard: map.shards[i].name, reason: error.description))
+                if !missing.contains(where: { $0.shard == routing.name(i) }) {
+                    missing.append(ShardFailure(shard: routing.name(i), reason: error.description))
+                }
             }
+        }
+        for (node, count) in routing.unreadable.sorted(by: { $0.key < $1.key }) where !missing.contains(where: { $0.shard == node }) {
+            missing.append(ShardFailure(shard: node, reason: "down, and the only copy of \(count) buckets"))
         }
         guard !perShard.isEmpty else {
             throw WireError(allLate ? .deadlineExceeded : .unavailable,

@@ -1,4 +1,5 @@
 import Foundation
+import PharosDurability
 import PharosIndex
 import PharosWire
 
@@ -11,13 +12,17 @@ extension Coordinator {
         let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
         try await checkNotRetraining(version: pushed, whitening: whitening)
         var version: UInt64?
-        for (i, reply) in try await allOrNothing(links.indices.map { ($0, .trainedState(indexFile: file)) }, within: options.writeDeadline) {
+        let routing = self.routing
+        let active = routing.state.nodes.indices.filter { routing.state.nodes[$0].state != .down }
+        for (i, reply) in try await allOrNothing(active.map { ($0, .trainedState(indexFile: file)) }, routing: routing,
+                                                 within: options.writeDeadline, on: group.next()).get() {
             guard case let .trainedStateAck(v) = reply else { continue }
             if let version, version != v {
-                throw WireError(.internalError, "\(map.shards[i].name) acknowledged trained state \(v), others \(version)")
+                throw WireError(.internalError, "\(routing.name(i)) acknowledged trained state \(v), others \(version)")
             }
             version = v
         }
+        try keepTrainedState(file)
         if let whitening { try keep(whitening) }
         return .trainedStateAck(version: version ?? 0)
     }
@@ -48,7 +53,9 @@ extension Coordinator {
     private func checkNotRetraining(version: UInt64, whitening: Whitening?) async throws {
         var trainedVersions = Set<UInt64>()
         var stored: UInt64 = 0
-        for (i, outcome) in try await fanOut(links.indices.map { ($0, .stats) }, within: options.searchDeadline, on: group.next()).get() {
+        let routing = self.routing
+        for (i, outcome) in try await fanOut(routing.state.nodes.indices.map { ($0, .stats) }, routing: routing, within: options.searchDeadline,
+                                             on: group.next()).get() {
             switch outcome {
             case let .success(.statsResult(s)):
                 trainedVersions.insert(s.trainedVersion)
@@ -56,9 +63,9 @@ extension Coordinator {
             case let .failure(error) where error.code == .notReady: continue
             case let .failure(error):
                 throw WireError(error.code == .unavailable ? .unavailable : error.code,
-                                "cannot tell whether \(map.shards[i].name) is trained, so no trained state is pushed: \(error.message)")
+                                "cannot tell whether \(routing.name(i)) is trained, so no trained state is pushed: \(error.message)")
             case let .success(other):
-                throw WireError(.internalError, "\(map.shards[i].name) answered Stats with \(other.name)")
+                throw WireError(.internalError, "\(routing.name(i)) answered Stats with \(other.name)")
             }
         }
         let replace = "drop the collection first (pharos train --replace)"
@@ -82,20 +89,37 @@ extension Coordinator {
             throw WireError(.invalidArgument, "Drop.confirm is \(confirm.debugDescription): to drop this collection give its factory, \(factory.debugDescription)")
         }
         var dropped: UInt64 = 0
-        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .drop(confirm: factory)) }, within: options.writeDeadline) {
+        // With copies every node's count includes them: the collection's count is taken first.
+        let copies = routing.state.replication > 1
+        let counted = copies ? try? await statistics().liveEntries : nil
+        for (_, reply) in try await everyNode(.drop(confirm: factory), within: options.writeDeadline) {
             if case let .dropResult(n) = reply { dropped += n }
         }
+        if let counted { dropped = counted }
+        keptTrainedState.withLock { $0 = nil }
         if let stateDirectory = options.stateDirectory {
-            let path = stateDirectory + "/" + Self.whiteningFileName
-            if FileManager.default.fileExists(atPath: path) {
+            for name in [Self.whiteningFileName, Self.trainedStateFileName] {
+                let path = stateDirectory + "/" + name
+                guard FileManager.default.fileExists(atPath: path) else { continue }
                 do { try FileManager.default.removeItem(atPath: path) } catch {
-                    throw WireError(.storage, "removing the whitening \(path): \(error)")
+                    throw WireError(.storage, "removing \(path): \(error)")
                 }
             }
         }
         installedSpace.withLock { $0 = (try? $0.with(whitening: nil)) ?? $0 }
         logger.warning("collection dropped", metadata: ["entries": "\(dropped)"])
         return dropped
+    }
+
+    /// Keeps the trained state (to give nodes that join later), in the state folder when there is one.
+    private func keepTrainedState(_ file: [UInt8]) throws {
+        if keptTrainedState.withLock({ $0 == file }) { return }
+        if let stateDirectory = options.stateDirectory {
+            do { try FileIO.writeAtomically(file, to: stateDirectory + "/" + Self.trainedStateFileName) } catch {
+                throw WireError(.storage, "keeping the trained state: \(error)")
+            }
+        }
+        keptTrainedState.withLock { $0 = file }
     }
 
     // MARK: Whitening

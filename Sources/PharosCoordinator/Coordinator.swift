@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PharosDurability
 import PharosIndex
 import PharosWire
 import Synchronization
@@ -30,8 +31,17 @@ public final class Coordinator: WireService, Sendable {
         public var writeDeadline: Duration = .seconds(60)
         /// A health probe of each shard.
         public var healthDeadline: Duration = .seconds(2)
-        /// Where the coordinator keeps what it must not forget (the whitening); nil keeps nothing.
+        /// Where the coordinator keeps what it must not forget (the cluster map, the trained
+        /// state, the whitening); nil keeps nothing (the map lives in memory only).
         public var stateDirectory: String?
+        /// Serving copies that must acknowledge a write when others are unreachable (those are
+        /// marked down); writes to a bucket with fewer copies up fail.
+        public var minimumWriteCopies = 1
+        /// Run the background mover (repairs, drains, rebalances). Tests that step the mover
+        /// themselves turn it off.
+        public var runsMover = true
+        /// Which hosts `AddNode` may name (the coordinator connects to them).
+        public var nodeHosts = NodeHostPolicy.knownAndLoopback
 
         /// Defaults: 5 s searches, 60 s writes, 2 s health probes, no state folder.
         public init(searchDeadline: Duration = .seconds(5), writeDeadline: Duration = .seconds(60), stateDirectory: String? = nil) {
@@ -41,11 +51,30 @@ public final class Coordinator: WireService, Sendable {
         }
     }
 
-    /// The cluster it routes over.
+    /// The cluster file it started from (the collection; the map's first epoch).
     public let map: ClusterMap
     /// Deadlines and the state folder.
     public let options: Options
-    let links: [ShardLink]
+    /// The cluster map's current epoch as requests use it (`Coordinator+Map.swift`).
+    let currentRouting: Mutex<Routing>
+    /// One link per node name, kept across epochs.
+    let linkPool = Mutex<[String: ShardLink]>([:])
+    /// Serialises map changes (each is one new epoch, kept before it is published).
+    let mapChanges = Mutex<Void>(())
+    /// Requests running, by the epoch they were routed with.
+    let inFlight = Mutex<[UInt64: Int]>([:])
+    /// The guards of copies in progress.
+    let moveGuards = Mutex<[MoveKey: MoveGuard]>([:])
+    /// What the mover reports.
+    let moveProgress = Mutex(MoveProgress())
+    /// What the mover is asked to do.
+    let moverSettings = Mutex(MoverSettings())
+    /// Set to make the mover look for work at once.
+    let moverWake = Mutex(false)
+    /// The background mover, cancelled by `close`.
+    let mover = Mutex<Task<Void, Never>?>(nil)
+    /// The collection's trained state (the file shards were given), to give nodes that join.
+    let keptTrainedState: Mutex<[UInt8]?>
     let logger: Logger
     let group: any EventLoopGroup
     /// The collection's space; its whitening changes when a trained state with one is pushed or dropped.
@@ -57,6 +86,8 @@ public final class Coordinator: WireService, Sendable {
 
     /// File name of the kept whitening inside the state folder.
     public static let whiteningFileName = "whitening.phxw"
+    /// File name of the kept trained state inside the state folder.
+    public static let trainedStateFileName = "trained-state.phx"
 
     /// A coordinator for `map`, connecting to shards on `group`. With a state folder, a
     /// whitening kept there by an earlier run is loaded (a damaged file is an error, never skipped).
@@ -65,8 +96,31 @@ public final class Coordinator: WireService, Sendable {
         self.map = map
         self.options = options
         self.group = group
-        self.links = map.shards.map { ShardLink(address: $0, group: group) }
         self.logger = logger
+        var state = ClusterState(map: map)
+        var trained: [UInt8]?
+        if let stateDirectory = options.stateDirectory {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            let path = stateDirectory + "/" + ClusterState.fileName
+            if FileManager.default.fileExists(atPath: path) {
+                state = try ClusterState.load(path)
+                guard state.buckets == map.buckets else {
+                    throw ClusterMapError(path: path, problem: "the kept map has \(state.buckets) buckets, the cluster file \(map.buckets): a bucket count never changes")
+                }
+            } else {
+                try state.save(path)
+            }
+            let trainedPath = stateDirectory + "/" + Self.trainedStateFileName
+            if FileManager.default.fileExists(atPath: trainedPath) { trained = try FileIO.readWholeFile(trainedPath) }
+        }
+        // A copy in progress when the coordinator stopped starts again from the beginning
+        // (its guard of client writes is gone); drops of flipped buckets carry on.
+        state.moves.removeAll { $0.phase == .copying }
+        keptTrainedState = Mutex(trained)
+        var pool: [String: ShardLink] = [:]
+        for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group) }
+        currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }))
+        linkPool.withLock { $0 = pool }
         // `ClusterMap.validate` made this index already, so it cannot fail for a loaded map.
         canonicalFactory = (try? IndexFactory.make(map.collection.factory, dimension: map.collection.dimension,
                                                    metric: map.collection.metric).factoryString) ?? map.collection.factory
@@ -77,6 +131,9 @@ public final class Coordinator: WireService, Sendable {
             if FileManager.default.fileExists(atPath: path) { whitening = try Whitening.load(path) }
         }
         installedSpace = Mutex(try Self.space(of: map, whitening: whitening, source: options.stateDirectory.map { $0 + "/" + Self.whiteningFileName } ?? ""))
+        if options.runsMover {
+            mover.withLock { $0 = Task { [weak self] in await self?.moverLoop() } }
+        }
     }
 
     /// A coordinator keeping its state in `stateDirectory`, with default deadlines.
@@ -108,10 +165,10 @@ public final class Coordinator: WireService, Sendable {
         let space = self.space
         return CollectionSchema(dimension: space.dimension, metric: space.metric.rawValue, factory: map.collection.factory,
                                 normalize: space.normalization == .l2, inputDimension: space.inputDimension, whitened: space.whitening != nil,
-                                buckets: map.buckets, shardCount: map.shards.count)
+                                buckets: map.buckets, shardCount: routing.state.nodes.count)
     }
 
-    public var serviceName: String { "coordinator of \(map.shards.count) shards" }
+    public var serviceName: String { "coordinator of \(routing.state.nodes.count) shards" }
 
     public func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
         // Searches stay on the event loop end to end (no hop to the task pool and back, which
@@ -129,7 +186,10 @@ public final class Coordinator: WireService, Sendable {
     }
 
     public func close() async {
-        for link in links { await link.close() }
+        let task = mover.withLock { $0 }
+        task?.cancel()
+        await task?.value
+        for link in linkPool.withLock({ Array($0.values) }) { await link.close() }
     }
 
     /// The reply to `message`.
@@ -172,8 +232,14 @@ public final class Coordinator: WireService, Sendable {
             return .dropResult(droppedEntries: try await administration.run { try await drop(confirm: confirm) })
         case .bucketRead, .bucketWrite, .bucketDrop, .bucketCounts:
             throw WireError(.unsupported, "\(message.name) is a shard's to answer; the coordinator moves buckets itself")
-        case .clusterStatus, .addNode, .removeNode, .rebalance:
-            throw WireError(.unsupported, "\(message.name) is not served yet")
+        case .clusterStatus:
+            return .clusterStatusResult(await clusterReport())
+        case let .addNode(addition):
+            return .clusterStatusResult(try await administration.run { try await addNode(addition) })
+        case let .removeNode(name):
+            return .clusterStatusResult(try await administration.run { try await removeNode(name) })
+        case let .rebalance(request):
+            return .clusterStatusResult(try await administration.run { try await rebalance(request) })
         case .searchResult, .upsertResult, .deleteResult, .fetchResult, .statsResult, .healthResult, .trainedStateAck, .dropResult,
              .schemaResult, .bucketEntries, .bucketCountsResult, .clusterStatusResult, .error:
             throw WireError(.unsupported, "\(message.name) is a reply, not a request the coordinator serves")
@@ -181,12 +247,18 @@ public final class Coordinator: WireService, Sendable {
     }
 
     /// The cluster's counts: every shard's, summed.
-    private func statistics() async throws -> ShardStatistics {
+    func statistics() async throws -> ShardStatistics {
         let space = self.space
         var total = ShardStatistics(liveEntries: 0, segments: 0, sealedEntries: 0, memoryEntries: 0,
                                     factory: map.collection.factory, dimension: space.inputDimension, trainedVersion: 0,
                                     metric: space.metric.rawValue)
-        for (_, reply) in try await allOrNothing(links.indices.map { ($0, .stats) }, within: options.searchDeadline) {
+        // Every copy of a bucket holds its entries: count each bucket's entries once, by
+        // the nodes' per-bucket counts, when there are copies.
+        let routing = self.routing
+        if routing.state.replication > 1 || !routing.state.moves.isEmpty {
+            return try await replicatedStatistics(total, routing: routing)
+        }
+        for (_, reply) in try await everyNode(.stats, within: options.searchDeadline) {
             guard case let .statsResult(s) = reply else { continue }
             total.liveEntries += s.liveEntries
             total.segments += s.segments
@@ -197,22 +269,49 @@ public final class Coordinator: WireService, Sendable {
         return total
     }
 
-    /// Ready when every shard is; the status names each shard's state.
+    /// With copies, each bucket's entries counted once: every bucket as its first reader
+    /// counts it, the other figures summed over the nodes.
+    private func replicatedStatistics(_ base: ShardStatistics, routing: Routing) async throws -> ShardStatistics {
+        var total = base
+        let nodes = Array(Set(routing.plan.keys)).sorted()
+        let loop = group.next()
+        let counts = try await allOrNothing(nodes.map { ($0, .bucketCounts(count: routing.state.buckets)) }, routing: routing,
+                                            within: options.searchDeadline, on: loop).get()
+        for (node, reply) in counts {
+            guard case let .bucketCountsResult(perBucket) = reply, perBucket.count == routing.state.buckets else { continue }
+            for b in routing.plan[node]?.members ?? [] { total.liveEntries += perBucket[b] }
+        }
+        for (_, reply) in try await allOrNothing(nodes.map { ($0, .stats) }, routing: routing, within: options.searchDeadline, on: loop).get() {
+            guard case let .statsResult(s) = reply else { continue }
+            total.segments += s.segments
+            total.sealedEntries += s.sealedEntries
+            total.memoryEntries += s.memoryEntries
+            total.trainedVersion = s.trainedVersion
+        }
+        return total
+    }
+
+    /// Ready when every bucket has a copy on a node that answers ready; the status names
+    /// each node's state.
     private func health() async throws -> WireMessage {
-        let replies = try await fanOut(links.indices.map { ($0, .health) }, within: options.healthDeadline, on: group.next()).get()
+        let routing = self.routing
+        let replies = try await fanOut(routing.state.nodes.indices.map { ($0, .health) }, routing: routing, within: options.healthDeadline,
+                                       on: group.next()).get()
         var ready = true, lines: [String] = []
+        var answering = Set<Int>()
         for (i, outcome) in replies {
             switch outcome {
             case let .success(.healthResult(shardReady, status)):
-                ready = ready && shardReady
-                lines.append("\(map.shards[i].name): \(status)")
+                if shardReady { answering.insert(i) }
+                lines.append("\(routing.name(i)): \(status)")
             case let .failure(error):
-                ready = false
-                lines.append("\(map.shards[i].name): \(error.message)")
+                lines.append("\(routing.name(i)): \(error.message)")
             default:
-                ready = false
+                break
             }
         }
+        // Ready when every bucket has a copy on a node that answered ready.
+        ready = !replies.isEmpty && routing.readers.allSatisfy { $0.contains(where: answering.contains) }
         return .healthResult(ready: ready, status: lines.joined(separator: "; "))
     }
 }

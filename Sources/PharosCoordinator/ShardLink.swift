@@ -37,13 +37,13 @@ actor ShardLink {
     /// Sends `message` within `timeout` from the event loop `loop`: straight through the
     /// connected client when there is one, else through `call` (which reconnects). A reply
     /// that is an `Error` fails the future with it.
-    nonisolated func send(_ message: WireMessage, timeout: Duration, on loop: any EventLoop) -> EventLoopFuture<WireMessage> {
+    nonisolated func send(_ message: WireMessage, timeout: Duration, epoch: UInt64 = 0, on loop: any EventLoop) -> EventLoopFuture<WireMessage> {
         guard let client = currentClient else {
-            return loop.makeFutureWithTask { try await self.call(message, timeout: timeout) }
+            return loop.makeFutureWithTask { try await self.call(message, timeout: timeout, epoch: epoch) }
         }
         // One promise completed by one callback: this runs for every shard of every search.
         let promise = loop.makePromise(of: WireMessage.self)
-        client.send(message, timeout: timeout.timeAmount).whenComplete { result in
+        client.send(message, timeout: timeout.timeAmount, mapEpoch: epoch).whenComplete { result in
             switch result {
             case let .success(envelope):
                 if case let .error(error) = envelope.body { promise.fail(error) } else { promise.succeed(envelope.body) }
@@ -58,10 +58,10 @@ actor ShardLink {
     }
 
     /// Sends `message` within `timeout`; reconnects first if needed.
-    func call(_ message: WireMessage, timeout: Duration) async throws -> WireMessage {
+    func call(_ message: WireMessage, timeout: Duration, epoch: UInt64 = 0) async throws -> WireMessage {
         let client = try await connected(timeout: timeout)
         do {
-            return try await client.call(message, timeout: timeout.timeAmount)
+            return try await client.call(message, timeout: timeout.timeAmount, mapEpoch: epoch)
         } catch let error as WireError where error.code == .unavailable {
             drop(client)
             throw error

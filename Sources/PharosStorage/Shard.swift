@@ -249,7 +249,7 @@ public final class Shard: @unchecked Sendable {
                 : "is not trained")
         }
         let fm = FileManager.default
-        if let existing = try? fm.contentsOfDirectory(atPath: directory), existing.contains(where: { $0 != lockFileName }) {
+        if let existing = try? fm.contentsOfDirectory(atPath: directory), existing.contains(where: { $0 != lockFileName && $0 != mapEpochFileName }) {
             throw StorageError.invalidInput(field: "directory", problem: "\(directory) is not empty; refusing to create a shard over it")
         }
         // Held from before the first file is written until the shard below takes it over.

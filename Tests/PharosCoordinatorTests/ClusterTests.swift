@@ -22,21 +22,30 @@ final class TestCluster: @unchecked Sendable {
 
     static let dimension = 16
 
-    func start(shards: Int = 3, factory: String, metric: Metric = .l2) async throws {
+    /// Starts a shard node serving `directory` on `port` (0: any); returns its port.
+    func startShard(_ i: Int, directory: String, port: Int = 0) async throws -> Int {
+        var storage = Shard.Options()
+        storage.automaticMaintenance = false
+        storage.log = { _ in }
+        let server = WireServer(service: try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)")), group: group)
+        let bound = try await server.start(host: "127.0.0.1", port: port)
+        if i < shardServers.count { shardServers[i] = server } else { shardServers.append(server) }
+        return bound
+    }
+
+    func start(shards: Int = 3, factory: String, metric: Metric = .l2, replication: Int = 1, runsMover: Bool = true) async throws {
         var addresses: [ClusterMap.ShardAddress] = []
         for i in 0..<shards {
             let dir = NSTemporaryDirectory() + "pharos-cluster-\(UUID().uuidString.prefix(8))"
             directories.append(dir)
-            var storage = Shard.Options()
-            storage.automaticMaintenance = false
-            storage.log = { _ in }
-            let server = WireServer(service: try ShardService(configuration: .init(dataDirectory: dir, storage: storage, nodeName: "s\(i)")), group: group)
-            let port = try await server.start(host: "127.0.0.1", port: 0)
-            shardServers.append(server)
+            let port = try await startShard(i, directory: dir)
             addresses.append(.init(name: "s\(i)", host: "127.0.0.1", port: port))
         }
-        map = ClusterMap(collection: .init(dimension: Self.dimension, metric: metric, factory: factory), buckets: 64, shards: addresses)
-        coordinator = try Coordinator(map: map, group: group, stateDirectory: stateDirectory)
+        map = ClusterMap(collection: .init(dimension: Self.dimension, metric: metric, factory: factory), buckets: 64, shards: addresses,
+                         replication: replication)
+        var options = Coordinator.Options(stateDirectory: stateDirectory)
+        options.runsMover = runsMover
+        coordinator = try Coordinator(map: map, group: group, options: options)
         coordinatorServer = WireServer(service: coordinator, group: group)
         let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
         client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group)

@@ -1,0 +1,142 @@
+import Foundation
+import NIOCore
+import PharosWire
+
+/// The cluster map as the coordinator holds it: the current routing, changes made as new
+/// epochs (kept in the state folder before they take effect), and which requests still run
+/// on an older epoch.
+extension Coordinator {
+    /// The routing requests use now.
+    var routing: Routing { currentRouting.withLock { $0 } }
+
+    /// Where the map is kept, if the coordinator has a state folder.
+    var statePath: String? { options.stateDirectory.map { $0 + "/" + ClusterState.fileName } }
+
+    /// The link to `node`, made once and reused by every later epoch.
+    func link(for node: ClusterState.Node) -> ShardLink {
+        linkPool.withLock { pool in
+            if let existing = pool[node.name], existing.address == node.address { return existing }
+            let made = ShardLink(address: node.address, group: group)
+            pool[node.name] = made
+            return made
+        }
+    }
+
+    /// Applies `change` to the map as one new epoch: kept durably first, then published to
+    /// new requests. Returns the new state; nothing changes when `change` throws or when it
+    /// leaves the state as it was (no new epoch).
+    @discardableResult
+    func changeMap(_ reason: String, _ change: (inout ClusterState) throws -> Void) throws -> ClusterState {
+        try mapChanges.withLock { _ in
+            let current = routing.state
+            var next = current
+            try change(&next)
+            next.epoch = current.epoch
+            guard next != current else { return current }
+            next.epoch = current.epoch + 1
+            try next.validate(path: statePath ?? "cluster map")
+            if let statePath {
+                do { try next.save(statePath) } catch {
+                    throw WireError(.storage, "keeping cluster map epoch \(next.epoch) in \(statePath): \(error)")
+                }
+            }
+            let made = Routing(state: next, links: next.nodes.map { link(for: $0) })
+            currentRouting.withLock { $0 = made }
+            logger.info("cluster map changed", metadata: ["epoch": "\(next.epoch)", "why": "\(reason)"])
+            return next
+        }
+    }
+
+    /// Runs `body` as a request of the current epoch, counted until its future completes, so
+    /// that `drain(before:)` can wait for it.
+    func tracked<T>(on loop: any EventLoop, _ body: (Routing) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
+        let routing = self.routing
+        let epoch = routing.state.epoch
+        inFlight.withLock { $0[epoch, default: 0] += 1 }
+        return body(routing).always { _ in
+            self.inFlight.withLock { counts in
+                counts[epoch, default: 1] -= 1
+                if counts[epoch] == 0 { counts[epoch] = nil }
+            }
+        }
+    }
+
+    /// Waits until no request routed by an epoch before `epoch` is running, or `limit` passed
+    /// (requests are bounded by their deadlines; a shard refuses a late one by its epoch).
+    func drain(before epoch: UInt64, limit: Duration) async {
+        let end = ContinuousClock.now + limit
+        while ContinuousClock.now < end {
+            if !inFlight.withLock({ $0.keys.contains { $0 < epoch } }) { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        logger.warning("requests of an older map epoch still running after \(limit); going on", metadata: ["epoch": "\(epoch)"])
+    }
+
+    /// Marks `nodes` down in one epoch: they leave the copies of every bucket that has another
+    /// serving copy (a returning node is filled again by moves, never trusted with what it
+    /// missed); where a node holds the only copy, it stays listed and the bucket is unavailable.
+    func markDown(_ nodes: Set<Int>, routing: Routing, because reason: String) throws {
+        let names = Set(nodes.map { routing.name($0) })
+        try changeMap("\(names.sorted().joined(separator: ", ")) down: \(reason)") { state in
+            for i in state.nodes.indices where names.contains(state.nodes[i].name) { state.nodes[i].state = .down }
+            let down = Set(state.nodes.filter { $0.state == .down }.map(\.name))
+            for b in state.replicas.indices {
+                let alive = state.replicas[b].filter { !down.contains($0) }
+                if !alive.isEmpty { state.replicas[b] = alive }
+            }
+            // A copy into a node that went down is abandoned (planned again later).
+            state.moves.removeAll { $0.phase == .copying && names.contains($0.target) }
+        }
+        wakeMover()
+    }
+
+    /// The cluster map and moves, with each node's live entries (asked now).
+    func clusterReport() async -> ClusterReport {
+        let routing = self.routing, state = routing.state
+        let outcomes = (try? await fanOut(state.nodes.indices.map { ($0, .stats) }, routing: routing, within: options.healthDeadline,
+                                          on: group.next()).get()) ?? []
+        var entries: [Int: UInt64] = [:], problems: [Int: String] = [:]
+        for (i, outcome) in outcomes {
+            switch outcome {
+            case let .success(.statsResult(s)): entries[i] = s.liveEntries
+            case let .failure(error) where error.code == .notReady: entries[i] = 0
+            case let .failure(error): problems[i] = error.message
+            case let .success(other): problems[i] = "answered Stats with \(other.name)"
+            }
+        }
+        let perNode = state.bucketsPerNode
+        let progress = moveProgress.withLock { $0 }
+        return ClusterReport(
+            epoch: state.epoch, buckets: state.buckets, replication: state.replication,
+            nodes: state.nodes.enumerated().map { i, n in
+                NodeReport(name: n.name, address: "\(n.host):\(n.port)", zone: n.zone, state: n.state.rawValue,
+                           buckets: perNode[n.name] ?? 0, entries: entries[i] ?? 0, problem: problems[i] ?? "")
+            },
+            moves: state.moves.map { m in
+                let p = progress.copied[MoveKey(m)] ?? (0, 0)
+                return MoveReport(bucket: m.bucket, source: m.source ?? "", target: m.target, phase: m.phase.rawValue,
+                                  entriesCopied: p.entries, bytesCopied: p.bytes)
+            },
+            movesPending: progress.pending, bucketsUnderReplicated: state.underReplicated,
+            movesDone: progress.done, lastProblem: progress.lastProblem)
+    }
+}
+
+/// A move's identity (bucket and target), for progress and write guards.
+struct MoveKey: Hashable, Sendable {
+    var bucket: Int
+    var target: String
+
+    init(_ move: ClusterState.Move) {
+        bucket = move.bucket
+        target = move.target
+    }
+}
+
+/// What the mover reports: copies in flight, moves waiting and done, the last failure.
+struct MoveProgress: Sendable {
+    var copied: [MoveKey: (entries: UInt64, bytes: UInt64)] = [:]
+    var pending = 0
+    var done: UInt64 = 0
+    var lastProblem = ""
+}

@@ -1,0 +1,186 @@
+import Foundation
+import PharosWire
+
+/// What the mover is asked to do beyond repairs.
+struct MoverSettings: Sendable {
+    /// Even out bucket copies per node (set by `Rebalance`, cleared when nothing is left to move).
+    var balance = false
+    /// Moves at once.
+    var concurrentMoves = 1
+    /// Bytes per second each move copies; 0 is unthrottled.
+    var rateBytesPerSecond: Double = 0
+}
+
+/// Nodes joining, leaving, failing and returning, and the background mover that keeps every
+/// bucket at its replication factor (re-copying what a lost node held), drains leaving nodes
+/// and, when asked, evens out the load.
+extension Coordinator {
+    /// Adds an empty node: it receives the trained state (when the collection has one) and
+    /// serves buckets once a rebalance moves some to it.
+    func addNode(_ addition: NodeAddition) async throws -> ClusterReport {
+        if routing.state.node(addition.name) != nil {
+            throw WireError(.invalidArgument, "a node named \(addition.name.debugDescription) is already in the map")
+        }
+        if routing.state.nodes.contains(where: { $0.host == addition.host && $0.port == addition.port }) {
+            throw WireError(.invalidArgument, "\(addition.host):\(addition.port) is already in the map")
+        }
+        guard options.nodeHosts.allows(addition.host, known: routing.state.nodes.map(\.host)) else {
+            throw WireError(.invalidArgument, "AddNode.host \(addition.host.debugDescription) is not a host this coordinator may connect to (\(options.nodeHosts)); start it with --allow-node-host")
+        }
+        // The node is asked and given the trained state before it enters the map: a node that
+        // cannot be reached or refuses leaves the map as it was.
+        let node = ClusterState.Node(name: addition.name, host: addition.host, port: addition.port, zone: addition.zone, state: .active)
+        let link = self.link(for: node)
+        do {
+            _ = try await link.call(.health, timeout: options.healthDeadline)
+            try await prepare(link, name: addition.name)
+            try changeMap("\(addition.name) joins") { $0.nodes.append(node) }
+        } catch {
+            linkPool.withLock { pool in if pool[addition.name] === link { pool[addition.name] = nil } }
+            await link.close()
+            throw error
+        }
+        return await clusterReport()
+    }
+
+    /// Gives a node of the map the collection's trained state if it lacks one (a replaced node).
+    func prepareNode(_ name: String) async throws {
+        let routing = self.routing
+        guard let index = routing.state.nodes.firstIndex(where: { $0.name == name }) else {
+            throw WireError(.invalidArgument, "no node named \(name.debugDescription)")
+        }
+        try await prepare(routing.links[index], name: name)
+    }
+
+    /// Gives the node behind `link` the collection's trained state (the same one again is
+    /// acknowledged; a node trained otherwise refuses, which fails the call).
+    private func prepare(_ link: ShardLink, name: String) async throws {
+        guard let trained = keptTrainedState.withLock({ $0 }) else {
+            if case let .statsResult(s)? = try? await everyNode(.stats, within: options.healthDeadline).first?.1, s.trainedVersion != 0 {
+                throw WireError(.notReady, "the collection is trained but this coordinator keeps no copy of its trained state to give \(name); push it again with pharos train")
+            }
+            return
+        }
+        do {
+            _ = try await link.call(.trainedState(indexFile: trained), timeout: options.writeDeadline)
+        } catch {
+            throw WireError((error as? WireError)?.code ?? .unavailable, "giving \(name) the trained state: \(error)")
+        }
+    }
+
+    /// Drains a node (its buckets move away) and removes it from the map once empty.
+    func removeNode(_ name: String) async throws -> ClusterReport {
+        guard let node = routing.state.node(name) else { throw WireError(.invalidArgument, "no node named \(name.debugDescription) in the map") }
+        let others = routing.state.nodes.filter { $0.name != name && $0.state == .active }.count
+        guard others >= routing.state.replication else {
+            throw WireError(.invalidArgument, "removing \(name) would leave \(others) active nodes for replication \(routing.state.replication): add a node or lower the replication first")
+        }
+        if node.state != .draining {
+            try changeMap("\(name) draining") { state in
+                if let i = state.nodes.firstIndex(where: { $0.name == name }) { state.nodes[i].state = .draining }
+            }
+        }
+        wakeMover()
+        return await clusterReport()
+    }
+
+    /// Sets the replication factor (when given) and asks the mover to even out the nodes.
+    func rebalance(_ request: RebalanceRequest) async throws -> ClusterReport {
+        if request.replication > 0 {
+            let active = routing.state.nodes.filter { $0.state == .active }.count
+            guard request.replication <= active else {
+                throw WireError(.invalidArgument, "replication \(request.replication) needs as many active nodes; the map has \(active)")
+            }
+            guard request.replication >= routing.state.replication else {
+                throw WireError(.invalidArgument, "lowering the replication (\(routing.state.replication) to \(request.replication)) is not supported yet")
+            }
+            try changeMap("replication \(request.replication)") { $0.replication = request.replication }
+        }
+        moverSettings.withLock {
+            $0.balance = true
+            $0.concurrentMoves = Swift.max(1, request.maximumConcurrentMoves)
+            $0.rateBytesPerSecond = request.rateMegabytes * 1_000_000
+        }
+        wakeMover()
+        return await clusterReport()
+    }
+
+    /// Asks the mover to look for work now.
+    func wakeMover() { moverWake.withLock { $0 = true } }
+
+    /// The mover: every 250 ms (or when woken) it brings down nodes back, finishes drops,
+    /// removes drained nodes, and runs the moves the planner gives until there are none.
+    func moverLoop() async {
+        var lastProbe = ContinuousClock.now - .seconds(10)
+        while !Task.isCancelled {
+            let woken = moverWake.withLock { w in defer { w = false }; return w }
+            if !woken { try? await Task.sleep(for: .milliseconds(250)) }
+            if Task.isCancelled { return }
+            if ContinuousClock.now - lastProbe >= .seconds(1) {
+                lastProbe = ContinuousClock.now
+                await probeDownNodes()
+            }
+            await moverStep()
+        }
+    }
+
+    /// One round of the mover's work.
+    func moverStep() async {
+        let state = routing.state
+        for move in state.moves where move.phase == .dropping {
+            do { try await finishDrop(move, after: state.epoch) } catch {
+                moveProgress.withLock { $0.lastProblem = "dropping bucket \(move.bucket) from \(move.source ?? "-"): \(error)" }
+            }
+        }
+        removeDrainedNodes()
+        let settings = moverSettings.withLock { $0 }
+        let plan = MovePlanner.plan(routing.state, balance: settings.balance)
+        moveProgress.withLock { $0.pending = plan.count }
+        if plan.isEmpty {
+            if settings.balance, routing.state.moves.isEmpty { moverSettings.withLock { $0.balance = false } }
+            return
+        }
+        // One batch of up to `concurrentMoves` moves (different buckets), then plan again.
+        var batch: [ClusterState.Move] = [], buckets = Set<Int>()
+        for move in plan where batch.count < settings.concurrentMoves && buckets.insert(move.bucket).inserted { batch.append(move) }
+        await withTaskGroup(of: Void.self) { tasks in
+            for move in batch {
+                tasks.addTask {
+                    do { try await self.run(move, rateBytesPerSecond: settings.rateBytesPerSecond) } catch {
+                        self.logger.warning("bucket move failed", metadata: ["bucket": "\(move.bucket)", "target": "\(move.target)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+        moveProgress.withLock { $0.pending = Swift.max(0, $0.pending - batch.count) }
+    }
+
+    /// Down nodes that answer again become active (given the trained state if they lost it);
+    /// the mover then fills them like any node.
+    func probeDownNodes() async {
+        for node in routing.state.nodes where node.state == .down {
+            guard (try? await call(node.name, .health, within: .seconds(1))) != nil else { continue }
+            do {
+                try await prepareNode(node.name)
+                try changeMap("\(node.name) answers again") { state in
+                    if let i = state.nodes.firstIndex(where: { $0.name == node.name }), state.nodes[i].state == .down { state.nodes[i].state = .active }
+                }
+            } catch {
+                moveProgress.withLock { $0.lastProblem = "\(node.name) answers but cannot rejoin: \(error)" }
+            }
+        }
+    }
+
+    /// Draining nodes that serve no bucket and take part in no move leave the map.
+    private func removeDrainedNodes() {
+        let state = routing.state
+        let empty = state.nodes.filter { node in
+            node.state == .draining && !state.replicas.contains { $0.contains(node.name) }
+                && !state.moves.contains { $0.source == node.name || $0.target == node.name }
+        }.map(\.name)
+        guard !empty.isEmpty else { return }
+        _ = try? changeMap("\(empty.joined(separator: ", ")) drained and removed") { state in
+            state.nodes.removeAll { empty.contains($0.name) }
+        }
+    }
+}
