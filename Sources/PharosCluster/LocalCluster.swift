@@ -22,10 +22,13 @@ public struct LocalCluster: Sendable {
         public var buckets: Int?
         /// L2-normalise vectors.
         public var normalize = false
+        /// Copies of each bucket (default 1).
+        public var replication: Int?
 
         /// Settings from flags.
         public init(shards: Int? = nil, port: Int? = nil, dimension: Int? = nil, metric: Metric? = nil, factory: String? = nil,
-                    buckets: Int? = nil, normalize: Bool = false) {
+                    buckets: Int? = nil, normalize: Bool = false, replication: Int? = nil) {
+            self.replication = replication
             self.shards = shards
             self.port = port
             self.dimension = dimension
@@ -81,7 +84,8 @@ public struct LocalCluster: Sendable {
         return ClusterMap(collection: .init(dimension: dimension, metric: s.metric ?? .l2, factory: s.factory ?? "IVF256,PQ32x4fs,RefineSQ8",
                                             normalize: s.normalize),
                           buckets: s.buckets ?? 4096,
-                          shards: (0..<shards).map { .init(name: "shard-\($0)", host: "127.0.0.1", port: port + 1 + $0) })
+                          shards: (0..<shards).map { .init(name: "shard-\($0)", host: "127.0.0.1", port: port + 1 + $0) },
+                          replication: s.replication ?? 1)
     }
 
     /// Settings given for an existing cluster must agree with its file.
@@ -96,6 +100,7 @@ public struct LocalCluster: Sendable {
         compare("buckets", s.buckets, map.buckets)
         compare("shards", s.shards, map.shards.count)
         compare("port", s.port, (map.shards.first?.port ?? 1) - 1)
+        compare("replication", s.replication, map.replication)
         if s.normalize && !map.collection.normalize { conflicts.append("--normalize, but the file does not normalise") }
         guard conflicts.isEmpty else {
             throw SettingsError(description: "\(file) already describes this cluster: \(conflicts.joined(separator: "; ")). Leave those flags out to use it, or use another --data folder.")

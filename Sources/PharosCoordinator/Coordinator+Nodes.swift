@@ -1,4 +1,5 @@
 import Foundation
+import PharosRouting
 import PharosWire
 
 /// What the mover is asked to do beyond repairs.
@@ -96,6 +97,7 @@ extension Coordinator {
             }
             try changeMap("replication \(request.replication)") { $0.replication = request.replication }
         }
+        moveProgress.withLock { $0.pending = MovePlanner.plan(routing.state, balance: true).count }
         moverSettings.withLock {
             $0.balance = true
             $0.concurrentMoves = Swift.max(1, request.maximumConcurrentMoves)
@@ -162,6 +164,13 @@ extension Coordinator {
             guard (try? await call(node.name, .health, within: .seconds(1))) != nil else { continue }
             do {
                 try await prepareNode(node.name)
+                // What it holds of buckets it no longer serves is stale (it missed writes): it
+                // goes before the node can be a copy's target again.
+                let state = routing.state
+                let stale = BucketSet(count: state.buckets, buckets: state.replicas.indices.filter { !state.replicas[$0].contains(node.name) })
+                if stale.cardinality > 0 {
+                    _ = try await call(node.name, .bucketDrop(BucketMask(count: stale.count, bits: stale.mask)), within: options.writeDeadline)
+                }
                 try changeMap("\(node.name) answers again") { state in
                     if let i = state.nodes.firstIndex(where: { $0.name == node.name }), state.nodes[i].state == .down { state.nodes[i].state = .active }
                 }

@@ -19,7 +19,9 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "Requests served at once; more are answered 'overloaded'.") var maxRequests: Int = 256
     @Option(help: "Deadline of searches that give none, in milliseconds.") var deadline: Int = 5000
     @Option(help: "Deadline of writes, fetches and administration that give none, in milliseconds.") var writeDeadline: Int = 60_000
-    @Option(help: "Folder for what the coordinator keeps (the collection's whitening); created if missing.") var state: String?
+    @Option(help: "Folder for what the coordinator keeps (the cluster map and its epochs, the trained state, the whitening); created if missing.") var state: String?
+    @Option(help: "A host AddNode may name besides loopback and the map's own hosts (repeatable; '*' allows any).") var allowNodeHost: [String] = []
+    @Option(help: "Copies that must acknowledge a write when others are unreachable (those are marked down).") var minimumWriteCopies: Int = 1
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @OptionGroup var server: ServerOptions
 
@@ -28,14 +30,17 @@ struct PharosCoordinatorCommand: ParsableCommand {
         for (flag, value) in [("--deadline", deadline), ("--write-deadline", writeDeadline)] where !(1...most).contains(value) {
             throw ValidationError("\(flag) \(value): expected 1...\(most) milliseconds")
         }
+        guard (1...8).contains(minimumWriteCopies) else { throw ValidationError("--minimum-write-copies \(minimumWriteCopies): expected 1...8") }
     }
 
     func run() throws {
         let logger = self.server.logger(label: "pharos.coordinator")
         let map = try ClusterMap.load(cluster)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoops))
-        let options = Coordinator.Options(searchDeadline: .milliseconds(deadline), writeDeadline: .milliseconds(writeDeadline),
+        var options = Coordinator.Options(searchDeadline: .milliseconds(deadline), writeDeadline: .milliseconds(writeDeadline),
                                           stateDirectory: state)
+        options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
+        options.minimumWriteCopies = minimumWriteCopies
         let coordinator = try Coordinator(map: map, group: group, options: options, logger: logger)
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")

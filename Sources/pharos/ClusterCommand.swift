@@ -8,7 +8,8 @@ import PharosIndex
 /// coordinator, data under one folder, supervised (a dead one is restarted), stopped cleanly by
 /// Ctrl-C (or SIGTERM).
 struct ClusterCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "Run a local cluster.", subcommands: [Up.self])
+    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "Run a local cluster; add, remove and rebalance shard nodes.",
+                                                    subcommands: [Up.self, AddShard.self, RemoveShard.self, Rebalance.self])
 
     struct Up: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -27,12 +28,14 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "Index configuration (factory string; default IVF256,PQ32x4fs,RefineSQ8).") var factory: String?
         @Option(help: "Virtual buckets keys hash into (default 4096).") var buckets: Int?
         @Flag(help: "L2-normalise vectors (for inner-product descriptor collections).") var normalize = false
+        @Option(help: "Copies of each bucket, on different shards (default 1; at most the shard count).") var replication: Int?
 
         func run() throws {
             let cluster: LocalCluster
             do {
                 cluster = try LocalCluster(data: data, settings: .init(shards: shards, port: port, dimension: dimension, metric: metric,
-                                                                     factory: factory, buckets: buckets, normalize: normalize))
+                                                                     factory: factory, buckets: buckets, normalize: normalize,
+                                                                     replication: replication))
             } catch let error as LocalCluster.SettingsError {
                 throw UsageError(error.description)
             }

@@ -100,6 +100,8 @@ import Testing
             #expect(report.nodes.allSatisfy { $0.state == "active" })
             #expect(report.bucketsUnderReplicated == 0 && report.moves.isEmpty)
             #expect(report.nodes.map(\.buckets).reduce(0, +) == 64 * 2)
+            // No node keeps entries of buckets it does not serve (s1's stale ones were dropped).
+            #expect(report.nodes.map(\.entries).reduce(0, +) == UInt64(live.count * 2))
             try await Self.checkSearch(cluster, expected: try Self.expectedTop(state, live: live, queries: queries), queries: queries, "s1 back")
             guard case let .statsResult(after) = try await cluster.client.call(.stats) else { Issue.record("no stats"); return }
             #expect(after.liveEntries == UInt64(live.count))
