@@ -31,7 +31,9 @@ PHAROS_SEARCH_THREADS=1"
     write_once /etc/pharos/coordinator.env "PHAROS_HOST=$host
 PHAROS_PORT=7700
 PHAROS_STATE=/var/lib/pharos/coordinator
-PHAROS_DEADLINE_MS=5000"
+PHAROS_DEADLINE_MS=5000
+# Other flags, split on spaces: hosts new shard nodes may live on (pharos cluster add-shard), the write deadline, ...
+PHAROS_FLAGS=\"--write-deadline 60000 --allow-node-host 10.0.0.14\""
     [ -e /etc/pharos/cluster.json ] || install -m 0644 Deploy/cluster.example.json /etc/pharos/cluster.json
     systemctl daemon-reload 2>/dev/null || echo "systemd is not running here: run systemctl daemon-reload once it is" >&2
     echo "edit /etc/pharos/cluster.json, then: systemctl enable --now pharos-coordinator" ;;
