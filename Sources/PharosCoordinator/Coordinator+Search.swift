@@ -109,10 +109,11 @@ extension Coordinator {
     }
 
     /// One search round: every bucket asked of one node that serves it (the epoch's read
-    /// plan), answers merged. The buckets of a node that fails are asked again of their other
-    /// copies within what is left of the deadline, so with two copies one node down costs a
-    /// second request, not a partial answer; buckets no node could answer for are reported
-    /// missing, with the nodes that failed.
+    /// plan), answers merged. A node that fails, or (with copies) has not answered within the
+    /// hedge delay (the 95th percentile of recent answers, at least `minimumHedgeDelay`), has
+    /// its buckets asked of their other copies; each node's share is answered once
+    /// (`HedgedGroup`), so with two copies a dead or frozen node costs a second request, not a
+    /// partial answer. Buckets no node could answer for are reported missing, with the nodes.
     private func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
                        on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
         let remaining = deadline.remaining
@@ -125,38 +126,29 @@ extension Coordinator {
         shardRequest.queryKeys = []
         let template = shardRequest
         return tracked(on: loop) { routing in
-            @Sendable func requests(_ plan: [Int: BucketSet], within span: Duration) -> [(Int, WireMessage)] {
-                plan.sorted { $0.key < $1.key }.map { node, buckets in
+            let epoch = routing.state.epoch
+            @Sendable func send(_ plan: [Int: BucketSet]) -> [EventLoopFuture<ShardOutcome>] {
+                let span = deadline.remaining
+                return plan.sorted { $0.key < $1.key }.map { node, buckets in
                     var r = template
                     r.deadlineMilliseconds = Self.forwardable(span)
                     r.buckets = buckets.isFull ? .everything : BucketMask(count: buckets.count, bits: buckets.mask)
-                    return (node, .search(r))
+                    return routing.links[node].send(.search(r), timeout: span, epoch: epoch, on: loop)
+                        .map { ShardOutcome.success($0) }
+                        .recover { .failure(Coordinator.wireError($0)) }
                 }
             }
-            let plan = routing.plan
-            return self.fanOut(requests(plan, within: remaining), routing: routing, within: remaining, on: loop).flatMap { first in
-                let failed = Set(first.compactMap { node, outcome -> Int? in
-                    if case let .failure(error) = outcome, error.code != .invalidArgument, error.code != .notReady { return node }
-                    return nil
-                })
-                let left = deadline.remaining
-                guard !failed.isEmpty, left > .zero else { return loop.makeSucceededFuture(first) }
-                var orphans = BucketSet(count: routing.state.buckets)
-                for node in failed { for b in plan[node]?.members ?? [] { orphans.insert(b) } }
-                let fallback = routing.fallbackPlan(for: orphans, avoiding: failed)
-                guard !fallback.isEmpty else { return loop.makeSucceededFuture(first) }
-                return self.fanOut(requests(fallback, within: left), routing: routing, within: left, on: loop).map { second in
-                    // A failed node whose every bucket was answered elsewhere is not missing.
-                    let covered = Set(failed.filter { node in
-                        (plan[node]?.members ?? []).allSatisfy { b in
-                            second.contains { n, outcome in
-                                if case .success = outcome { return fallback[n]?.contains(b) == true }
-                                return false
-                            }
-                        }
-                    })
-                    return first.filter { !covered.contains($0.0) } + second
+            let hedgeDelay: TimeAmount? = routing.state.replication > 1
+                ? Swift.max(self.searchLatencies.p95 ?? self.options.minimumHedgeDelay.timeAmount, self.options.minimumHedgeDelay.timeAmount)
+                : nil
+            let latencies = self.searchLatencies
+            return loop.flatSubmit {
+                let groups = routing.plan.sorted { $0.key < $1.key }.map { node, buckets in
+                    HedgedGroup(node: node, buckets: buckets, routing: routing, hedgeAfter: hedgeDelay, loop: loop,
+                                latencies: latencies, send: send)
                 }
+                for group in groups { group.start() }
+                return EventLoopFuture.whenAllSucceed(groups.map(\.futureResult), on: loop).map { $0.flatMap { $0 } }
             }.flatMapThrowing { outcomes in
                 try self.merged(outcomes, queries: queries.count, request: request, routing: routing)
             }

@@ -42,6 +42,10 @@ public final class Coordinator: WireService, Sendable {
         public var runsMover = true
         /// Which hosts `AddNode` may name (the coordinator connects to them).
         public var nodeHosts = NodeHostPolicy.knownAndLoopback
+        /// With copies, a node's share of a search is asked of the other copies when the node
+        /// has not answered after the 95th percentile of recent answer times, but never sooner
+        /// than this (so ordinary jitter does not double the load).
+        public var minimumHedgeDelay: Duration = .milliseconds(20)
 
         /// Defaults: 5 s searches, 60 s writes, 2 s health probes, no state folder.
         public init(searchDeadline: Duration = .seconds(5), writeDeadline: Duration = .seconds(60), stateDirectory: String? = nil) {
@@ -75,6 +79,8 @@ public final class Coordinator: WireService, Sendable {
     let mover = Mutex<Task<Void, Never>?>(nil)
     /// The collection's trained state (the file shards were given), to give nodes that join.
     let keptTrainedState: Mutex<[UInt8]?>
+    /// Recent answer times of shard searches (the hedge delay).
+    let searchLatencies = LatencyWindow()
     let logger: Logger
     let group: any EventLoopGroup
     /// The collection's space; its whitening changes when a trained state with one is pushed or dropped.

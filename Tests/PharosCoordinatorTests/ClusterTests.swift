@@ -23,22 +23,24 @@ final class TestCluster: @unchecked Sendable {
     static let dimension = 16
 
     /// Starts a shard node serving `directory` on `port` (0: any); returns its port.
-    func startShard(_ i: Int, directory: String, port: Int = 0) async throws -> Int {
+    func startShard(_ i: Int, directory: String, port: Int = 0, wrap: ((ShardService) -> any WireService)? = nil) async throws -> Int {
         var storage = Shard.Options()
         storage.automaticMaintenance = false
         storage.log = { _ in }
-        let server = WireServer(service: try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)")), group: group)
+        let service = try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)"))
+        let server = WireServer(service: wrap?(service) ?? service, group: group)
         let bound = try await server.start(host: "127.0.0.1", port: port)
         if i < shardServers.count { shardServers[i] = server } else { shardServers.append(server) }
         return bound
     }
 
-    func start(shards: Int = 3, factory: String, metric: Metric = .l2, replication: Int = 1, runsMover: Bool = true) async throws {
+    func start(shards: Int = 3, factory: String, metric: Metric = .l2, replication: Int = 1, runsMover: Bool = true,
+               wrap: ((Int, ShardService) -> any WireService)? = nil) async throws {
         var addresses: [ClusterMap.ShardAddress] = []
         for i in 0..<shards {
             let dir = NSTemporaryDirectory() + "pharos-cluster-\(UUID().uuidString.prefix(8))"
             directories.append(dir)
-            let port = try await startShard(i, directory: dir)
+            let port = try await startShard(i, directory: dir, wrap: wrap.map { w in { w(i, $0) } })
             addresses.append(.init(name: "s\(i)", host: "127.0.0.1", port: port))
         }
         map = ClusterMap(collection: .init(dimension: Self.dimension, metric: metric, factory: factory), buckets: 64, shards: addresses,

@@ -194,6 +194,38 @@ import Testing
         await cluster.stop()
     }
 
+    @Test func aFrozenNodeCostsAHedgeNotAPartialAnswer() async throws {
+        let frozen = FreezableService.Switch()
+        let cluster = TestCluster()
+        do {
+            try await cluster.start(shards: 3, factory: Self.factory, replication: 2, runsMover: false) { i, service in
+                FreezableService(service, switch: i == 1 ? frozen : FreezableService.Switch())
+            }
+            let state = try Self.trainedState()
+            _ = try await cluster.client.call(.trainedState(indexFile: state))
+            try await Self.upsert(cluster, rows: 0..<1500)
+            let live = Dictionary(uniqueKeysWithValues: (0..<1500).map { ("k\($0)", $0) })
+            let queries = Self.data.vectors(0..<40, stream: 2)
+            let expected = try Self.expectedTop(state, live: live, queries: queries)
+            for _ in 0..<30 { try await Self.checkSearch(cluster, expected: expected, queries: queries, "warm") }
+            frozen.set(true)   // s1 takes searches and never answers
+            let start = ContinuousClock.now
+            for i in 0..<10 {
+                guard case let .searchResult(result) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: queries.values, dimension: 16, k: 10, nprobe: 8, deadlineMilliseconds: 3000))) else { Issue.record("no result"); return }
+                #expect(!result.partial, "search \(i) with s1 frozen: missing \(result.missing)")
+                #expect((0..<40).filter { result.queries[$0].keys == expected[$0] }.count >= 38)
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < .seconds(3), "10 searches with a frozen node took \(elapsed): each should cost one hedge delay")
+            frozen.set(false)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
     @Test func theMapIsKeptAcrossCoordinatorRestartsAndADamagedOneIsRefused() throws {
         let dir = NSTemporaryDirectory() + "pharos-state-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -233,4 +265,38 @@ import Testing
         #expect(copies.count == 64 && copies.allSatisfy { $0.source == nil })
         #expect(MovePlanner.plan(state, balance: false) == copies)   // the same state, the same plan
     }
+}
+
+/// A shard node whose searches can be frozen (taken and never answered), as a SIGSTOPped or
+/// hung node looks to the coordinator.
+final class FreezableService: WireService, @unchecked Sendable {
+    /// Whether searches are frozen.
+    final class Switch: @unchecked Sendable {
+        private let lock = NSLock()
+        private var on = false
+        func set(_ value: Bool) { lock.withLock { on = value } }
+        var isOn: Bool { lock.withLock { on } }
+    }
+
+    let inner: any WireService
+    let frozen: Switch
+
+    init(_ inner: any WireService, switch frozen: Switch) {
+        self.inner = inner
+        self.frozen = frozen
+    }
+
+    var serviceName: String { inner.serviceName }
+
+    func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
+        if case .search = envelope.body, frozen.isOn { return }
+        inner.respond(to: envelope, reply: reply)
+    }
+
+    func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
+        if case .search = message, frozen.isOn { return }
+        inner.respond(to: message, reply: reply)
+    }
+
+    func close() async { await inner.close() }
 }
