@@ -98,7 +98,7 @@ let package = Package(
         // in the same run; the commands print what they return.
         .target(
             name: "PharosBenchmarks",
-            dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "PharosStorage", "PharosCoordinator", "PharosWire",
+            dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "PharosStorage", "PharosCoordinator", "PharosWire", "PharosRouting",
                            "PharosDescriptors", .product(name: "NIOPosix", package: "swift-nio")]),
         .executableTarget(
             name: "pharos",

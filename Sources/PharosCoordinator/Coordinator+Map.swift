@@ -118,7 +118,7 @@ extension Coordinator {
                                   entriesCopied: p.entries, bytesCopied: p.bytes)
             },
             movesPending: progress.pending, bucketsUnderReplicated: state.underReplicated,
-            movesDone: progress.done, lastProblem: progress.lastProblem)
+            movesDone: progress.done, lastProblem: progress.lastProblem, entriesMoved: progress.entriesMoved, bytesMoved: progress.bytesMoved)
     }
 }
 
@@ -139,4 +139,6 @@ struct MoveProgress: Sendable {
     var pending = 0
     var done: UInt64 = 0
     var lastProblem = ""
+    var entriesMoved: UInt64 = 0
+    var bytesMoved: UInt64 = 0
 }

@@ -57,7 +57,7 @@ extension Coordinator {
             }
             // Writes routed before the target was added must land before the stream reads.
             await drain(before: started.epoch, limit: options.writeDeadline)
-            try await stream(move, mask: mask, guard: moveGuard, rateBytesPerSecond: rateBytesPerSecond)
+            let (entries, bytes) = try await stream(move, mask: mask, guard: moveGuard, rateBytesPerSecond: rateBytesPerSecond)
             let flipped = try changeMap("bucket \(move.bucket) flipped to \(move.target)") { state in
                 state.replicas[move.bucket].removeAll { $0 == move.target }
                 if let source = move.source, let at = state.replicas[move.bucket].firstIndex(of: source) {
@@ -72,7 +72,11 @@ extension Coordinator {
             if let dropping = flipped.moves.first(where: { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .dropping }) {
                 try await finishDrop(dropping, after: flipped.epoch)
             }
-            moveProgress.withLock { $0.done += 1 }
+            moveProgress.withLock {
+                $0.done += 1
+                $0.entriesMoved += entries
+                $0.bytesMoved += bytes
+            }
         } catch {
             // Abandon the copy: the target's partial entries serve nothing and go at the next attempt.
             _ = try? changeMap("copy of bucket \(move.bucket) to \(move.target) abandoned") { state in
@@ -97,7 +101,8 @@ extension Coordinator {
 
     /// Streams the bucket's live entries from a serving copy to the target, page by page,
     /// leaving out keys clients wrote meanwhile; throttled to `rateBytesPerSecond` (0: not).
-    private func stream(_ move: ClusterState.Move, mask: BucketMask, guard moveGuard: MoveGuard, rateBytesPerSecond: Double) async throws {
+    private func stream(_ move: ClusterState.Move, mask: BucketMask, guard moveGuard: MoveGuard,
+                        rateBytesPerSecond: Double) async throws -> (entries: UInt64, bytes: UInt64) {
         let key = MoveKey(move)
         let start = ContinuousClock.now
         var cursor: (hash: UInt64, key: String)?
@@ -118,7 +123,7 @@ extension Coordinator {
             bytes += UInt64(pageBytes)
             entries += UInt64(page.count)
             moveProgress.withLock { $0.copied[key] = (entries, bytes) }
-            if page.count < Self.movePageEntries { return }
+            if page.count < Self.movePageEntries { return (entries, bytes) }
             if rateBytesPerSecond > 0 {
                 let due = Duration.seconds(Double(bytes) / rateBytesPerSecond)
                 let elapsed = ContinuousClock.now - start

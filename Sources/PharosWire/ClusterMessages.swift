@@ -139,10 +139,16 @@ public struct ClusterReport: Sendable, Equatable, Codable {
     public var movesDone: UInt64
     /// The last move failure, if any.
     public var lastProblem: String
+    /// Entries copied by finished moves since the coordinator started.
+    public var entriesMoved: UInt64 = 0
+    /// Their bytes (keys, codes, metadata).
+    public var bytesMoved: UInt64 = 0
 
     /// A report.
     public init(epoch: UInt64, buckets: Int, replication: Int, nodes: [NodeReport], moves: [MoveReport] = [], movesPending: Int = 0,
-                bucketsUnderReplicated: Int = 0, movesDone: UInt64 = 0, lastProblem: String = "") {
+                bucketsUnderReplicated: Int = 0, movesDone: UInt64 = 0, lastProblem: String = "", entriesMoved: UInt64 = 0, bytesMoved: UInt64 = 0) {
+        self.entriesMoved = entriesMoved
+        self.bytesMoved = bytesMoved
         self.epoch = epoch
         self.buckets = buckets
         self.replication = replication

@@ -107,6 +107,8 @@ extension WireCodec {
             m.pointee.moves_pending = UInt32(clamping: r.movesPending)
             m.pointee.buckets_under_replicated = UInt32(clamping: r.bucketsUnderReplicated)
             m.pointee.moves_done = r.movesDone
+            m.pointee.entries_moved = r.entriesMoved
+            m.pointee.bytes_moved = r.bytesMoved
             m.pointee.last_problem = arena.string(String(r.lastProblem.map { $0 == "\u{0}" ? " " : $0 }))
             e.body_case = PHAROS__ENVELOPE__BODY_CLUSTER_STATUS_RESULT
             e.cluster_status_result = m
@@ -181,7 +183,8 @@ extension WireCodec {
             return .clusterStatusResult(ClusterReport(epoch: r.epoch, buckets: count(r.buckets), replication: count(r.replication), nodes: nodes,
                                                       moves: moves, movesPending: count(r.moves_pending),
                                                       bucketsUnderReplicated: count(r.buckets_under_replicated), movesDone: r.moves_done,
-                                                      lastProblem: string(r.last_problem)))
+                                                      lastProblem: string(r.last_problem), entriesMoved: r.entries_moved,
+                                                      bytesMoved: r.bytes_moved))
         case PHAROS__ENVELOPE__BODY_ADD_NODE:
             let n = e.add_node.pointee
             return .addNode(NodeAddition(name: string(n.name), host: string(n.host), port: count(n.port), zone: string(n.zone)))

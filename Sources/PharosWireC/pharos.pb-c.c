@@ -3798,7 +3798,7 @@ const ProtobufCMessageDescriptor pharos__move_status__descriptor =
   (ProtobufCMessageInit) pharos__move_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__cluster_status_result__field_descriptors[9] =
+static const ProtobufCFieldDescriptor pharos__cluster_status_result__field_descriptors[11] =
 {
   {
     "epoch",
@@ -3908,10 +3908,36 @@ static const ProtobufCFieldDescriptor pharos__cluster_status_result__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "entries_moved",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, entries_moved),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_moved",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__ClusterStatusResult, bytes_moved),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__cluster_status_result__field_indices_by_name[] = {
   1,   /* field[1] = buckets */
   6,   /* field[6] = buckets_under_replicated */
+  10,   /* field[10] = bytes_moved */
+  9,   /* field[9] = entries_moved */
   0,   /* field[0] = epoch */
   8,   /* field[8] = last_problem */
   4,   /* field[4] = moves */
@@ -3923,7 +3949,7 @@ static const unsigned pharos__cluster_status_result__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__cluster_status_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor pharos__cluster_status_result__descriptor =
 {
@@ -3933,7 +3959,7 @@ const ProtobufCMessageDescriptor pharos__cluster_status_result__descriptor =
   "Pharos__ClusterStatusResult",
   "pharos",
   sizeof(Pharos__ClusterStatusResult),
-  9,
+  11,
   pharos__cluster_status_result__field_descriptors,
   pharos__cluster_status_result__field_indices_by_name,
   1,  pharos__cluster_status_result__number_ranges,

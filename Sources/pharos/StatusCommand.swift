@@ -56,6 +56,8 @@ struct StatusDocument: Encodable {
     var bucketsUnderReplicated: Int
     var movesDone: UInt64
     var lastProblem: String
+    var entriesMoved: UInt64
+    var bytesMoved: UInt64
 
     init(report: ClusterReport, health: WireMessage) {
         if case let .healthResult(ready, _) = health { self.ready = ready } else { ready = false }
@@ -68,5 +70,7 @@ struct StatusDocument: Encodable {
         bucketsUnderReplicated = report.bucketsUnderReplicated
         movesDone = report.movesDone
         lastProblem = report.lastProblem
+        entriesMoved = report.entriesMoved
+        bytesMoved = report.bytesMoved
     }
 }

@@ -722,10 +722,18 @@ struct  Pharos__ClusterStatusResult
    * the last move failure, if any
    */
   char *last_problem;
+  /*
+   * entries copied by finished moves since the coordinator started
+   */
+  uint64_t entries_moved;
+  /*
+   * their bytes (keys, codes, metadata)
+   */
+  uint64_t bytes_moved;
 };
 #define PHAROS__CLUSTER_STATUS_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__cluster_status_result__descriptor) \
-    , 0, 0, 0, 0,NULL, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , 0, 0, 0, 0,NULL, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
