@@ -34,14 +34,29 @@ public struct ClusterState: Codable, Sendable, Equatable {
         public var zone: String
         /// What it is doing.
         public var state: NodeState
+        /// Asked to leave (`RemoveNode`): it drains again if it comes back after going down.
+        public var leaving: Bool
 
         /// A node.
-        public init(name: String, host: String, port: Int, zone: String = "", state: NodeState = .active) {
+        public init(name: String, host: String, port: Int, zone: String = "", state: NodeState = .active, leaving: Bool = false) {
             self.name = name
             self.host = host
             self.port = port
             self.zone = zone
             self.state = state
+            self.leaving = leaving
+        }
+
+        private enum CodingKeys: String, CodingKey { case name, host, port, zone, state, leaving }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            host = try c.decode(String.self, forKey: .host)
+            port = try c.decode(Int.self, forKey: .port)
+            zone = try c.decodeIfPresent(String.self, forKey: .zone) ?? ""
+            state = try c.decode(NodeState.self, forKey: .state)
+            leaving = try c.decodeIfPresent(Bool.self, forKey: .leaving) ?? false
         }
 
         var address: ClusterMap.ShardAddress { ClusterMap.ShardAddress(name: name, host: host, port: port) }

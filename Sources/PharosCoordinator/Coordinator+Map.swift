@@ -28,6 +28,11 @@ extension Coordinator {
     @discardableResult
     func changeMap(_ reason: String, _ change: (inout ClusterState) throws -> Void) throws -> ClusterState {
         try mapChanges.withLock { _ in
+            guard statePath != nil else {
+                // Shards remember the newest epoch; one this coordinator forgot at a restart would
+                // lock it out of every node. Without a state folder the map stays the cluster file's.
+                throw WireError(.unavailable, "the cluster map cannot change (\(reason)): this coordinator keeps no state folder (--state)")
+            }
             let current = routing.state
             var next = current
             try change(&next)
@@ -50,32 +55,48 @@ extension Coordinator {
     /// Runs `body` as a request of the current epoch, counted until its future completes, so
     /// that `drain(before:)` can wait for it.
     func tracked<T>(on loop: any EventLoop, _ body: (Routing) -> EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let routing = self.routing
-        let epoch = routing.state.epoch
-        inFlight.withLock { $0[epoch, default: 0] += 1 }
-        return body(routing).always { _ in
-            self.inFlight.withLock { counts in
-                counts[epoch, default: 1] -= 1
-                if counts[epoch] == 0 { counts[epoch] = nil }
-            }
+        let routing = enter()
+        return body(routing).always { _ in self.leave(routing.state.epoch) }
+    }
+
+    /// The current routing, with a request of its epoch counted as running. Taken under the
+    /// routing's lock, so a map change published after it waits for it in `drain`.
+    func enter() -> Routing {
+        currentRouting.withLock { routing in
+            inFlight.withLock { $0[routing.state.epoch, default: 0] += 1 }
+            return routing
         }
     }
 
-    /// Waits until no request routed by an epoch before `epoch` is running, or `limit` passed
-    /// (requests are bounded by their deadlines; a shard refuses a late one by its epoch).
-    func drain(before epoch: UInt64, limit: Duration) async {
+    /// A request of `epoch` finished.
+    func leave(_ epoch: UInt64) {
+        inFlight.withLock { counts in
+            counts[epoch, default: 1] -= 1
+            if counts[epoch] == 0 { counts[epoch] = nil }
+        }
+    }
+
+    /// Waits until no request routed by an epoch before `epoch` is running; false when `limit`
+    /// passed first (or the coordinator is closing).
+    func drain(before epoch: UInt64, limit: Duration) async -> Bool {
         let end = ContinuousClock.now + limit
         while ContinuousClock.now < end {
-            if !inFlight.withLock({ $0.keys.contains { $0 < epoch } }) { return }
-            try? await Task.sleep(for: .milliseconds(5))
+            if !inFlight.withLock({ $0.keys.contains { $0 < epoch } }) { return true }
+            do { try await Task.sleep(for: .milliseconds(5)) } catch { return false }
         }
-        logger.warning("requests of an older map epoch still running after \(limit); going on", metadata: ["epoch": "\(epoch)"])
+        logger.warning("requests of an older map epoch still running after \(limit)", metadata: ["epoch": "\(epoch)"])
+        return false
     }
 
     /// Marks `nodes` down in one epoch: they leave the copies of every bucket that has another
     /// serving copy (a returning node is filled again by moves, never trusted with what it
     /// missed); where a node holds the only copy, it stays listed and the bucket is unavailable.
-    func markDown(_ nodes: Set<Int>, routing: Routing, because reason: String) throws {
+    ///
+    /// `acknowledged` (bucket -> nodes that took a write being acknowledged) is checked against
+    /// the map as it is when the change is made, not as the write saw it: each bucket must keep
+    /// at least `minimumWriteCopies` listed, up copies that took the write, or nothing changes
+    /// and this throws (the write then fails rather than rest on a copy the map forgot).
+    func markDown(_ nodes: Set<Int>, routing: Routing, because reason: String, acknowledged: [Int: Set<String>] = [:]) throws {
         let names = Set(nodes.map { routing.name($0) })
         try changeMap("\(names.sorted().joined(separator: ", ")) down: \(reason)") { state in
             for i in state.nodes.indices where names.contains(state.nodes[i].name) { state.nodes[i].state = .down }
@@ -83,6 +104,12 @@ extension Coordinator {
             for b in state.replicas.indices {
                 let alive = state.replicas[b].filter { !down.contains($0) }
                 if !alive.isEmpty { state.replicas[b] = alive }
+            }
+            for (b, took) in acknowledged {
+                let holding = state.replicas[b].filter { !down.contains($0) && took.contains($0) }
+                guard holding.count >= options.minimumWriteCopies else {
+                    throw WireError(.unavailable, "bucket \(b) would keep \(holding.count) copies of the write (at least \(options.minimumWriteCopies))")
+                }
             }
             // A copy into a node that went down is abandoned (planned again later).
             state.moves.removeAll { $0.phase == .copying && names.contains($0.target) }

@@ -7,10 +7,19 @@ import Synchronization
 /// Guards one copy in progress against its own stream: keys written by clients since the
 /// copy began are never overwritten by the (older) streamed version, nor a delete undone.
 final class MoveGuard: Sendable {
-    /// Held while a streamed page is written to the target, and while writers mark keys.
+    /// The node the bucket is copied to.
+    let target: String
+    /// Held while a streamed page is written to the target, while writers mark keys, and
+    /// while the bucket flips.
     let gate = AsyncGate()
     /// Keys clients wrote or deleted in the bucket since the copy began.
     let written = Mutex<Set<String>>([])
+    /// Client writes of the bucket sent and not yet answered (the flip waits for them).
+    let pending = Mutex(0)
+    /// Set when a client write did not reach the target: the copy is abandoned.
+    let failed = Mutex(false)
+
+    init(target: String) { self.target = target }
 }
 
 /// Bucket moves: the unit of every scaling operation. A move streams a bucket's live entries
@@ -23,22 +32,30 @@ extension Coordinator {
 
     /// Marks `keys` written in every copy in progress of their buckets (before the write is
     /// sent, so a page streamed after this leaves them out).
-    func markWritten(_ keys: [String], routing: Routing) async {
+    /// Returns the guards marked: the caller reports the write's outcome to each (`pending`,
+    /// and `failed` when the target did not take it).
+    func markWritten(_ keys: [String], routing: Routing) async -> [MoveGuard] {
         let copying = routing.state.moves.filter { $0.phase == .copying }
-        guard !copying.isEmpty else { return }
+        guard !copying.isEmpty else { return [] }
         let guards = moveGuards.withLock { $0 }
+        var marked: [MoveGuard] = []
         for move in copying {
             guard let moveGuard = guards[MoveKey(move)] else { continue }
             let inBucket = keys.filter { routing.bucket(of: $0) == move.bucket }
             guard !inBucket.isEmpty else { continue }
-            await moveGuard.gate.run { moveGuard.written.withLock { $0.formUnion(inBucket) } }
+            await moveGuard.gate.run {
+                moveGuard.written.withLock { $0.formUnion(inBucket) }
+                moveGuard.pending.withLock { $0 += 1 }
+            }
+            marked.append(moveGuard)
         }
+        return marked
     }
 
     /// Runs `move` to its end (or throws, leaving the map without it).
     func run(_ move: ClusterState.Move, rateBytesPerSecond: Double) async throws {
         let key = MoveKey(move)
-        let moveGuard = MoveGuard()
+        let moveGuard = MoveGuard(target: move.target)
         moveGuards.withLock { $0[key] = moveGuard }
         defer {
             moveGuards.withLock { $0[key] = nil }
@@ -46,6 +63,9 @@ extension Coordinator {
         }
         let mask = BucketMask(count: routing.state.buckets, bits: BucketSet(count: routing.state.buckets, buckets: [move.bucket]).mask)
         do {
+            guard !routing.state.replicas[move.bucket].contains(move.target) else {
+                throw WireError(.invalidArgument, "\(move.target) already serves bucket \(move.bucket)")
+            }
             // A partial copy left by an earlier attempt goes first (the target serves nothing of it).
             _ = try await call(move.target, .bucketDrop(mask), within: options.writeDeadline)
             let started = try changeMap("copy bucket \(move.bucket) to \(move.target)") { state in
@@ -56,17 +76,28 @@ extension Coordinator {
                 state.moves.append(move)
             }
             // Writes routed before the target was added must land before the stream reads.
-            await drain(before: started.epoch, limit: options.writeDeadline)
+            guard await drain(before: started.epoch, limit: options.writeDeadline) else {
+                throw WireError(.deadlineExceeded, "writes of an older map epoch still running; the copy starts again later")
+            }
             let (entries, bytes) = try await stream(move, mask: mask, guard: moveGuard, rateBytesPerSecond: rateBytesPerSecond)
-            let flipped = try changeMap("bucket \(move.bucket) flipped to \(move.target)") { state in
-                state.replicas[move.bucket].removeAll { $0 == move.target }
-                if let source = move.source, let at = state.replicas[move.bucket].firstIndex(of: source) {
-                    state.replicas[move.bucket][at] = move.target
-                } else {
-                    state.replicas[move.bucket].append(move.target)
-                }
-                if let i = state.moves.firstIndex(where: { $0.bucket == move.bucket && $0.target == move.target }) {
-                    if move.source != nil { state.moves[i].phase = .dropping } else { state.moves.remove(at: i) }
+            // The flip holds the gate: no client write of the bucket is between its mark and
+            // its answer, and every one so far reached the target.
+            let flipped = try await moveGuard.gate.run { () throws -> ClusterState in
+                try await waitForWrites(moveGuard)
+                return try changeMap("bucket \(move.bucket) flipped to \(move.target)") { state in
+                    guard state.moves.contains(where: { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .copying }),
+                          state.node(move.target)?.state == .active else {
+                        throw WireError(.unavailable, "the copy of bucket \(move.bucket) to \(move.target) was abandoned meanwhile")
+                    }
+                    state.replicas[move.bucket].removeAll { $0 == move.target }
+                    if let source = move.source, let at = state.replicas[move.bucket].firstIndex(of: source) {
+                        state.replicas[move.bucket][at] = move.target
+                    } else {
+                        state.replicas[move.bucket].append(move.target)
+                    }
+                    if let i = state.moves.firstIndex(where: { $0.bucket == move.bucket && $0.target == move.target }) {
+                        if move.source != nil { state.moves[i].phase = .dropping } else { state.moves.remove(at: i) }
+                    }
                 }
             }
             if let dropping = flipped.moves.first(where: { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .dropping }) {
@@ -87,9 +118,21 @@ extension Coordinator {
         }
     }
 
-    /// Drops the source's copy of a flipped move once no request of an older epoch runs.
+    /// Waits (holding the move's gate) until every client write of the bucket marked so far
+    /// was answered; throws when one did not reach the target, or they take too long.
+    private func waitForWrites(_ moveGuard: MoveGuard) async throws {
+        let end = ContinuousClock.now + options.writeDeadline
+        while moveGuard.pending.withLock({ $0 }) > 0 {
+            guard ContinuousClock.now < end else { throw WireError(.deadlineExceeded, "client writes of the bucket still running at the flip") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(moveGuard.target)") }
+    }
+
+    /// Drops the source's copy of a flipped move once no request of an older epoch runs (a
+    /// late one is refused by the source's epoch check, which the drop raises).
     func finishDrop(_ move: ClusterState.Move, after epoch: UInt64) async throws {
-        await drain(before: epoch, limit: options.writeDeadline)
+        _ = await drain(before: epoch, limit: options.writeDeadline)
         if let source = move.source, routing.state.node(source).map({ $0.state != .down }) ?? false {
             let mask = BucketMask(count: routing.state.buckets, bits: BucketSet(count: routing.state.buckets, buckets: [move.bucket]).mask)
             _ = try await call(source, .bucketDrop(mask), within: options.writeDeadline)
@@ -109,6 +152,7 @@ extension Coordinator {
         var bytes: UInt64 = 0, entries: UInt64 = 0
         // Bounded: a bucket holds at most every key of the cluster, a page is 1,024 of them.
         for _ in 0..<(Int(UInt32.max) / Self.movePageEntries) {
+            if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(move.target)") }
             let source = try readableCopy(of: move)
             let reply = try await call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: Self.movePageEntries)),
                                        within: options.writeDeadline)

@@ -76,9 +76,12 @@ extension Coordinator {
         guard others >= routing.state.replication else {
             throw WireError(.invalidArgument, "removing \(name) would leave \(others) active nodes for replication \(routing.state.replication): add a node or lower the replication first")
         }
-        if node.state != .draining {
+        if node.state != .draining || !node.leaving {
             try changeMap("\(name) draining") { state in
-                if let i = state.nodes.firstIndex(where: { $0.name == name }) { state.nodes[i].state = .draining }
+                if let i = state.nodes.firstIndex(where: { $0.name == name }) {
+                    state.nodes[i].leaving = true
+                    if state.nodes[i].state != .down { state.nodes[i].state = .draining }
+                }
             }
         }
         wakeMover()
@@ -142,14 +145,25 @@ extension Coordinator {
             if settings.balance, routing.state.moves.isEmpty { moverSettings.withLock { $0.balance = false } }
             return
         }
-        // One batch of up to `concurrentMoves` moves (different buckets), then plan again.
+        // One batch of up to `concurrentMoves` moves (different buckets), then plan again. A
+        // bucket whose move just failed waits (1 s, doubling to 60 s) before it is tried again.
+        let now = ContinuousClock.now
+        let waiting = moveRetries.withLock { $0 }
         var batch: [ClusterState.Move] = [], buckets = Set<Int>()
-        for move in plan where batch.count < settings.concurrentMoves && buckets.insert(move.bucket).inserted { batch.append(move) }
+        for move in plan where batch.count < settings.concurrentMoves && (waiting[move.bucket]?.after ?? now) <= now
+            && buckets.insert(move.bucket).inserted { batch.append(move) }
         await withTaskGroup(of: Void.self) { tasks in
             for move in batch {
                 tasks.addTask {
-                    do { try await self.run(move, rateBytesPerSecond: settings.rateBytesPerSecond) } catch {
+                    do {
+                        try await self.run(move, rateBytesPerSecond: settings.rateBytesPerSecond)
+                        self.moveRetries.withLock { $0[move.bucket] = nil }
+                    } catch {
                         self.logger.warning("bucket move failed", metadata: ["bucket": "\(move.bucket)", "target": "\(move.target)", "error": "\(error)"])
+                        self.moveRetries.withLock { retries in
+                            let wait = Swift.min((retries[move.bucket]?.wait ?? .milliseconds(500)) * 2, .seconds(60))
+                            retries[move.bucket] = (ContinuousClock.now + wait, wait)
+                        }
                     }
                 }
             }
@@ -161,18 +175,29 @@ extension Coordinator {
     /// the mover then fills them like any node.
     func probeDownNodes() async {
         for node in routing.state.nodes where node.state == .down {
-            guard (try? await call(node.name, .health, within: .seconds(1))) != nil else { continue }
+            guard case let .healthResult(trained, _)? = try? await call(node.name, .health, within: .seconds(1)) else { continue }
             do {
+                let state = routing.state
+                if !trained {
+                    // It came back without its data (a new disk): the buckets it alone held are empty now.
+                    let lost = state.replicas.filter { $0 == [node.name] }.count
+                    if lost > 0 {
+                        let problem = "\(node.name) came back without its data: the \(lost) buckets whose only copy it held are empty now"
+                        logger.error("\(problem)")
+                        moveProgress.withLock { $0.lastProblem = problem }
+                    }
+                }
                 try await prepareNode(node.name)
                 // What it holds of buckets it no longer serves is stale (it missed writes): it
                 // goes before the node can be a copy's target again.
-                let state = routing.state
                 let stale = BucketSet(count: state.buckets, buckets: state.replicas.indices.filter { !state.replicas[$0].contains(node.name) })
                 if stale.cardinality > 0 {
                     _ = try await call(node.name, .bucketDrop(BucketMask(count: stale.count, bits: stale.mask)), within: options.writeDeadline)
                 }
                 try changeMap("\(node.name) answers again") { state in
-                    if let i = state.nodes.firstIndex(where: { $0.name == node.name }), state.nodes[i].state == .down { state.nodes[i].state = .active }
+                    if let i = state.nodes.firstIndex(where: { $0.name == node.name }), state.nodes[i].state == .down {
+                        state.nodes[i].state = state.nodes[i].leaving ? .draining : .active
+                    }
                 }
             } catch {
                 moveProgress.withLock { $0.lastProblem = "\(node.name) answers but cannot rejoin: \(error)" }

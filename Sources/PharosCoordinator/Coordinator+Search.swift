@@ -115,7 +115,7 @@ extension Coordinator {
     /// (`HedgedGroup`), so with two copies a dead or frozen node costs a second request, not a
     /// partial answer. Buckets no node could answer for are reported missing, with the nodes.
     private func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
-                       on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
+                       on loop: any EventLoop, attempt: Int = 1) -> EventLoopFuture<SearchResponse> {
         let remaining = deadline.remaining
         guard remaining > .zero else {
             return loop.makeFailedFuture(WireError(.deadlineExceeded, "the deadline passed before the search was sent"))
@@ -149,8 +149,13 @@ extension Coordinator {
                 }
                 for group in groups { group.start() }
                 return EventLoopFuture.whenAllSucceed(groups.map(\.futureResult), on: loop).map { $0.flatMap { $0 } }
-            }.flatMapThrowing { outcomes in
-                try self.merged(outcomes, queries: queries.count, request: request, routing: routing)
+            }.flatMap { outcomes in
+                // A node that saw a newer map than this round's: the round runs again on it.
+                let stale = outcomes.contains { if case let .failure(e) = $0.1 { return e.code == .staleMap } else { return false } }
+                if stale && attempt <= 2 && deadline.remaining > .zero {
+                    return self.round(queries, request: request, deadline: deadline, on: loop, attempt: attempt + 1)
+                }
+                return loop.makeCompletedFuture { try self.merged(outcomes, queries: queries.count, request: request, routing: routing) }
             }
         }
     }
@@ -161,6 +166,7 @@ extension Coordinator {
         var perShard: [[QueryHits]] = []
         var missing: [ShardFailure] = []
         var allLate = !outcomes.isEmpty
+        var notReady: WireError?
         for (i, outcome) in outcomes {
             if case let .failure(error) = outcome, error.code == .deadlineExceeded {} else { allLate = false }
             switch outcome {
@@ -170,7 +176,8 @@ extension Coordinator {
                 missing.append(ShardFailure(shard: routing.name(i), reason: "unexpected reply \(other.name)"))
             case let .failure(error):
                 // Bad requests fail the same way on every shard: report them, not a partial answer.
-                if error.code == .invalidArgument || error.code == .notReady { throw error }
+                if error.code == .invalidArgument { throw error }
+                if error.code == .notReady { notReady = error }
                 if !missing.contains(where: { $0.shard == routing.name(i) }) {
                     missing.append(ShardFailure(shard: routing.name(i), reason: error.description))
                 }
@@ -180,6 +187,7 @@ extension Coordinator {
             missing.append(ShardFailure(shard: node, reason: "down, and the only copy of \(count) buckets"))
         }
         guard !perShard.isEmpty else {
+            if let notReady { throw notReady }   // an untrained collection, not an outage
             throw WireError(allLate ? .deadlineExceeded : .unavailable,
                             "no shard answered: " + missing.map { "\($0.shard): \($0.reason)" }.joined(separator: "; "))
         }

@@ -52,27 +52,41 @@ extension Coordinator {
     /// and the target of a copy in progress) and returns the replies of the first copies
     /// (one per row, so counts are not multiplied by the replication).
     ///
-    /// A node that cannot be reached (or misses the deadline) does not fail the write while
-    /// every bucket it was to write got at least `minimumWriteCopies` acknowledgements from
-    /// serving copies: it is marked down first (durably, in a new epoch: it no longer serves
-    /// those buckets and is filled again by moves when it returns), then the write is
-    /// acknowledged. Otherwise the write fails, naming the nodes.
+    /// Each bucket needs `minimumWriteCopies` serving copies to take the write. A copy that
+    /// cannot be reached, misses the deadline or has lost its trained state does not fail the
+    /// write while that holds: it is marked down first (durably, in a new epoch, checked against
+    /// the map as it is then), so it no longer serves those buckets and is filled again by
+    /// moves when it returns. A node that answers `STALE_MAP` (a map change raced the write) is
+    /// asked again with the current map, up to three times. A move whose target did not take
+    /// its part is abandoned, so the target's copy is rebuilt from the start.
     func replicatedWrite(_ keys: [String], within timeout: Duration,
                          _ message: @escaping ([Int]) -> WireMessage) async throws -> [WireMessage] {
-        let routing = self.routing
-        let epoch = routing.state.epoch
-        inFlight.withLock { $0[epoch, default: 0] += 1 }
-        defer {
-            inFlight.withLock { counts in
-                counts[epoch, default: 1] -= 1
-                if counts[epoch] == 0 { counts[epoch] = nil }
+        let deadline = ContinuousClock.now + timeout
+        for attempt in 1...3 {
+            let routing = enter()
+            defer { leave(routing.state.epoch) }
+            switch try await writeOnce(keys, routing: routing, within: deadline - ContinuousClock.now, message) {
+            case let .done(replies): return replies
+            case let .stale(error) where attempt < 3 && ContinuousClock.now < deadline:
+                logger.info("write raced a map change; sent again", metadata: ["epoch": "\(routing.state.epoch)", "reason": "\(error.message)"])
+            case let .stale(error): throw WireError(.unavailable, "the cluster map kept changing under the write: \(error.message)")
             }
         }
+        throw WireError(.internalError, "unreachable")
+    }
+
+    private enum WriteAttempt {
+        case done([WireMessage])
+        case stale(WireError)
+    }
+
+    private func writeOnce(_ keys: [String], routing: Routing, within timeout: Duration,
+                           _ message: ([Int]) -> WireMessage) async throws -> WriteAttempt {
         let (groups, unplaced) = routing.writeGroups(keys)
         if let row = unplaced.first {
-            throw WireError(.unavailable, "bucket \(routing.bucket(of: keys[row])) of key \(keys[row].debugDescription) has no node to write it to")
+            throw WireError(.unavailable, "bucket \(routing.bucket(of: keys[row])) of key \(keys[row].debugDescription) has no copy up to write it to")
         }
-        await markWritten(keys, routing: routing)
+        let guards = await markWritten(keys, routing: routing)
         // Each node gets its rows as first copy and as other copy in separate messages.
         var requests: [(Int, WireMessage)] = [], first: [Bool] = [], rowsOf: [[Int]] = []
         for (node, rows) in groups.sorted(by: { $0.key < $1.key }) {
@@ -85,45 +99,52 @@ extension Coordinator {
             }
         }
         let outcomes = try await fanOutInOrder(requests, routing: routing, within: timeout)
-        var replies: [WireMessage] = [], lost: [Int: WireError] = [:], refused: [(Int, WireError)] = []
-        var acknowledged = [Int](repeating: 0, count: routing.state.buckets)
+        var replies: [WireMessage] = [], lost: [Int: WireError] = [:], refused: [(Int, WireError)] = [], stale: WireError?
+        var took: [Int: Set<String>] = [:]
         for (i, outcome) in outcomes.enumerated() {
             let node = requests[i].0
             switch outcome {
             case let .success(reply):
                 if first[i] { replies.append(reply) }
-                for row in rowsOf[i] {
-                    let b = routing.bucket(of: keys[row])
-                    if routing.state.replicas[b].contains(routing.name(node)) { acknowledged[b] += 1 }
-                }
-            case let .failure(error) where [.unavailable, .deadlineExceeded, .staleMap].contains(error.code):
+                for row in rowsOf[i] { took[routing.bucket(of: keys[row]), default: []].insert(routing.name(node)) }
+            case let .failure(error) where error.code == .staleMap:
+                stale = error
+            case let .failure(error) where [.unavailable, .deadlineExceeded, .notReady].contains(error.code):
                 lost[node] = error
             case let .failure(error):
                 refused.append((node, error))
             }
         }
+        // A move whose target missed its part cannot be trusted to hold the bucket.
+        let failedTargets = Set(lost.keys.map { routing.name($0) } + refused.map { routing.name($0.0) })
+        for moveGuard in guards {
+            if failedTargets.contains(moveGuard.target) || stale != nil { moveGuard.failed.withLock { $0 = true } }
+            moveGuard.pending.withLock { $0 -= 1 }
+        }
         if !refused.isEmpty {
             let code = Set(refused.map(\.1.code)).count == 1 ? refused[0].1.code : .unavailable
             throw WireError(code, refused.map { "\(routing.name($0.0)): \($0.1.message)" }.joined(separator: "; "))
         }
-        guard !lost.isEmpty else { return replies }
-        // Every bucket the lost nodes were to write needs enough acknowledgements elsewhere.
-        var short: Set<Int> = []
-        for (i, request) in requests.enumerated() where lost[request.0] != nil {
-            for row in rowsOf[i] {
-                let b = routing.bucket(of: keys[row])
-                if acknowledged[b] < Swift.min(options.minimumWriteCopies, routing.state.replicas[b].count) { short.insert(b) }
-            }
-        }
+        if let stale { return .stale(stale) }
+        // Every bucket written needs its minimum of serving copies that took it.
+        let touched = Set(keys.map { routing.bucket(of: $0) })
+        let short = touched.filter { b in (took[b] ?? []).filter { routing.state.replicas[b].contains($0) }.count < options.minimumWriteCopies }
         let named = lost.sorted { $0.key < $1.key }.map { "\(routing.name($0.key)): \($0.value.message)" }.joined(separator: "; ")
         guard short.isEmpty else {
-            throw WireError(.unavailable, "\(short.count) buckets were written on too few nodes: \(named)")
+            throw WireError(.unavailable, "\(short.count) buckets were written on fewer than \(options.minimumWriteCopies) copies" + (named.isEmpty ? "" : ": \(named)"))
         }
-        do { try markDown(Set(lost.keys), routing: routing, because: named) } catch {
+        // Every node that missed its part goes down: a serving copy, or a copy's target (which
+        // may have flipped to serving meanwhile; the check in `markDown` sees the map as it is).
+        let lostCopies = Set(lost.keys)
+        guard !lostCopies.isEmpty else { return .done(replies) }
+        do {
+            try markDown(lostCopies, routing: routing, because: named,
+                         acknowledged: Dictionary(uniqueKeysWithValues: touched.map { ($0, took[$0] ?? []) }))
+        } catch {
             throw WireError(.unavailable, "\(named); and marking those nodes down failed: \(error)")
         }
         // Counts of rows whose first copy was lost are not known; the rows are written.
-        return replies
+        return .done(replies)
     }
 
     /// `fanOut`, awaited, outcomes in request order (a node may have two requests).

@@ -81,6 +81,8 @@ public final class Coordinator: WireService, Sendable {
     let keptTrainedState: Mutex<[UInt8]?>
     /// Recent answer times of shard searches (the hedge delay).
     let searchLatencies = LatencyWindow()
+    /// Buckets whose last move failed: when to try again, and the wait that was set.
+    let moveRetries = Mutex<[Int: (after: ContinuousClock.Instant, wait: Duration)]>([:])
     let logger: Logger
     let group: any EventLoopGroup
     /// The collection's space; its whitening changes when a trained state with one is pushed or dropped.

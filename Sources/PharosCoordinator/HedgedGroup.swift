@@ -70,8 +70,10 @@ final class HedgedGroup: @unchecked Sendable {
         switch outcome {
         case .success:
             settle([(node, outcome)])
-        case let .failure(error) where error.code == .invalidArgument || error.code == .notReady:
-            settle([(node, outcome)])   // the request itself is refused: every copy would say so
+        case let .failure(error) where error.code == .invalidArgument || error.code == .staleMap:
+            // The request itself is refused (every copy would say so), or the map changed
+            // under it (the round is asked again with the new map).
+            settle([(node, outcome)])
         case .failure:
             primaryFailure = outcome
             if let hedge = hedgeOutcomes {

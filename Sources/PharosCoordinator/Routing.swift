@@ -84,9 +84,10 @@ final class Routing: Sendable {
     func writeGroups(_ keys: [String]) -> (groups: [Int: [Int]], unplaced: [Int]) {
         var groups: [Int: [Int]] = [:], unplaced: [Int] = []
         for (i, key) in keys.enumerated() {
-            let nodes = writers[bucket(of: key)]
-            if nodes.isEmpty { unplaced.append(i) }
-            for n in nodes { groups[n, default: []].append(i) }
+            let b = bucket(of: key)
+            // A copy in progress alone is not a place to write: its stream would find no source.
+            if readers[b].isEmpty { unplaced.append(i) }
+            for n in writers[b] { groups[n, default: []].append(i) }
         }
         return (groups, unplaced)
     }

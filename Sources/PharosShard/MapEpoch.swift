@@ -14,6 +14,11 @@ final class MapEpoch: Sendable {
     /// Loads the kept epoch of `directory` (0 when none); a damaged file is an error naming it.
     init(directory: String) throws {
         path = directory + "/" + Shard.mapEpochFileName
+        // A replacement cut short leaves its temporary sibling: the kept file is still whole.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        where name.hasPrefix(Shard.mapEpochFileName + ".tmp") {
+            try? FileManager.default.removeItem(atPath: directory + "/" + name)
+        }
         var value: UInt64 = 0
         if FileManager.default.fileExists(atPath: path) {
             let text = String(decoding: try FileIO.readWholeFile(path, maximumBytes: 64), as: UTF8.self)

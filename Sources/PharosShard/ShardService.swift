@@ -85,6 +85,16 @@ public final class ShardService: WireService, @unchecked Sendable {
             reply(.error(ShardService.wireError(error)))
             return
         }
+        switch envelope.body {
+        case .bucketWrite, .bucketDrop, .bucketRead:
+            // Moving buckets is the coordinator's, which always routes by a map epoch.
+            if envelope.mapEpoch == 0 {
+                reply(.error(WireError(.invalidArgument, "\(envelope.body.name) is sent by a coordinator moving buckets, with its map epoch (map_epoch 0 here)")))
+                return
+            }
+        default:
+            break
+        }
         respond(to: envelope.body, reply: reply)
     }
 

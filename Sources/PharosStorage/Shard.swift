@@ -207,7 +207,7 @@ public final class Shard: @unchecked Sendable {
         public func contents() throws -> [String] {
             do {
                 return try FileManager.default.contentsOfDirectory(atPath: directory)
-                    .filter { $0 != Shard.lockFileName && $0 != Shard.mapEpochFileName }.sorted()
+                    .filter { $0 != Shard.lockFileName && !$0.hasPrefix(Shard.mapEpochFileName) }.sorted()
             } catch {
                 throw StorageError.io(path: directory, operation: "list", reason: "\(error)")
             }
@@ -249,7 +249,7 @@ public final class Shard: @unchecked Sendable {
                 : "is not trained")
         }
         let fm = FileManager.default
-        if let existing = try? fm.contentsOfDirectory(atPath: directory), existing.contains(where: { $0 != lockFileName && $0 != mapEpochFileName }) {
+        if let existing = try? fm.contentsOfDirectory(atPath: directory), existing.contains(where: { $0 != lockFileName && !$0.hasPrefix(mapEpochFileName) }) {
             throw StorageError.invalidInput(field: "directory", problem: "\(directory) is not empty; refusing to create a shard over it")
         }
         // Held from before the first file is written until the shard below takes it over.

@@ -9,6 +9,13 @@ import Testing
 @Suite(.serialized) struct BucketServiceTests {
     static let buckets = 32
 
+    /// A call as the coordinator makes it: stamped with a map epoch.
+    static func call(_ client: WireClient, _ message: WireMessage) async throws -> WireMessage {
+        let reply = try await client.send(message, mapEpoch: 1).get().body
+        if case let .error(error) = reply { throw error }
+        return reply
+    }
+
     @Test func bucketsCopiedByTheirCodesAnswerAsTheOriginal() async throws {
         try await TestNode.with { _, source in
             try await TestNode.with { _, target in
@@ -23,10 +30,10 @@ import Testing
                 var copied = 0
                 var cursor: (hash: UInt64, key: String)?
                 for _ in 0..<100 {
-                    guard case let .bucketEntries(page) = try await source.call(.bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: 50))) else {
+                    guard case let .bucketEntries(page) = try await Self.call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: 50))) else {
                         Issue.record("no page"); return
                     }
-                    if !page.isEmpty { _ = try await target.call(.bucketWrite(page)) }
+                    if !page.isEmpty { _ = try await Self.call(target, .bucketWrite(page)) }
                     copied += page.count
                     guard page.count == 50, let last = page.last else { break }
                     cursor = (KeyHash.of(last.key), last.key)
@@ -40,11 +47,13 @@ import Testing
                 #expect(try await target.call(.search(search)) == fromSource)
                 guard case let .bucketCountsResult(counts) = try await source.call(.bucketCounts(count: Self.buckets)) else { Issue.record("no counts"); return }
                 #expect(counts.reduce(0, +) == 600 && moved.members.map { counts[$0] }.reduce(0, +) == UInt64(expected.count))
-                #expect(try await source.call(.bucketDrop(mask)) == .deleteResult(deleted: expected.count))
+                // Without a map epoch (a client, not a coordinator), bucket moves are refused.
+                await #expect { try await source.call(.bucketDrop(mask)) } throws: { ($0 as? WireError)?.code == .invalidArgument }
+                #expect(try await Self.call(source, .bucketDrop(mask)) == .deleteResult(deleted: expected.count))
                 guard case let .statsResult(stats) = try await source.call(.stats) else { Issue.record("no stats"); return }
                 #expect(stats.liveEntries == UInt64(600 - expected.count))
                 // A write of codes the trained state cannot have made is refused by name.
-                await #expect { try await target.call(.bucketWrite([MovedEntry(key: "x", list: 99, code: [1], refine: [], metadata: [])])) } throws: {
+                await #expect { try await Self.call(target, .bucketWrite([MovedEntry(key: "x", list: 99, code: [1], refine: [], metadata: [])])) } throws: {
                     ($0 as? WireError)?.code == .invalidArgument
                 }
             }
