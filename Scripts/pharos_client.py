@@ -28,11 +28,11 @@ def protocol():
 
 
 class Connection:
-    """One TCP connection on loopback: frames are a u32 big-endian length and an Envelope."""
+    """One TCP connection (loopback by default): frames are a u32 big-endian length and an Envelope."""
 
-    def __init__(self, pb, port):
+    def __init__(self, pb, port, host="127.0.0.1", timeout=60):
         self.pb = pb
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.next_id = 1
 

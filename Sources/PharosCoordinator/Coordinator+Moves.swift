@@ -167,12 +167,12 @@ extension Coordinator {
             bytes += UInt64(pageBytes)
             entries += UInt64(page.count)
             moveProgress.withLock { $0.copied[key] = (entries, bytes) }
-            if page.count < Self.movePageEntries { return (entries, bytes) }
             if rateBytesPerSecond > 0 {
                 let due = Duration.seconds(Double(bytes) / rateBytesPerSecond)
                 let elapsed = ContinuousClock.now - start
                 if due > elapsed { try await Task.sleep(for: due - elapsed) }
             }
+            if page.count < Self.movePageEntries { return (entries, bytes) }
         }
         throw WireError(.internalError, "bucket \(move.bucket) did not end after \(entries) entries")
     }

@@ -169,6 +169,7 @@ extension Coordinator {
             }
         }
         moveProgress.withLock { $0.pending = Swift.max(0, $0.pending - batch.count) }
+        wakeMover()   // more may be planned: no pause between batches
     }
 
     /// Down nodes that answer again become active (given the trained state if they lost it);
