@@ -34,86 +34,113 @@ extension Coordinator {
     /// sent, so a page streamed after this leaves them out).
     /// Returns the guards marked: the caller reports the write's outcome to each (`pending`,
     /// and `failed` when the target did not take it).
+    ///
+    /// All the guards a write touches are taken together (in one global order) before any is
+    /// marked: a write that held one move's `pending` while waiting for another's gate could
+    /// wait forever on a flip that waits for it.
     func markWritten(_ keys: [String], routing: Routing) async -> [MoveGuard] {
         let copying = routing.state.moves.filter { $0.phase == .copying }
         guard !copying.isEmpty else { return [] }
         let guards = moveGuards.withLock { $0 }
-        var marked: [MoveGuard] = []
+        var touched: [ObjectIdentifier: (guard: MoveGuard, keys: [String])] = [:]
         for move in copying {
             guard let moveGuard = guards[MoveKey(move)] else { continue }
             let inBucket = keys.filter { routing.bucket(of: $0) == move.bucket }
             guard !inBucket.isEmpty else { continue }
-            await moveGuard.gate.run {
-                moveGuard.written.withLock { $0.formUnion(inBucket) }
+            touched[ObjectIdentifier(moveGuard), default: (moveGuard, [])].keys += inBucket
+        }
+        let ordered = touched.sorted { $0.key < $1.key }.map(\.value)
+        await Self.holding(ordered.map(\.guard.gate)) {
+            for (moveGuard, keys) in ordered {
+                moveGuard.written.withLock { $0.formUnion(keys) }
                 moveGuard.pending.withLock { $0 += 1 }
             }
-            marked.append(moveGuard)
         }
-        return marked
+        return ordered.map(\.guard)
     }
 
-    /// Runs `move` to its end (or throws, leaving the map without it).
-    func run(_ move: ClusterState.Move, rateBytesPerSecond: Double) async throws {
-        let key = MoveKey(move)
-        let moveGuard = MoveGuard(target: move.target)
-        moveGuards.withLock { $0[key] = moveGuard }
+    /// Runs `body` holding every gate of `gates`, taken in the order given.
+    private static func holding(_ gates: [AsyncGate], _ body: () -> Void) async {
+        guard let first = gates.first else { return body() }
+        await first.run { await holding(Array(gates.dropFirst()), body) }
+    }
+
+    /// Runs `moves` (buckets going from one source, or none, to one target) to their end as
+    /// one: one drop at the target, one epoch to start, one stream over all their buckets, one
+    /// epoch to flip, one drop at the source. Or throws, leaving the map without them. Moving
+    /// buckets in groups keeps the per-move costs (epochs kept durably, drains, fsyncs of the
+    /// drops) off each small bucket.
+    func run(_ moves: [ClusterState.Move], rateBytesPerSecond: Double) async throws {
+        guard let first = moves.first else { return }
+        let target = first.target, source = first.source
+        precondition(moves.allSatisfy { $0.target == target && $0.source == source }, "a move group shares its source and target")
+        let buckets = BucketSet(count: routing.state.buckets, buckets: moves.map(\.bucket))
+        let mask = BucketMask(count: buckets.count, bits: buckets.mask)
+        let keys = moves.map(MoveKey.init)
+        let moveGuard = MoveGuard(target: target)
+        moveGuards.withLock { guards in for key in keys { guards[key] = moveGuard } }
         defer {
-            moveGuards.withLock { $0[key] = nil }
-            moveProgress.withLock { $0.copied[key] = nil }
+            moveGuards.withLock { guards in for key in keys { guards[key] = nil } }
+            moveProgress.withLock { $0.copied[keys[0]] = nil }
         }
-        let mask = BucketMask(count: routing.state.buckets, bits: BucketSet(count: routing.state.buckets, buckets: [move.bucket]).mask)
+        let name = moves.count == 1 ? "bucket \(first.bucket)" : "\(moves.count) buckets (\(first.bucket)...)"
+        func isMine(_ m: ClusterState.Move) -> Bool { m.target == target && buckets.contains(m.bucket) }
         do {
-            guard !routing.state.replicas[move.bucket].contains(move.target) else {
-                throw WireError(.invalidArgument, "\(move.target) already serves bucket \(move.bucket)")
+            if let served = moves.first(where: { routing.state.replicas[$0.bucket].contains(target) }) {
+                throw WireError(.invalidArgument, "\(target) already serves bucket \(served.bucket)")
             }
-            // A partial copy left by an earlier attempt goes first (the target serves nothing of it).
-            _ = try await call(move.target, .bucketDrop(mask), within: options.writeDeadline)
-            let started = try changeMap("copy bucket \(move.bucket) to \(move.target)") { state in
-                guard !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == move.target }) else { return }
-                guard !state.replicas[move.bucket].contains(move.target) else {
-                    throw WireError(.invalidArgument, "\(move.target) already serves bucket \(move.bucket)")
+            // Partial copies left by an earlier attempt go first (the target serves nothing of them).
+            _ = try await call(target, .bucketDrop(mask), within: options.writeDeadline)
+            let started = try changeMap("copy \(name) to \(target)") { state in
+                for move in moves where !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == target }) {
+                    guard !state.replicas[move.bucket].contains(target) else {
+                        throw WireError(.invalidArgument, "\(target) already serves bucket \(move.bucket)")
+                    }
+                    state.moves.append(move)
                 }
-                state.moves.append(move)
             }
             // Writes routed before the target was added must land before the stream reads.
             guard await drain(before: started.epoch, limit: options.writeDeadline) else {
                 throw WireError(.deadlineExceeded, "writes of an older map epoch still running; the copy starts again later")
             }
-            let (entries, bytes) = try await stream(move, mask: mask, guard: moveGuard, rateBytesPerSecond: rateBytesPerSecond)
-            // The flip holds the gate: no client write of the bucket is between its mark and
+            let (entries, bytes) = try await stream(moves, mask: mask, guard: moveGuard, rateBytesPerSecond: rateBytesPerSecond)
+            // The flip holds the gate: no client write of the buckets is between its mark and
             // its answer, and every one so far reached the target.
             let flipped = try await moveGuard.gate.run { () throws -> ClusterState in
                 try await waitForWrites(moveGuard)
-                return try changeMap("bucket \(move.bucket) flipped to \(move.target)") { state in
-                    guard state.moves.contains(where: { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .copying }),
-                          state.node(move.target)?.state == .active else {
-                        throw WireError(.unavailable, "the copy of bucket \(move.bucket) to \(move.target) was abandoned meanwhile")
+                return try changeMap("\(name) flipped to \(target)") { state in
+                    let copying = state.moves.filter { isMine($0) && $0.phase == .copying }.count
+                    guard copying == moves.count, state.node(target)?.state == .active else {
+                        throw WireError(.unavailable, "the copy of \(name) to \(target) was abandoned meanwhile")
                     }
-                    state.replicas[move.bucket].removeAll { $0 == move.target }
-                    if let source = move.source, let at = state.replicas[move.bucket].firstIndex(of: source) {
-                        state.replicas[move.bucket][at] = move.target
+                    for move in moves {
+                        state.replicas[move.bucket].removeAll { $0 == target }
+                        if let source, let at = state.replicas[move.bucket].firstIndex(of: source) {
+                            state.replicas[move.bucket][at] = target
+                        } else {
+                            state.replicas[move.bucket].append(target)
+                        }
+                    }
+                    if source != nil {
+                        for i in state.moves.indices where isMine(state.moves[i]) { state.moves[i].phase = .dropping }
                     } else {
-                        state.replicas[move.bucket].append(move.target)
-                    }
-                    if let i = state.moves.firstIndex(where: { $0.bucket == move.bucket && $0.target == move.target }) {
-                        if move.source != nil { state.moves[i].phase = .dropping } else { state.moves.remove(at: i) }
+                        state.moves.removeAll(where: isMine)
                     }
                 }
             }
-            if let dropping = flipped.moves.first(where: { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .dropping }) {
-                try await finishDrop(dropping, after: flipped.epoch)
-            }
+            let dropping = flipped.moves.filter { isMine($0) && $0.phase == .dropping }
+            if !dropping.isEmpty { try await finishDrop(dropping, after: flipped.epoch) }
             moveProgress.withLock {
-                $0.done += 1
+                $0.done += UInt64(moves.count)
                 $0.entriesMoved += entries
                 $0.bytesMoved += bytes
             }
         } catch {
-            // Abandon the copy: the target's partial entries serve nothing and go at the next attempt.
-            _ = try? changeMap("copy of bucket \(move.bucket) to \(move.target) abandoned") { state in
-                state.moves.removeAll { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .copying }
+            // Abandon the copies: the target's partial entries serve nothing and go at the next attempt.
+            _ = try? changeMap("copy of \(name) to \(target) abandoned") { state in
+                state.moves.removeAll { isMine($0) && $0.phase == .copying }
             }
-            moveProgress.withLock { $0.lastProblem = "bucket \(move.bucket) to \(move.target): \(error)" }
+            moveProgress.withLock { $0.lastProblem = "\(name) to \(target): \(error)" }
             throw error
         }
     }
@@ -129,23 +156,28 @@ extension Coordinator {
         if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(moveGuard.target)") }
     }
 
-    /// Drops the source's copy of a flipped move once no request of an older epoch runs (a
-    /// late one is refused by the source's epoch check, which the drop raises).
-    func finishDrop(_ move: ClusterState.Move, after epoch: UInt64) async throws {
+    /// Drops the sources' copies of flipped moves once no request of an older epoch runs (a
+    /// late one is refused by the source's epoch check, which the drop raises): one drop per source.
+    func finishDrop(_ moves: [ClusterState.Move], after epoch: UInt64) async throws {
         _ = await drain(before: epoch, limit: options.writeDeadline)
-        if let source = move.source, routing.state.node(source).map({ $0.state != .down }) ?? false {
-            let mask = BucketMask(count: routing.state.buckets, bits: BucketSet(count: routing.state.buckets, buckets: [move.bucket]).mask)
-            _ = try await call(source, .bucketDrop(mask), within: options.writeDeadline)
+        let count = routing.state.buckets
+        for (source, group) in Dictionary(grouping: moves, by: { $0.source ?? "" }) where !source.isEmpty {
+            if routing.state.node(source).map({ $0.state != .down }) ?? false {
+                let buckets = BucketSet(count: count, buckets: group.map(\.bucket))
+                _ = try await call(source, .bucketDrop(BucketMask(count: count, bits: buckets.mask)), within: options.writeDeadline)
+            }
         }
-        try changeMap("bucket \(move.bucket) dropped from \(move.source ?? "-")") { state in
-            state.moves.removeAll { $0.bucket == move.bucket && $0.target == move.target && $0.phase == .dropping }
+        let done = Set(moves.map(MoveKey.init))
+        try changeMap("\(moves.count) buckets dropped from their old nodes") { state in
+            state.moves.removeAll { $0.phase == .dropping && done.contains(MoveKey($0)) }
         }
     }
 
     /// Streams the bucket's live entries from a serving copy to the target, page by page,
     /// leaving out keys clients wrote meanwhile; throttled to `rateBytesPerSecond` (0: not).
-    private func stream(_ move: ClusterState.Move, mask: BucketMask, guard moveGuard: MoveGuard,
+    private func stream(_ moves: [ClusterState.Move], mask: BucketMask, guard moveGuard: MoveGuard,
                         rateBytesPerSecond: Double) async throws -> (entries: UInt64, bytes: UInt64) {
+        let move = moves[0]
         let key = MoveKey(move)
         let start = ContinuousClock.now
         var cursor: (hash: UInt64, key: String)?
@@ -153,7 +185,7 @@ extension Coordinator {
         // Bounded: a bucket holds at most every key of the cluster, a page is 1,024 of them.
         for _ in 0..<(Int(UInt32.max) / Self.movePageEntries) {
             if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(move.target)") }
-            let source = try readableCopy(of: move)
+            let source = try readableCopy(of: moves)
             let reply = try await call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: Self.movePageEntries)),
                                        within: options.writeDeadline)
             guard case let .bucketEntries(page) = reply else { throw WireError(.internalError, "\(source) answered BucketRead with \(reply.name)") }
@@ -177,15 +209,17 @@ extension Coordinator {
         throw WireError(.internalError, "bucket \(move.bucket) did not end after \(entries) entries")
     }
 
-    /// The node a move reads from: its source while it serves, else any serving copy.
-    private func readableCopy(of move: ClusterState.Move) throws -> String {
+    /// The node a move group reads from: its source while it serves every bucket, else a
+    /// node serving them all (a new copy's group is planned from buckets one node holds).
+    private func readableCopy(of moves: [ClusterState.Move]) throws -> String {
         let routing = self.routing
-        if let source = move.source, routing.state.replicas[move.bucket].contains(source),
-           routing.state.node(source)?.state != .down {
+        if let source = moves[0].source, routing.state.node(source)?.state != .down,
+           moves.allSatisfy({ routing.state.replicas[$0.bucket].contains(source) }) {
             return source
         }
-        guard let reader = routing.readers[move.bucket].first else {
-            throw WireError(.unavailable, "bucket \(move.bucket) has no serving copy to read from")
+        let common = moves.dropFirst().reduce(Set(routing.readers[moves[0].bucket])) { $0.intersection(routing.readers[$1.bucket]) }
+        guard let reader = routing.readers[moves[0].bucket].first(where: common.contains) else {
+            throw WireError(.unavailable, "no serving node holds every bucket of the copy to \(moves[0].target) (bucket \(moves[0].bucket)...)")
         }
         return routing.name(reader)
     }

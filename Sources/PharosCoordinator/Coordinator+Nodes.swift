@@ -129,12 +129,16 @@ extension Coordinator {
         }
     }
 
+    /// Buckets one move group carries at most (one stream, two epochs, one drop at each end).
+    static let bucketsPerMoveGroup = 64
+
     /// One round of the mover's work.
     func moverStep() async {
         let state = routing.state
-        for move in state.moves where move.phase == .dropping {
-            do { try await finishDrop(move, after: state.epoch) } catch {
-                moveProgress.withLock { $0.lastProblem = "dropping bucket \(move.bucket) from \(move.source ?? "-"): \(error)" }
+        let dropping = state.moves.filter { $0.phase == .dropping }
+        if !dropping.isEmpty {
+            do { try await finishDrop(dropping, after: state.epoch) } catch {
+                moveProgress.withLock { $0.lastProblem = "dropping \(dropping.count) moved buckets from their old nodes: \(error)" }
             }
         }
         removeDrainedNodes()
@@ -145,30 +149,43 @@ extension Coordinator {
             if settings.balance, routing.state.moves.isEmpty { moverSettings.withLock { $0.balance = false } }
             return
         }
-        // One batch of up to `concurrentMoves` moves (different buckets), then plan again. A
-        // bucket whose move just failed waits (1 s, doubling to 60 s) before it is tried again.
+        // Up to `concurrentMoves` groups of moves that share a source (for a new copy: the node
+        // it is read from) and a target, then plan again. A bucket whose move just failed waits
+        // (1 s, doubling to 60 s) before it is tried again.
         let now = ContinuousClock.now
         let waiting = moveRetries.withLock { $0 }
-        var batch: [ClusterState.Move] = [], buckets = Set<Int>()
-        for move in plan where batch.count < settings.concurrentMoves && (waiting[move.bucket]?.after ?? now) <= now
-            && buckets.insert(move.bucket).inserted { batch.append(move) }
+        let routing = self.routing
+        var groups: [String: [ClusterState.Move]] = [:], order: [String] = []
+        for move in plan where (waiting[move.bucket]?.after ?? now) <= now {
+            let from = move.source ?? routing.readers[move.bucket].first.map { "copy from " + routing.name($0) } ?? "-"
+            let key = from + " -> " + move.target
+            if groups[key] == nil {
+                guard order.count < settings.concurrentMoves else { continue }
+                order.append(key)
+            }
+            if groups[key, default: []].count < Self.bucketsPerMoveGroup { groups[key, default: []].append(move) }
+        }
+        let batch = order.compactMap { groups[$0] }
         await withTaskGroup(of: Void.self) { tasks in
-            for move in batch {
+            for group in batch {
                 tasks.addTask {
                     do {
-                        try await self.run(move, rateBytesPerSecond: settings.rateBytesPerSecond)
-                        self.moveRetries.withLock { $0[move.bucket] = nil }
+                        try await self.run(group, rateBytesPerSecond: settings.rateBytesPerSecond)
+                        self.moveRetries.withLock { retries in for m in group { retries[m.bucket] = nil } }
                     } catch {
-                        self.logger.warning("bucket move failed", metadata: ["bucket": "\(move.bucket)", "target": "\(move.target)", "error": "\(error)"])
+                        self.logger.warning("bucket move failed", metadata: ["buckets": "\(group.count)", "first": "\(group[0].bucket)",
+                                                                             "target": "\(group[0].target)", "error": "\(error)"])
                         self.moveRetries.withLock { retries in
-                            let wait = Swift.min((retries[move.bucket]?.wait ?? .milliseconds(500)) * 2, .seconds(60))
-                            retries[move.bucket] = (ContinuousClock.now + wait, wait)
+                            for m in group {
+                                let wait = Swift.min((retries[m.bucket]?.wait ?? .milliseconds(500)) * 2, .seconds(60))
+                                retries[m.bucket] = (ContinuousClock.now + wait, wait)
+                            }
                         }
                     }
                 }
             }
         }
-        moveProgress.withLock { $0.pending = Swift.max(0, $0.pending - batch.count) }
+        moveProgress.withLock { $0.pending = Swift.max(0, $0.pending - batch.reduce(0) { $0 + $1.count }) }
         wakeMover()   // more may be planned: no pause between batches
     }
 
@@ -200,6 +217,10 @@ extension Coordinator {
                         state.nodes[i].state = state.nodes[i].leaving ? .draining : .active
                     }
                 }
+                // Its buckets were copied elsewhere meanwhile: even the nodes out again, so it
+                // serves its share (buckets redistribute themselves when a node comes back).
+                moverSettings.withLock { $0.balance = true }
+                wakeMover()
             } catch {
                 moveProgress.withLock { $0.lastProblem = "\(node.name) answers but cannot rejoin: \(error)" }
             }
