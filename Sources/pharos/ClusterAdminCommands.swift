@@ -102,16 +102,19 @@ enum ClusterAdministration {
             && !r.nodes.contains { $0.state == "draining" }
     }
 
-    /// Polls the status every second until `done` (exit 0) or `timeout` seconds (exit 1);
-    /// progress lines go to stderr (a bar on a terminal, plain lines otherwise).
+    /// Polls the status every 200 ms until `done` (exit 0) or `timeout` seconds (exit 1);
+    /// a progress line goes to stderr every second.
     static func wait(_ options: CoordinatorOptions, timeout: Int, until done: @escaping @Sendable (ClusterReport) -> Bool) throws {
         let start = Date()
         let first = try options.withClient { try report(try await $0.call(.clusterStatus)) }
         var last = first
-        for _ in 0..<Swift.max(1, timeout) {
+        var printed = Date()
+        for _ in 0..<Swift.max(1, timeout) * 5 {
             if done(last) { return }
-            Thread.sleep(forTimeInterval: 1)
+            Thread.sleep(forTimeInterval: 0.2)
             last = try options.withClient { try report(try await $0.call(.clusterStatus)) }
+            guard Date().timeIntervalSince(printed) >= 1 else { continue }
+            printed = Date()
             let elapsed = Date().timeIntervalSince(start)
             let moved = last.movesDone - Swift.min(last.movesDone, first.movesDone)
             let rate = Double(moved) / Swift.max(elapsed, 0.001)
