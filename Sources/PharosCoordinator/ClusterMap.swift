@@ -73,12 +73,15 @@ public struct ClusterMap: Codable, Sendable, Equatable {
         public var host: String
         /// Its port.
         public var port: Int
+        /// Its zone label (absent: none); coordinators of the same `--zone` prefer it for reads.
+        public var zone: String?
 
         /// A shard address.
-        public init(name: String, host: String, port: Int) {
+        public init(name: String, host: String, port: Int, zone: String? = nil) {
             self.name = name
             self.host = host
             self.port = port
+            self.zone = zone
         }
     }
 
@@ -156,7 +159,7 @@ public struct ClusterMap: Codable, Sendable, Equatable {
             try check(collection, allowed: ["dimension", "metric", "factory", "normalize"], at: "collection")
         }
         for (i, shard) in ((root["shards"] as? [Any]) ?? []).enumerated() {
-            if let shard = shard as? [String: Any] { try check(shard, allowed: ["name", "host", "port"], at: "shards[\(i)]") }
+            if let shard = shard as? [String: Any] { try check(shard, allowed: ["name", "host", "port", "zone"], at: "shards[\(i)]") }
         }
     }
 

@@ -109,7 +109,7 @@ public struct ClusterState: Codable, Sendable, Equatable {
         epoch = 1
         buckets = map.buckets
         replication = map.replication
-        nodes = map.shards.map { Node(name: $0.name, host: $0.host, port: $0.port) }
+        nodes = map.shards.map { Node(name: $0.name, host: $0.host, port: $0.port, zone: $0.zone ?? "") }
         let names = map.shards.map(\.name), n = names.count
         replicas = (0..<map.buckets).map { b in
             let first = map.assignment?[b] ?? b % n

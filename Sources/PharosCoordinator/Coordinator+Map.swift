@@ -45,7 +45,7 @@ extension Coordinator {
                     throw WireError(.storage, "keeping cluster map epoch \(next.epoch) in \(statePath): \(error)")
                 }
             }
-            let made = Routing(state: next, links: next.nodes.map { link(for: $0) })
+            let made = Routing(state: next, links: next.nodes.map { link(for: $0) }, zone: options.zone)
             currentRouting.withLock { $0 = made }
             logger.info("cluster map changed", metadata: ["epoch": "\(next.epoch)", "why": "\(reason)"])
             return next

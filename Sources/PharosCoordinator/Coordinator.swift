@@ -42,6 +42,8 @@ public final class Coordinator: WireService, Sendable {
         public var runsMover = true
         /// Which hosts `AddNode` may name (the coordinator connects to them).
         public var nodeHosts = NodeHostPolicy.knownAndLoopback
+        /// The coordinator's zone label: reads prefer copies on nodes of this zone (empty: none).
+        public var zone = ""
         /// With copies, a node's share of a search is asked of the other copies when the node
         /// has not answered after the 95th percentile of recent answer times, but never sooner
         /// than this (so ordinary jitter does not double the load).
@@ -127,7 +129,7 @@ public final class Coordinator: WireService, Sendable {
         keptTrainedState = Mutex(trained)
         var pool: [String: ShardLink] = [:]
         for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group) }
-        currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }))
+        currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }, zone: options.zone))
         linkPool.withLock { $0 = pool }
         // `ClusterMap.validate` made this index already, so it cannot fail for a loaded map.
         canonicalFactory = (try? IndexFactory.make(map.collection.factory, dimension: map.collection.dimension,

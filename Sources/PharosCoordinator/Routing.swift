@@ -22,8 +22,9 @@ final class Routing: Sendable {
     /// without them.
     let unreadable: [String: Int]
 
-    /// The routing of `state` over `links` (one per node, same order).
-    init(state: ClusterState, links: [ShardLink]) {
+    /// The routing of `state` over `links` (one per node, same order); reads prefer copies on
+    /// nodes whose zone label is `zone` (when given and such a copy is up).
+    init(state: ClusterState, links: [ShardLink], zone: String = "") {
         precondition(links.count == state.nodes.count, "one link per node")
         self.state = state
         self.links = links
@@ -33,9 +34,14 @@ final class Routing: Sendable {
         var writers = [[Int]](repeating: [], count: state.buckets)
         for (b, names) in state.replicas.enumerated() {
             let nodes = names.compactMap { index[$0] }.filter { usable[$0] }
-            // Spread reads: bucket b prefers its (b mod copies)-th copy. Stable per epoch, so
-            // each node's bucket set (and the shards' per-set caches) stays the same.
-            readers[b] = nodes.isEmpty ? [] : Array(nodes[(b % nodes.count)...] + nodes[..<(b % nodes.count)])
+            // Spread reads: bucket b prefers the copy a hash of b picks (a hash, not b mod copies,
+            // which would line up with regular layouts and send every read to half the nodes).
+            // Stable per epoch, so each node's bucket set (and the shards' caches per set) stays the same.
+            let first = nodes.isEmpty ? 0 : Int((UInt64(b) &* 0x9E37_79B9_7F4A_7C15) >> 33) % nodes.count
+            let rotated = nodes.isEmpty ? [] : Array(nodes[first...] + nodes[..<first])
+            // The local zone's copies first (still spread among themselves), the others after.
+            readers[b] = zone.isEmpty ? rotated
+                : rotated.filter { state.nodes[$0].zone == zone } + rotated.filter { state.nodes[$0].zone != zone }
             writers[b] = nodes
         }
         for move in state.moves where move.phase == .copying {

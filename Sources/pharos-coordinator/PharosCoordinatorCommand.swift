@@ -22,6 +22,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "Folder for what the coordinator keeps (the cluster map and its epochs, the trained state, the whitening); created if missing.") var state: String?
     @Option(help: "A host AddNode may name besides loopback and the map's own hosts (repeatable; '*' allows any).") var allowNodeHost: [String] = []
     @Option(help: "Copies that must acknowledge a write when others are unreachable (those are marked down).") var minimumWriteCopies: Int = 1
+    @Option(help: "This coordinator's zone label: reads prefer copies on nodes of the same zone (add-shard --zone).") var zone: String = ""
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @OptionGroup var server: ServerOptions
 
@@ -41,6 +42,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
                                           stateDirectory: state)
         options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
         options.minimumWriteCopies = minimumWriteCopies
+        options.zone = zone
         let coordinator = try Coordinator(map: map, group: group, options: options, logger: logger)
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")

@@ -14,7 +14,7 @@ extension ClusterCommand {
         @OptionGroup var options: CoordinatorOptions
         @Option(help: "The node's name (unique in the map).") var name: String
         @Option(help: "The node's address, HOST:PORT (the coordinator must be allowed to reach it: --allow-node-host).") var address: String
-        @Option(help: "A zone label (reads prefer nothing yet; shown in status).") var zone: String = ""
+        @Option(help: "A zone label: coordinators started with the same --zone prefer this node's copies for reads.") var zone: String = ""
 
         func run() throws {
             guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {

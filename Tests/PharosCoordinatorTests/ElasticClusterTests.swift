@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import PharosIndex
 import PharosRouting
 import PharosVectors
@@ -294,6 +295,25 @@ import Testing
         bytes[at] = UInt8(ascii: "b")
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         #expect(throws: ClusterMapError.self) { try ClusterState.load(path) }
+    }
+
+    @Test func readsPreferTheCoordinatorsZoneAndSpreadWithinIt() {
+        let map = ClusterMap(collection: .init(dimension: 16, metric: .l2, factory: Self.factory), buckets: 64,
+                             shards: (0..<4).map { .init(name: "s\($0)", host: "127.0.0.1", port: 7000 + $0, zone: $0 < 2 ? "a" : "b") },
+                             replication: 2)
+        var state = ClusterState(map: map)
+        // Copies on one node of each zone.
+        state.replicas = (0..<64).map { b in ["s\(b % 2)", "s\(2 + b % 2)"] }
+        let links = state.nodes.map { ShardLink(address: $0.address, group: MultiThreadedEventLoopGroup.singleton) }
+        let routing = Routing(state: state, links: links, zone: "a")
+        #expect((0..<64).allSatisfy { routing.readers[$0].first.map { state.nodes[$0].zone } == "a" })
+        #expect(Set(routing.plan.keys) == [0, 1] && routing.plan.values.allSatisfy { $0.cardinality == 32 })
+        // Without a zone, reads spread over every copy.
+        #expect(Routing(state: state, links: links).plan.count == 4)
+        // A zone whose copies are down: the other zone answers.
+        state.nodes[0].state = .down
+        let degraded = Routing(state: state, links: links, zone: "a")
+        #expect((0..<64).filter { $0 % 2 == 0 }.allSatisfy { degraded.readers[$0].first == 2 })
     }
 
     @Test func thePlannerDrainsRepairsAndBalances() {
