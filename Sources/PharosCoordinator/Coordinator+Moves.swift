@@ -27,7 +27,9 @@ final class MoveGuard: Sendable {
 /// bucket to the target in a new epoch, then drops the source's copy once no request of the
 /// old epoch is running.
 extension Coordinator {
-    /// Entries per streamed page.
+    /// Entries per streamed page. The target applies a page under its write lock, which
+    /// searches wait for: pages of 4,096 made search p99 during a throttled rebalance 21.9 ms,
+    /// 1,024 gave 5.6 ms (and 256 no better, at two thirds of the move rate).
     static let movePageEntries = 1024
 
     /// Marks `keys` written in every copy in progress of their buckets (before the write is

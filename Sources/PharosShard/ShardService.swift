@@ -81,6 +81,19 @@ public final class ShardService: WireService, @unchecked Sendable {
     /// Checks the envelope's map epoch first: a request routed by an older map than this node
     /// has seen is answered `staleMap` and not served.
     public func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
+        // A newer epoch is kept durably (an fsync) before the request is served: not on the
+        // event loop, where it would stall every search of the loop once per map change.
+        if envelope.mapEpoch > mapEpoch.value {
+            workers.submit { state in
+                guard state == .active else { return reply(.error(WireError(.unavailable, "\(self.serviceName) is shutting down"))) }
+                self.respondAdmitted(to: envelope, reply: reply)
+            }
+            return
+        }
+        respondAdmitted(to: envelope, reply: reply)
+    }
+
+    private func respondAdmitted(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
         do { try mapEpoch.admit(envelope.mapEpoch) } catch {
             reply(.error(ShardService.wireError(error)))
             return

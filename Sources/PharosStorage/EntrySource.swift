@@ -29,8 +29,24 @@ protocol EntrySource: InvertedListSource {
     func location(ofEntry entry: Int64) throws -> EntryLocation
     /// `withList`, with the entries of buckets outside `buckets` passed over by the scan.
     func withList<R>(_ list: Int, keeping buckets: BucketSet, _ body: (InvertedListView) throws -> R) throws -> R
-    /// The identities of the live entries whose keys route to a bucket of `buckets`.
-    func liveEntries(in buckets: BucketSet) throws -> [Int64]
+    /// The live entries whose keys route to a bucket of `buckets`: identity and key hash
+    /// (read from where the source keeps it, no key decoded).
+    func liveEntries(in buckets: BucketSet) throws -> [(entry: Int64, hash: UInt64)]
+    /// The live entries of `buckets` with a key hash of at least `hash`, the smallest hashes
+    /// first: at least `limit` of them when there are that many, and every one that shares
+    /// the hash of the last (so a page boundary never splits a hash). Unordered otherwise.
+    func liveEntries(in buckets: BucketSet, fromHash hash: UInt64, limit: Int) throws -> [(entry: Int64, hash: UInt64)]
+}
+
+extension EntrySource {
+    /// By filtering every live entry of the buckets (sources whose hashes are not sorted).
+    func liveEntries(in buckets: BucketSet, fromHash hash: UInt64, limit: Int) throws -> [(entry: Int64, hash: UInt64)] {
+        let all = try liveEntries(in: buckets).filter { $0.hash >= hash }.sorted { $0.hash < $1.hash }
+        guard all.count > limit else { return all }
+        var end = limit
+        while end < all.count, all[end].hash == all[limit - 1].hash { end += 1 }
+        return Array(all[..<end])
+    }
 }
 
 /// A source seen through a bucket filter: what a shard scans when a search names the buckets

@@ -67,8 +67,14 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
         }
     }
 
-    func liveEntries(in buckets: BucketSet) -> [Int64] {
-        live.values.filter { buckets.contains(hash: hashes[Int($0)]) }.map(Int64.init).sorted()
+    func liveEntries(in buckets: BucketSet) -> [(entry: Int64, hash: UInt64)] {
+        // Over the arrays (the hash first, the deletion bit only for the buckets' entries),
+        // not the key dictionary: reads of a bucket call this once per page.
+        var entries: [(entry: Int64, hash: UInt64)] = []
+        for (ordinal, hash) in hashes.enumerated() where buckets.contains(hash: hash) && !isDeleted(ordinal) {
+            entries.append((Int64(ordinal), hash))
+        }
+        return entries
     }
 
     /// The live ordinal of `key`.

@@ -42,6 +42,8 @@ final class Segment: EntrySource, @unchecked Sendable {
     /// Exclusion bitmaps (by position) of the bucket sets searches named lately: a node's
     /// bucket set changes only with the cluster map, so a few cover every search.
     private var exclusions: [(buckets: BucketSet, bitmap: BitmapWords)] = []
+    /// The metadata block read last.
+    private var lastMetadata: (index: Int, block: BlobBlock)?
 
     var id: UInt64 { header.segmentID }
     var entries: Int { header.entries }
@@ -145,17 +147,41 @@ final class Segment: EntrySource, @unchecked Sendable {
         return bitmap
     }
 
-    func liveEntries(in buckets: BucketSet) throws -> [Int64] {
-        var entries: [Int64] = []
+    func liveEntries(in buckets: BucketSet) throws -> [(entry: Int64, hash: UInt64)] {
+        var entries: [(entry: Int64, hash: UInt64)] = []
         for i in 0..<header.entries {
             let pair = try indexPair(i)
             let p = Int(pair.position)
             guard p < header.entries else {
                 throw StorageError.corrupt(path: path, block: "key index", problem: "position \(p) beyond \(header.entries) entries")
             }
-            if buckets.contains(hash: pair.hash), !deletions.isDeleted(p) { entries.append(Int64(p)) }
+            if buckets.contains(hash: pair.hash), !deletions.isDeleted(p) { entries.append((Int64(p), pair.hash)) }
         }
-        return entries.sorted()
+        return entries   // in hash order, as the key index is
+    }
+
+    /// From the key index, which is sorted by hash: a binary search to `hash`, then a scan
+    /// that stops after `limit` entries of the buckets (and the ties of the last hash).
+    func liveEntries(in buckets: BucketSet, fromHash hash: UInt64, limit: Int) throws -> [(entry: Int64, hash: UInt64)] {
+        let n = header.entries
+        var lo = 0, hi = n
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if try indexPair(mid).hash < hash { lo = mid + 1 } else { hi = mid }
+        }
+        var entries: [(entry: Int64, hash: UInt64)] = []
+        var i = lo
+        while i < n {
+            let pair = try indexPair(i)
+            i += 1
+            if entries.count >= limit, pair.hash != entries[entries.count - 1].hash { break }
+            let p = Int(pair.position)
+            guard p < n else {
+                throw StorageError.corrupt(path: path, block: "key index", problem: "position \(p) beyond \(n) entries")
+            }
+            if buckets.contains(hash: pair.hash), !deletions.isDeleted(p) { entries.append((Int64(p), pair.hash)) }
+        }
+        return entries
     }
 
     func location(ofEntry entry: Int64) throws -> EntryLocation {
@@ -224,7 +250,14 @@ final class Segment: EntrySource, @unchecked Sendable {
 
     /// The metadata bytes of entry `position`.
     func metadata(at position: Int) throws -> [UInt8] {
-        try blob(position / StorageLimits.blobBlockEntries, keys: false).bytes(position % StorageLimits.blobBlockEntries)
+        let index = position / StorageLimits.blobBlockEntries
+        // The last block read is kept: reads of a bucket's entries (moves) take them in runs.
+        if let kept = cacheLock.withLock({ lastMetadata?.index == index ? lastMetadata?.block : nil }) {
+            return kept.bytes(position % StorageLimits.blobBlockEntries)
+        }
+        let block = try blob(index, keys: false)
+        cacheLock.withLock { lastMetadata = (index, block) }
+        return block.bytes(position % StorageLimits.blobBlockEntries)
     }
 
     /// Decompresses (and on first use verifies) key or metadata block `index`.

@@ -37,20 +37,37 @@ extension Shard {
     public func bucketEntries(in buckets: BucketSet, after cursor: (hash: UInt64, key: String)?, limit: Int) throws -> [BucketEntry] {
         guard limit > 0 else { return [] }
         return try lock.withReadLock {
-            var found: [(hash: UInt64, key: String, source: any EntrySource, entry: Int64)] = []
-            for source in entrySources {
-                for entry in try source.liveEntries(in: buckets) {
-                    let key = try source.key(ofEntry: entry)
-                    let hash = KeyHash.of(key)
-                    if let cursor, (hash, key) <= (cursor.hash, cursor.key) { continue }
-                    found.append((hash, key, source, entry))
+            // Each source gives its smallest hashes from the cursor's on, without decoding a key
+            // (`want` of them and the ties of the last). A source that gave that many may hold
+            // more past its last hash, so only entries up to the lowest such last hash are
+            // certain to be all there; a page is taken from those, and `want` doubles until a
+            // full page is certain or no source has more.
+            let sources = entrySources
+            var want = limit + 1
+            while true {
+                var candidates: [(hash: UInt64, source: Int, entry: Int64)] = []
+                var bound = UInt64.max
+                for (s, source) in sources.enumerated() {
+                    let got = try source.liveEntries(in: buckets, fromHash: cursor?.hash ?? 0, limit: want)
+                    if got.count >= want, let last = got.map(\.hash).max() { bound = Swift.min(bound, last) }
+                    candidates += got.map { ($0.hash, s, $0.entry) }
                 }
-            }
-            found.sort { ($0.hash, $0.key) < ($1.hash, $1.key) }
-            return try found.prefix(limit).map { item in
-                let location = try item.source.location(ofEntry: item.entry)
-                return BucketEntry(key: item.key, hash: item.hash,
-                                   stored: try storedEntry(at: location, in: item.source))
+                var found: [(hash: UInt64, key: String, source: Int, entry: Int64)] = []
+                for c in candidates where c.hash <= bound {
+                    let key = try sources[c.source].key(ofEntry: c.entry)
+                    if let cursor, (c.hash, key) <= (cursor.hash, cursor.key) { continue }
+                    found.append((c.hash, key, c.source, c.entry))
+                }
+                guard found.count >= limit || bound == .max else {
+                    want *= 2
+                    continue
+                }
+                found.sort { ($0.hash, $0.key) < ($1.hash, $1.key) }
+                return try found.prefix(limit).map { item in
+                    let source = sources[item.source]
+                    return BucketEntry(key: item.key, hash: item.hash,
+                                       stored: try storedEntry(at: try source.location(ofEntry: item.entry), in: source))
+                }
             }
         }
     }
@@ -61,9 +78,7 @@ extension Shard {
         return try lock.withReadLock {
             var counts = [Int](repeating: 0, count: all.count)
             for source in entrySources {
-                for entry in try source.liveEntries(in: all) {
-                    counts[KeyHash.bucket(of: try source.key(ofEntry: entry), buckets: all.count)] += 1
-                }
+                for (_, hash) in try source.liveEntries(in: all) { counts[Int(hash % UInt64(all.count))] += 1 }
             }
             return counts
         }
@@ -105,11 +120,12 @@ extension Shard {
     public func deleteEntries(in buckets: BucketSet) throws -> Int {
         // One pass: nothing writes to a bucket being dropped (the map sends its writes elsewhere).
         let keys = try lock.withReadLock {
-            try entrySources.flatMap { source in try source.liveEntries(in: buckets).map { try source.key(ofEntry: $0) } }
+            try entrySources.flatMap { source in try source.liveEntries(in: buckets).map { try source.key(ofEntry: $0.entry) } }
         }
+        // In records of 1,024 keys: each is applied under the write lock, which searches wait for.
         var deleted = 0
-        for start in stride(from: 0, to: keys.count, by: StorageLimits.maximumBatchRows) {
-            deleted += try delete(keys: Array(keys[start ..< Swift.min(keys.count, start + StorageLimits.maximumBatchRows)]))
+        for start in stride(from: 0, to: keys.count, by: 1024) {
+            deleted += try delete(keys: Array(keys[start ..< Swift.min(keys.count, start + 1024)]))
         }
         return deleted
     }

@@ -13,37 +13,44 @@ enum StringFieldCheck {
     /// The first bad string field of `bytes` (a message of type `descriptor`), named by path.
     static func firstProblem(in bytes: UnsafeRawBufferPointer, descriptor: UnsafePointer<ProtobufCMessageDescriptor>) -> String? {
         var problem: String?
-        walk(bytes, descriptor, path: String(cString: descriptor.pointee.short_name), depth: 0, problem: &problem)
+        walk(bytes, descriptor, path: { String(cString: descriptor.pointee.short_name) }, depth: 0, problem: &problem)
         return problem
     }
 
     /// protobuf-c itself limits nesting; this bound only keeps the walk finite on any input.
     private static let maximumDepth = 32
 
+    /// `path` names the message for a report; it is built only when there is one.
     private static func walk(_ bytes: UnsafeRawBufferPointer, _ descriptor: UnsafePointer<ProtobufCMessageDescriptor>,
-                             path: String, depth: Int, problem: inout String?) {
-        guard depth < maximumDepth else { problem = "\(path): nested too deeply"; return }
+                             path: () -> String, depth: Int, problem: inout String?) {
+        guard depth < maximumDepth else { problem = "\(path()): nested too deeply"; return }
         var position = 0
+        // Occurrences of each length-delimited field so far: a repeated field's index, counted
+        // as the walk goes (counting from the start for each one made long repeated messages,
+        // such as a BucketWrite's entries, quadratic).
+        var seen: [UInt32: Int] = [:]
         while position < bytes.count, problem == nil {
-            guard let key = varint(bytes, &position) else { problem = "\(path): truncated field key"; return }
+            guard let key = varint(bytes, &position) else { problem = "\(path()): truncated field key"; return }
             let number = UInt32(truncatingIfNeeded: key >> 3)
             switch key & 7 {
-            case 0: guard varint(bytes, &position) != nil else { problem = "\(path): truncated varint"; return }
+            case 0: guard varint(bytes, &position) != nil else { problem = "\(path()): truncated varint"; return }
             case 1: position += 8
             case 5: position += 4
             case 2:
                 guard let length = varint(bytes, &position), length <= UInt64(bytes.count - position) else {
-                    problem = "\(path): truncated length-delimited field"
+                    problem = "\(path()): truncated length-delimited field"
                     return
                 }
                 let start = position
                 position += Int(length)
+                let index = seen[number, default: 0]
+                seen[number] = index + 1
                 guard let field = field(number, in: descriptor) else { continue }   // unknown: kept opaque
-                // Names are built only for a report: the common case costs a scan of the bytes.
+                // Names are built only for a report, or to name a nested message's fields.
                 func fieldPath() -> String {
                     let name = String(cString: field.pointee.name)
-                    guard field.pointee.label == PROTOBUF_C_LABEL_REPEATED else { return "\(path).\(name)" }
-                    return "\(path).\(name)[\(occurrence(of: number, in: bytes, before: start))]"
+                    guard field.pointee.label == PROTOBUF_C_LABEL_REPEATED else { return "\(path()).\(name)" }
+                    return "\(path()).\(name)[\(index)]"
                 }
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[start ..< position])
                 switch field.pointee.type {
@@ -56,16 +63,15 @@ enum StringFieldCheck {
                 case PROTOBUF_C_TYPE_MESSAGE:
                     guard let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self) else { continue }
                     // Below the envelope a body is named by its message type ("Upsert.keys[3]").
-                    let subPath = depth == 0 ? String(cString: sub.pointee.short_name) : fieldPath()
-                    walk(payload, sub, path: subPath, depth: depth + 1, problem: &problem)
+                    walk(payload, sub, path: { depth == 0 ? String(cString: sub.pointee.short_name) : fieldPath() }, depth: depth + 1, problem: &problem)
                 default:
                     continue   // bytes, or a packed repeated number
                 }
             default:
-                problem = "\(path): wire type \(key & 7) of field \(number) is not used by this protocol"
+                problem = "\(path()): wire type \(key & 7) of field \(number) is not used by this protocol"
                 return
             }
-            if position > bytes.count { problem = "\(path): field \(number) runs past the end"; return }
+            if position > bytes.count { problem = "\(path()): field \(number) runs past the end"; return }
         }
     }
 
@@ -73,25 +79,6 @@ enum StringFieldCheck {
     private static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if !bytes.contains(where: { $0 >= 0x80 }) { return true }
         return String(validating: bytes, as: UTF8.self) != nil
-    }
-
-    /// How many length-delimited fields numbered `number` precede byte `offset` (a repeated
-    /// field's index, for a report).
-    private static func occurrence(of number: UInt32, in bytes: UnsafeRawBufferPointer, before offset: Int) -> Int {
-        var position = 0, count = 0
-        while position < offset, let key = varint(bytes, &position) {
-            switch key & 7 {
-            case 0: _ = varint(bytes, &position)
-            case 1: position += 8
-            case 5: position += 4
-            case 2:
-                guard let length = varint(bytes, &position) else { return count }
-                if UInt32(truncatingIfNeeded: key >> 3) == number && position + Int(length) <= offset { count += 1 }
-                position += Int(length)
-            default: return count
-            }
-        }
-        return count
     }
 
     private static func field(_ number: UInt32, in descriptor: UnsafePointer<ProtobufCMessageDescriptor>) -> UnsafePointer<ProtobufCFieldDescriptor>? {
