@@ -48,6 +48,12 @@ extension Coordinator {
             let made = Routing(state: next, links: next.nodes.map { link(for: $0) }, zone: options.zone)
             currentRouting.withLock { $0 = made }
             logger.info("cluster map changed", metadata: ["epoch": "\(next.epoch)", "why": "\(reason)"])
+            // Nodes keep a newer epoch durably (an fsync) before serving a request of it: told
+            // now, so that the next search does not wait for that.
+            let loop = group.next()
+            for (i, node) in next.nodes.enumerated() where node.state != .down {
+                _ = made.links[i].send(.health, timeout: .seconds(1), epoch: next.epoch, on: loop)
+            }
             return next
         }
     }

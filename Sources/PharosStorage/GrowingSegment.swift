@@ -1,3 +1,4 @@
+import Foundation
 import PharosIndex
 import PharosRouting
 
@@ -15,6 +16,10 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
     private(set) var locations: [(list: Int32, offset: Int32)] = []
     /// Key hash of each ordinal: its bucket for any bucket count (`KeyHash`).
     private(set) var hashes: [UInt64] = []
+    /// Exclusion bitmaps per list for `exclusionSet`, with the entries they cover.
+    private let exclusionLock = NSLock()
+    private var exclusionSet: BucketSet?
+    private var exclusionLists: [Int: (words: BitmapWords, covered: Int)] = [:]
     /// Live ordinal of each key.
     private var live: [String: Int32] = [:]
 
@@ -54,17 +59,35 @@ final class GrowingSegment: EntrySource, @unchecked Sendable {
         return EntryLocation(entry: entry, list: Int(list), offset: Int(offset))
     }
 
-    /// The exclusion bitmap is built per visit: the growing segment is small (it is sealed
-    /// once large) and changes with every write, so there is nothing stable to cache.
+    /// Each list's exclusion bitmap for the bucket set searched last is kept and extended over
+    /// the entries appended since (lists only grow); a new set starts again. Bitmaps are
+    /// immutable once published: an extension makes a new one, so a search holding the old
+    /// one is never disturbed. (Building it on every visit cost a fifth of a filtered search.)
     func withList<R>(_ list: Int, keeping buckets: BucketSet, _ body: (InvertedListView) throws -> R) throws -> R {
         try lists.withList(list) { view in
             guard view.count > 0, !buckets.isFull else { return try body(view) }
-            let excluded = BitmapWords(bits: view.count)
-            lists.withIDs(ofList: list) { ids in
-                for (offset, ordinal) in ids.enumerated() where !buckets.contains(hash: hashes[Int(ordinal)]) { excluded.set(offset) }
-            }
+            let excluded = exclusion(ofList: list, count: view.count, buckets: buckets)
             return try withExtendedLifetime(excluded) { try body(view.excluding(UnsafePointer(excluded.words), bits: excluded.bits, base: 0)) }
         }
+    }
+
+    private func exclusion(ofList list: Int, count: Int, buckets: BucketSet) -> BitmapWords {
+        let kept: (words: BitmapWords, covered: Int)? = exclusionLock.withLock {
+            if exclusionSet != buckets {
+                exclusionSet = buckets
+                exclusionLists = [:]
+            }
+            return exclusionLists[list]
+        }
+        if let kept, kept.covered >= count { return kept.words }
+        let words = BitmapWords(bits: count)
+        let start = kept?.covered ?? 0
+        if let kept { words.words.update(from: kept.words.words, count: Swift.min(kept.words.count, words.count)) }
+        lists.withIDs(ofList: list) { ids in
+            for offset in start..<count where !buckets.contains(hash: hashes[Int(ids[offset])]) { words.set(offset) }
+        }
+        exclusionLock.withLock { if exclusionSet == buckets { exclusionLists[list] = (words, count) } }
+        return words
     }
 
     func liveEntries(in buckets: BucketSet) -> [(entry: Int64, hash: UInt64)] {
