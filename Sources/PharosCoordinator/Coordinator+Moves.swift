@@ -91,8 +91,10 @@ extension Coordinator {
             if let served = moves.first(where: { routing.state.replicas[$0.bucket].contains(target) }) {
                 throw WireError(.invalidArgument, "\(target) already serves bucket \(served.bucket)")
             }
-            // Partial copies left by an earlier attempt go first (the target serves nothing of them).
-            _ = try await call(target, .bucketDrop(mask), within: options.writeDeadline)
+            // Partial copies left by an earlier attempt go first (the target serves nothing of
+            // them), and the target starts receiving: from then on it notes the keys clients
+            // write to these buckets, through any coordinator, and keeps streamed pages off them.
+            _ = try await call(target, .bucketDrop(mask, receive: true), within: options.writeDeadline)
             let started = try changeMap("copy \(name) to \(target)") { state in
                 for move in moves where !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == target }) {
                     guard !state.replicas[move.bucket].contains(target) else {
@@ -206,7 +208,10 @@ extension Coordinator {
                 let elapsed = ContinuousClock.now - start
                 if due > elapsed { try await Task.sleep(for: due - elapsed) }
             }
-            if page.count < Self.movePageEntries { return (entries, bytes) }
+            if page.count < Self.movePageEntries {
+                _ = try await call(move.target, .bucketWrite([], finishing: mask), within: options.writeDeadline)
+                return (entries, bytes)
+            }
         }
         throw WireError(.internalError, "bucket \(move.bucket) did not end after \(entries) entries")
     }

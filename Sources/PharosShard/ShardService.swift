@@ -41,6 +41,8 @@ public final class ShardService: WireService, @unchecked Sendable {
     private var claim: Shard.DirectoryClaim?
     /// The newest cluster-map epoch seen (requests routed by an older one are refused).
     let mapEpoch: MapEpoch
+    /// Buckets this node receives as a move's target, and the keys clients wrote to them since.
+    let receiving = ReceivingBuckets()
 
     /// Claims the data directory (creating it) and opens the shard in it if there is one. A
     /// directory that holds files but no `MANIFEST` is refused, never served as a new node:
@@ -171,11 +173,14 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .searchResult(try search(request))
         case let .upsert(request):
             let shard = try ready()
+            receiving.noteWritten(request.keys)
             let vectors = try matrix(request.vectors, rows: request.keys.count, dimension: request.dimension, of: shard, field: "vectors")
             let replaced = try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
             return .upsertResult(written: request.keys.count, replaced: replaced)
         case let .delete(keys):
-            return .deleteResult(deleted: try ready().delete(keys: keys))
+            let shard = try ready()
+            receiving.noteWritten(keys)
+            return .deleteResult(deleted: try shard.delete(keys: keys))
         case let .fetch(keys):
             let shard = try ready()   // the key count was checked against RequestLimits
             return .fetchResult(try keys.map { key in

@@ -19,7 +19,8 @@ extension RequestLimits {
                 throw invalid("BucketRead.limit is \(r.limit), allowed 1...\(Self.maximumBucketPage)")
             }
             if let after = r.after { try validate(keys: [after.key], field: "BucketRead.after_key") }
-        case let .bucketWrite(entries):
+        case let .bucketWrite(entries, finishing):
+            if finishing != .everything { try validate(finishing, field: "BucketWrite.finish", allowEmpty: false) }
             guard entries.count <= Self.maximumBucketPage else {
                 throw invalid("BucketWrite has \(entries.count) entries, at most \(Self.maximumBucketPage)")
             }
@@ -34,7 +35,7 @@ extension RequestLimits {
                     throw invalid("BucketWrite.entries[\(i)] has \(e.code.count) code and \(e.refine.count) refine bytes")
                 }
             }
-        case let .bucketDrop(mask):
+        case let .bucketDrop(mask, _):
             try validate(mask, field: "BucketDrop", allowEmpty: false)
         case let .bucketCounts(count):
             guard (1...Self.maximumBuckets).contains(count) else {

@@ -40,16 +40,19 @@ extension WireCodec {
             m.pointee.entries = try entries(list, arena: arena)
             e.body_case = PHAROS__ENVELOPE__BODY_BUCKET_ENTRIES
             e.bucket_entries = m
-        case let .bucketWrite(list):
+        case let .bucketWrite(list, finishing):
             let m = arena.message(Pharos__BucketWrite.self) { pharos__bucket_write__init($0) }
             m.pointee.n_entries = list.count
             m.pointee.entries = try entries(list, arena: arena)
+            m.pointee.finish_count = UInt32(clamping: finishing.count)
+            m.pointee.finish_mask = arena.bytes(finishing.bits)
             e.body_case = PHAROS__ENVELOPE__BODY_BUCKET_WRITE
             e.bucket_write = m
-        case let .bucketDrop(mask):
+        case let .bucketDrop(mask, receive):
             let m = arena.message(Pharos__BucketDrop.self) { pharos__bucket_drop__init($0) }
             m.pointee.bucket_count = UInt32(clamping: mask.count)
             m.pointee.bucket_mask = arena.bytes(mask.bits)
+            m.pointee.receive = receive ? 1 : 0
             e.body_case = PHAROS__ENVELOPE__BODY_BUCKET_DROP
             e.bucket_drop = m
         case let .bucketCounts(count):
@@ -158,9 +161,11 @@ extension WireCodec {
         case PHAROS__ENVELOPE__BODY_BUCKET_ENTRIES:
             return .bucketEntries(entries(e.bucket_entries.pointee.entries, e.bucket_entries.pointee.n_entries))
         case PHAROS__ENVELOPE__BODY_BUCKET_WRITE:
-            return .bucketWrite(entries(e.bucket_write.pointee.entries, e.bucket_write.pointee.n_entries))
+            let w = e.bucket_write.pointee
+            return .bucketWrite(entries(w.entries, w.n_entries), finishing: BucketMask(count: count(w.finish_count), bits: bytes(w.finish_mask)))
         case PHAROS__ENVELOPE__BODY_BUCKET_DROP:
-            return .bucketDrop(BucketMask(count: count(e.bucket_drop.pointee.bucket_count), bits: bytes(e.bucket_drop.pointee.bucket_mask)))
+            let d = e.bucket_drop.pointee
+            return .bucketDrop(BucketMask(count: count(d.bucket_count), bits: bytes(d.bucket_mask)), receive: d.receive != 0)
         case PHAROS__ENVELOPE__BODY_BUCKET_COUNTS:
             return .bucketCounts(count: count(e.bucket_counts.pointee.bucket_count))
         case PHAROS__ENVELOPE__BODY_BUCKET_COUNTS_RESULT:

@@ -47,10 +47,12 @@ public enum WireMessage: Sendable, Equatable {
     /// To a shard: a page of the live entries of some buckets (`BucketEntries`).
     case bucketRead(BucketReadRequest)
     case bucketEntries([MovedEntry])
-    /// To a shard: store entries read from another node (`UpsertResult`).
-    case bucketWrite([MovedEntry])
-    /// To a shard: delete every live entry of the buckets (`DeleteResult`).
-    case bucketDrop(BucketMask)
+    /// To a shard: store entries read from another node, of buckets it is receiving, and with
+    /// `finishing`, stop receiving those buckets after them (`UpsertResult`).
+    case bucketWrite([MovedEntry], finishing: BucketMask = .everything)
+    /// To a shard: delete every live entry of the buckets, and with `receive`, start receiving
+    /// them (`DeleteResult`).
+    case bucketDrop(BucketMask, receive: Bool = false)
     /// To a shard: live entries per bucket, for `count` buckets.
     case bucketCounts(count: Int)
     case bucketCountsResult([UInt64])

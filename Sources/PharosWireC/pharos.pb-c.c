@@ -3396,7 +3396,7 @@ const ProtobufCMessageDescriptor pharos__bucket_entries__descriptor =
   (ProtobufCMessageInit) pharos__bucket_entries__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[1] =
+static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[3] =
 {
   {
     "entries",
@@ -3410,14 +3410,40 @@ static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[1]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "finish_count",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketWrite, finish_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "finish_mask",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketWrite, finish_mask),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__bucket_write__field_indices_by_name[] = {
   0,   /* field[0] = entries */
+  1,   /* field[1] = finish_count */
+  2,   /* field[2] = finish_mask */
 };
 static const ProtobufCIntRange pharos__bucket_write__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pharos__bucket_write__descriptor =
 {
@@ -3427,14 +3453,14 @@ const ProtobufCMessageDescriptor pharos__bucket_write__descriptor =
   "Pharos__BucketWrite",
   "pharos",
   sizeof(Pharos__BucketWrite),
-  1,
+  3,
   pharos__bucket_write__field_descriptors,
   pharos__bucket_write__field_indices_by_name,
   1,  pharos__bucket_write__number_ranges,
   (ProtobufCMessageInit) pharos__bucket_write__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[2] =
+static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[3] =
 {
   {
     "bucket_count",
@@ -3460,15 +3486,28 @@ static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[2] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "receive",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketDrop, receive),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__bucket_drop__field_indices_by_name[] = {
   0,   /* field[0] = bucket_count */
   1,   /* field[1] = bucket_mask */
+  2,   /* field[2] = receive */
 };
 static const ProtobufCIntRange pharos__bucket_drop__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor =
 {
@@ -3478,7 +3517,7 @@ const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor =
   "Pharos__BucketDrop",
   "pharos",
   sizeof(Pharos__BucketDrop),
-  2,
+  3,
   pharos__bucket_drop__field_descriptors,
   pharos__bucket_drop__field_indices_by_name,
   1,  pharos__bucket_drop__number_ranges,

@@ -27,6 +27,11 @@ import Testing
                 _ = try await source.call(.upsert(UpsertRequest(keys: keys, vectors: vectors.values, dimension: 16)))
                 let moved = BucketSet(count: Self.buckets, buckets: [1, 5, 9, 30])
                 let mask = BucketMask(count: Self.buckets, bits: moved.mask)
+                // A page for buckets the target is not receiving is refused: the copy must begin.
+                await #expect { try await Self.call(target, .bucketWrite([MovedEntry(key: "p1", list: 0, code: [1, 1, 1, 1, 1, 1, 1, 1], refine: [], metadata: [])])) } throws: {
+                    ($0 as? WireError)?.message.contains("not receiving") == true
+                }
+                _ = try await Self.call(target, .bucketDrop(mask, receive: true))
                 var copied = 0
                 var cursor: (hash: UInt64, key: String)?
                 for _ in 0..<100 {
@@ -38,6 +43,7 @@ import Testing
                     guard page.count == 50, let last = page.last else { break }
                     cursor = (KeyHash.of(last.key), last.key)
                 }
+                _ = try await Self.call(target, .bucketWrite([], finishing: mask))
                 let expected = keys.filter { moved.contains(KeyHash.bucket(of: $0, buckets: Self.buckets)) }
                 #expect(copied == expected.count)
                 var search = SearchRequest(vectors: vectors.rows(0..<30).values, dimension: 16, k: 5, nprobe: 4)
@@ -53,9 +59,44 @@ import Testing
                 guard case let .statsResult(stats) = try await source.call(.stats) else { Issue.record("no stats"); return }
                 #expect(stats.liveEntries == UInt64(600 - expected.count))
                 // A write of codes the trained state cannot have made is refused by name.
-                await #expect { try await Self.call(target, .bucketWrite([MovedEntry(key: "x", list: 99, code: [1], refine: [], metadata: [])])) } throws: {
+                _ = try await Self.call(target, .bucketDrop(mask, receive: true))
+                let inMoved = (0..<10_000).map { "x\($0)" }.first { moved.contains(KeyHash.bucket(of: $0, buckets: Self.buckets)) }!
+                await #expect { try await Self.call(target, .bucketWrite([MovedEntry(key: inMoved, list: 99, code: [1], refine: [], metadata: [])])) } throws: {
                     ($0 as? WireError)?.code == .invalidArgument
                 }
+            }
+        }
+    }
+
+    /// A target keeps a client's write over the (older) streamed copy of the same key, and a
+    /// client's delete over a streamed copy of the deleted key, whichever coordinator sent them.
+    @Test func aReceivingNodeLeavesOutStreamedKeysThatClientsWroteMeanwhile() async throws {
+        try await TestNode.with { _, source in
+            try await TestNode.with { _, target in
+                let state = try TestNode.trainedState()
+                _ = try await source.call(.trainedState(indexFile: state))
+                _ = try await target.call(.trainedState(indexFile: state))
+                let keys = (0..<400).map { "p\($0)" }
+                _ = try await source.call(.upsert(UpsertRequest(keys: keys, vectors: TestNode.data.vectors(0..<400, stream: 0).values, dimension: 16)))
+                let all = BucketSet.all(count: Self.buckets)
+                let mask = BucketMask(count: Self.buckets, bits: all.mask)
+                _ = try await Self.call(target, .bucketDrop(mask, receive: true))
+                // While the copy runs, clients write p1 anew and delete p2 through the target.
+                let fresh = TestNode.data.vectors(900..<901, stream: 5)
+                _ = try await target.call(.upsert(UpsertRequest(keys: ["p1"], vectors: fresh.values, dimension: 16)))
+                _ = try await target.call(.delete(keys: ["p2"]))
+                guard case let .bucketEntries(page) = try await Self.call(source, .bucketRead(BucketReadRequest(buckets: mask, limit: 4096))) else {
+                    Issue.record("no page"); return
+                }
+                #expect(page.count == 400)
+                #expect(try await Self.call(target, .bucketWrite(page, finishing: mask)) == .upsertResult(written: 398))
+                guard case let .fetchResult(got) = try await target.call(.fetch(keys: ["p1", "p2", "p3"])) else { Issue.record("no fetch"); return }
+                guard case let .fetchResult(want) = try await source.call(.fetch(keys: ["p3"])) else { Issue.record("no fetch"); return }
+                #expect(got[0].found && got[0].vector != want[0].vector)   // the client's p1, not the stream's
+                #expect(!got[1].found)                                      // p2 stays deleted
+                #expect(got[2] == want[0])                                  // p3 copied as stored
+                // Receiving ended with the last page: another page is refused.
+                await #expect { try await Self.call(target, .bucketWrite([page[0]])) } throws: { ($0 as? WireError)?.code == .invalidArgument }
             }
         }
     }

@@ -578,31 +578,38 @@ struct  Pharos__BucketEntries
 
 
 /*
- * To a shard: store entries read from another node (answered by UpsertResult).
+ * To a shard: store entries read from another node (answered by UpsertResult). Entries must
+ * be of buckets the node is receiving (BucketDrop with receive); an entry whose key a client
+ * wrote or deleted on this node since the receiving began is left out (the client's write is
+ * newer). With `finish_count`/`finish_mask`, receiving those buckets ends after this page.
  */
 struct  Pharos__BucketWrite
 {
   ProtobufCMessage base;
   size_t n_entries;
   Pharos__BucketEntry **entries;
+  uint32_t finish_count;
+  ProtobufCBinaryData finish_mask;
 };
 #define PHAROS__BUCKET_WRITE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_write__descriptor) \
-    , 0,NULL }
+    , 0,NULL, 0, {0,NULL} }
 
 
 /*
- * To a shard: delete every live entry of the buckets in the mask (answered by DeleteResult).
+ * To a shard: delete every live entry of the buckets in the mask (answered by DeleteResult);
+ * with `receive`, then start receiving them (see BucketWrite).
  */
 struct  Pharos__BucketDrop
 {
   ProtobufCMessage base;
   uint32_t bucket_count;
   ProtobufCBinaryData bucket_mask;
+  protobuf_c_boolean receive;
 };
 #define PHAROS__BUCKET_DROP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_drop__descriptor) \
-    , 0, {0,NULL} }
+    , 0, {0,NULL}, 0 }
 
 
 /*
