@@ -114,6 +114,8 @@ let package = Package(
             dependencies: [
                 "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosKernels",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(

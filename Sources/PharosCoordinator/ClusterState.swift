@@ -80,13 +80,28 @@ public struct ClusterState: Codable, Sendable, Equatable {
         public var target: String
         /// Where it is.
         public var phase: Phase
+        /// The run that copies it (a coordinator's name and a run id): only that run may flip
+        /// it, so a coordinator that lost the mover role cannot flip a copy another one restarted.
+        public var owner: String
 
         /// A move.
-        public init(bucket: Int, source: String?, target: String, phase: Phase = .copying) {
+        public init(bucket: Int, source: String?, target: String, phase: Phase = .copying, owner: String = "") {
             self.bucket = bucket
             self.source = source
             self.target = target
             self.phase = phase
+            self.owner = owner
+        }
+
+        private enum CodingKeys: String, CodingKey { case bucket, source, target, phase, owner }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            bucket = try c.decode(Int.self, forKey: .bucket)
+            source = try c.decodeIfPresent(String.self, forKey: .source)
+            target = try c.decode(String.self, forKey: .target)
+            phase = try c.decode(Phase.self, forKey: .phase)
+            owner = try c.decodeIfPresent(String.self, forKey: .owner) ?? ""
         }
     }
 
@@ -102,6 +117,29 @@ public struct ClusterState: Codable, Sendable, Equatable {
     public var replicas: [[String]]
     /// Copies in progress.
     public var moves: [Move]
+    /// Even out the nodes (set by `Rebalance`, cleared once nothing is left to move), and how:
+    /// moves at once, bytes per second each copies (0: unthrottled). In the map so that
+    /// whichever coordinator runs the moves follows it.
+    public var balance = false
+    /// Move groups at once.
+    public var concurrentMoves = 1
+    /// Bytes per second a move copies; 0 is unthrottled.
+    public var rateBytesPerSecond: Double = 0
+
+    private enum CodingKeys: String, CodingKey { case epoch, buckets, replication, nodes, replicas, moves, balance, concurrentMoves, rateBytesPerSecond }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epoch = try c.decode(UInt64.self, forKey: .epoch)
+        buckets = try c.decode(Int.self, forKey: .buckets)
+        replication = try c.decode(Int.self, forKey: .replication)
+        nodes = try c.decode([Node].self, forKey: .nodes)
+        replicas = try c.decode([[String]].self, forKey: .replicas)
+        moves = try c.decode([Move].self, forKey: .moves)
+        balance = try c.decodeIfPresent(Bool.self, forKey: .balance) ?? false
+        concurrentMoves = try c.decodeIfPresent(Int.self, forKey: .concurrentMoves) ?? 1
+        rateBytesPerSecond = try c.decodeIfPresent(Double.self, forKey: .rateBytesPerSecond) ?? 0
+    }
 
     /// The state a cluster file describes: epoch 1, its shards active, each bucket on its
     /// assigned shard and the next `replication - 1` shards after it.
@@ -166,18 +204,27 @@ public struct ClusterState: Codable, Sendable, Equatable {
         return Array(try encoder.encode(state))
     }
 
-    /// Writes the state to `path` atomically, with its checksum.
-    public func save(_ path: String) throws {
+    /// The state as its file holds it: JSON with a CRC32C over the canonical encoding.
+    public func encodedFile() throws -> [UInt8] {
         let body = try Self.canonical(self)
         let crc = body.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress, $0.count) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        try FileIO.writeAtomically(Array(try encoder.encode(Stored(crc32c: crc, state: self))), to: path)
+        return Array(try encoder.encode(Stored(crc32c: crc, state: self)))
+    }
+
+    /// Writes the state to `path` atomically, with its checksum.
+    public func save(_ path: String) throws {
+        try FileIO.writeAtomically(try encodedFile(), to: path)
     }
 
     /// Reads a state written by `save`; a damaged or inconsistent file is an error naming it.
     public static func load(_ path: String) throws -> ClusterState {
-        let bytes = try FileIO.readWholeFile(path, maximumBytes: 256 << 20)
+        try decode(try FileIO.readWholeFile(path, maximumBytes: 256 << 20), path: path)
+    }
+
+    /// A state from the bytes `encodedFile` made; damage is an error naming `path`.
+    public static func decode(_ bytes: [UInt8], path: String) throws -> ClusterState {
         let stored: Stored
         do { stored = try JSONDecoder().decode(Stored.self, from: Data(bytes)) } catch {
             throw ClusterMapError(path: path, problem: "not a cluster state file: \(error)")

@@ -22,39 +22,64 @@ extension Coordinator {
         }
     }
 
-    /// Applies `change` to the map as one new epoch: kept durably first, then published to
-    /// new requests. Returns the new state; nothing changes when `change` throws or when it
-    /// leaves the state as it was (no new epoch).
+    /// Applies `change` to the map as one new epoch: kept durably first (in the store, by a
+    /// compare-and-swap on its version), then published to new requests. When another
+    /// coordinator changed the map first, the newer map is taken and `change` applied to it
+    /// again (a change whose preconditions no longer hold throws). Returns the new state;
+    /// nothing changes when `change` throws or leaves the state as it was (no new epoch).
     @discardableResult
-    func changeMap(_ reason: String, _ change: (inout ClusterState) throws -> Void) throws -> ClusterState {
-        try mapChanges.withLock { _ in
-            guard statePath != nil else {
-                // Shards remember the newest epoch; one this coordinator forgot at a restart would
-                // lock it out of every node. Without a state folder the map stays the cluster file's.
-                throw WireError(.unavailable, "the cluster map cannot change (\(reason)): this coordinator keeps no state folder (--state)")
-            }
-            let current = routing.state
-            var next = current
-            try change(&next)
-            next.epoch = current.epoch
-            guard next != current else { return current }
-            next.epoch = current.epoch + 1
-            try next.validate(path: statePath ?? "cluster map")
-            if let statePath {
-                do { try next.save(statePath) } catch {
-                    throw WireError(.storage, "keeping cluster map epoch \(next.epoch) in \(statePath): \(error)")
+    func changeMap(_ reason: String, _ change: (inout ClusterState) throws -> Void) async throws -> ClusterState {
+        try await mapGate.run {
+            for _ in 0..<5 {
+                let current = routing.state
+                var next = current
+                try change(&next)
+                next.epoch = current.epoch
+                guard next != current else { return current }
+                next.epoch = current.epoch + 1
+                try next.validate(path: store.description)
+                let expected = mapVersion.withLock { $0 }
+                guard let version = try await store.replace(next, expecting: expected) else {
+                    try await refreshMap()   // another coordinator got there first
+                    continue
                 }
+                publish(next, version: version)
+                logger.info("cluster map changed", metadata: ["epoch": "\(next.epoch)", "why": "\(reason)"])
+                return next
             }
-            let made = Routing(state: next, links: next.nodes.map { link(for: $0) }, zone: options.zone)
-            currentRouting.withLock { $0 = made }
-            logger.info("cluster map changed", metadata: ["epoch": "\(next.epoch)", "why": "\(reason)"])
-            // Nodes keep a newer epoch durably (an fsync) before serving a request of it: told
-            // now, so that the next search does not wait for that.
-            let loop = group.next()
-            for (i, node) in next.nodes.enumerated() where node.state != .down {
-                _ = made.links[i].send(.health, timeout: .seconds(1), epoch: next.epoch, on: loop)
+            throw WireError(.unavailable, "the cluster map kept changing under this change (\(reason)); try again")
+        }
+    }
+
+    /// Makes `state` (kept at `version`) the routing of new requests, and tells the nodes.
+    func publish(_ state: ClusterState, version: Int64) {
+        let made = Routing(state: state, links: state.nodes.map { link(for: $0) }, zone: options.zone)
+        currentRouting.withLock { routing in
+            guard state.epoch > routing.state.epoch else { return }
+            routing = made
+            mapVersion.withLock { $0 = version }
+        }
+        // Nodes keep a newer epoch durably (an fsync) before serving a request of it: told
+        // now, so that the next search does not wait for that.
+        let loop = group.next()
+        for (i, node) in state.nodes.enumerated() where node.state != .down {
+            _ = made.links[i].send(.health, timeout: .seconds(1), epoch: state.epoch, on: loop)
+        }
+    }
+
+    /// Takes the kept map when it is newer than this coordinator's (another one changed it).
+    func refreshMap() async throws {
+        guard let (state, version) = try await store.load() else { return }
+        if state.epoch > routing.state.epoch { publish(state, version: version) }
+    }
+
+    /// With etcd: follows the map other coordinators change (every 200 ms).
+    func followMap() async {
+        while !Task.isCancelled {
+            do { try await refreshMap() } catch {
+                logger.warning("cannot read the cluster map", metadata: ["store": "\(store.description)", "error": "\(error)"])
             }
-            return next
+            do { try await Task.sleep(for: .milliseconds(200)) } catch { return }
         }
     }
 
@@ -102,9 +127,9 @@ extension Coordinator {
     /// the map as it is when the change is made, not as the write saw it: each bucket must keep
     /// at least `minimumWriteCopies` listed, up copies that took the write, or nothing changes
     /// and this throws (the write then fails rather than rest on a copy the map forgot).
-    func markDown(_ nodes: Set<Int>, routing: Routing, because reason: String, acknowledged: [Int: Set<String>] = [:]) throws {
+    func markDown(_ nodes: Set<Int>, routing: Routing, because reason: String, acknowledged: [Int: Set<String>] = [:]) async throws {
         let names = Set(nodes.map { routing.name($0) })
-        try changeMap("\(names.sorted().joined(separator: ", ")) down: \(reason)") { state in
+        try await changeMap("\(names.sorted().joined(separator: ", ")) down: \(reason)") { state in
             for i in state.nodes.indices where names.contains(state.nodes[i].name) { state.nodes[i].state = .down }
             let down = Set(state.nodes.filter { $0.state == .down }.map(\.name))
             for b in state.replicas.indices {

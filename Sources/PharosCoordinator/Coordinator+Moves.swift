@@ -86,7 +86,10 @@ extension Coordinator {
             moveProgress.withLock { $0.copied[keys[0]] = nil }
         }
         let name = moves.count == 1 ? "bucket \(first.bucket)" : "\(moves.count) buckets (\(first.bucket)...)"
+        let owner = "\(moverIdentity) \(UUID().uuidString.prefix(8))"
+        let moves = moves.map { m in var m = m; m.owner = owner; return m }
         func isMine(_ m: ClusterState.Move) -> Bool { m.target == target && buckets.contains(m.bucket) }
+        func isThisRun(_ m: ClusterState.Move) -> Bool { isMine(m) && m.owner == owner }
         do {
             if let served = moves.first(where: { routing.state.replicas[$0.bucket].contains(target) }) {
                 throw WireError(.invalidArgument, "\(target) already serves bucket \(served.bucket)")
@@ -95,7 +98,7 @@ extension Coordinator {
             // them), and the target starts receiving: from then on it notes the keys clients
             // write to these buckets, through any coordinator, and keeps streamed pages off them.
             _ = try await call(target, .bucketDrop(mask, receive: true), within: options.writeDeadline)
-            let started = try changeMap("copy \(name) to \(target)") { state in
+            let started = try await changeMap("copy \(name) to \(target)") { state in
                 for move in moves where !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == target }) {
                     guard !state.replicas[move.bucket].contains(target) else {
                         throw WireError(.invalidArgument, "\(target) already serves bucket \(move.bucket)")
@@ -112,8 +115,9 @@ extension Coordinator {
             // its answer, and every one so far reached the target.
             let flipped = try await moveGuard.gate.run { () throws -> ClusterState in
                 try await waitForWrites(moveGuard)
-                return try changeMap("\(name) flipped to \(target)") { state in
-                    let copying = state.moves.filter { isMine($0) && $0.phase == .copying }.count
+                guard movesHere.withLock({ $0 }) else { throw WireError(.unavailable, "this coordinator no longer runs the moves") }
+                return try await changeMap("\(name) flipped to \(target)") { state in
+                    let copying = state.moves.filter { isThisRun($0) && $0.phase == .copying }.count
                     guard copying == moves.count, state.node(target)?.state == .active else {
                         throw WireError(.unavailable, "the copy of \(name) to \(target) was abandoned meanwhile")
                     }
@@ -141,8 +145,8 @@ extension Coordinator {
             }
         } catch {
             // Abandon the copies: the target's partial entries serve nothing and go at the next attempt.
-            _ = try? changeMap("copy of \(name) to \(target) abandoned") { state in
-                state.moves.removeAll { isMine($0) && $0.phase == .copying }
+            _ = try? await changeMap("copy of \(name) to \(target) abandoned") { state in
+                state.moves.removeAll { isThisRun($0) && $0.phase == .copying }
             }
             moveProgress.withLock { $0.lastProblem = "\(name) to \(target): \(error)" }
             throw error
@@ -172,7 +176,7 @@ extension Coordinator {
             }
         }
         let done = Set(moves.map(MoveKey.init))
-        try changeMap("\(moves.count) buckets dropped from their old nodes") { state in
+        try await changeMap("\(moves.count) buckets dropped from their old nodes") { state in
             state.moves.removeAll { $0.phase == .dropping && done.contains(MoveKey($0)) }
         }
     }
@@ -189,6 +193,10 @@ extension Coordinator {
         // Bounded: a bucket holds at most every key of the cluster, a page is 1,024 of them.
         for _ in 0..<(Int(UInt32.max) / Self.movePageEntries) {
             if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(move.target)") }
+            // Another coordinator may have taken the moves over (and restarted this copy).
+            guard movesHere.withLock({ $0 }), routing.state.moves.contains(where: { $0 == move }) else {
+                throw WireError(.unavailable, "the copy of bucket \(move.bucket) to \(move.target) is no longer this coordinator's")
+            }
             let source = try readableCopy(of: moves)
             let reply = try await call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: Self.movePageEntries)),
                                        within: options.writeDeadline)

@@ -2,16 +2,6 @@ import Foundation
 import PharosRouting
 import PharosWire
 
-/// What the mover is asked to do beyond repairs.
-struct MoverSettings: Sendable {
-    /// Even out bucket copies per node (set by `Rebalance`, cleared when nothing is left to move).
-    var balance = false
-    /// Moves at once.
-    var concurrentMoves = 1
-    /// Bytes per second each move copies; 0 is unthrottled.
-    var rateBytesPerSecond: Double = 0
-}
-
 /// Nodes joining, leaving, failing and returning, and the background mover that keeps every
 /// bucket at its replication factor (re-copying what a lost node held), drains leaving nodes
 /// and, when asked, evens out the load.
@@ -35,7 +25,7 @@ extension Coordinator {
         do {
             _ = try await link.call(.health, timeout: options.healthDeadline)
             try await prepare(link, name: addition.name)
-            try changeMap("\(addition.name) joins") { $0.nodes.append(node) }
+            try await changeMap("\(addition.name) joins") { $0.nodes.append(node) }
         } catch {
             linkPool.withLock { pool in if pool[addition.name] === link { pool[addition.name] = nil } }
             await link.close()
@@ -77,7 +67,7 @@ extension Coordinator {
             throw WireError(.invalidArgument, "removing \(name) would leave \(others) active nodes for replication \(routing.state.replication): add a node or lower the replication first")
         }
         if node.state != .draining || !node.leaving {
-            try changeMap("\(name) draining") { state in
+            try await changeMap("\(name) draining") { state in
                 if let i = state.nodes.firstIndex(where: { $0.name == name }) {
                     state.nodes[i].leaving = true
                     if state.nodes[i].state != .down { state.nodes[i].state = .draining }
@@ -98,13 +88,14 @@ extension Coordinator {
             guard request.replication >= routing.state.replication else {
                 throw WireError(.invalidArgument, "lowering the replication (\(routing.state.replication) to \(request.replication)) is not supported yet")
             }
-            try changeMap("replication \(request.replication)") { $0.replication = request.replication }
+            try await changeMap("replication \(request.replication)") { $0.replication = request.replication }
         }
         moveProgress.withLock { $0.pending = MovePlanner.plan(routing.state, balance: true).count }
-        moverSettings.withLock {
-            $0.balance = true
-            $0.concurrentMoves = Swift.max(1, request.maximumConcurrentMoves)
-            $0.rateBytesPerSecond = request.rateMegabytes * 1_000_000
+        // In the map: whichever coordinator runs the moves follows it.
+        try await changeMap("rebalance") { state in
+            state.balance = true
+            state.concurrentMoves = Swift.max(1, request.maximumConcurrentMoves)
+            state.rateBytesPerSecond = request.rateMegabytes * 1_000_000
         }
         wakeMover()
         return await clusterReport()
@@ -115,17 +106,50 @@ extension Coordinator {
 
     /// The mover: every 250 ms (or when woken) it brings down nodes back, finishes drops,
     /// removes drained nodes, and runs the moves the planner gives until there are none.
+    ///
+    /// With several coordinators (etcd), only the one holding the mover lease does this; one
+    /// that takes the role over starts the copies it finds in the map again (their streams
+    /// died with the coordinator that ran them).
     func moverLoop() async {
         var lastProbe = ContinuousClock.now - .seconds(10)
+        var held = false
         while !Task.isCancelled {
             let woken = moverWake.withLock { w in defer { w = false }; return w }
-            if !woken { try? await Task.sleep(for: .milliseconds(250)) }
+            if !woken {
+                do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
+            }
             if Task.isCancelled { return }
+            let holds = movesHere.withLock { $0 }
+            if holds && !held { await takeOverMoves() }
+            held = holds
+            guard holds else { continue }
             if ContinuousClock.now - lastProbe >= .seconds(1) {
                 lastProbe = ContinuousClock.now
                 await probeDownNodes()
             }
             await moverStep()
+        }
+    }
+
+    /// Keeps the mover role (renewed every second, apart from the moves themselves, which may
+    /// take longer than the role's lease).
+    func leaseLoop() async {
+        while !Task.isCancelled {
+            let holds = await store.holdsMoverRole()
+            movesHere.withLock { $0 = holds }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+
+    /// Copies left in the map by the coordinator that ran moves before (this one before a
+    /// restart, or another one) start again; their flipped buckets' drops carry on.
+    func takeOverMoves() async {
+        try? await refreshMap()
+        guard routing.state.moves.contains(where: { $0.phase == .copying }) else { return }
+        do {
+            try await changeMap("copies of the previous mover start again") { state in state.moves.removeAll { $0.phase == .copying } }
+        } catch {
+            logger.warning("cannot clear the previous mover's copies", metadata: ["error": "\(error)"])
         }
     }
 
@@ -141,12 +165,14 @@ extension Coordinator {
                 moveProgress.withLock { $0.lastProblem = "dropping \(dropping.count) moved buckets from their old nodes: \(error)" }
             }
         }
-        removeDrainedNodes()
-        let settings = moverSettings.withLock { $0 }
+        await removeDrainedNodes()
+        let settings = routing.state
         let plan = MovePlanner.plan(routing.state, balance: settings.balance)
         moveProgress.withLock { $0.pending = plan.count }
         if plan.isEmpty {
-            if settings.balance, routing.state.moves.isEmpty { moverSettings.withLock { $0.balance = false } }
+            if settings.balance, routing.state.moves.isEmpty {
+                _ = try? await changeMap("balanced") { $0.balance = false }
+            }
             return
         }
         // Up to `concurrentMoves` groups of moves that share a source (for a new copy: the node
@@ -212,14 +238,14 @@ extension Coordinator {
                 if stale.cardinality > 0 {
                     _ = try await call(node.name, .bucketDrop(BucketMask(count: stale.count, bits: stale.mask)), within: options.writeDeadline)
                 }
-                try changeMap("\(node.name) answers again") { state in
+                try await changeMap("\(node.name) answers again") { state in
                     if let i = state.nodes.firstIndex(where: { $0.name == node.name }), state.nodes[i].state == .down {
                         state.nodes[i].state = state.nodes[i].leaving ? .draining : .active
                     }
                 }
                 // Its buckets were copied elsewhere meanwhile: even the nodes out again, so it
                 // serves its share (buckets redistribute themselves when a node comes back).
-                moverSettings.withLock { $0.balance = true }
+                try await changeMap("even out after \(node.name) came back") { $0.balance = true }
                 wakeMover()
             } catch {
                 moveProgress.withLock { $0.lastProblem = "\(node.name) answers but cannot rejoin: \(error)" }
@@ -228,14 +254,14 @@ extension Coordinator {
     }
 
     /// Draining nodes that serve no bucket and take part in no move leave the map.
-    private func removeDrainedNodes() {
+    private func removeDrainedNodes() async {
         let state = routing.state
         let empty = state.nodes.filter { node in
             node.state == .draining && !state.replicas.contains { $0.contains(node.name) }
                 && !state.moves.contains { $0.source == node.name || $0.target == node.name }
         }.map(\.name)
         guard !empty.isEmpty else { return }
-        _ = try? changeMap("\(empty.joined(separator: ", ")) drained and removed") { state in
+        _ = try? await changeMap("\(empty.joined(separator: ", ")) drained and removed") { state in
             state.nodes.removeAll { empty.contains($0.name) }
         }
     }

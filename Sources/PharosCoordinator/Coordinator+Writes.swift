@@ -65,7 +65,8 @@ extension Coordinator {
         for attempt in 1...3 {
             let routing = enter()
             defer { leave(routing.state.epoch) }
-            switch try await writeOnce(keys, routing: routing, within: deadline - ContinuousClock.now, message) {
+            let last = attempt == 3 || ContinuousClock.now + .milliseconds(1) >= deadline
+            switch try await writeOnce(keys, routing: routing, within: deadline - ContinuousClock.now, finalAttempt: last, message) {
             case let .done(replies): return replies
             case let .stale(error) where attempt < 3 && ContinuousClock.now < deadline:
                 logger.info("write raced a map change; sent again", metadata: ["epoch": "\(routing.state.epoch)", "reason": "\(error.message)"])
@@ -80,7 +81,7 @@ extension Coordinator {
         case stale(WireError)
     }
 
-    private func writeOnce(_ keys: [String], routing: Routing, within timeout: Duration,
+    private func writeOnce(_ keys: [String], routing: Routing, within timeout: Duration, finalAttempt: Bool,
                            _ message: ([Int]) -> WireMessage) async throws -> WriteAttempt {
         let (groups, unplaced) = routing.writeGroups(keys)
         if let row = unplaced.first {
@@ -115,10 +116,12 @@ extension Coordinator {
                 refused.append((node, error))
             }
         }
-        // A move whose target missed its part cannot be trusted to hold the bucket.
+        // A move whose target missed its part cannot be trusted to hold the bucket (the stream
+        // leaves the key out). A write answered STALE_MAP is sent again, marked again, unless
+        // this was the last try: then it failed, and the copy too.
         let failedTargets = Set(lost.keys.map { routing.name($0) } + refused.map { routing.name($0.0) })
         for moveGuard in guards {
-            if failedTargets.contains(moveGuard.target) || stale != nil { moveGuard.failed.withLock { $0 = true } }
+            if failedTargets.contains(moveGuard.target) || (stale != nil && finalAttempt) { moveGuard.failed.withLock { $0 = true } }
             moveGuard.pending.withLock { $0 -= 1 }
         }
         if !refused.isEmpty {
@@ -138,7 +141,7 @@ extension Coordinator {
         let lostCopies = Set(lost.keys)
         guard !lostCopies.isEmpty else { return .done(replies) }
         do {
-            try markDown(lostCopies, routing: routing, because: named,
+            try await markDown(lostCopies, routing: routing, because: named,
                          acknowledged: Dictionary(uniqueKeysWithValues: touched.map { ($0, took[$0] ?? []) }))
         } catch {
             throw WireError(.unavailable, "\(named); and marking those nodes down failed: \(error)")

@@ -44,6 +44,8 @@ public final class Coordinator: WireService, Sendable {
         public var nodeHosts = NodeHostPolicy.knownAndLoopback
         /// The coordinator's zone label: reads prefer copies on nodes of this zone (empty: none).
         public var zone = ""
+        /// Keep the map in etcd, shared by several coordinators (nil: the state folder).
+        public var etcd: EtcdSettings?
         /// With copies, a node's share of a search is asked of the other copies when the node
         /// has not answered after the 95th percentile of recent answer times, but never sooner
         /// than this (so ordinary jitter does not double the load).
@@ -65,20 +67,30 @@ public final class Coordinator: WireService, Sendable {
     let currentRouting: Mutex<Routing>
     /// One link per node name, kept across epochs.
     let linkPool = Mutex<[String: ShardLink]>([:])
-    /// Serialises map changes (each is one new epoch, kept before it is published).
-    let mapChanges = Mutex<Void>(())
     /// Requests running, by the epoch they were routed with.
     let inFlight = Mutex<[UInt64: Int]>([:])
     /// The guards of copies in progress.
     let moveGuards = Mutex<[MoveKey: MoveGuard]>([:])
     /// What the mover reports.
     let moveProgress = Mutex(MoveProgress())
-    /// What the mover is asked to do.
-    let moverSettings = Mutex(MoverSettings())
     /// Set to make the mover look for work at once.
     let moverWake = Mutex(false)
     /// The background mover, cancelled by `close`.
     let mover = Mutex<Task<Void, Never>?>(nil)
+    /// With etcd: the task that follows the map other coordinators change.
+    let watcher = Mutex<Task<Void, Never>?>(nil)
+    /// With etcd: the task that keeps the mover role while this coordinator has it.
+    let leaseKeeper = Mutex<Task<Void, Never>?>(nil)
+    /// This coordinator in move owners and the mover key (its name and a per-process id).
+    let moverIdentity: String
+    /// Where the map is kept.
+    let store: any MapStore
+    /// The kept map's version (the store's, for compare-and-swap).
+    let mapVersion: Mutex<Int64>
+    /// Serialises this coordinator's map changes (each is one new epoch, kept before it is published).
+    let mapGate = AsyncGate()
+    /// Whether this coordinator ran the moves at its mover's last look.
+    let movesHere = Mutex(false)
     /// The collection's trained state (the file shards were given), to give nodes that join.
     let keptTrainedState: Mutex<[UInt8]?>
     /// Recent answer times of shard searches (the hedge delay).
@@ -99,33 +111,69 @@ public final class Coordinator: WireService, Sendable {
     /// File name of the kept trained state inside the state folder.
     public static let trainedStateFileName = "trained-state.phx"
 
-    /// A coordinator for `map`, connecting to shards on `group`. With a state folder, a
-    /// whitening kept there by an earlier run is loaded (a damaged file is an error, never skipped).
-    public init(map: ClusterMap, group: any EventLoopGroup, options: Options = Options(),
-                logger: Logger = Logger(label: "pharos.coordinator")) throws {
+    /// A coordinator for `map`, connecting to shards on `group`. With a state folder, the map,
+    /// trained state and whitening kept there by an earlier run are loaded (a damaged file is an
+    /// error, never skipped). With etcd (`options.etcd`), use `connect`, which reads the map
+    /// there first.
+    public convenience init(map: ClusterMap, group: any EventLoopGroup, options: Options = Options(),
+                            logger: Logger = Logger(label: "pharos.coordinator")) throws {
+        guard options.etcd == nil else {
+            throw ClusterMapError(path: "coordinator", problem: "a coordinator with etcd is made by Coordinator.connect")
+        }
+        var state = ClusterState(map: map)
+        let store: any MapStore
+        if let stateDirectory = options.stateDirectory {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            let path = stateDirectory + "/" + ClusterState.fileName
+            store = FileMapStore(path: path)
+            if FileManager.default.fileExists(atPath: path) {
+                state = try ClusterState.load(path)
+            } else {
+                try state.save(path)
+            }
+        } else {
+            store = FixedMapStore()
+        }
+        try self.init(map: map, group: group, options: options, logger: logger, store: store, state: state, version: Int64(state.epoch))
+    }
+
+    /// A coordinator whose cluster map lives in etcd (`options.etcd`): the map kept there, or
+    /// the cluster file's first epoch when there is none yet (written there if no other
+    /// coordinator wrote one first).
+    public static func connect(map: ClusterMap, group: any EventLoopGroup, options: Options,
+                               logger: Logger = Logger(label: "pharos.coordinator")) async throws -> Coordinator {
+        guard let etcd = options.etcd else { return try Coordinator(map: map, group: group, options: options, logger: logger) }
+        let store = EtcdMapStore(client: EtcdClient(endpoints: etcd.endpoints, group: group), prefix: etcd.prefix, name: etcd.name)
+        for _ in 0..<5 {
+            if let (state, version) = try await store.load() {
+                return try Coordinator(map: map, group: group, options: options, logger: logger, store: store, state: state, version: version)
+            }
+            let first = ClusterState(map: map)
+            if let version = try await store.replace(first, expecting: nil) {
+                return try Coordinator(map: map, group: group, options: options, logger: logger, store: store, state: first, version: version)
+            }
+        }
+        throw ClusterMapError(path: store.description, problem: "the map could not be read or written")
+    }
+
+    init(map: ClusterMap, group: any EventLoopGroup, options: Options, logger: Logger, store: any MapStore,
+         state: ClusterState, version: Int64) throws {
         self.map = map
         self.options = options
         self.group = group
         self.logger = logger
-        var state = ClusterState(map: map)
+        self.store = store
+        moverIdentity = (store as? EtcdMapStore)?.name ?? "coordinator"
+        guard state.buckets == map.buckets else {
+            throw ClusterMapError(path: store.description, problem: "the kept map has \(state.buckets) buckets, the cluster file \(map.buckets): a bucket count never changes")
+        }
+        mapVersion = Mutex(version)
         var trained: [UInt8]?
         if let stateDirectory = options.stateDirectory {
             try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-            let path = stateDirectory + "/" + ClusterState.fileName
-            if FileManager.default.fileExists(atPath: path) {
-                state = try ClusterState.load(path)
-                guard state.buckets == map.buckets else {
-                    throw ClusterMapError(path: path, problem: "the kept map has \(state.buckets) buckets, the cluster file \(map.buckets): a bucket count never changes")
-                }
-            } else {
-                try state.save(path)
-            }
             let trainedPath = stateDirectory + "/" + Self.trainedStateFileName
             if FileManager.default.fileExists(atPath: trainedPath) { trained = try FileIO.readWholeFile(trainedPath) }
         }
-        // A copy in progress when the coordinator stopped starts again from the beginning
-        // (its guard of client writes is gone); drops of flipped buckets carry on.
-        state.moves.removeAll { $0.phase == .copying }
         keptTrainedState = Mutex(trained)
         var pool: [String: ShardLink] = [:]
         for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group) }
@@ -142,7 +190,17 @@ public final class Coordinator: WireService, Sendable {
         }
         installedSpace = Mutex(try Self.space(of: map, whitening: whitening, source: options.stateDirectory.map { $0 + "/" + Self.whiteningFileName } ?? ""))
         if options.runsMover {
+            if store is EtcdMapStore {
+                leaseKeeper.withLock { $0 = Task { [weak self] in await self?.leaseLoop() } }
+            } else {
+                movesHere.withLock { $0 = true }
+            }
             mover.withLock { $0 = Task { [weak self] in await self?.moverLoop() } }
+        } else {
+            movesHere.withLock { $0 = true }   // tests step the mover themselves
+        }
+        if store is EtcdMapStore {
+            watcher.withLock { $0 = Task { [weak self] in await self?.followMap() } }
         }
     }
 
@@ -196,9 +254,10 @@ public final class Coordinator: WireService, Sendable {
     }
 
     public func close() async {
-        let task = mover.withLock { $0 }
-        task?.cancel()
-        await task?.value
+        for task in [mover.withLock { $0 }, watcher.withLock { $0 }, leaseKeeper.withLock { $0 }].compactMap({ $0 }) {
+            task.cancel()
+            await task.value
+        }
         for link in linkPool.withLock({ Array($0.values) }) { await link.close() }
     }
 
@@ -323,5 +382,22 @@ public final class Coordinator: WireService, Sendable {
         // Ready when every bucket has a copy on a node that answered ready.
         ready = !replies.isEmpty && routing.readers.allSatisfy { $0.contains(where: answering.contains) }
         return .healthResult(ready: ready, status: lines.joined(separator: "; "))
+    }
+}
+
+/// Where a coordinator finds the etcd cluster that keeps the map.
+public struct EtcdSettings: Sendable {
+    /// Client addresses of the etcd members.
+    public var endpoints: [(host: String, port: Int)]
+    /// Key prefix of this Pharos cluster (several may share one etcd).
+    public var prefix: String
+    /// This coordinator's name (unique among the cluster's coordinators).
+    public var name: String
+
+    /// Settings.
+    public init(endpoints: [(host: String, port: Int)], prefix: String = "/pharos/default", name: String) {
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.name = name
     }
 }

@@ -23,6 +23,9 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "A host AddNode may name besides loopback and the map's own hosts (repeatable; '*' allows any).") var allowNodeHost: [String] = []
     @Option(help: "Copies that must acknowledge a write when others are unreachable (those are marked down).") var minimumWriteCopies: Int = 1
     @Option(help: "This coordinator's zone label: reads prefer copies on nodes of the same zone (add-shard --zone).") var zone: String = ""
+    @Option(help: "Keep the cluster map in etcd (HOST:PORT of its members, comma-separated), shared by several coordinators; the one holding the mover lease runs bucket moves.") var etcd: String?
+    @Option(help: "With --etcd: the key prefix of this cluster.") var etcdPrefix: String = "/pharos/default"
+    @Option(help: "With --etcd: this coordinator's name, unique among the cluster's coordinators (default: the host name and port).") var name: String?
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @OptionGroup var server: ServerOptions
 
@@ -43,7 +46,12 @@ struct PharosCoordinatorCommand: ParsableCommand {
         options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
         options.minimumWriteCopies = minimumWriteCopies
         options.zone = zone
-        let coordinator = try Coordinator(map: map, group: group, options: options, logger: logger)
+        if let etcd {
+            let endpoints = try EtcdClient.endpoints(etcd)
+            options.etcd = EtcdSettings(endpoints: endpoints, prefix: etcdPrefix, name: name ?? "\(ProcessInfo.processInfo.hostName):\(port)")
+        }
+        let settings = options
+        let coordinator = try runBlocking { try await Coordinator.connect(map: map, group: group, options: settings, logger: logger) }
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")
     }

@@ -64,7 +64,7 @@ import Testing
             await cluster.coordinator.probeDownNodes()
             await cluster.coordinator.moverStep()
             let state = cluster.coordinator.routing.state
-            if state.moves.isEmpty, MovePlanner.plan(state, balance: cluster.coordinator.moverSettings.withLock { $0.balance }).isEmpty,
+            if state.moves.isEmpty, MovePlanner.plan(state, balance: state.balance).isEmpty,
                !everyNodeUp || state.nodes.allSatisfy({ $0.state == .active }) { return }
             if state.epoch == before { try await Task.sleep(for: .milliseconds(50)) }   // waiting out a failed move's pause
         }
@@ -171,7 +171,7 @@ import Testing
             #expect(partials == 0 && duplicates == 0)
             for _ in 0..<600 {   // at most 60 s
                 report = try await Self.report(cluster)
-                if report.moves.isEmpty && report.movesPending == 0 && cluster.coordinator.moverSettings.withLock({ !$0.balance }) { break }
+                if report.moves.isEmpty && report.movesPending == 0 && !cluster.coordinator.routing.state.balance { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
             let perNode = report.nodes.map(\.buckets)
