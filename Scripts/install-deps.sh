@@ -21,6 +21,7 @@ packages=(
   util-linux           # unshare (tests that need private namespaces)
   strace               # Scripts/fd-audit.sh: no descriptor is closed twice
   protobuf-compiler python3-protobuf  # Scripts/wire-fuzz.py and Benchmarks/head_of_line.py: clients from the .proto alone
+  etcd-server etcd-client  # the cluster map shared by several coordinators (pharos-coordinator --etcd; Scripts/etcd-test.sh)
 )
 
 missing=()

@@ -153,7 +153,10 @@ extension Coordinator {
                 // A node that saw a newer map than this round's: the round runs again on it.
                 let stale = outcomes.contains { if case let .failure(e) = $0.1 { return e.code == .staleMap } else { return false } }
                 if stale && attempt <= 2 && deadline.remaining > .zero {
-                    return self.round(queries, request: request, deadline: deadline, on: loop, attempt: attempt + 1)
+                    // The map another coordinator changed is read first (a no-op with one coordinator).
+                    return loop.makeFutureWithTask { try? await self.refreshMap() }.flatMap {
+                        self.round(queries, request: request, deadline: deadline, on: loop, attempt: attempt + 1)
+                    }
                 }
                 return loop.makeCompletedFuture { try self.merged(outcomes, queries: queries.count, request: request, routing: routing) }
             }

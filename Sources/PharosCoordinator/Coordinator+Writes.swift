@@ -70,6 +70,7 @@ extension Coordinator {
             case let .done(replies): return replies
             case let .stale(error) where attempt < 3 && ContinuousClock.now < deadline:
                 logger.info("write raced a map change; sent again", metadata: ["epoch": "\(routing.state.epoch)", "reason": "\(error.message)"])
+                try? await refreshMap()   // the map another coordinator changed (a no-op with one)
             case let .stale(error): throw WireError(.unavailable, "the cluster map kept changing under the write: \(error.message)")
             }
         }
