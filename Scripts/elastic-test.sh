@@ -28,44 +28,12 @@ if [ "${1:-}" != "--inside" ]; then
 fi
 bin=$2
 entries=$3
-mount --make-rprivate /
-mkdir -p /run/netns && mount -t tmpfs netns /run/netns
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  set +e
-  touch "$work/stop"
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break; sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' TERM INT
-export OPENBLAS_NUM_THREADS=1
-fail() { echo "elastic-test: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -5 "$f"; done; exit 1; }
-
-ip link set lo up
-ip link add br0 type bridge && ip link set br0 up && ip addr add 10.77.0.1/24 dev br0
-host() {  # name, address
-  ip netns add "$1"
-  ip link add "v-$1" type veth peer name eth0 netns "$1"
-  ip link set "v-$1" master br0 up
-  ip -n "$1" addr add "$2/24" dev eth0
-  ip -n "$1" link set eth0 up
-  ip -n "$1" link set lo up
-}
+name=elastic-test
+source Scripts/netns-lib.sh
+netns_bridge 10.77.0
 host coord 10.77.0.10
 for i in 0 1 2 3 4; do host "s$i" "10.77.0.2$i"; done
 
-wait_listening() {  # log file
-  for _ in $(seq 1 100); do grep -q "listening on" "$1" && return 0; sleep 0.1; done
-  fail "a server did not start: $1"
-}
 declare -a shard_pid
 start_shard() {  # index
   : >"$work/s$1.log"

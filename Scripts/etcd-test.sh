@@ -26,37 +26,9 @@ if [ "${1:-}" != "--inside" ]; then
   exec timeout 300 unshare -n -m bash "$0" --inside "$bin"
 fi
 bin=$2
-mount --make-rprivate /
-mkdir -p /run/netns && mount -t tmpfs netns /run/netns
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  set +e
-  touch "$work/stop"
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break; sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' TERM INT
-export OPENBLAS_NUM_THREADS=1
-fail() { echo "etcd-test: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -5 "$f"; done; exit 1; }
-
-ip link set lo up
-ip link add br0 type bridge && ip link set br0 up && ip addr add 10.78.0.1/24 dev br0
-host() {  # name, address
-  ip netns add "$1"
-  ip link add "v-$1" type veth peer name eth0 netns "$1"
-  ip link set "v-$1" master br0 up
-  ip -n "$1" addr add "$2/24" dev eth0
-  ip -n "$1" link set eth0 up
-  ip -n "$1" link set lo up
-}
+name=etcd-test
+source Scripts/netns-lib.sh
+netns_bridge 10.78.0
 for i in 0 1 2; do host "e$i" "10.78.0.1$i"; done
 host c0 10.78.0.20; host c1 10.78.0.21
 for i in 0 1 2 3; do host "s$i" "10.78.0.3$i"; done
@@ -73,10 +45,6 @@ for i in 0 1 2; do
 done
 endpoints=10.78.0.10:2379,10.78.0.11:2379,10.78.0.12:2379
 
-wait_listening() {  # log file
-  for _ in $(seq 1 100); do grep -q "listening on" "$1" && return 0; sleep 0.1; done
-  fail "a server did not start: $1"
-}
 for i in 0 1 2; do
   ip netns exec "s$i" "$bin/pharos-shard" serve --host "10.78.0.3$i" --port 7701 --data "$work/s$i" --name "s$i" >"$work/s$i.log" 2>&1 &
   pids+=("$!")
