@@ -97,7 +97,10 @@ extension Coordinator {
             // Partial copies left by an earlier attempt go first (the target serves nothing of
             // them), and the target starts receiving: from then on it notes the keys clients
             // write to these buckets, through any coordinator, and keeps streamed pages off them.
-            _ = try await call(target, .bucketDrop(mask, receive: true), within: options.writeDeadline)
+            guard !routing.state.moves.contains(where: { $0.target == target && buckets.contains($0.bucket) }) else {
+                throw WireError(.unavailable, "another copy of \(name) to \(target) is in the map")
+            }
+            _ = try await call(target, .bucketDrop(mask, receive: true, run: owner), within: options.writeDeadline)
             let started = try await changeMap("copy \(name) to \(target)") { state in
                 for move in moves where !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == target }) {
                     guard !state.replicas[move.bucket].contains(target) else {
@@ -115,7 +118,7 @@ extension Coordinator {
             // its answer, and every one so far reached the target.
             let flipped = try await moveGuard.gate.run { () throws -> ClusterState in
                 try await waitForWrites(moveGuard)
-                guard movesHere.withLock({ $0 }) else { throw WireError(.unavailable, "this coordinator no longer runs the moves") }
+                guard runsMovesNow else { throw WireError(.unavailable, "this coordinator no longer runs the moves") }
                 return try await changeMap("\(name) flipped to \(target)") { state in
                     let copying = state.moves.filter { isThisRun($0) && $0.phase == .copying }.count
                     guard copying == moves.count, state.node(target)?.state == .active else {
@@ -168,7 +171,18 @@ extension Coordinator {
     /// late one is refused by the source's epoch check, which the drop raises): one drop per source.
     func finishDrop(_ moves: [ClusterState.Move], after epoch: UInt64) async throws {
         _ = await drain(before: epoch, limit: options.writeDeadline)
-        let count = routing.state.buckets
+        // The map as it is now (another coordinator may have changed it meanwhile): only moves
+        // still dropping, from sources that neither serve those buckets again nor receive them.
+        try? await refreshMap()
+        let state = routing.state
+        let moves = moves.filter { m in
+            guard let source = m.source else { return false }
+            return state.moves.contains { $0.bucket == m.bucket && $0.target == m.target && $0.phase == .dropping }
+                && !state.replicas[m.bucket].contains(source)
+                && !state.moves.contains { $0.bucket == m.bucket && $0.target == source }
+        }
+        guard !moves.isEmpty else { return }
+        let count = state.buckets
         for (source, group) in Dictionary(grouping: moves, by: { $0.source ?? "" }) where !source.isEmpty {
             if routing.state.node(source).map({ $0.state != .down }) ?? false {
                 let buckets = BucketSet(count: count, buckets: group.map(\.bucket))
@@ -194,7 +208,7 @@ extension Coordinator {
         for _ in 0..<(Int(UInt32.max) / Self.movePageEntries) {
             if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(move.target)") }
             // Another coordinator may have taken the moves over (and restarted this copy).
-            guard movesHere.withLock({ $0 }), routing.state.moves.contains(where: { $0 == move }) else {
+            guard runsMovesNow, routing.state.moves.contains(where: { $0 == move }) else {
                 throw WireError(.unavailable, "the copy of bucket \(move.bucket) to \(move.target) is no longer this coordinator's")
             }
             let source = try readableCopy(of: moves)
@@ -206,7 +220,7 @@ extension Coordinator {
             try await moveGuard.gate.run {
                 let written = moveGuard.written.withLock { $0 }
                 let fresh = page.filter { !written.contains($0.key) }
-                if !fresh.isEmpty { _ = try await call(move.target, .bucketWrite(fresh), within: options.writeDeadline) }
+                if !fresh.isEmpty { _ = try await call(move.target, .bucketWrite(fresh, run: move.owner), within: options.writeDeadline) }
             }
             bytes += UInt64(pageBytes)
             entries += UInt64(page.count)
@@ -217,7 +231,7 @@ extension Coordinator {
                 if due > elapsed { try await Task.sleep(for: due - elapsed) }
             }
             if page.count < Self.movePageEntries {
-                _ = try await call(move.target, .bucketWrite([], finishing: mask), within: options.writeDeadline)
+                _ = try await call(move.target, .bucketWrite([], finishing: mask, run: move.owner), within: options.writeDeadline)
                 return (entries, bytes)
             }
         }

@@ -25,7 +25,10 @@ extension Coordinator {
         do {
             _ = try await link.call(.health, timeout: options.healthDeadline)
             try await prepare(link, name: addition.name)
-            try await changeMap("\(addition.name) joins") { $0.nodes.append(node) }
+            // Idempotent: a change applied again after an unanswered commit finds it done.
+            try await changeMap("\(addition.name) joins") { state in
+                if state.node(node.name) == nil { state.nodes.append(node) }
+            }
         } catch {
             linkPool.withLock { pool in if pool[addition.name] === link { pool[addition.name] = nil } }
             await link.close()
@@ -119,7 +122,7 @@ extension Coordinator {
                 do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
             }
             if Task.isCancelled { return }
-            let holds = movesHere.withLock { $0 }
+            let holds = runsMovesNow
             if holds && !held { await takeOverMoves() }
             held = holds
             guard holds else { continue }
@@ -133,12 +136,25 @@ extension Coordinator {
 
     /// Keeps the mover role (renewed every second, apart from the moves themselves, which may
     /// take longer than the role's lease).
+    ///
+    /// The role counts only until the lease could have lapsed, measured from before the renewal
+    /// was sent (`roleValidUntil`): a renewal that hangs cannot leave this coordinator moving
+    /// buckets after another one took the lease.
     func leaseLoop() async {
         while !Task.isCancelled {
+            let sent = ContinuousClock.now
             let holds = await store.holdsMoverRole()
+            let margin = Duration.milliseconds(500)
             movesHere.withLock { $0 = holds }
+            roleValidUntil.withLock { $0 = holds ? sent + .seconds(EtcdMapStore.leaseSeconds) - margin : sent }
             do { try await Task.sleep(for: .seconds(1)) } catch { return }
         }
+    }
+
+    /// Whether this coordinator runs moves now: it holds the role, and (with etcd) its lease
+    /// cannot have lapsed yet.
+    var runsMovesNow: Bool {
+        movesHere.withLock { $0 } && (store is EtcdMapStore ? ContinuousClock.now < roleValidUntil.withLock { $0 } : true)
     }
 
     /// Copies left in the map by the coordinator that ran moves before (this one before a
@@ -212,7 +228,9 @@ extension Coordinator {
             }
         }
         moveProgress.withLock { $0.pending = Swift.max(0, $0.pending - batch.reduce(0) { $0 + $1.count }) }
-        wakeMover()   // more may be planned: no pause between batches
+        // More may be planned: no pause between batches (but none while every planned bucket
+        // waits out a failure, or the loop would spin).
+        if !batch.isEmpty { wakeMover() }
     }
 
     /// Down nodes that answer again become active (given the trained state if they lost it);

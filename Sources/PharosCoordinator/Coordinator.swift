@@ -89,8 +89,10 @@ public final class Coordinator: WireService, Sendable {
     let mapVersion: Mutex<Int64>
     /// Serialises this coordinator's map changes (each is one new epoch, kept before it is published).
     let mapGate = AsyncGate()
-    /// Whether this coordinator ran the moves at its mover's last look.
+    /// Whether this coordinator holds the mover role (its lease keeper's last renewal).
     let movesHere = Mutex(false)
+    /// Until when that role surely holds (with etcd: before the lease could have lapsed).
+    let roleValidUntil = Mutex(ContinuousClock.now)
     /// The collection's trained state (the file shards were given), to give nodes that join.
     let keptTrainedState: Mutex<[UInt8]?>
     /// Recent answer times of shard searches (the hedge delay).

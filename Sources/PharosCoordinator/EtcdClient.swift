@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// A small client of etcd's v3 API through its HTTP/JSON gateway (`POST /v3/kv/range`, ...),
 /// on swift-nio's HTTP/1.1 codec: one connection per call, a deadline on each, the endpoints
@@ -11,6 +12,8 @@ public final class EtcdClient: Sendable {
     public let endpoints: [(host: String, port: Int)]
     private let group: any EventLoopGroup
     private let timeout: TimeAmount
+    /// The endpoint that answered last (tried first).
+    private let preferred = Mutex(0)
 
     /// A client of the members at `endpoints`, each call bounded by `timeout`.
     public init(endpoints: [(host: String, port: Int)], group: any EventLoopGroup, timeout: TimeAmount = .seconds(2)) {
@@ -31,12 +34,25 @@ public final class EtcdClient: Sendable {
 
     /// POSTs `body` (a JSON object) to `path` and returns the JSON object answered. Tries each
     /// endpoint once; the last failure is thrown.
+    ///
+    /// Only an endpoint that could not be connected to is passed over for the next: once a
+    /// request was sent, a missing answer is an error (a transaction may have been applied, and
+    /// sending it again elsewhere would see its own change as a conflict). The endpoint that
+    /// answered last is tried first.
     public func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
         let payload = try JSONSerialization.data(withJSONObject: body)
         var last: any Error = ClusterMapError(path: "etcd", problem: "no endpoint")
-        for endpoint in endpoints {
+        let first = preferred.withLock { $0 }
+        for k in endpoints.indices {
+            let index = (first + k) % endpoints.count
+            let endpoint = endpoints[index]
             do {
-                let data = try await post(path, payload, to: endpoint)
+                let data: Data
+                do { data = try await post(path, payload, to: endpoint) } catch let error as NotConnected {
+                    last = error.underlying
+                    continue
+                }
+                preferred.withLock { $0 = index }
                 guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                     throw ClusterMapError(path: "etcd \(endpoint.host):\(endpoint.port)\(path)", problem: "the answer is not a JSON object")
                 }
@@ -44,24 +60,34 @@ public final class EtcdClient: Sendable {
                     throw ClusterMapError(path: "etcd \(endpoint.host):\(endpoint.port)\(path)", problem: error)
                 }
                 return object
-            } catch {
-                last = error
             }
         }
         throw last
     }
 
+    /// A connection that could not be made (nothing was sent).
+    private struct NotConnected: Error {
+        var underlying: any Error
+    }
+
     private func post(_ path: String, _ payload: Data, to endpoint: (host: String, port: Int)) async throws -> Data {
         let collector = ResponseCollector()
-        let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(collector)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(collector)
+                    }
                 }
-            }
-            .connect(host: endpoint.host, port: endpoint.port).get()
+                .connect(host: endpoint.host, port: endpoint.port).get()
+        } catch {
+            // Its promise must be completed (NIO traps on a promise dropped unfulfilled).
+            collector.fail(error)
+            throw NotConnected(underlying: error)
+        }
         let loop = channel.eventLoop
         let timer = loop.scheduleTask(in: timeout) {
             collector.fail(ClusterMapError(path: "etcd \(endpoint.host):\(endpoint.port)", problem: "no answer in time"))

@@ -23,22 +23,22 @@ extension ShardService {
             return .bucketEntries(entries.map { e in
                 MovedEntry(key: e.key, list: e.stored.list, code: e.stored.code, refine: e.stored.refine, metadata: e.stored.metadata)
             })
-        case let .bucketWrite(entries, finishing):
-            let (written, replaced) = try receiving.filtering(entries) { kept -> (Int, Int) in
+        case let .bucketWrite(entries, finishing, run):
+            let (written, replaced) = try receiving.filtering(entries, run: run) { kept -> (Int, Int) in
                 guard !kept.isEmpty else { return (0, 0) }
                 return (kept.count, try shard.upsert(encoded: kept.map { e in
                     Shard.BucketEntry(key: e.key, hash: KeyHash.of(e.key),
                                       stored: Shard.StoredEntry(list: e.list, code: e.code, refine: e.refine, metadata: e.metadata))
                 }))
             }
-            if let done = try Self.bucketSet(finishing) { receiving.finish(done) }
+            if let done = try Self.bucketSet(finishing) { receiving.finish(done, run: run) }
             return .upsertResult(written: written, replaced: replaced)
-        case let .bucketDrop(mask, receive):
+        case let .bucketDrop(mask, receive, run):
             guard let buckets = try Self.bucketSet(mask) else { throw WireError(.invalidArgument, "BucketDrop names no buckets") }
             // A coordinator starts a copy with this, before any client write of the buckets is
             // sent here (the move enters the map after it): the drop takes only a partial copy
             // left by an earlier attempt.
-            if receive { receiving.begin(buckets) }
+            if receive { receiving.begin(buckets, run: run) }
             return .deleteResult(deleted: try shard.deleteEntries(in: buckets))
         case let .bucketCounts(count):
             return .bucketCountsResult(try shard.entriesPerBucket(buckets: count).map { UInt64($0) })

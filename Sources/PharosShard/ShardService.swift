@@ -96,10 +96,29 @@ public final class ShardService: WireService, @unchecked Sendable {
     }
 
     private func respondAdmitted(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
-        do { try mapEpoch.admit(envelope.mapEpoch) } catch {
+        let epoch = envelope.mapEpoch
+        let isWrite: Bool
+        switch envelope.body {
+        case .upsert, .delete, .bucketWrite: isWrite = true
+        default: isWrite = false
+        }
+        do { try isWrite ? mapEpoch.admitWrite(epoch) : mapEpoch.admit(epoch) } catch {
             reply(.error(ShardService.wireError(error)))
             return
         }
+        if isWrite {
+            let inner = reply
+            let epochs = mapEpoch
+            let counted: @Sendable (WireMessage) -> Void = { message in
+                epochs.finishWrite(epoch)
+                inner(message)
+            }
+            return respondChecked(envelope, reply: counted)
+        }
+        respondChecked(envelope, reply: reply)
+    }
+
+    private func respondChecked(_ envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
         switch envelope.body {
         case .bucketWrite, .bucketDrop, .bucketRead:
             // Moving buckets is the coordinator's, which always routes by a map epoch.
@@ -110,7 +129,17 @@ public final class ShardService: WireService, @unchecked Sendable {
         default:
             break
         }
-        respond(to: envelope.body, reply: reply)
+        switch envelope.body {
+        case .bucketRead, .bucketDrop:
+            // A read or drop of a newer map waits for writes an older map sent here.
+            workers.submit { state in
+                guard state == .active else { return reply(.error(WireError(.unavailable, "\(self.serviceName) is shutting down"))) }
+                self.mapEpoch.waitForWrites(before: envelope.mapEpoch)
+                reply(self.handle(envelope.body))
+            }
+        default:
+            respond(to: envelope.body, reply: reply)
+        }
     }
 
     public func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
@@ -173,14 +202,22 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .searchResult(try search(request))
         case let .upsert(request):
             let shard = try ready()
-            receiving.noteWritten(request.keys)
             let vectors = try matrix(request.vectors, rows: request.keys.count, dimension: request.dimension, of: shard, field: "vectors")
-            let replaced = try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
-            return .upsertResult(written: request.keys.count, replaced: replaced)
+            receiving.noteWritten(request.keys)
+            do {
+                let replaced = try shard.upsert(keys: request.keys, vectors: vectors, metadata: request.metadata.isEmpty ? nil : request.metadata)
+                return .upsertResult(written: request.keys.count, replaced: replaced)
+            } catch {
+                receiving.writeFailed(request.keys)
+                throw error
+            }
         case let .delete(keys):
             let shard = try ready()
             receiving.noteWritten(keys)
-            return .deleteResult(deleted: try shard.delete(keys: keys))
+            do { return .deleteResult(deleted: try shard.delete(keys: keys)) } catch {
+                receiving.writeFailed(keys)
+                throw error
+            }
         case let .fetch(keys):
             let shard = try ready()   // the key count was checked against RequestLimits
             return .fetchResult(try keys.map { key in

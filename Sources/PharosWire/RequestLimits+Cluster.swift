@@ -19,8 +19,9 @@ extension RequestLimits {
                 throw invalid("BucketRead.limit is \(r.limit), allowed 1...\(Self.maximumBucketPage)")
             }
             if let after = r.after { try validate(keys: [after.key], field: "BucketRead.after_key") }
-        case let .bucketWrite(entries, finishing):
+        case let .bucketWrite(entries, finishing, run):
             if finishing != .everything { try validate(finishing, field: "BucketWrite.finish", allowEmpty: false) }
+            guard run.utf8.count <= Self.maximumNodeNameBytes else { throw invalid("BucketWrite.run is over \(Self.maximumNodeNameBytes) bytes") }
             guard entries.count <= Self.maximumBucketPage else {
                 throw invalid("BucketWrite has \(entries.count) entries, at most \(Self.maximumBucketPage)")
             }
@@ -35,8 +36,9 @@ extension RequestLimits {
                     throw invalid("BucketWrite.entries[\(i)] has \(e.code.count) code and \(e.refine.count) refine bytes")
                 }
             }
-        case let .bucketDrop(mask, _):
+        case let .bucketDrop(mask, _, run):
             try validate(mask, field: "BucketDrop", allowEmpty: false)
+            guard run.utf8.count <= Self.maximumNodeNameBytes else { throw invalid("BucketDrop.run is over \(Self.maximumNodeNameBytes) bytes") }
         case let .bucketCounts(count):
             guard (1...Self.maximumBuckets).contains(count) else {
                 throw invalid("BucketCounts.bucket_count is \(count), allowed 1...\(Self.maximumBuckets)")

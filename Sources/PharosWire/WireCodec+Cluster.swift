@@ -40,16 +40,18 @@ extension WireCodec {
             m.pointee.entries = try entries(list, arena: arena)
             e.body_case = PHAROS__ENVELOPE__BODY_BUCKET_ENTRIES
             e.bucket_entries = m
-        case let .bucketWrite(list, finishing):
+        case let .bucketWrite(list, finishing, run):
             let m = arena.message(Pharos__BucketWrite.self) { pharos__bucket_write__init($0) }
+            m.pointee.run = arena.string(try checked([run], "run")[0])
             m.pointee.n_entries = list.count
             m.pointee.entries = try entries(list, arena: arena)
             m.pointee.finish_count = UInt32(clamping: finishing.count)
             m.pointee.finish_mask = arena.bytes(finishing.bits)
             e.body_case = PHAROS__ENVELOPE__BODY_BUCKET_WRITE
             e.bucket_write = m
-        case let .bucketDrop(mask, receive):
+        case let .bucketDrop(mask, receive, run):
             let m = arena.message(Pharos__BucketDrop.self) { pharos__bucket_drop__init($0) }
+            m.pointee.run = arena.string(try checked([run], "run")[0])
             m.pointee.bucket_count = UInt32(clamping: mask.count)
             m.pointee.bucket_mask = arena.bytes(mask.bits)
             m.pointee.receive = receive ? 1 : 0
@@ -162,10 +164,11 @@ extension WireCodec {
             return .bucketEntries(entries(e.bucket_entries.pointee.entries, e.bucket_entries.pointee.n_entries))
         case PHAROS__ENVELOPE__BODY_BUCKET_WRITE:
             let w = e.bucket_write.pointee
-            return .bucketWrite(entries(w.entries, w.n_entries), finishing: BucketMask(count: count(w.finish_count), bits: bytes(w.finish_mask)))
+            return .bucketWrite(entries(w.entries, w.n_entries), finishing: BucketMask(count: count(w.finish_count), bits: bytes(w.finish_mask)),
+                                run: string(w.run))
         case PHAROS__ENVELOPE__BODY_BUCKET_DROP:
             let d = e.bucket_drop.pointee
-            return .bucketDrop(BucketMask(count: count(d.bucket_count), bits: bytes(d.bucket_mask)), receive: d.receive != 0)
+            return .bucketDrop(BucketMask(count: count(d.bucket_count), bits: bytes(d.bucket_mask)), receive: d.receive != 0, run: string(d.run))
         case PHAROS__ENVELOPE__BODY_BUCKET_COUNTS:
             return .bucketCounts(count: count(e.bucket_counts.pointee.bucket_count))
         case PHAROS__ENVELOPE__BODY_BUCKET_COUNTS_RESULT:

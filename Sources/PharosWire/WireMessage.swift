@@ -49,10 +49,10 @@ public enum WireMessage: Sendable, Equatable {
     case bucketEntries([MovedEntry])
     /// To a shard: store entries read from another node, of buckets it is receiving, and with
     /// `finishing`, stop receiving those buckets after them (`UpsertResult`).
-    case bucketWrite([MovedEntry], finishing: BucketMask = .everything)
+    case bucketWrite([MovedEntry], finishing: BucketMask = .everything, run: String = "")
     /// To a shard: delete every live entry of the buckets, and with `receive`, start receiving
     /// them (`DeleteResult`).
-    case bucketDrop(BucketMask, receive: Bool = false)
+    case bucketDrop(BucketMask, receive: Bool = false, run: String = "")
     /// To a shard: live entries per bucket, for `count` buckets.
     case bucketCounts(count: Int)
     case bucketCountsResult([UInt64])

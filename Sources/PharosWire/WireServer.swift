@@ -366,7 +366,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         case let .upsert(u): return u.vectors.count * 4 + u.keys.reduce(0) { $0 + $1.utf8.count } + u.metadata.reduce(0) { $0 + $1.count }
         case let .delete(keys), let .fetch(keys): return keys.reduce(0) { $0 + $1.utf8.count }
         case let .trainedState(file, whitening): return file.count + whitening.count
-        case let .bucketEntries(entries), let .bucketWrite(entries, _):
+        case let .bucketEntries(entries), let .bucketWrite(entries, _, _):
             return entries.reduce(0) { $0 + $1.key.utf8.count + $1.code.count + $1.refine.count + $1.metadata.count }
         default: return 0
         }

@@ -3396,7 +3396,7 @@ const ProtobufCMessageDescriptor pharos__bucket_entries__descriptor =
   (ProtobufCMessageInit) pharos__bucket_entries__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[4] =
 {
   {
     "entries",
@@ -3434,16 +3434,29 @@ static const ProtobufCFieldDescriptor pharos__bucket_write__field_descriptors[3]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "run",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketWrite, run),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__bucket_write__field_indices_by_name[] = {
   0,   /* field[0] = entries */
   1,   /* field[1] = finish_count */
   2,   /* field[2] = finish_mask */
+  3,   /* field[3] = run */
 };
 static const ProtobufCIntRange pharos__bucket_write__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pharos__bucket_write__descriptor =
 {
@@ -3453,14 +3466,14 @@ const ProtobufCMessageDescriptor pharos__bucket_write__descriptor =
   "Pharos__BucketWrite",
   "pharos",
   sizeof(Pharos__BucketWrite),
-  3,
+  4,
   pharos__bucket_write__field_descriptors,
   pharos__bucket_write__field_indices_by_name,
   1,  pharos__bucket_write__number_ranges,
   (ProtobufCMessageInit) pharos__bucket_write__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[4] =
 {
   {
     "bucket_count",
@@ -3498,16 +3511,29 @@ static const ProtobufCFieldDescriptor pharos__bucket_drop__field_descriptors[3] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "run",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__BucketDrop, run),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__bucket_drop__field_indices_by_name[] = {
   0,   /* field[0] = bucket_count */
   1,   /* field[1] = bucket_mask */
   2,   /* field[2] = receive */
+  3,   /* field[3] = run */
 };
 static const ProtobufCIntRange pharos__bucket_drop__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor =
 {
@@ -3517,7 +3543,7 @@ const ProtobufCMessageDescriptor pharos__bucket_drop__descriptor =
   "Pharos__BucketDrop",
   "pharos",
   sizeof(Pharos__BucketDrop),
-  3,
+  4,
   pharos__bucket_drop__field_descriptors,
   pharos__bucket_drop__field_indices_by_name,
   1,  pharos__bucket_drop__number_ranges,

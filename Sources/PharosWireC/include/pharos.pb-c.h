@@ -590,10 +590,14 @@ struct  Pharos__BucketWrite
   Pharos__BucketEntry **entries;
   uint32_t finish_count;
   ProtobufCBinaryData finish_mask;
+  /*
+   * the copy's run (as BucketDrop gave it): a page of another run is refused
+   */
+  char *run;
 };
 #define PHAROS__BUCKET_WRITE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_write__descriptor) \
-    , 0,NULL, 0, {0,NULL} }
+    , 0,NULL, 0, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -606,10 +610,14 @@ struct  Pharos__BucketDrop
   uint32_t bucket_count;
   ProtobufCBinaryData bucket_mask;
   protobuf_c_boolean receive;
+  /*
+   * with receive: the copy's run, which its pages must name
+   */
+  char *run;
 };
 #define PHAROS__BUCKET_DROP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__bucket_drop__descriptor) \
-    , 0, {0,NULL}, 0 }
+    , 0, {0,NULL}, 0, (char *)protobuf_c_empty_string }
 
 
 /*
