@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Scripts"))
-from pharos_client import ROOT, Connection, LocalCluster, protocol  # noqa: E402
+from pharos_client import ROOT, Connection, LocalCluster, protocol, read_fvecs  # noqa: E402
 
 
 def search(query, k):
@@ -42,18 +42,6 @@ def probes(pb, port, queries, count=50):
         assert reply.WhichOneof("body") == "search_result", reply
         latencies.append((time.perf_counter() - start) * 1000)
     return latencies
-
-
-def read_fvecs(path, limit):
-    rows = []
-    with open(path, "rb") as f:
-        while len(rows) < limit:
-            head = f.read(4)
-            if not head:
-                break
-            d = struct.unpack("<i", head)[0]
-            rows.append(list(struct.unpack(f"<{d}f", f.read(4 * d))))
-    return rows
 
 
 def measure(pb, bin_dir, data_set, port, flood, k):

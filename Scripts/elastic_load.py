@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pharos_client import Connection, protocol  # noqa: E402
+from pharos_client import Connection, protocol, read_fvecs  # noqa: E402
 
 DIM = 32
 
@@ -88,18 +88,6 @@ def writer(pb, args):
     json.dump({"state": state, "acked_upserts": acked_upserts, "acked_deletes": acked_deletes, "failures": failures},
               open(args.out, "w"))
     print(f"writer: {acked_upserts} upserts and {acked_deletes} deletes acknowledged, {failures} failed (outcome unknown)")
-
-
-def read_fvecs(path, limit):
-    rows = []
-    with open(path, "rb") as f:
-        while len(rows) < limit:
-            head = f.read(4)
-            if not head:
-                break
-            d = struct.unpack("<i", head)[0]
-            rows.append(list(struct.unpack(f"<{d}f", f.read(4 * d))))
-    return rows
 
 
 def searcher(pb, args):

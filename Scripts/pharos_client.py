@@ -114,3 +114,16 @@ def print_ab_table(results, digits=3):
         a = statistics.median(row[key] for row in results["A"])
         b = statistics.median(row[key] for row in results["B"])
         print(f"| {key} | {a:g} | {b:g} | {b / a:.{digits}f} |" if a else f"| {key} | {a:g} | {b:g} | - |")
+
+
+def read_fvecs(path, limit):
+    """The first `limit` rows of an .fvecs file, as lists of floats."""
+    rows = []
+    with open(path, "rb") as f:
+        while len(rows) < limit:
+            head = f.read(4)
+            if not head:
+                break
+            d = struct.unpack("<i", head)[0]
+            rows.append(list(struct.unpack(f"<{d}f", f.read(4 * d))))
+    return rows
