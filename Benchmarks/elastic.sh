@@ -11,10 +11,10 @@
 #     would (--rate-mb, 1 move at a time; RATE_MB, default 4);
 #   - the time for a new node to take its full share (add-shard, then rebalance --wait).
 #   Benchmarks/elastic.sh            200k x 64 synthetic, IVF256,PQ16x4fs,RefineSQ8
-#   Benchmarks/elastic.sh --small    20k x 64 (what CI runs)
+#   Benchmarks/elastic.sh --small    20k x 64 (what CI runs); COUNT=N sets the rows per ingest round
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=200000; rounds=3
+count=${COUNT:-200000}; rounds=3
 if [ "${1:-}" = "--small" ]; then count=20000; shift; fi
 bash Scripts/install-deps.sh
 swift build -c release
