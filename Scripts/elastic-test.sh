@@ -76,8 +76,10 @@ sleep 2
 
 start_shard 4
 timeout 60 "$P" cluster add-shard "${C[@]}" --name s4 --address 10.77.0.24:7701 >/dev/null || fail "add-shard failed"
-# Throttled (about 0.5 s per bucket at the small size), so that the kill below lands mid-move.
-timeout 60 "$P" cluster rebalance "${C[@]}" --max-concurrent-moves 2 --rate-mb 0.05 >/dev/null || fail "rebalance failed"
+# Throttled so that the kill below lands mid-move (and scaled with the entries: the rate stays
+# in the map, and the repairs after the kill move at it too).
+rate=$(/usr/bin/python3 -c "print(max(0.05, $entries / 400000))")
+timeout 60 "$P" cluster rebalance "${C[@]}" --max-concurrent-moves 2 --rate-mb "$rate" >/dev/null || fail "rebalance failed"
 for _ in $(seq 1 100); do [ "$(status | field 'len(d["moves"])')" != 0 ] && break; sleep 0.05; done
 running=$(status | field '"; ".join("bucket %d %s -> %s %s" % (m["bucket"], m["source"], m["target"], m["phase"]) for m in d["moves"])')
 [ -n "$running" ] || fail "no move running after the rebalance started"
