@@ -204,12 +204,13 @@ public struct ClusterState: Codable, Sendable, Equatable {
         return Array(try encoder.encode(state))
     }
 
-    /// The state as its file holds it: JSON with a CRC32C over the canonical encoding.
-    public func encodedFile() throws -> [UInt8] {
+    /// The state as its file holds it: JSON with a CRC32C over the canonical encoding; pretty
+    /// for a file a person may read, compact for etcd (whose requests are size-limited).
+    public func encodedFile(pretty: Bool = true) throws -> [UInt8] {
         let body = try Self.canonical(self)
         let crc = body.withUnsafeBytes { pharos_crc32c(0, $0.baseAddress, $0.count) }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
         return Array(try encoder.encode(Stored(crc32c: crc, state: self)))
     }
 

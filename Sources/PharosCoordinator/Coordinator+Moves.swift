@@ -40,15 +40,16 @@ extension Coordinator {
     /// All the guards a write touches are taken together (in one global order) before any is
     /// marked: a write that held one move's `pending` while waiting for another's gate could
     /// wait forever on a flip that waits for it.
-    func markWritten(_ keys: [String], routing: Routing) async -> [MoveGuard] {
+    func markWritten(_ keys: [String], buckets: [Int], routing: Routing) async -> [MoveGuard] {
         let copying = routing.state.moves.filter { $0.phase == .copying }
         guard !copying.isEmpty else { return [] }
         let guards = moveGuards.withLock { $0 }
+        // Keys by bucket once (a move group holds up to 64 buckets, a write up to 100,000 keys).
+        var keysOf: [Int: [String]] = [:]
+        for (key, b) in zip(keys, buckets) { keysOf[b, default: []].append(key) }
         var touched: [ObjectIdentifier: (guard: MoveGuard, keys: [String])] = [:]
         for move in copying {
-            guard let moveGuard = guards[MoveKey(move)] else { continue }
-            let inBucket = keys.filter { routing.bucket(of: $0) == move.bucket }
-            guard !inBucket.isEmpty else { continue }
+            guard let inBucket = keysOf[move.bucket], let moveGuard = guards[MoveKey(move)] else { continue }
             touched[ObjectIdentifier(moveGuard), default: (moveGuard, [])].keys += inBucket
         }
         let ordered = touched.sorted { $0.key < $1.key }.map(\.value)

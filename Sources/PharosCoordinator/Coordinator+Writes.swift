@@ -84,16 +84,18 @@ extension Coordinator {
 
     private func writeOnce(_ keys: [String], routing: Routing, within timeout: Duration, finalAttempt: Bool,
                            _ message: ([Int]) -> WireMessage) async throws -> WriteAttempt {
-        let (groups, unplaced) = routing.writeGroups(keys)
+        // Each key's bucket, hashed once for the whole write.
+        let bucketOf = keys.map { routing.bucket(of: $0) }
+        let (groups, unplaced) = routing.writeGroups(buckets: bucketOf)
         if let row = unplaced.first {
-            throw WireError(.unavailable, "bucket \(routing.bucket(of: keys[row])) of key \(keys[row].debugDescription) has no copy up to write it to")
+            throw WireError(.unavailable, "bucket \(bucketOf[row]) of key \(keys[row].debugDescription) has no copy up to write it to")
         }
-        let guards = await markWritten(keys, routing: routing)
+        let guards = await markWritten(keys, buckets: bucketOf, routing: routing)
         // Each node gets its rows as first copy and as other copy in separate messages.
         var requests: [(Int, WireMessage)] = [], first: [Bool] = [], rowsOf: [[Int]] = []
         for (node, rows) in groups.sorted(by: { $0.key < $1.key }) {
-            let primary = rows.filter { routing.writers[routing.bucket(of: keys[$0])].first == node }
-            let others = rows.filter { routing.writers[routing.bucket(of: keys[$0])].first != node }
+            let primary = rows.filter { routing.writers[bucketOf[$0]].first == node }
+            let others = rows.filter { routing.writers[bucketOf[$0]].first != node }
             for (part, isFirst) in [(primary, true), (others, false)] where !part.isEmpty {
                 requests.append((node, message(part)))
                 first.append(isFirst)
@@ -108,7 +110,7 @@ extension Coordinator {
             switch outcome {
             case let .success(reply):
                 if first[i] { replies.append(reply) }
-                for row in rowsOf[i] { took[routing.bucket(of: keys[row]), default: []].insert(routing.name(node)) }
+                for row in rowsOf[i] { took[bucketOf[row], default: []].insert(routing.name(node)) }
             case let .failure(error) where error.code == .staleMap:
                 stale = error
             case let .failure(error) where [.unavailable, .deadlineExceeded, .notReady].contains(error.code):
@@ -131,7 +133,7 @@ extension Coordinator {
         }
         if let stale { return .stale(stale) }
         // Every bucket written needs its minimum of serving copies that took it.
-        let touched = Set(keys.map { routing.bucket(of: $0) })
+        let touched = Set(bucketOf)
         let short = touched.filter { b in (took[b] ?? []).filter { routing.state.replicas[b].contains($0) }.count < options.minimumWriteCopies }
         let named = lost.sorted { $0.key < $1.key }.map { "\(routing.name($0.key)): \($0.value.message)" }.joined(separator: "; ")
         guard short.isEmpty else {

@@ -65,7 +65,8 @@ final class EtcdMapStore: MapStore {
     let prefix: String
     /// This coordinator's name (the mover key's value).
     let name: String
-    private let lease = Mutex<(id: String?, holds: Bool)>((nil, false))
+    /// The lease the mover key is attached to while this process holds the role.
+    private let lease = Mutex<String?>(nil)
     static let leaseSeconds = 3
 
     /// The mover key's value while this process holds the role: its name and a per-process id
@@ -102,7 +103,7 @@ final class EtcdMapStore: MapStore {
     func replace(_ state: ClusterState, expecting expected: Int64?) async throws -> Int64? {
         let compare: [String: Any] = expected.map { ["key": mapKey, "target": "MOD", "result": "EQUAL", "mod_revision": "\($0)"] }
             ?? ["key": mapKey, "target": "CREATE", "result": "EQUAL", "create_revision": "0"]
-        let value = Data(try state.encodedFile()).base64EncodedString()
+        let value = Data(try state.encodedFile(pretty: false)).base64EncodedString()
         let answer = try await client.call("/v3/kv/txn", [
             "compare": [compare],
             "success": [["request_put": ["key": mapKey, "value": value]]],
@@ -118,7 +119,7 @@ final class EtcdMapStore: MapStore {
     /// this process's. A call that fails leaves the role (the lease lapses within 3 s anyway).
     func holdsMoverRole() async -> Bool {
         do {
-            var id = lease.withLock { $0.id }
+            var id = lease.withLock { $0 }
             if let current = id {
                 let answer = try await client.call("/v3/lease/keepalive", ["ID": current])
                 let ttl = Self.int((answer["result"] as? [String: Any])?["TTL"]) ?? 0
@@ -128,7 +129,7 @@ final class EtcdMapStore: MapStore {
                 let granted = try await client.call("/v3/lease/grant", ["TTL": Self.leaseSeconds])
                 guard let fresh = granted["ID"] as? String ?? Self.int(granted["ID"]).map({ "\($0)" }) else { return false }
                 id = fresh
-                lease.withLock { $0 = (fresh, false) }
+                lease.withLock { $0 = fresh }
             }
             let mine = Data(identity.utf8).base64EncodedString()
             let put: [String: Any] = ["request_put": ["key": moverKey, "value": mine, "lease": id!]]
@@ -141,10 +142,8 @@ final class EtcdMapStore: MapStore {
                     "compare": [["key": moverKey, "target": "VALUE", "result": "EQUAL", "value": mine]], "success": [put]])
                 holds = ours["succeeded"] as? Bool == true
             }
-            lease.withLock { $0.holds = holds }
             return holds
         } catch {
-            lease.withLock { $0.holds = false }
             return false
         }
     }

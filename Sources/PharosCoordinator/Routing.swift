@@ -85,12 +85,11 @@ final class Routing: Sendable {
     /// The name of node `index`.
     func name(_ index: Int) -> String { state.nodes[index].name }
 
-    /// Row indexes of `keys` grouped by the nodes that hold them (every writer of each key's
-    /// bucket); keys of a bucket no node can take are returned apart.
-    func writeGroups(_ keys: [String]) -> (groups: [Int: [Int]], unplaced: [Int]) {
+    /// Row indexes grouped by the nodes that hold them (every writer of each row's bucket, as
+    /// `buckets` gives it per row); rows of a bucket no node can take are returned apart.
+    func writeGroups(buckets: [Int]) -> (groups: [Int: [Int]], unplaced: [Int]) {
         var groups: [Int: [Int]] = [:], unplaced: [Int] = []
-        for (i, key) in keys.enumerated() {
-            let b = bucket(of: key)
+        for (i, b) in buckets.enumerated() {
             // A copy in progress alone is not a place to write: its stream would find no source.
             if readers[b].isEmpty { unplaced.append(i) }
             for n in writers[b] { groups[n, default: []].append(i) }
@@ -98,12 +97,4 @@ final class Routing: Sendable {
         return (groups, unplaced)
     }
 
-    /// Row indexes of `keys` grouped by one reader of each key's bucket.
-    func readGroups(_ keys: [String]) -> (groups: [Int: [Int]], unplaced: [Int]) {
-        var groups: [Int: [Int]] = [:], unplaced: [Int] = []
-        for (i, key) in keys.enumerated() {
-            if let n = readers[bucket(of: key)].first { groups[n, default: []].append(i) } else { unplaced.append(i) }
-        }
-        return (groups, unplaced)
-    }
 }

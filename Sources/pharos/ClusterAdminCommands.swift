@@ -16,11 +16,19 @@ extension ClusterCommand {
         @Option(help: "The node's address, HOST:PORT (the coordinator must be allowed to reach it: --allow-node-host).") var address: String
         @Option(help: "A zone label: coordinators started with the same --zone prefer this node's copies for reads.") var zone: String = ""
 
+        /// HOST and PORT of `--address`.
+        private var hostAndPort: (host: String, port: Int)? {
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                  (1...65535).contains(port), colon != address.startIndex else { return nil }
+            return (String(address[..<colon]), port)
+        }
+
+        func validate() throws {
+            guard hostAndPort != nil else { throw ValidationError("--address \(address): expected HOST:PORT (port 1...65535)") }
+        }
+
         func run() throws {
-            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-                throw ValidationError("--address \(address): expected HOST:PORT")
-            }
-            let host = String(address[..<colon])
+            guard let (host, port) = hostAndPort else { throw ValidationError("--address \(address): expected HOST:PORT") }
             let report = try options.withClient { client in
                 try ClusterAdministration.report(try await client.call(.addNode(NodeAddition(name: name, host: host, port: port, zone: zone)),
                                                                          timeout: .seconds(120)))

@@ -277,7 +277,7 @@ import Testing
         await cluster.stop()
     }
 
-    @Test func theMapIsKeptAcrossCoordinatorRestartsAndADamagedOneIsRefused() throws {
+    @Test func theMapFileRoundTripsAndADamagedOneIsRefused() throws {
         let dir = NSTemporaryDirectory() + "pharos-state-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
