@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
     ],
     targets: [
         // System-library shims: a module map and one header each, nothing else.
@@ -62,11 +64,26 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Retrieval metrics: the revisited Oxford/Paris protocol, recall@k.
         .target(name: "PharosEvaluation"),
+        // What operators watch: the Prometheus registry behind swift-metrics, the admin HTTP
+        // port (/metrics, /livez, /readyz), build information, JSON logs, systemd readiness.
+        .target(
+            name: "PharosObservability",
+            dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            plugins: ["BuildCommitPlugin"]),
+        // Writes the git commit being built into PharosObservability (`--version`).
+        .plugin(name: "BuildCommitPlugin", capability: .buildTool()),
         // Framing and the Swift <-> protobuf-c codec; knows messages, not indexes.
         .target(
             name: "PharosWire",
             dependencies: [
-                "PharosWireC", "CProtobufC",
+                "PharosWireC", "CProtobufC", "PharosObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -76,13 +93,13 @@ let package = Package(
         .target(
             name: "PharosShard",
             dependencies: [
-                "PharosStorage", "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability",
+                "PharosStorage", "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosObservability",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         // Terminal helpers shared by the executables (progress bars, messages).
         .target(
             name: "PharosCommandLine",
-            dependencies: ["PharosIndex", "PharosWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["PharosIndex", "PharosWire", "PharosObservability", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // What the `pharos` commands do, as libraries tests can reach without processes: the
         // local cluster and its supervisor, training through the coordinator, checkpointed ingestion.
@@ -103,6 +120,7 @@ let package = Package(
         .executableTarget(
             name: "pharos",
             dependencies: [
+                "PharosObservability",
                 "PharosCluster", "PharosDatasets", "PharosBenchmarks",
                 "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosDescriptors", "PharosEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -112,7 +130,7 @@ let package = Package(
         .target(
             name: "PharosCoordinator",
             dependencies: [
-                "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosKernels",
+                "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosKernels", "PharosObservability",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -121,6 +139,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-shard",
             dependencies: [
+                "PharosObservability",
                 "PharosStorage", "PharosShard", "PharosWire", "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosBenchmarks",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,6 +158,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-coordinator",
             dependencies: [
+                "PharosObservability",
                 "PharosCoordinator", "PharosWire", "PharosCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -162,7 +182,8 @@ let package = Package(
                            "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "PharosShardTests",
-            dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors",
+            dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors", "PharosObservability",
+                           .product(name: "Logging", package: "swift-log"),
                            .product(name: "NIOPosix", package: "swift-nio")]),
     ],
     swiftLanguageModes: [.v6]

@@ -16,6 +16,7 @@ id pharos >/dev/null 2>&1 || useradd --system --home /var/lib/pharos --shell /us
 install -d -o pharos -g pharos -m 0750 /var/lib/pharos
 install -d -m 0755 /etc/pharos
 install -m 0644 Deploy/systemd/pharos-shard@.service Deploy/systemd/pharos-coordinator.service /etc/systemd/system/
+install -D -m 0644 Deploy/README.md /usr/local/share/doc/pharos/Deploy/README.md
 write_once() { [ -e "$1" ] && echo "kept $1" || { printf '%s\n' "$2" > "$1"; echo "wrote $1"; }; }
 case "$role" in
   shard)
@@ -23,7 +24,13 @@ case "$role" in
     write_once "/etc/pharos/shard-$name.env" "PHAROS_DATA=/var/lib/pharos/$name
 PHAROS_HOST=$host
 PHAROS_PORT=7701
-PHAROS_SEARCH_THREADS=1"
+PHAROS_SEARCH_THREADS=1
+# The admin port (/metrics, /livez, /readyz) has no authentication: loopback, or a private
+# address your Prometheus scrapes.
+PHAROS_ADMIN_HOST=127.0.0.1
+PHAROS_ADMIN_PORT=8701
+# Other pharos-shard serve flags, split on spaces (e.g. --log-format json --max-requests 128).
+PHAROS_FLAGS=\"\""
     systemctl daemon-reload 2>/dev/null || echo "systemd is not running here: run systemctl daemon-reload once it is" >&2
     echo "start it: systemctl enable --now pharos-shard@$name" ;;
   coordinator)
@@ -32,6 +39,8 @@ PHAROS_SEARCH_THREADS=1"
 PHAROS_PORT=7700
 PHAROS_STATE=/var/lib/pharos/coordinator
 PHAROS_DEADLINE_MS=5000
+PHAROS_ADMIN_HOST=127.0.0.1
+PHAROS_ADMIN_PORT=8700
 # Other flags, split on spaces: hosts new shard nodes may live on (pharos cluster add-shard), the write deadline, ...
 PHAROS_FLAGS=\"--write-deadline 60000 --allow-node-host 10.0.0.14\""
     [ -e /etc/pharos/cluster.json ] || install -m 0644 Deploy/cluster.example.json /etc/pharos/cluster.json

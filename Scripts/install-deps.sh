@@ -22,6 +22,8 @@ packages=(
   strace               # Scripts/fd-audit.sh: no descriptor is closed twice
   protobuf-compiler python3-protobuf  # Scripts/wire-fuzz.py and Benchmarks/head_of_line.py: clients from the .proto alone
   etcd-server etcd-client  # the cluster map shared by several coordinators (pharos-coordinator --etcd; Scripts/etcd-test.sh)
+  prometheus           # promtool: Deploy/prometheus config and rules, and the live scrape (Scripts/metrics-test.sh)
+  systemd              # systemd-analyze: the units in Deploy/systemd are verified and rated offline
 )
 
 missing=()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import PharosObservability
 import PharosWire
 
 /// The options every server process takes (`pharos-shard serve`, `pharos-coordinator`): where
@@ -11,6 +12,12 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") public var logLevel: String = "info"
     @Option(help: "Requests of one connection served at once (default: 8 for the coordinator, whose clients each have their own connection; 64 for a shard, whose main client is the coordinator's one connection); a connection at its limit is not read until one finishes.")
     public var maxRequestsPerConnection: Int?
+    @Option(help: "Log format: text, or json (one object per line, for log collectors).") public var logFormat: String = "text"
+    @Option(help: "Address of the admin HTTP port (/metrics, /livez, /readyz). It has no authentication: keep it on loopback or a private network.")
+    public var adminHost: String = "127.0.0.1"
+    @Option(help: "Admin HTTP port (default: the serving port + 1000; 0 picks a free one, printed as 'admin on HOST:PORT').")
+    public var adminPort: Int?
+    @Flag(help: "Serve no admin HTTP port.") public var noAdmin = false
 
     /// Options with their defaults (ArgumentParser fills them from the command line).
     public init() {}
@@ -20,16 +27,34 @@ public struct ServerOptions: ParsableArguments {
         if let perConnection = maxRequestsPerConnection, !(1...4096).contains(perConnection) {
             throw ValidationError("--max-requests-per-connection \(perConnection): expected 1...4096")
         }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format \(logFormat): expected text or json") }
+        if let adminPort, !(0...65535).contains(adminPort) { throw ValidationError("--admin-port \(adminPort): expected 0...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
         }
     }
 
-    /// A logger at the chosen level.
+    /// A logger at the chosen level. The process's logging is bootstrapped first (so call this
+    /// once, at start): text or one JSON object per line on standard error, each line written
+    /// while serving a request carrying its id (`request`).
     public func logger(label: String) -> Logger {
+        if logFormat == "json" {
+            LoggingSystem.bootstrap({ JSONLogHandler(label: $0, metadataProvider: $1) }, metadataProvider: RequestContext.metadataProvider)
+        } else {
+            LoggingSystem.bootstrap({ StreamLogHandler.standardError(label: $0, metadataProvider: $1) },
+                                    metadataProvider: RequestContext.metadataProvider)
+        }
         var logger = Logger(label: label)
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         return logger
+    }
+
+    /// Where the admin port listens for a server listening on `port`, or nil with `--no-admin`.
+    /// The default is `port + 1000` (or a free port when `port` is 0, or when that would pass 65535).
+    public func adminAddress(servingPort port: Int) -> (host: String, port: Int)? {
+        if noAdmin { return nil }
+        if let adminPort { return (adminHost, adminPort) }
+        return (adminHost, port == 0 || port + 1000 > 65535 ? 0 : port + 1000)
     }
 
     /// Server limits with the chosen frame size and per-connection bound (`perConnection`

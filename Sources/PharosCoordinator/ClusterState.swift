@@ -11,7 +11,7 @@ import PharosKernels
 /// moves included. The cluster file only seeds it.
 public struct ClusterState: Codable, Sendable, Equatable {
     /// What a node is doing.
-    public enum NodeState: String, Codable, Sendable {
+    public enum NodeState: String, Codable, Sendable, CaseIterable {
         /// Added; receives the trained state, holds no bucket yet.
         case joining
         /// Serves its buckets.

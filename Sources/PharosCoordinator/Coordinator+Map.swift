@@ -68,6 +68,19 @@ extension Coordinator {
     }
 
     /// Takes the kept map when it is newer than this coordinator's (another one changed it).
+    /// Re-reads the map from where it is kept (SIGHUP): with etcd, or a state file another
+    /// process replaced. Returns what happened, for the log.
+    public func reloadMap() async -> String {
+        let before = routing.state.epoch
+        do {
+            try await refreshMap()
+            let after = routing.state.epoch
+            return after == before ? "the cluster map is current (epoch \(after))" : "the cluster map went from epoch \(before) to \(after)"
+        } catch {
+            return "the cluster map could not be read (\(error)); still routing by epoch \(before)"
+        }
+    }
+
     func refreshMap() async throws {
         guard let (state, version) = try await store.load() else { return }
         if state.epoch > routing.state.epoch { publish(state, version: version) }

@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import PharosIndex
 import PharosRouting
@@ -133,19 +134,21 @@ extension Coordinator {
                     var r = template
                     r.deadlineMilliseconds = Self.forwardable(span)
                     r.buckets = buckets.isFull ? .everything : BucketMask(count: buckets.count, bits: buckets.mask)
-                    return routing.links[node].send(.search(r), timeout: span, epoch: epoch, on: loop)
+                    let answered = routing.links[node].send(.search(r), timeout: span, epoch: epoch, on: loop)
                         .map { ShardOutcome.success($0) }
                         .recover { .failure(Coordinator.wireError($0)) }
+                    return self.timed(answered, node: routing.name(node))
                 }
             }
             let hedgeDelay: TimeAmount? = routing.state.replication > 1
                 ? Swift.max(self.searchLatencies.p95 ?? self.options.minimumHedgeDelay.timeAmount, self.options.minimumHedgeDelay.timeAmount)
                 : nil
             let latencies = self.searchLatencies
+            let onHedge = self.metrics?.countHedge
             return loop.flatSubmit {
                 let groups = routing.plan.sorted { $0.key < $1.key }.map { node, buckets in
                     HedgedGroup(node: node, buckets: buckets, routing: routing, hedgeAfter: hedgeDelay, loop: loop,
-                                latencies: latencies, send: send)
+                                latencies: latencies, onHedge: onHedge, send: send)
                 }
                 for group in groups { group.start() }
                 return EventLoopFuture.whenAllSucceed(groups.map(\.futureResult), on: loop).map { $0.flatMap { $0 } }
@@ -161,6 +164,18 @@ extension Coordinator {
                 return loop.makeCompletedFuture { try self.merged(outcomes, queries: queries.count, request: request, routing: routing) }
             }
         }
+    }
+
+    /// `answer`, with its time and outcome recorded under `node` (when measured).
+    private func timed(_ answer: EventLoopFuture<ShardOutcome>, node: String) -> EventLoopFuture<ShardOutcome> {
+        guard let metrics else { return answer }
+        let sent = DispatchTime.now().uptimeNanoseconds
+        answer.whenSuccess { outcome in
+            var failed = false
+            if case .failure = outcome { failed = true }
+            metrics.shardAnswered(node: node, nanoseconds: DispatchTime.now().uptimeNanoseconds &- sent, failed: failed)
+        }
+        return answer
     }
 
     /// One search response from every node's outcome: merged hits, and what is missing (nodes
@@ -199,7 +214,10 @@ extension Coordinator {
             TopKMerge.merge(perShard.map { $0[q] }, k: request.k, higherIsBetter: higherIsBetter,
                             dimension: request.withVectors ? map.collection.dimension : 0)
         }
-        if !missing.isEmpty { logger.warning("partial search", metadata: ["missing": "\(missing.map(\.shard))"]) }
+        if !missing.isEmpty {
+            metrics?.partialAnswers.increment()
+            logger.warning("partial search", metadata: ["missing": "\(missing.map(\.shard))"])
+        }
         return SearchResponse(queries: hits, missing: missing)
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import PharosDurability
 import PharosIndex
+import PharosObservability
 import PharosWire
 import Synchronization
 
@@ -50,6 +51,8 @@ public final class Coordinator: WireService, Sendable {
         /// has not answered after the 95th percentile of recent answer times, but never sooner
         /// than this (so ordinary jitter does not double the load).
         public var minimumHedgeDelay: Duration = .milliseconds(20)
+        /// Where the coordinator's series go (the admin port's `/metrics`; nil: not measured).
+        public var metrics: MetricsRegistry?
 
         /// Defaults: 5 s searches, 60 s writes, 2 s health probes, no state folder.
         public init(searchDeadline: Duration = .seconds(5), writeDeadline: Duration = .seconds(60), stateDirectory: String? = nil) {
@@ -101,6 +104,8 @@ public final class Coordinator: WireService, Sendable {
     let moveRetries = Mutex<[Int: (after: ContinuousClock.Instant, wait: Duration)]>([:])
     let logger: Logger
     let group: any EventLoopGroup
+    /// Fan-out latency and partial answers (nil without `options.metrics`).
+    let metrics: CoordinatorMetrics?
     /// The collection's space; its whitening changes when a trained state with one is pushed or dropped.
     let installedSpace: Mutex<VectorSpace>
     /// Serialises trained-state pushes and drops.
@@ -165,6 +170,7 @@ public final class Coordinator: WireService, Sendable {
         self.group = group
         self.logger = logger
         self.store = store
+        metrics = options.metrics.map(CoordinatorMetrics.init)
         moverIdentity = (store as? EtcdMapStore)?.name ?? "coordinator"
         guard state.buckets == map.buckets else {
             throw ClusterMapError(path: store.description, problem: "the kept map has \(state.buckets) buckets, the cluster file \(map.buckets): a bucket count never changes")
@@ -204,6 +210,7 @@ public final class Coordinator: WireService, Sendable {
         if store is EtcdMapStore {
             watcher.withLock { $0 = Task { [weak self] in await self?.followMap() } }
         }
+        metrics?.watch(self)
     }
 
     /// A coordinator keeping its state in `stateDirectory`, with default deadlines.

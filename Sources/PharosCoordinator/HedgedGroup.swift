@@ -23,11 +23,14 @@ final class HedgedGroup: @unchecked Sendable {
 
     private let delay: TimeAmount?
     private let latencies: LatencyWindow
+    private let onHedge: (@Sendable () -> Void)?
 
     /// Answers for `buckets` of `node`: `send(plan)` sends a search for each (node, buckets)
     /// of a plan and gives each one's outcome; `latencies` learns the node's answer time.
     init(node: Int, buckets: BucketSet, routing: Routing, hedgeAfter delay: TimeAmount?, loop: any EventLoop,
-         latencies: LatencyWindow, send: @escaping @Sendable ([Int: BucketSet]) -> [EventLoopFuture<ShardOutcome>]) {
+         latencies: LatencyWindow, onHedge: (@Sendable () -> Void)? = nil,
+         send: @escaping @Sendable ([Int: BucketSet]) -> [EventLoopFuture<ShardOutcome>]) {
+        self.onHedge = onHedge
         self.loop = loop
         self.node = node
         self.buckets = buckets
@@ -95,6 +98,7 @@ final class HedgedGroup: @unchecked Sendable {
             return
         }
         hedged = true
+        onHedge?()
         let nodes = plan.keys.sorted()
         let futures = send(Dictionary(uniqueKeysWithValues: nodes.map { ($0, plan[$0]!) }))
         EventLoopFuture.whenAllComplete(futures.map { $0.hop(to: loop) }, on: loop).whenComplete { [self] result in

@@ -21,6 +21,8 @@ final class Routing: Sendable {
     /// Down nodes holding the only copy of some buckets, with how many: searches are partial
     /// without them.
     let unreadable: [String: Int]
+    /// Buckets no serving copy can answer for.
+    let unreadableBuckets: Int
 
     /// The routing of `state` over `links` (one per node, same order); reads prefer copies on
     /// nodes whose zone label is `zone` (when given and such a copy is up).
@@ -50,11 +52,14 @@ final class Routing: Sendable {
         self.readers = readers
         self.writers = writers
         var unreadable: [String: Int] = [:]
+        var unreadableBuckets = 0
         for (b, names) in state.replicas.enumerated() where readers[b].isEmpty {
+            unreadableBuckets += 1
             for name in names { unreadable[name, default: 0] += 1 }
             if names.isEmpty { unreadable["(no node)", default: 0] += 1 }
         }
         self.unreadable = unreadable
+        self.unreadableBuckets = unreadableBuckets
         plan = Routing.plan(readers: readers, buckets: state.buckets, excluding: [])
     }
 

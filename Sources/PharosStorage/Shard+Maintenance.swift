@@ -30,6 +30,7 @@ extension Shard {
                 options.events?(.sealFrozen)
             }
             guard let frozen = lock.withReadLock({ sealing }) else { return }
+            let started = DispatchTime.now().uptimeNanoseconds
             // The segment count is bounded (manifest, scan labels): at the bound, merge the
             // smaller half first, whatever the policy says.
             let current = lock.withReadLock { sealed }
@@ -58,6 +59,7 @@ extension Shard {
             }
             sealingSkip = []
             try persist()
+            options.observe?(.seal(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started))
         }
     }
 
@@ -74,6 +76,7 @@ extension Shard {
 
     /// Merges `chosen` into one new segment and persists the result (`maintenanceLock` held).
     private func merge(_ chosen: [Segment]) throws {
+        let started = DispatchTime.now().uptimeNanoseconds
         let snapshots = lock.withReadLock { chosen.map { $0.deletions.snapshot() } }
         let live = zip(chosen, snapshots).reduce(0) { total, pair in
             total + pair.0.entries - pair.1.reduce(0) { $0 + $1.nonzeroBitCount }
@@ -107,6 +110,7 @@ extension Shard {
         }
         retiredSegments += chosen
         try persist()
+        options.observe?(.compaction(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started))
     }
 
     /// The segments to merge now, or nil when the policy asks for nothing.

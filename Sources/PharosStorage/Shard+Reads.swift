@@ -98,3 +98,19 @@ extension Shard {
         }
     }
 }
+
+extension Shard {
+    /// Bytes of log files on disk (records not yet sealed into segments, plus the header of
+    /// each file): what a restart replays.
+    public var logBytes: Int {
+        let directory = logPath
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(WriteAheadLog.fileSuffix) }.reduce(0) { total, name in
+            var info = stat()
+            return total + (stat(directory + "/" + name, &info) == 0 ? Int(info.st_size) : 0)
+        }
+    }
+
+    /// Whether the compaction policy asks for a merge now (the backlog operators watch).
+    public var compactionPending: Bool { compactionPlan(force: false) != nil }
+}

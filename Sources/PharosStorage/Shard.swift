@@ -63,8 +63,22 @@ public final class Shard: @unchecked Sendable {
         /// concurrency tests write there.
         public var events: (@Sendable (MaintenanceEvent) -> Void)?
 
+        /// Called with the duration of each log fsync, seal and compaction, on the thread that
+        /// did it (the admin port's latency histograms). Must be quick.
+        public var observe: (@Sendable (StorageObservation) -> Void)?
+
         /// Default options.
         public init() {}
+    }
+
+    /// Timed storage work that `Options.observe` reports.
+    public enum StorageObservation: Sendable {
+        /// One log write and its fsync (a group commit of `bytes`).
+        case logSync(nanoseconds: UInt64, bytes: Int)
+        /// The growing segment written as a segment file and swapped in.
+        case seal(nanoseconds: UInt64)
+        /// Segment files merged into one.
+        case compaction(nanoseconds: UInt64)
     }
 
     /// The steps of background work that `Options.events` reports.
@@ -337,7 +351,8 @@ public final class Shard: @unchecked Sendable {
         } else if growingLogStartLSN == 0 {
             growingLogStartLSN = log.files[0].file.headerFirstLSN ?? 0
         }
-        wal = try WriteAheadLog(directory: logPath, sequence: newSequence, nextLSN: lastLSN + 1, faults: options.faults) { [unowned self] record in
+        wal = try WriteAheadLog(directory: logPath, sequence: newSequence, nextLSN: lastLSN + 1, faults: options.faults,
+                                observe: options.observe) { [unowned self] record in
             self.lock.withWriteLock { self.applyUnlocked(record) }
         }
     }

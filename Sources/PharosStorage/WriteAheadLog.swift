@@ -55,6 +55,7 @@ final class WriteAheadLog: @unchecked Sendable {
     private var failedWrites = 0
     private var lastWriteFailure = ""
     private let faults: StorageFaults
+    private let observe: (@Sendable (Shard.StorageObservation) -> Void)?
     /// Applies a durable record to memory; returns the number of keys it affected.
     private let apply: (LogRecord) -> Int
 
@@ -76,8 +77,10 @@ final class WriteAheadLog: @unchecked Sendable {
     }
 
     /// Creates log file `sequence` for appending (records continue from `nextLSN`).
-    init(directory: String, sequence: UInt64, nextLSN: UInt64, faults: StorageFaults, apply: @escaping (LogRecord) -> Int) throws {
+    init(directory: String, sequence: UInt64, nextLSN: UInt64, faults: StorageFaults,
+         observe: (@Sendable (Shard.StorageObservation) -> Void)? = nil, apply: @escaping (LogRecord) -> Int) throws {
         self.directory = directory
+        self.observe = observe
         self.sequence = sequence
         self.nextLSN = nextLSN
         self.faults = faults
@@ -234,6 +237,7 @@ final class WriteAheadLog: @unchecked Sendable {
         bytes.reserveCapacity(frames.reduce(0) { $0 + $1.count })
         for f in frames { bytes += f }
         faults.applyLogWriteDelay()
+        let started = DispatchTime.now().uptimeNanoseconds
         let error: String? = bytes.withUnsafeBytes { buffer in
             if let injected = faults.takeWriteFailure() { return injected }
             var done = 0
@@ -259,6 +263,7 @@ final class WriteAheadLog: @unchecked Sendable {
             throw StorageError.logFailed(path: path, reason: reason)
         }
         fileSize += bytes.count
+        observe?(.logSync(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started, bytes: bytes.count))
     }
 
     private func stop(_ reason: String) {

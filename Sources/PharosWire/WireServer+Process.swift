@@ -2,14 +2,40 @@ import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import PharosObservability
 
 extension WireServer {
+    /// The admin port a server process serves beside the wire protocol.
+    public struct AdminEndpoint: Sendable {
+        /// The HTTP server (`/metrics`, `/livez`, `/readyz`).
+        public var server: AdminServer
+        /// Where it listens.
+        public var host: String
+        /// Its port (0: a free one).
+        public var port: Int
+
+        /// An endpoint serving `server` on `host:port`.
+        public init(server: AdminServer, host: String, port: Int) {
+            self.server = server
+            self.host = host
+            self.port = port
+        }
+    }
+
     /// Runs this server as the process's job: binds, prints `listening on HOST:PORT` on
-    /// standard output (scripts wait for that line), and on SIGTERM or SIGINT stops
-    /// gracefully (the service closes its connections before the event loops shut down),
-    /// then exits 0. SIGHUP is logged and otherwise ignored: a node keeps serving when the
-    /// terminal it was started from goes away. Exits 1 when it cannot bind. Never returns.
-    public func serveUntilSignalled(host: String, port: Int, group: any EventLoopGroup, program: String) -> Never {
+    /// standard output (scripts wait for that line), then starts `admin` (printing
+    /// `admin on HOST:PORT`) and tells systemd it is ready (`Type=notify`). On SIGTERM or
+    /// SIGINT it stops gracefully (the service closes its connections before the event loops
+    /// shut down), then exits 0. SIGHUP runs `reload` (what this process can reload: the
+    /// coordinator re-reads its cluster map) and keeps serving, so a node also survives the
+    /// terminal it was started from going away. Exits 1 when it cannot bind. Never returns.
+    public func serveUntilSignalled(host: String, port: Int, group: any EventLoopGroup, program: String,
+                                    admin: AdminEndpoint? = nil,
+                                    reload: (@Sendable () async -> String)? = nil) -> Never {
+        if !Self.isLoopback(host) {
+            logger.warning("listening on a non-loopback address without TLS or tokens: anyone who can reach \(host):\(port) can read, write and administer this \(program)",
+                           metadata: ["address": "\(host):\(port)"])
+        }
         Task {
             do {
                 let bound = try await start(host: host, port: port)
@@ -18,12 +44,31 @@ extension WireServer {
                 FileHandle.standardError.write(Data("\(program): cannot listen on \(host):\(port): \(error)\n".utf8))
                 Foundation.exit(1)
             }
+            if let admin {
+                do {
+                    let bound = try await admin.server.start(host: admin.host, port: admin.port)
+                    FileHandle.standardOutput.write(Data("admin on \(admin.host):\(bound)\n".utf8))
+                } catch {
+                    FileHandle.standardError.write(Data("\(program): cannot serve the admin port on \(admin.host):\(admin.port): \(error) (--admin-port picks another, --no-admin serves none)\n".utf8))
+                    Foundation.exit(1)
+                }
+            }
+            SystemdNotifier.notify("READY=1\nSTATUS=serving on \(host):\(boundPort ?? port)")
         }
         var sources: [any DispatchSourceSignal] = []
         signal(SIGHUP, SIG_IGN)
         let hangUp = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .main)
         hangUp.setEventHandler { [self] in
-            logger.notice("SIGHUP received and ignored: \(program) keeps serving (SIGTERM or SIGINT stops it; configuration is read at start only)")
+            guard let reload else {
+                logger.notice("SIGHUP received: \(program) has nothing to reload and keeps serving (SIGTERM or SIGINT stops it)")
+                return
+            }
+            SystemdNotifier.reloading()
+            Task {
+                let outcome = await reload()
+                logger.notice("SIGHUP received: reloaded", metadata: ["outcome": "\(outcome)"])
+                SystemdNotifier.notify("READY=1\nSTATUS=serving; last reload: \(outcome)")
+            }
         }
         hangUp.resume()
         sources.append(hangUp)
@@ -35,7 +80,9 @@ extension WireServer {
                 // Ctrl-C in a terminal and the launcher's SIGTERM can both arrive: stop once.
                 guard stopping.withLockedValue({ let first = !$0; $0 = true; return first }) else { return }
                 logger.info("signal received, stopping", metadata: ["signal": "\(signalNumber == SIGINT ? "SIGINT" : "SIGTERM")"])
+                SystemdNotifier.notify("STOPPING=1")
                 Task {
+                    await admin?.server.stop()
                     await stop()
                     try? await group.shutdownGracefully()
                     Foundation.exit(0)
@@ -45,5 +92,10 @@ extension WireServer {
             sources.append(source)
         }
         withExtendedLifetime(sources) { dispatchMain() }
+    }
+
+    /// Whether `host` names only this machine (so an unauthenticated listener is private).
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import PharosObservability
 
 /// What a server serves: a reply for each request, produced off the event loops.
 public protocol WireService: AnyObject, Sendable {
@@ -66,6 +67,8 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
     public let service: any WireService
     let limits: Limits
     let logger: Logger
+    /// Where requests are counted and timed (nil: not measured).
+    let metrics: WireMetrics?
     private let group: any EventLoopGroup
     private let state = NSLock()
     private var channel: (any Channel)?
@@ -86,11 +89,22 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
     private var _boundPort: Int?
 
     /// A server for `service` on `group`'s event loops.
-    public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server")) {
+    public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server"),
+                metrics: WireMetrics? = nil) {
         self.service = service
         self.group = group
         self.limits = limits
         self.logger = logger
+        self.metrics = metrics
+        if let metrics {
+            metrics.registry.onScrape { [weak self] in
+                guard let self else { return }
+                let (requests, bytes, open) = state.withLock { (requestsInFlight, bytesInFlight, children.count) }
+                metrics.inFlight.set(Double(requests))
+                metrics.bytesInFlight.set(Double(bytes))
+                metrics.connections.set(Double(open))
+            }
+        }
     }
 
     /// Binds and starts accepting; returns the port (useful with port 0).
@@ -278,7 +292,8 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case let .malformed(error):
-            server.logger.debug("malformed frame", metadata: ["error": "\(error)"])
+            server.logger.debug("malformed frame", metadata: ["error": "\(error)", "request": "\(error.requestID)"])
+            server.metrics?.refused(type: "unreadable", outcome: error.code.metricLabel)
             context.writeAndFlush(wrapOutboundOut(Envelope(requestID: error.requestID, body: .error(error))), promise: nil)
         case let .envelope(envelope):
             waiting.append(envelope)
@@ -292,6 +307,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         } catch {
             var refusal = error as? WireError ?? WireError(.invalidArgument, "\(error)")
             refusal.requestID = envelope.requestID
+            server.metrics?.refused(type: envelope.body.name, outcome: refusal.code.metricLabel)
             let written = context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(refusal))))
             if case .hello = envelope.body {
                 // A peer that speaks another version cannot be understood: say so, then close.
@@ -304,6 +320,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         if let refusal = server.admit(bytes: bytes) {
             var error = refusal
             error.requestID = envelope.requestID
+            server.metrics?.refused(type: envelope.body.name, outcome: error.code.metricLabel)
             context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(error))), promise: nil)
             return
         }
@@ -311,7 +328,10 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         let server = self.server
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        server.service.respond(to: envelope) { reply in
+        let started = DispatchTime.now().uptimeNanoseconds
+        let type = envelope.body.name
+        RequestContext.$requestID.withValue(envelope.requestID) { server.service.respond(to: envelope) { reply in
+            server.metrics?.record(type: type, outcome: reply.outcomeLabel, nanoseconds: DispatchTime.now().uptimeNanoseconds &- started)
             var reply = reply
             if case var .error(error) = reply {
                 error.requestID = envelope.requestID
@@ -327,7 +347,7 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
             } else {
                 loop.execute { handler.value.send(answer, heldBytes: replyBytes) }
             }
-        }
+        } }
     }
 
     /// Writes a reply; its slot and bytes are freed once the socket took it (or failed).
@@ -370,27 +390,5 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
             return entries.reduce(0) { $0 + $1.key.utf8.count + $1.code.count + $1.refine.count + $1.metadata.count }
         default: return 0
         }
-    }
-}
-
-/// One connection's share of the server's budget for frames still arriving: the decoder
-/// reserves through it, the handler asks it whether a frame is half-sent.
-final class PartialFrameAccount: FrameBudget, @unchecked Sendable {
-    // @unchecked: used from the connection's event loop only.
-    private let server: WireServer
-    /// Bytes of a partial frame reserved now.
-    private(set) var held = 0
-
-    init(server: WireServer) { self.server = server }
-
-    func reserveFrame(bytes: Int) -> Bool {
-        guard server.reserveFrame(bytes: bytes) else { return false }
-        held += bytes
-        return true
-    }
-
-    func releaseFrame(bytes: Int) {
-        server.releaseFrame(bytes: bytes)
-        held -= bytes
     }
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import PharosCommandLine
 import PharosCoordinator
+import PharosObservability
 import PharosWire
 
 /// `pharos-coordinator`: routes, fans out, merges and expands; clients speak the wire
@@ -12,7 +13,8 @@ import PharosWire
 @main
 struct PharosCoordinatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "pharos-coordinator", abstract: "Pharos coordinator: one endpoint in front of the shard nodes of a cluster file.")
+        commandName: "pharos-coordinator", abstract: "Pharos coordinator: one endpoint in front of the shard nodes of a cluster file.",
+        version: BuildInfo.versionLine(program: "pharos-coordinator"))
 
     @Option(help: "The cluster file (JSON: collection, buckets, shards, optional assignment).") var cluster: String
     @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7700
@@ -46,13 +48,25 @@ struct PharosCoordinatorCommand: ParsableCommand {
         options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
         options.minimumWriteCopies = minimumWriteCopies
         options.zone = zone
+        let metrics = MetricsRegistry()
+        metrics.bootstrapMetricsSystem()
+        BuildInfo.register(in: metrics, program: "pharos-coordinator")
+        ProcessMemory.register(in: metrics)
+        options.metrics = metrics
         if let etcd {
             let endpoints = try EtcdClient.endpoints(etcd)
             options.etcd = EtcdSettings(endpoints: endpoints, prefix: etcdPrefix, name: name ?? "\(ProcessInfo.processInfo.hostName):\(port)")
         }
         let settings = options
         let coordinator = try runBlocking { try await Coordinator.connect(map: map, group: group, options: settings, logger: logger) }
-        let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8), logger: logger)
-        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator")
+        let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8),
+                                    logger: logger, metrics: WireMetrics(registry: metrics))
+        let admin = server.adminAddress(servingPort: port).map { address in
+            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { coordinator.readiness },
+                                     host: address.host, port: address.port)
+        }
+        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator", admin: admin) {
+            await coordinator.reloadMap()
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import PharosObservability
 import PharosVectors
 
 /// The `pharos-shard` command: shard-node tools over `PharosStorage` (verification,
@@ -8,6 +9,7 @@ struct PharosShard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
+        version: BuildInfo.versionLine(program: "pharos-shard"),
         subcommands: [ServeCommand.self, CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
                       BenchCommand.self, BenchOpenCommand.self])
 

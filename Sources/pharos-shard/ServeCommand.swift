@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOPosix
 import PharosCommandLine
+import PharosObservability
 import PharosShard
 import PharosStorage
 import PharosWire
@@ -33,9 +34,20 @@ struct ServeCommand: ParsableCommand {
         storage.idleSealDelay = idleSeal > 0 ? .seconds(idleSeal) : nil
         let storageLogger = logger
         storage.log = { storageLogger.warning("\($0)") }
+        let metrics = MetricsRegistry()
+        metrics.bootstrapMetricsSystem()
+        BuildInfo.register(in: metrics, program: "pharos-shard")
+        ProcessMemory.register(in: metrics)
+        storage.observe = ShardMetrics.storageObserver(metrics)
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
+        ShardMetrics.register(service, in: metrics)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 64), logger: logger)
-        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-shard")
+        let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 64),
+                                    logger: logger, metrics: WireMetrics(registry: metrics))
+        let admin = server.adminAddress(servingPort: port).map { address in
+            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { ShardMetrics.readiness(of: service) },
+                                     host: address.host, port: address.port)
+        }
+        wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-shard", admin: admin)
     }
 }

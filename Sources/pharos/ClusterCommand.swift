@@ -22,7 +22,7 @@ struct ClusterCommand: ParsableCommand {
 
         @Option(help: "Number of shard nodes (default 3).") var shards: Int?
         @Option(help: "Folder for the cluster file and every shard's data.") var data: String = "data/cluster"
-        @Option(help: "Coordinator port; shard i listens on port + 1 + i (default 7700).") var port: Int?
+        @Option(help: "Coordinator port; shard i listens on port + 1 + i (default 7700). Each process serves its admin HTTP port (/metrics, /livez, /readyz) at its port + 1000.") var port: Int?
         @Option(help: "Vector dimension of the collection (required for a new folder).") var dimension: Int?
         @Option(help: "Similarity: l2 or ip (default l2).") var metric: Metric?
         @Option(help: "Index configuration (factory string; default IVF256,PQ32x4fs,RefineSQ8).") var factory: String?

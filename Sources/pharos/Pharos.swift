@@ -1,5 +1,6 @@
 import Foundation
 import ArgumentParser
+import PharosObservability
 import PharosVectors
 
 /// The `pharos` command line: thin flag parsing over the Pharos libraries.
@@ -8,6 +9,7 @@ struct Pharos: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos",
         abstract: "Pharos: an image-retrieval vector index.",
+        version: BuildInfo.versionLine(program: "pharos"),
         subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self, ClusterBenchCommand.self,
                       ExtractCommand.self, WhitenCommand.self, EvalCommand.self, CNNBenchCommand.self,
                       IndexCommand.self, DataCommand.self])

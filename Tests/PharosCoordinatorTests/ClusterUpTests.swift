@@ -101,7 +101,7 @@ import Testing
         #expect(stdout.contains("cluster stopped"))
         #expect(stderr.contains("shard-1 was killed by SIGKILL; restarting it"), "\(stderr)")
         #expect(!stderr.contains("Cannot schedule"), "\(stderr)")
-        #expect(stderr.contains("SIGHUP received and ignored") && stderr.contains("SIGHUP ignored"), "\(stderr)")
+        #expect(stderr.contains("SIGHUP received: reloaded") && stderr.contains("SIGHUP ignored"), "\(stderr)")
         #expect(Self.shardPID(serving: folder) == nil)
     }
 

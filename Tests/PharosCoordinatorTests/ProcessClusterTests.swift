@@ -52,7 +52,7 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     func startShard(_ i: Int) throws {
-        shards[i] = try Self.launch("pharos-shard", ["serve", "--data", "\(root)/s\(i)", "--port", "\(shardPorts[i])", "--name", "s\(i)"])
+        shards[i] = try Self.launch("pharos-shard", ["serve", "--data", "\(root)/s\(i)", "--port", "\(shardPorts[i])", "--name", "s\(i)", "--admin-port", "0"])
     }
 
     func start(factory: String) throws -> ClusterMap {
@@ -64,7 +64,7 @@ final class ProcessCluster: @unchecked Sendable {
                              shards: (0..<3).map { .init(name: "s\($0)", host: "127.0.0.1", port: shardPorts[$0]) })
         try JSONEncoder().encode(map).write(to: URL(fileURLWithPath: root + "/cluster.json"))
         coordinatorPort = Self.freePort()
-        coordinator = try Self.launch("pharos-coordinator", ["--cluster", root + "/cluster.json", "--port", "\(coordinatorPort)"])
+        coordinator = try Self.launch("pharos-coordinator", ["--cluster", root + "/cluster.json", "--port", "\(coordinatorPort)", "--admin-port", "0"])
         return map
     }
 
