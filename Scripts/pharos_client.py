@@ -30,8 +30,9 @@ def protocol():
 class Connection:
     """One TCP connection (loopback by default): frames are a u32 big-endian length and an Envelope."""
 
-    def __init__(self, pb, port, host="127.0.0.1", timeout=60):
+    def __init__(self, pb, port, host="127.0.0.1", timeout=60, token=""):
         self.pb = pb
+        self.token = token  # the bearer token each request carries (servers started with --tokens)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.next_id = 1
@@ -39,6 +40,8 @@ class Connection:
     def send(self, fill):
         """Sends an Envelope with the next request id, its body set by `fill(envelope)`."""
         envelope = self.pb.Envelope(request_id=self.next_id)
+        if self.token:
+            envelope.auth_token = self.token
         fill(envelope)
         self.next_id += 1
         payload = envelope.SerializeToString()

@@ -18,6 +18,8 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Admin HTTP port (default: the serving port + 1000; 0 picks a free one, printed as 'admin on HOST:PORT').")
     public var adminPort: Int?
     @Flag(help: "Serve no admin HTTP port.") public var noAdmin = false
+    @Option(help: "Tokens file (lines of ROLE TOKEN; roles read, write, admin): every request but Hello must carry a token with the role it needs. Without it, anyone who reaches the port may do anything.")
+    public var tokens: String?
 
     /// Options with their defaults (ArgumentParser fills them from the command line).
     public init() {}
@@ -47,6 +49,12 @@ public struct ServerOptions: ParsableArguments {
         var logger = Logger(label: label)
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         return logger
+    }
+
+    /// The tokens requests must carry (`--tokens`), or nil when none were given.
+    public func accessTokens() throws -> AccessTokens? {
+        guard let tokens else { return nil }
+        do { return try AccessTokens.load(tokens) } catch let error as WireError { throw ValidationError("--tokens \(error.message)") }
     }
 
     /// Where the admin port listens for a server listening on `port`, or nil with `--no-admin`.

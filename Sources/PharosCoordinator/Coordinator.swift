@@ -51,6 +51,9 @@ public final class Coordinator: WireService, Sendable {
         /// has not answered after the 95th percentile of recent answer times, but never sooner
         /// than this (so ordinary jitter does not double the load).
         public var minimumHedgeDelay: Duration = .milliseconds(20)
+        /// The token presented to shard nodes started with tokens (an admin token of theirs;
+        /// empty: none).
+        public var shardToken = ""
         /// Where the coordinator's series go (the admin port's `/metrics`; nil: not measured).
         public var metrics: MetricsRegistry?
 
@@ -184,7 +187,7 @@ public final class Coordinator: WireService, Sendable {
         }
         keptTrainedState = Mutex(trained)
         var pool: [String: ShardLink] = [:]
-        for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group) }
+        for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group, token: options.shardToken) }
         currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }, zone: options.zone))
         linkPool.withLock { $0 = pool }
         // `ClusterMap.validate` made this index already, so it cannot fail for a loaded map.

@@ -20,9 +20,13 @@ actor ShardLink {
     /// Set by `close`: no connection is made after it (the event loops are about to stop).
     private var closed = false
 
-    init(address: ClusterMap.ShardAddress, group: any EventLoopGroup) {
+    /// The token this coordinator presents to shards (empty: none).
+    private let token: String
+
+    init(address: ClusterMap.ShardAddress, group: any EventLoopGroup, token: String = "") {
         self.address = address
         self.group = group
+        self.token = token
     }
 
     /// The connected client, if any (nil while disconnected or backing off).
@@ -77,7 +81,8 @@ actor ShardLink {
         }
         do {
             let connectTimeout = min(timeout, .seconds(2))
-            let c = try await WireClient.connect(host: address.host, port: address.port, group: group, timeout: connectTimeout.timeAmount)
+            let c = try await WireClient.connect(host: address.host, port: address.port, group: group, timeout: connectTimeout.timeAmount,
+                                                 token: token)
             client = c
             backoff = .milliseconds(100)
             retryAfter = nil

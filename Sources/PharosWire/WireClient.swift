@@ -6,15 +6,19 @@ import NIOPosix
 public final class WireClient: Sendable {
     private let channel: any Channel
     private let handler: ReplyMatcher
+    /// The bearer token every request carries (empty: none).
+    private let token: String
 
-    private init(channel: any Channel, handler: ReplyMatcher) {
+    private init(channel: any Channel, handler: ReplyMatcher, token: String) {
         self.channel = channel
         self.handler = handler
+        self.token = token
     }
 
-    /// Connects to `host:port`.
+    /// Connects to `host:port`; every request will carry `token` (when the server wants one).
     public static func connect(host: String, port: Int, group: any EventLoopGroup,
-                               limits: WireLimits = WireLimits(), timeout: TimeAmount = .seconds(5)) async throws -> WireClient {
+                               limits: WireLimits = WireLimits(), timeout: TimeAmount = .seconds(5),
+                               token: String = "") async throws -> WireClient {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -32,7 +36,7 @@ public final class WireClient: Sendable {
             throw WireError(.unavailable, "cannot connect to \(host):\(port): \(error)")
         }
         let handler = try await channel.pipeline.handler(type: ReplyMatcher.self).get()
-        return WireClient(channel: channel, handler: handler)
+        return WireClient(channel: channel, handler: handler, token: token)
     }
 
     /// Sends `body` and returns the reply. A reply that is an `Error` is thrown; so is a
@@ -48,10 +52,11 @@ public final class WireClient: Sendable {
         let loop = channel.eventLoop
         let channel = self.channel
         let handler = self.handler
+        let token = self.token
         return loop.flatSubmit {
             let promise = loop.makePromise(of: Envelope.self)
             let id = handler.register(promise, timeout: timeout, on: loop)
-            channel.writeAndFlush(Envelope(requestID: id, body: body, mapEpoch: mapEpoch)).whenFailure { error in
+            channel.writeAndFlush(Envelope(requestID: id, body: body, mapEpoch: mapEpoch, authToken: token)).whenFailure { error in
                 handler.fail(id, with: WireError(.unavailable, "write failed: \(error)"))
             }
             return promise.futureResult

@@ -15,6 +15,7 @@ public enum WireCodec {
         pharos__envelope__init(&e)
         e.request_id = envelope.requestID
         e.map_epoch = envelope.mapEpoch
+        if !envelope.authToken.isEmpty { e.auth_token = arena.string(try checked([envelope.authToken], "auth token")[0]) }
         try fill(&e, with: envelope.body, arena: arena)
         let size = withUnsafePointer(to: &e) { $0.withMemoryRebound(to: ProtobufCMessage.self, capacity: 1) { protobuf_c_message_get_packed_size($0) } }
         var out = [UInt8](repeating: 0, count: size)
@@ -38,7 +39,8 @@ public enum WireCodec {
         }) {
             throw WireError(.invalidArgument, problem, requestID: e.pointee.request_id)
         }
-        return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee), mapEpoch: e.pointee.map_epoch)
+        return Envelope(requestID: e.pointee.request_id, body: try body(of: e.pointee), mapEpoch: e.pointee.map_epoch,
+                        authToken: string(e.pointee.auth_token))
     }
 
     /// Decodes a frame payload held in an array.

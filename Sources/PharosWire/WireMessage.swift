@@ -9,12 +9,15 @@ public struct Envelope: Sendable, Equatable {
     public var body: WireMessage
     /// The cluster-map epoch the sender routes by (0: none, as clients send).
     public var mapEpoch: UInt64
+    /// The bearer token the sender presents (empty: none). See `AccessTokens`.
+    public var authToken: String
 
     /// Creates an envelope.
-    public init(requestID: UInt64, body: WireMessage, mapEpoch: UInt64 = 0) {
+    public init(requestID: UInt64, body: WireMessage, mapEpoch: UInt64 = 0, authToken: String = "") {
         self.requestID = requestID
         self.body = body
         self.mapEpoch = mapEpoch
+        self.authToken = authToken
     }
 }
 
@@ -346,7 +349,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The protocol's error codes (see Protocols/README.md).
     public enum Code: Int32, Sendable, Equatable {
         case unspecified = 0, malformed, unsupported, invalidArgument, notReady, overloaded,
-             deadlineExceeded, storage, unavailable, internalError, staleMap
+             deadlineExceeded, storage, unavailable, internalError, staleMap, unauthorized
     }
 
     /// What kind of failure.

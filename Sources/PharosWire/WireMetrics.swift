@@ -73,6 +73,7 @@ extension WireError.Code {
         case .unavailable: return "unavailable"
         case .internalError: return "internal"
         case .staleMap: return "stale_map"
+        case .unauthorized: return "unauthorized"
         }
     }
 }

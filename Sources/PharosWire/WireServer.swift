@@ -69,6 +69,8 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
     let logger: Logger
     /// Where requests are counted and timed (nil: not measured).
     let metrics: WireMetrics?
+    /// The tokens requests must carry (nil: none needed).
+    let access: AccessTokens?
     private let group: any EventLoopGroup
     private let state = NSLock()
     private var channel: (any Channel)?
@@ -90,12 +92,13 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
 
     /// A server for `service` on `group`'s event loops.
     public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server"),
-                metrics: WireMetrics? = nil) {
+                metrics: WireMetrics? = nil, access: AccessTokens? = nil) {
         self.service = service
         self.group = group
         self.limits = limits
         self.logger = logger
         self.metrics = metrics
+        self.access = access
         if let metrics {
             metrics.registry.onScrape { [weak self] in
                 guard let self else { return }
@@ -302,6 +305,11 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func dispatch(_ envelope: Envelope, context: ChannelHandlerContext) {
+        if let refusal = server.access?.refusal(for: envelope) {
+            server.metrics?.refused(type: envelope.body.name, outcome: refusal.code.metricLabel)
+            context.writeAndFlush(wrapOutboundOut(Envelope(requestID: envelope.requestID, body: .error(refusal))), promise: nil)
+            return
+        }
         do {
             try server.limits.requests.validate(envelope.body)
         } catch {
@@ -373,22 +381,6 @@ final class RequestHandler: ChannelDuplexHandler, @unchecked Sendable {
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(Envelope(requestID: 0, body: .error(wire)))).whenComplete { _ in
             channel.close(promise: nil)
-        }
-    }
-
-    /// Bytes a request holds while served (its vectors, keys and metadata).
-    static func payloadBytes(_ message: WireMessage) -> Int {
-        switch message {
-        case let .search(s): return s.vectors.count * 4 + s.queryKeys.reduce(0) { $0 + $1.utf8.count }
-        case let .searchResult(r):
-            return r.queries.reduce(0) { sum, q in sum + q.keys.reduce(0) { $0 + $1.utf8.count + 8 } + (q.scores.count + q.vectors.count) * 4 }
-        case let .fetchResult(entries): return entries.reduce(0) { $0 + $1.key.utf8.count + $1.vector.count * 4 + $1.metadata.count }
-        case let .upsert(u): return u.vectors.count * 4 + u.keys.reduce(0) { $0 + $1.utf8.count } + u.metadata.reduce(0) { $0 + $1.count }
-        case let .delete(keys), let .fetch(keys): return keys.reduce(0) { $0 + $1.utf8.count }
-        case let .trainedState(file, whitening): return file.count + whitening.count
-        case let .bucketEntries(entries), let .bucketWrite(entries, _, _):
-            return entries.reduce(0) { $0 + $1.key.utf8.count + $1.code.count + $1.refine.count + $1.metadata.count }
-        default: return 0
         }
     }
 }

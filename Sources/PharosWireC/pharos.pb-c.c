@@ -4274,7 +4274,7 @@ const ProtobufCMessageDescriptor pharos__error__descriptor =
   (ProtobufCMessageInit) pharos__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[33] =
+static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[34] =
 {
   {
     "request_id",
@@ -4672,9 +4672,22 @@ static const ProtobufCFieldDescriptor pharos__envelope__field_descriptors[33] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "auth_token",
+    34,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Envelope, auth_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__envelope__field_indices_by_name[] = {
   30,   /* field[30] = add_node */
+  33,   /* field[33] = auth_token */
   26,   /* field[26] = bucket_counts */
   27,   /* field[27] = bucket_counts_result */
   25,   /* field[25] = bucket_drop */
@@ -4711,7 +4724,7 @@ static const unsigned pharos__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 33 }
+  { 0, 34 }
 };
 const ProtobufCMessageDescriptor pharos__envelope__descriptor =
 {
@@ -4721,7 +4734,7 @@ const ProtobufCMessageDescriptor pharos__envelope__descriptor =
   "Pharos__Envelope",
   "pharos",
   sizeof(Pharos__Envelope),
-  33,
+  34,
   pharos__envelope__field_descriptors,
   pharos__envelope__field_indices_by_name,
   1,  pharos__envelope__number_ranges,
@@ -4760,7 +4773,7 @@ const ProtobufCEnumDescriptor pharos__role__descriptor =
   pharos__role__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[11] =
+static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[12] =
 {
   { "ERROR_UNSPECIFIED", "PHAROS__ERROR_CODE__ERROR_UNSPECIFIED", 0 },
   { "ERROR_MALFORMED", "PHAROS__ERROR_CODE__ERROR_MALFORMED", 1 },
@@ -4773,11 +4786,12 @@ static const ProtobufCEnumValue pharos__error_code__enum_values_by_number[11] =
   { "ERROR_UNAVAILABLE", "PHAROS__ERROR_CODE__ERROR_UNAVAILABLE", 8 },
   { "ERROR_INTERNAL", "PHAROS__ERROR_CODE__ERROR_INTERNAL", 9 },
   { "ERROR_STALE_MAP", "PHAROS__ERROR_CODE__ERROR_STALE_MAP", 10 },
+  { "ERROR_UNAUTHORIZED", "PHAROS__ERROR_CODE__ERROR_UNAUTHORIZED", 11 },
 };
 static const ProtobufCIntRange pharos__error_code__value_ranges[] = {
-{0, 0},{0, 11}
+{0, 0},{0, 12}
 };
-static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[11] =
+static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[12] =
 {
   { "ERROR_DEADLINE_EXCEEDED", 6 },
   { "ERROR_INTERNAL", 9 },
@@ -4787,6 +4801,7 @@ static const ProtobufCEnumValueIndex pharos__error_code__enum_values_by_name[11]
   { "ERROR_OVERLOADED", 5 },
   { "ERROR_STALE_MAP", 10 },
   { "ERROR_STORAGE", 7 },
+  { "ERROR_UNAUTHORIZED", 11 },
   { "ERROR_UNAVAILABLE", 8 },
   { "ERROR_UNSPECIFIED", 0 },
   { "ERROR_UNSUPPORTED", 2 },
@@ -4798,9 +4813,9 @@ const ProtobufCEnumDescriptor pharos__error_code__descriptor =
   "ErrorCode",
   "Pharos__ErrorCode",
   "pharos",
-  11,
+  12,
   pharos__error_code__enum_values_by_number,
-  11,
+  12,
   pharos__error_code__enum_values_by_name,
   1,
   pharos__error_code__value_ranges,

@@ -29,6 +29,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "With --etcd: the key prefix of this cluster.") var etcdPrefix: String = "/pharos/default"
     @Option(help: "With --etcd: this coordinator's name, unique among the cluster's coordinators (default: the host name and port).") var name: String?
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
+    @Option(help: "File holding the token to present to shard nodes started with --tokens (one of their admin tokens).") var shardTokenFile: String?
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
@@ -48,6 +49,11 @@ struct PharosCoordinatorCommand: ParsableCommand {
         options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
         options.minimumWriteCopies = minimumWriteCopies
         options.zone = zone
+        if let shardTokenFile {
+            do { options.shardToken = try AccessTokens.readToken(shardTokenFile) } catch let error as WireError {
+                throw ValidationError("--shard-token-file \(error.message)")
+            }
+        }
         let metrics = MetricsRegistry()
         metrics.bootstrapMetricsSystem()
         BuildInfo.register(in: metrics, program: "pharos-coordinator")
@@ -60,7 +66,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
         let settings = options
         let coordinator = try runBlocking { try await Coordinator.connect(map: map, group: group, options: settings, logger: logger) }
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8),
-                                    logger: logger, metrics: WireMetrics(registry: metrics))
+                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens())
         let admin = server.adminAddress(servingPort: port).map { address in
             WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { coordinator.readiness },
                                      host: address.host, port: address.port)

@@ -43,7 +43,7 @@ struct ServeCommand: ParsableCommand {
         ShardMetrics.register(service, in: metrics)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 64),
-                                    logger: logger, metrics: WireMetrics(registry: metrics))
+                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens())
         let admin = server.adminAddress(servingPort: port).map { address in
             WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { ShardMetrics.readiness(of: service) },
                                      host: address.host, port: address.port)

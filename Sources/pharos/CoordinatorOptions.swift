@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import NIOPosix
 import PharosCommandLine
 import PharosWire
@@ -6,6 +7,14 @@ import PharosWire
 /// The coordinator address option shared by the client commands.
 struct CoordinatorOptions: ParsableArguments {
     @Option(help: "Coordinator address, HOST:PORT.") var coordinator: String = "127.0.0.1:7700"
+    @Option(help: "File holding the token to present, for a coordinator started with --tokens (default: $PHAROS_TOKEN_FILE, if set).")
+    var tokenFile: String?
+
+    /// The token to present: from `--token-file`, else `$PHAROS_TOKEN_FILE`, else none.
+    func token() throws -> String {
+        guard let path = tokenFile ?? ProcessInfo.processInfo.environment["PHAROS_TOKEN_FILE"], !path.isEmpty else { return "" }
+        do { return try AccessTokens.readToken(path) } catch let error as WireError { throw ValidationError(error.message) }
+    }
 
     /// The coordinator's host and port.
     func address() throws -> (host: String, port: Int) {
@@ -17,9 +26,10 @@ struct CoordinatorOptions: ParsableArguments {
     /// Connects, runs `body` with the client, closes.
     func withClient<T: Sendable>(_ body: @escaping @Sendable (WireClient) async throws -> T) throws -> T {
         let (host, port) = try address()
+        let token = try token()
         return try runBlocking {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let client = try await WireClient.connect(host: host, port: port, group: group)
+            let client = try await WireClient.connect(host: host, port: port, group: group, token: token)
             do {
                 let result = try await body(client)
                 await client.close()

@@ -18,7 +18,14 @@ final class TestCluster: @unchecked Sendable {
     var map: ClusterMap!
     var client: WireClient!
     var coordinator: Coordinator!
+    var coordinatorPort = 0
     let stateDirectory = NSTemporaryDirectory() + "pharos-coordinator-\(UUID().uuidString.prefix(8))"
+    /// Tokens the shards ask for, the one the coordinator presents to them, the ones the
+    /// coordinator asks for, and the one the test client presents (nil or empty: none).
+    var shardAccess: AccessTokens?
+    var shardToken = ""
+    var coordinatorAccess: AccessTokens?
+    var clientToken = ""
 
     static let dimension = 16
 
@@ -28,7 +35,7 @@ final class TestCluster: @unchecked Sendable {
         storage.automaticMaintenance = false
         storage.log = { _ in }
         let service = try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)"))
-        let server = WireServer(service: wrap?(service) ?? service, group: group)
+        let server = WireServer(service: wrap?(service) ?? service, group: group, access: shardAccess)
         let bound = try await server.start(host: "127.0.0.1", port: port)
         if i < shardServers.count { shardServers[i] = server } else { shardServers.append(server) }
         return bound
@@ -47,10 +54,12 @@ final class TestCluster: @unchecked Sendable {
                          replication: replication)
         var options = Coordinator.Options(stateDirectory: stateDirectory)
         options.runsMover = runsMover
+        options.shardToken = shardToken
         coordinator = try Coordinator(map: map, group: group, options: options)
-        coordinatorServer = WireServer(service: coordinator, group: group)
+        coordinatorServer = WireServer(service: coordinator, group: group, access: coordinatorAccess)
         let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
-        client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group)
+        coordinatorPort = port
+        client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group, token: clientToken)
     }
 
     func stop() async {

@@ -115,7 +115,11 @@ typedef enum _Pharos__ErrorCode {
   /*
    * the request's map_epoch is older than the node's: refresh the map
    */
-  PHAROS__ERROR_CODE__ERROR_STALE_MAP = 10
+  PHAROS__ERROR_CODE__ERROR_STALE_MAP = 10,
+  /*
+   * the server wants a token, and auth_token is missing, unknown or lacks the role
+   */
+  PHAROS__ERROR_CODE__ERROR_UNAUTHORIZED = 11
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__ERROR_CODE)
 } Pharos__ErrorCode;
 
@@ -870,6 +874,13 @@ struct  Pharos__Envelope
    * newest it has seen, and remembers a newer one.
    */
   uint64_t map_epoch;
+  /*
+   * A bearer token, when the server was started with tokens (--tokens): each token has a role,
+   * read (Search, Fetch, Stats, Health, Schema, ClusterStatus), write (also Upsert, Delete) or
+   * admin (everything: TrainedState, Drop, bucket messages, AddNode, RemoveNode, Rebalance).
+   * Hello needs none. Servers without tokens ignore it.
+   */
+  char *auth_token;
   Pharos__Envelope__BodyCase body_case;
   union {
     Pharos__Hello *hello;
@@ -907,7 +918,7 @@ struct  Pharos__Envelope
 };
 #define PHAROS__ENVELOPE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__envelope__descriptor) \
-    , 0, 0, PHAROS__ENVELOPE__BODY__NOT_SET, {0} }
+    , 0, 0, (char *)protobuf_c_empty_string, PHAROS__ENVELOPE__BODY__NOT_SET, {0} }
 
 
 /* Pharos__Hello methods */
