@@ -12,12 +12,11 @@ bash Scripts/install-deps.sh
 swift build -c release
 venv=.venv-bench
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-# PyTorch's CPU wheel: the pinned one where pip can find it (a local wheel folder), else the
-# CPU index of download.pytorch.org (PyPI's default torch would pull the CUDA stack).
+# PyTorch's CPU wheel, pinned, from wherever pip is configured to look; else the newest torch
+# that index offers.
 if ! "$venv/bin/python" -c "import torch, PIL" 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check "torch==2.13.0+cpu" pillow "numpy<3" 2>/dev/null \
-    || "$venv/bin/pip" install -q --disable-pip-version-check --index-url https://download.pytorch.org/whl/cpu \
-         --extra-index-url https://pypi.org/simple torch pillow "numpy<3"
+    || "$venv/bin/pip" install -q --disable-pip-version-check torch pillow "numpy<3"
 fi
 images=/usr/share/doc/opencv-doc/examples/data
 mkdir -p Benchmarks/results

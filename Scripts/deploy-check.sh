@@ -3,7 +3,10 @@
 #   Deploy/prometheus: `promtool check config` and `promtool check rules`;
 #   Deploy/systemd: `systemd-analyze verify` (with ExecStart pointed at the built binaries,
 #   since /usr/local/bin is not installed here) and `systemd-analyze security --offline`,
-#   whose exposure score must be at most 3.0 for every unit.
+#   whose exposure score must be at most 3.0 for every unit;
+#   Deploy/kubernetes: `kubernetes-validate --strict` against Kubernetes 1.33.0 (pip, in a
+#   local venv), any warning counted as a failure (it warns, and exits 0, on a kind it has no
+#   schema for).
 # Usage: Scripts/deploy-check.sh [BIN_DIR]   (default .build/debug, built if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +20,15 @@ trap 'rm -rf "$work"' EXIT
 
 promtool check config Deploy/prometheus/prometheus.yml
 promtool check rules Deploy/prometheus/alerts.yml
+
+venv=.venv-deploy
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
+report=$("$venv/bin/kubernetes-validate" --strict -k 1.33.0 Deploy/kubernetes/*.yaml 2>&1) || { echo "$report" >&2; exit 1; }
+echo "$report"
+if grep -q "WARN" <<<"$report"; then echo "kubernetes-validate warned: failing" >&2; exit 1; fi
 
 most=3.0
 for unit in Deploy/systemd/*.service; do

@@ -24,6 +24,7 @@ packages=(
   etcd-server etcd-client  # the cluster map shared by several coordinators (pharos-coordinator --etcd; Scripts/etcd-test.sh)
   prometheus           # promtool: Deploy/prometheus config and rules, and the live scrape (Scripts/metrics-test.sh)
   systemd              # systemd-analyze: the units in Deploy/systemd are verified and rated offline
+  openssl              # Scripts/make-test-certificates.sh: throw-away CAs and certificates for the TLS tests
 )
 
 missing=()

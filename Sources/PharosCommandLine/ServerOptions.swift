@@ -20,6 +20,10 @@ public struct ServerOptions: ParsableArguments {
     @Flag(help: "Serve no admin HTTP port.") public var noAdmin = false
     @Option(help: "Tokens file (lines of ROLE TOKEN; roles read, write, admin): every request but Hello must carry a token with the role it needs. Without it, anyone who reaches the port may do anything.")
     public var tokens: String?
+    @Option(help: "TLS: this server's certificate chain (PEM); with --tls-key, every connection (wire and admin port) is TLS.")
+    public var tlsCertificate: String?
+    @Option(help: "TLS: the private key of --tls-certificate (PEM).") public var tlsKey: String?
+    @Option(help: "TLS: require client certificates signed by this CA (PEM): mutual TLS.") public var tlsClientCa: String?
 
     /// Options with their defaults (ArgumentParser fills them from the command line).
     public init() {}
@@ -55,6 +59,20 @@ public struct ServerOptions: ParsableArguments {
     public func accessTokens() throws -> AccessTokens? {
         guard let tokens else { return nil }
         do { return try AccessTokens.load(tokens) } catch let error as WireError { throw ValidationError("--tokens \(error.message)") }
+    }
+
+    /// The server's TLS configuration, or nil without `--tls-certificate`.
+    public func serverTLS() throws -> WireTLS? {
+        switch (tlsCertificate, tlsKey) {
+        case (nil, nil):
+            if tlsClientCa != nil { throw ValidationError("--tls-client-ca needs --tls-certificate and --tls-key") }
+            return nil
+        case let (certificate?, key?):
+            do { return try WireTLS.server(certificate: certificate, key: key, clientCA: tlsClientCa) } catch let error as WireError {
+                throw ValidationError(error.message)
+            }
+        default: throw ValidationError("--tls-certificate and --tls-key go together")
+        }
     }
 
     /// Where the admin port listens for a server listening on `port`, or nil with `--no-admin`.

@@ -16,7 +16,7 @@ extension Coordinator {
     func link(for node: ClusterState.Node) -> ShardLink {
         linkPool.withLock { pool in
             if let existing = pool[node.name], existing.address == node.address { return existing }
-            let made = ShardLink(address: node.address, group: group, token: options.shardToken)
+            let made = ShardLink(address: node.address, group: group, token: options.shardToken, tls: options.shardTLS)
             pool[node.name] = made
             return made
         }

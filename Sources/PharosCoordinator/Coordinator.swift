@@ -54,6 +54,8 @@ public final class Coordinator: WireService, Sendable {
         /// The token presented to shard nodes started with tokens (an admin token of theirs;
         /// empty: none).
         public var shardToken = ""
+        /// TLS to shard nodes that serve it (nil: plain TCP).
+        public var shardTLS: WireTLS?
         /// Where the coordinator's series go (the admin port's `/metrics`; nil: not measured).
         public var metrics: MetricsRegistry?
 
@@ -187,7 +189,7 @@ public final class Coordinator: WireService, Sendable {
         }
         keptTrainedState = Mutex(trained)
         var pool: [String: ShardLink] = [:]
-        for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group, token: options.shardToken) }
+        for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group, token: options.shardToken, tls: options.shardTLS) }
         currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }, zone: options.zone))
         linkPool.withLock { $0 = pool }
         // `ClusterMap.validate` made this index already, so it cannot fail for a loaded map.

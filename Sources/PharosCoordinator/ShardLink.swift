@@ -22,11 +22,14 @@ actor ShardLink {
 
     /// The token this coordinator presents to shards (empty: none).
     private let token: String
+    /// TLS to shards (nil: plain TCP).
+    private let tls: WireTLS?
 
-    init(address: ClusterMap.ShardAddress, group: any EventLoopGroup, token: String = "") {
+    init(address: ClusterMap.ShardAddress, group: any EventLoopGroup, token: String = "", tls: WireTLS? = nil) {
         self.address = address
         self.group = group
         self.token = token
+        self.tls = tls
     }
 
     /// The connected client, if any (nil while disconnected or backing off).
@@ -82,7 +85,7 @@ actor ShardLink {
         do {
             let connectTimeout = min(timeout, .seconds(2))
             let c = try await WireClient.connect(host: address.host, port: address.port, group: group, timeout: connectTimeout.timeAmount,
-                                                 token: token)
+                                                 token: token, tls: tls)
             client = c
             backoff = .milliseconds(100)
             retryAfter = nil

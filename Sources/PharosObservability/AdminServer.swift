@@ -42,11 +42,15 @@ public final class AdminServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let secure: (@Sendable (any Channel) throws -> Void)?
     let connections = NIOLockedValueBox(0)
 
-    /// An admin server exposing `metrics` and `readiness` on `group`'s event loops.
+    /// An admin server exposing `metrics` and `readiness` on `group`'s event loops; `secure`
+    /// (when given) adds TLS to each connection's pipeline first.
     public init(metrics: MetricsRegistry, group: any EventLoopGroup, logger: Logger,
+                secure: (@Sendable (any Channel) throws -> Void)? = nil,
                 readiness: @escaping @Sendable () -> Readiness) {
+        self.secure = secure
         self.metrics = metrics
         self.readiness = readiness
         self.group = group
@@ -70,6 +74,7 @@ public final class AdminServer: Sendable {
                         return
                     }
                     channel.closeFuture.whenComplete { [self] _ in connections.withLockedValue { $0 -= 1 } }
+                    try secure?(channel)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: AdminServer.idleTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(AdminRequestHandler(server: self))

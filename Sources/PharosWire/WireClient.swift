@@ -15,18 +15,23 @@ public final class WireClient: Sendable {
         self.token = token
     }
 
-    /// Connects to `host:port`; every request will carry `token` (when the server wants one).
+    /// Connects to `host:port` (over TLS with `tls`); every request will carry `token` (when
+    /// the server wants one).
     public static func connect(host: String, port: Int, group: any EventLoopGroup,
                                limits: WireLimits = WireLimits(), timeout: TimeAmount = .seconds(5),
-                               token: String = "") async throws -> WireClient {
+                               token: String = "", tls: WireTLS? = nil) async throws -> WireClient {
+        // Kept here, not looked up in the pipeline later: a server that closes at once (a
+        // refused TLS handshake) empties the pipeline before the lookup could run.
+        let matcher = ReplyMatcher()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try tls?.addClientHandler(to: channel, host: host)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits, checkingStrings: false)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
-                    try channel.pipeline.syncOperations.addHandler(ReplyMatcher())
+                    try channel.pipeline.syncOperations.addHandler(matcher)
                 }
             }
         let channel: any Channel
@@ -35,8 +40,7 @@ public final class WireClient: Sendable {
         } catch {
             throw WireError(.unavailable, "cannot connect to \(host):\(port): \(error)")
         }
-        let handler = try await channel.pipeline.handler(type: ReplyMatcher.self).get()
-        return WireClient(channel: channel, handler: handler, token: token)
+        return WireClient(channel: channel, handler: matcher, token: token)
     }
 
     /// Sends `body` and returns the reply. A reply that is an `Error` is thrown; so is a

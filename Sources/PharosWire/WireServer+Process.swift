@@ -32,11 +32,12 @@ extension WireServer {
     public func serveUntilSignalled(host: String, port: Int, group: any EventLoopGroup, program: String,
                                     admin: AdminEndpoint? = nil,
                                     reload: (@Sendable () async -> String)? = nil) -> Never {
+        if tls != nil { logger.notice("connections are TLS", metadata: ["admin port": "TLS too"]) }
         if let access {
             let counts = access.counts
             logger.notice("requests need tokens", metadata: ["read": "\(counts[.read] ?? 0)", "write": "\(counts[.write] ?? 0)", "admin": "\(counts[.admin] ?? 0)"])
-        } else if !Self.isLoopback(host) {
-            logger.warning("listening on a non-loopback address without tokens (--tokens): anyone who can reach \(host):\(port) can read, write and administer this \(program)",
+        } else if !Self.isLoopback(host) && tls == nil {
+            logger.warning("listening on a non-loopback address without tokens (--tokens) or TLS (--tls-certificate): anyone who can reach \(host):\(port) can read, write and administer this \(program)",
                            metadata: ["address": "\(host):\(port)"])
         }
         Task {

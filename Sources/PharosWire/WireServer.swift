@@ -71,6 +71,8 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
     let metrics: WireMetrics?
     /// The tokens requests must carry (nil: none needed).
     let access: AccessTokens?
+    /// TLS on every connection (nil: plain TCP).
+    let tls: WireTLS?
     private let group: any EventLoopGroup
     private let state = NSLock()
     private var channel: (any Channel)?
@@ -92,7 +94,8 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
 
     /// A server for `service` on `group`'s event loops.
     public init(service: any WireService, group: any EventLoopGroup, limits: Limits = Limits(), logger: Logger = Logger(label: "pharos.server"),
-                metrics: WireMetrics? = nil, access: AccessTokens? = nil) {
+                metrics: WireMetrics? = nil, access: AccessTokens? = nil, tls: WireTLS? = nil) {
+        self.tls = tls
         self.service = service
         self.group = group
         self.limits = limits
@@ -119,6 +122,7 @@ public final class WireServer: FrameBudget, @unchecked Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let account = PartialFrameAccount(server: self)
+                    try tls?.addServerHandler(to: channel)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: limits.partialFrameTimeout))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits.wire, budget: account)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(limits: limits.wire, oversized: .answerWithError)))

@@ -30,6 +30,9 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "With --etcd: this coordinator's name, unique among the cluster's coordinators (default: the host name and port).") var name: String?
     @Option(help: "Event-loop threads. One keeps a search's fan-out, merge and reply on one thread (no cross-thread hops).") var eventLoops: Int = 1
     @Option(help: "File holding the token to present to shard nodes started with --tokens (one of their admin tokens).") var shardTokenFile: String?
+    @Option(help: "TLS to shard nodes: verify them against this CA (PEM).") var shardTlsCa: String?
+    @Option(help: "TLS to shard nodes: the client certificate to present (PEM), for shards started with --tls-client-ca.") var shardTlsCertificate: String?
+    @Option(help: "TLS to shard nodes: the private key of --shard-tls-certificate (PEM).") var shardTlsKey: String?
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
@@ -54,6 +57,13 @@ struct PharosCoordinatorCommand: ParsableCommand {
                 throw ValidationError("--shard-token-file \(error.message)")
             }
         }
+        if let shardTlsCa {
+            do { options.shardTLS = try WireTLS.client(ca: shardTlsCa, certificate: shardTlsCertificate, key: shardTlsKey) } catch let error as WireError {
+                throw ValidationError("--shard-tls-*: \(error.message)")
+            }
+        } else if shardTlsCertificate != nil || shardTlsKey != nil {
+            throw ValidationError("--shard-tls-certificate and --shard-tls-key need --shard-tls-ca")
+        }
         let metrics = MetricsRegistry()
         metrics.bootstrapMetricsSystem()
         BuildInfo.register(in: metrics, program: "pharos-coordinator")
@@ -65,10 +75,13 @@ struct PharosCoordinatorCommand: ParsableCommand {
         }
         let settings = options
         let coordinator = try runBlocking { try await Coordinator.connect(map: map, group: group, options: settings, logger: logger) }
+        let tls = try server.serverTLS()
         let wireServer = WireServer(service: coordinator, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 8),
-                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens())
+                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens(), tls: tls)
         let admin = server.adminAddress(servingPort: port).map { address in
-            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { coordinator.readiness },
+            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger, secure: tls?.serverSetup) {
+                coordinator.readiness
+            },
                                      host: address.host, port: address.port)
         }
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-coordinator", admin: admin) {

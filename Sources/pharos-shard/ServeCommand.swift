@@ -42,10 +42,13 @@ struct ServeCommand: ParsableCommand {
         let service = try ShardService(configuration: .init(dataDirectory: data, storage: storage, searchThreads: searchThreads, nodeName: name))
         ShardMetrics.register(service, in: metrics)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let tls = try server.serverTLS()
         let wireServer = WireServer(service: service, group: group, limits: server.limits(maximumRequestsInFlight: maxRequests, perConnection: 64),
-                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens())
+                                    logger: logger, metrics: WireMetrics(registry: metrics), access: try server.accessTokens(), tls: tls)
         let admin = server.adminAddress(servingPort: port).map { address in
-            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger) { ShardMetrics.readiness(of: service) },
+            WireServer.AdminEndpoint(server: AdminServer(metrics: metrics, group: group, logger: logger, secure: tls?.serverSetup) {
+                ShardMetrics.readiness(of: service)
+            },
                                      host: address.host, port: address.port)
         }
         wireServer.serveUntilSignalled(host: server.host, port: port, group: group, program: "pharos-shard", admin: admin)

@@ -26,6 +26,12 @@ final class TestCluster: @unchecked Sendable {
     var shardToken = ""
     var coordinatorAccess: AccessTokens?
     var clientToken = ""
+    /// TLS: the shards' server side, the coordinator's client side to them, its server side,
+    /// and the test client's (nil: plain TCP).
+    var shardTLS: WireTLS?
+    var coordinatorToShardTLS: WireTLS?
+    var coordinatorTLS: WireTLS?
+    var clientTLS: WireTLS?
 
     static let dimension = 16
 
@@ -35,7 +41,7 @@ final class TestCluster: @unchecked Sendable {
         storage.automaticMaintenance = false
         storage.log = { _ in }
         let service = try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)"))
-        let server = WireServer(service: wrap?(service) ?? service, group: group, access: shardAccess)
+        let server = WireServer(service: wrap?(service) ?? service, group: group, access: shardAccess, tls: shardTLS)
         let bound = try await server.start(host: "127.0.0.1", port: port)
         if i < shardServers.count { shardServers[i] = server } else { shardServers.append(server) }
         return bound
@@ -55,11 +61,12 @@ final class TestCluster: @unchecked Sendable {
         var options = Coordinator.Options(stateDirectory: stateDirectory)
         options.runsMover = runsMover
         options.shardToken = shardToken
+        options.shardTLS = coordinatorToShardTLS
         coordinator = try Coordinator(map: map, group: group, options: options)
-        coordinatorServer = WireServer(service: coordinator, group: group, access: coordinatorAccess)
+        coordinatorServer = WireServer(service: coordinator, group: group, access: coordinatorAccess, tls: coordinatorTLS)
         let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
         coordinatorPort = port
-        client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group, token: clientToken)
+        client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group, token: clientToken, tls: clientTLS)
     }
 
     func stop() async {
