@@ -4,14 +4,33 @@
 # overwriting ones already there). Run from a checkout, as root:
 #   Deploy/install.sh shard s0 10.0.0.11     a shard node named s0 listening on 10.0.0.11:7701
 #   Deploy/install.sh coordinator 10.0.0.10  the coordinator on 10.0.0.10:7700 (edit /etc/pharos/cluster.json)
+#   Deploy/install.sh binaries /out          only build the three programs into /out/bin (Deploy/Containerfile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-role=${1:?usage: Deploy/install.sh shard NAME HOST | coordinator HOST}
+role=${1:?usage: Deploy/install.sh shard NAME HOST | coordinator HOST | binaries PREFIX}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-swift build -c release --product pharos-shard
-swift build -c release --product pharos-coordinator
-swift build -c release --product pharos
-install -m 0755 .build/release/pharos-shard .build/release/pharos-coordinator .build/release/pharos /usr/local/bin/
+
+# The build, the same on a host and in the container image: the Debian libraries Pharos links,
+# then release binaries with the Swift runtime linked in (they need no Swift installed to run).
+build_binaries() {   # build_binaries BINDIR
+  local packages=(libopenblas-dev libprotobuf-c-dev liblz4-dev libjpeg62-turbo-dev libpng-dev pkg-config git) missing=()
+  for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  for product in pharos-shard pharos-coordinator pharos; do
+    swift build -c release --static-swift-stdlib --product "$product"
+  done
+  install -d "$1"
+  install -m 0755 .build/release/pharos-shard .build/release/pharos-coordinator .build/release/pharos "$1/"
+}
+
+if [ "$role" = binaries ]; then
+  build_binaries "${2:?usage: Deploy/install.sh binaries PREFIX}/bin"
+  exit 0
+fi
+build_binaries /usr/local/bin
 id pharos >/dev/null 2>&1 || useradd --system --home /var/lib/pharos --shell /usr/sbin/nologin pharos
 install -d -o pharos -g pharos -m 0750 /var/lib/pharos
 install -d -m 0755 /etc/pharos

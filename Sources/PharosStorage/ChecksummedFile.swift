@@ -28,6 +28,11 @@ enum ChecksummedFile {
         } catch let error as VectorFileError {
             throw StorageError.io(path: path, operation: "read", reason: error.problem)
         }
+        return try decode(bytes, path: path, magic: magic, versions: versions)
+    }
+
+    /// Checks the bytes of such a file, read earlier from `path`.
+    static func decode(_ bytes: [UInt8], path: String, magic: String, versions: ClosedRange<UInt32>) throws -> (version: UInt32, payload: [UInt8]) {
         do {
             return try ChecksummedRecord.decode(bytes, magic: magic, versions: versions)
         } catch let damage as ChecksummedRecord.Damage {

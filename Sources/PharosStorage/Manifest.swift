@@ -52,7 +52,16 @@ struct Manifest: Equatable {
 
     static func read(directory: String) throws -> Manifest {
         let path = directory + "/" + fileName
-        let (version, payload) = try ChecksummedFile.read(path, magic: magic, versions: 1...formatVersion)
+        return try decode(try ChecksummedFile.read(path, magic: magic, versions: 1...formatVersion), path: path)
+    }
+
+    /// The manifest in `bytes`, read earlier from `path` (a snapshot reads it once).
+    static func decode(_ bytes: [UInt8], path: String) throws -> Manifest {
+        try decode(try ChecksummedFile.decode(bytes, path: path, magic: magic, versions: 1...formatVersion), path: path)
+    }
+
+    private static func decode(_ file: (version: UInt32, payload: [UInt8]), path: String) throws -> Manifest {
+        let (version, payload) = file
         var r = ByteReader(bytes: payload[...], path: path, tag: "manifest")
         let trained = UInt64(bitPattern: try r.readInt64())
         let next = UInt64(bitPattern: try r.readInt64())

@@ -10,7 +10,7 @@ struct PharosShard: ParsableCommand {
         commandName: "pharos-shard",
         abstract: "Pharos shard node: storage tools.",
         version: BuildInfo.versionLine(program: "pharos-shard"),
-        subcommands: [ServeCommand.self, CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self,
+        subcommands: [ServeCommand.self, CreateCommand.self, IngestCommand.self, SearchCommand.self, StatsCommand.self, VerifyCommand.self, SnapshotCommand.self, RestoreCommand.self,
                       BenchCommand.self, BenchOpenCommand.self])
 
     static func main() {
