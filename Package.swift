@@ -101,7 +101,7 @@ let package = Package(
         // Terminal helpers shared by the executables (progress bars, messages).
         .target(
             name: "PharosCommandLine",
-            dependencies: ["PharosIndex", "PharosWire", "PharosObservability", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["PharosIndex", "PharosWire", "PharosObservability", "PharosDurability", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // What the `pharos` commands do, as libraries tests can reach without processes: the
         // local cluster and its supervisor, training through the coordinator, checkpointed ingestion.

@@ -73,7 +73,7 @@ public struct CollectionTrainer: Sendable {
                                     whitening: whitening)
         guard sample.columns == space.inputDimension else {
             throw TrainingError(description: whitening == nil
-                ? "the sample holds \(sample.columns)-D vectors, the collection \(schema.dimension)-D (a whitening can reduce the dimension: --whiten)"
+                ? "the sample holds \(sample.columns)-D vectors, the collection \(schema.dimension)-D (a whitening can reduce the dimension: --learn-whitening)"
                 : "the whitening maps \(space.inputDimension)-D to \(schema.dimension)-D; the sample holds \(sample.columns)-D vectors")
         }
         let prepared = try space.prepare(sample)

@@ -1,7 +1,8 @@
 import Foundation
 
 /// A one-line progress display on standard error with rate and ETA, redrawn at most ten
-/// times a second; silent when standard error is not a terminal except for the final line.
+/// times a second on a terminal; elsewhere (a log under systemd or nohup) a plain line every
+/// `plainInterval` seconds, and the final line.
 public final class ProgressBar: @unchecked Sendable {
     // @unchecked: the mutable state (`lastDraw`, `total`) is guarded by `lock`.
     private let lock = NSLock()
@@ -10,6 +11,8 @@ public final class ProgressBar: @unchecked Sendable {
     private let start = Date()
     private var lastDraw = Date.distantPast
     private let interactive = isatty(STDERR_FILENO) != 0
+    /// Seconds between the plain lines written when standard error is not a terminal.
+    public static let plainInterval: TimeInterval = 5
 
     /// A bar for `total` units of work.
     public init(_ label: String, total: Int) {
@@ -19,10 +22,16 @@ public final class ProgressBar: @unchecked Sendable {
 
     /// Redraws with `done` units finished.
     public func update(_ done: Int) {
-        guard interactive else { return }
         lock.lock()
         defer { lock.unlock() }
         let now = Date()
+        if !interactive {
+            if lastDraw == .distantPast { lastDraw = start }
+            guard now.timeIntervalSince(lastDraw) >= Self.plainInterval, done < total else { return }
+            lastDraw = now
+            draw(done, final: false)
+            return
+        }
         guard now.timeIntervalSince(lastDraw) >= 0.1 || done >= total else { return }
         lastDraw = now
         draw(done, final: false)
@@ -47,7 +56,7 @@ public final class ProgressBar: @unchecked Sendable {
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
         let line = String(format: "%@ [%@] %d/%d %.0f/s %@ %.1fs",
                           label, bar, done, total, rate, final ? "took" : "eta", final ? elapsed : eta)
-        let text = (interactive ? "\r\u{1B}[K" : "") + line + (final ? "\n" : "")
+        let text = (interactive ? "\r\u{1B}[K" : "") + line + (final || !interactive ? "\n" : "")
         FileHandle.standardError.write(Data(text.utf8))
     }
 }

@@ -21,14 +21,15 @@ public enum IndexFiles {
         public var trainSeconds: Double, addSeconds: Double
     }
 
-    /// Trains `factory` on `train` (or a random sample of `trainSize` rows of the base), adds
+    /// Trains `factory` on `train` (at most `trainCount` evenly spaced rows; nil: all of them),
+    /// or on a random sample of `trainCount` (default 100,000) rows of the base; adds
     /// every row of `base` under its row number, and saves the index in `directory`.
-    public static func build(factory: String, metric: Metric, base: String, train: String?, trainSize: Int, threads: Int,
+    public static func build(factory: String, metric: Metric, base: String, train: String?, trainCount: Int?, threads: Int,
                              into directory: String, report: (String) -> Void = { _ in },
                              progress: (Int, Int) -> Void = { _, _ in }) throws -> Built {
         let baseFile = try VectorFileReader(path: base)
         let index = try IndexFactory.make(factory, dimension: baseFile.dimension, metric: metric)
-        let sample = try trainingSample(baseFile, train: train, size: trainSize)
+        let sample = try trainingSample(baseFile, train: train, size: trainCount)
         report("training \(factory) on \(sample.rows) vectors with \(threads) threads...")
         var clock = Date()
         try index.train(sample, threads: threads)
@@ -45,8 +46,12 @@ public enum IndexFiles {
     }
 
     /// The rows of `train`, or a random sample (seeded) of `size` rows of the base.
-    private static func trainingSample(_ baseFile: VectorFileReader, train: String?, size: Int) throws -> Matrix {
-        if let train { return try VectorFileReader(path: train).readAll() }
+    private static func trainingSample(_ baseFile: VectorFileReader, train: String?, size: Int?) throws -> Matrix {
+        if let train {
+            let reader = try VectorFileReader(path: train)
+            return try size.map { try reader.readEvenlySpaced(atMost: $0) } ?? reader.readAll()
+        }
+        let size = size ?? 100_000
         if baseFile.count <= size { return try baseFile.readAll() }
         var rng = SplitMix64(seed: 17)
         var sample = Matrix(rows: 0, columns: baseFile.dimension)

@@ -6,7 +6,7 @@ import PharosStorage
 /// each batch is acknowledged, until killed (the crash-test harness kills it).
 struct DriveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "drive", abstract: "Write the crash-test workload, printing each acknowledgement (used by crash-test).")
+        commandName: "drive", abstract: "Write the crash-test workload, printing each acknowledgement (used by crash-test).", shouldDisplay: false)
 
     @Option(help: "The shard's data directory (created by crash-test).") var data: String
     @Option(help: "Workload seed.") var seed: UInt64 = 1

@@ -29,7 +29,7 @@ struct BenchCommand: ParsableCommand {
 /// `pharos-shard bench-open`: opens a shard and prints `milliseconds rss-before rss-open
 /// rss-after-queries` (MB); run by `bench` in a fresh process.
 struct BenchOpenCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench-open", abstract: "Time opening a shard (used by bench).")
+    static let configuration = CommandConfiguration(commandName: "bench-open", abstract: "Time opening a shard (used by bench).", shouldDisplay: false)
 
     @Option var data: String
     @Option var dimension: Int

@@ -15,15 +15,15 @@ struct EvalCommand: ParsableCommand {
         discussion: """
             Rankings come from the cluster (--coordinator) or, with --database, from an exact \
             inner-product ranking of a descriptor file. Queries are the ground truth's query keys: \
-            looked up in --queries/--query-keys when given, else searched by key (indexed images). \
+            looked up in --queries/--query-keys-file when given, else searched by key (indexed images). \
             Ground-truth JSON: see Sources/PharosEvaluation/RetrievalGroundTruth.swift; \
             Scripts/convert-revisited-gnd.py converts the official .pkl files.
             """)
 
     @OptionGroup var options: CoordinatorOptions
     @Option(help: "Ground truth (JSON, revisited or labelled form).") var groundTruth: String
-    @Option(help: "Query descriptors (.npy/.fvecs) with --query-keys; default: search by key.") var queries: String?
-    @Option(help: "Keys of the query descriptors, one per line.") var queryKeys: String?
+    @Option(help: "Query descriptors (.npy/.fvecs) with --query-keys-file; default: search by key.") var queries: String?
+    @Option(help: "Keys of the query descriptors, one per line.") var queryKeysFile: String?
     @Option(help: "Rank exactly against this descriptor file instead of asking the cluster.") var database: String?
     @Option(help: "Keys of --database, one per line.") var databaseKeys: String?
     @Option(name: .customShort("k"), help: "Ranking length (positives beyond it count as not found).") var k: Int = 100
@@ -31,15 +31,22 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
     @Option(help: "With --database: whiten database and queries with this file first (PHXWHITN).") var whitening: String?
     @Option(help: "A label for the result line.") var label: String = ""
+    @Flag(help: "Print each result as one JSON object per line (label, setup, map, mp@1/5/10, queries, without_positives).") var json = false
+
+    func validate() throws {
+        if queries != nil && queryKeysFile == nil { throw ValidationError("--queries needs --query-keys-file") }
+        if database != nil && databaseKeys == nil { throw ValidationError("--database needs --database-keys") }
+        guard k > 0 else { throw ValidationError("-k \(k): expected at least 1") }
+    }
 
     func run() throws {
         let truth = try RetrievalGroundTruth.load(groundTruth)
         let keys = truth.queries.map(\.key)
         var queryVectors: [String: [Float]] = [:]
         if let queries {
-            guard let queryKeys else { throw ValidationError("--queries needs --query-keys") }
+            guard let queryKeysFile else { throw ValidationError("--queries needs --query-keys-file") }
             let rows = try VectorFileReader(path: queries).readAll()
-            let names = try KeyFile.read(queryKeys, rows: rows.rows)
+            let names = try KeyFile.read(queryKeysFile, rows: rows.rows)
             for (i, name) in names.enumerated() { queryVectors[name] = rows.row(i) }
         }
         let rankings: [[String]]
@@ -69,6 +76,12 @@ struct EvalCommand: ParsableCommand {
         for setup in setups {
             let s = RevisitedProtocol.evaluate(rankings, truth: truth, setup: setup)
             let name = truth.labelled ? "labelled" : setup.rawValue
+            if json {
+                try JSONLines.print([["label": label, "setup": name, "map": s.meanAveragePrecision, "mp@1": s.meanPrecision[1] ?? 0,
+                                      "mp@5": s.meanPrecision[5] ?? 0, "mp@10": s.meanPrecision[10] ?? 0,
+                                      "queries": truth.queries.count - s.emptyQueries, "without_positives": s.emptyQueries]])
+                continue
+            }
             print(String(format: "%@%@: mAP %.4f  mP@1 %.4f  mP@5 %.4f  mP@10 %.4f  (%d queries, %d without positives)",
                          label.isEmpty ? "" : label + " ", name, s.meanAveragePrecision, s.meanPrecision[1]!, s.meanPrecision[5]!,
                          s.meanPrecision[10]!, truth.queries.count - s.emptyQueries, s.emptyQueries))

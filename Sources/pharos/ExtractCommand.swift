@@ -13,7 +13,7 @@ struct ExtractionOptions: ParsableArguments {
     @Flag(help: "Extract at scales 1, 1/sqrt(2), 1/2 and combine.") var multiscale = false
     @Option(help: "R-MAC levels (region scales).") var rmacLevels: Int = 3
     @Option(help: "R-MAC: a whitening applied to each L2-normalised region vector before the sum (PHXWHITN, 1280-D input).") var regionWhitening: String?
-    @Option(help: "A whitening file (PHXWHITN, from `pharos whiten learn`) applied to every global descriptor.") var whiten: String?
+    @Option(help: "A whitening file (PHXWHITN, from `pharos whiten learn`) applied to every global descriptor.") var whitening: String?
     @Flag(help: "Also extract DELF-style local features (PREFIX.local).") var local = false
     @Option(help: "PCA for local descriptors (112 -> 40); default: learned from the first images and saved as PREFIX.local-pca.phxw.") var localPca: String?
     @Option(help: "Local features kept per image.") var maxKeypoints: Int = 1000
@@ -27,7 +27,7 @@ struct ExtractionOptions: ParsableArguments {
         }
         let network = try weights.map { try EfficientNetLite0(weightsPath: $0) } ?? EfficientNetLite0()
         var configuration = DescriptorExtractor.Configuration(pooling: method, multiscale: multiscale, maximumSide: maxSide,
-                                                              whitening: try whiten.map(Whitening.load))
+                                                              whitening: try whitening.map(Whitening.load))
         configuration.poolingOptions.gemPower = gemPower
         configuration.poolingOptions.rmacLevels = rmacLevels
         configuration.poolingOptions.regionWhitening = try regionWhitening.map(Whitening.load)

@@ -24,8 +24,8 @@ extension IndexCommand {
         var base: String
         @Option(help: "Training vectors; default: a random sample of the base.")
         var train: String?
-        @Option(help: "Size of the training sample drawn from the base when --train is not given.")
-        var trainSize: Int = 100_000
+        @Option(help: "Use at most this many training vectors: evenly spaced rows of --train (default: all), or a random sample of the base without --train (default 100000).")
+        var trainCount: Int?
         @Option(help: "Output directory (created if needed).")
         var out: String
         @Option(help: "Worker threads.")
@@ -33,7 +33,7 @@ extension IndexCommand {
 
         func run() throws {
             let bar = ProgressBar("add", total: 0)
-            let built = try IndexFiles.build(factory: factory, metric: metric, base: base, train: train, trainSize: trainSize, threads: threads,
+            let built = try IndexFiles.build(factory: factory, metric: metric, base: base, train: train, trainCount: trainCount, threads: threads,
                                              into: out, report: printError, progress: { bar.update($0, of: $1) })
             bar.finish()
             let index = built.index

@@ -23,6 +23,12 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Rows per request.") var batch: Int = 5000
     @Option(help: "Requests in flight: the coordinator splits each over the shards, so a few keep every shard busy (keys should be unique across batches in flight).") var inFlight: Int = 4
     @Option(help: "Checkpoint file: records the batches acknowledged so far, so a rerun with the same file resumes after them.") var checkpoint: String?
+    @Flag(help: "Print the summary as one JSON object (sent, replaced, seconds, vectors_per_second).") var json = false
+
+    func validate() throws {
+        if extraction.images != nil && (vectors != nil || keys != nil) { throw ValidationError("--images replaces --vectors and --keys") }
+        if extraction.images == nil && vectors == nil { throw ValidationError("give --vectors (a vector file) or --images (a folder of photos)") }
+    }
 
     func run() throws {
         var vectors = self.vectors, keys = self.keys
@@ -46,8 +52,13 @@ struct IngestCommand: ParsableCommand {
             let summary = try options.withClient { client in try await ingestion.run(through: client) { done, _ in bar.update(done) } }
             bar.finish()
             let seconds = Date().timeIntervalSince(clock)
-            print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s); %d replaced a key already stored",
-                         summary.sent, seconds, Double(summary.sent) / seconds, summary.replaced))
+            if json {
+                try JSONLines.print([["sent": summary.sent, "replaced": summary.replaced, "seconds": seconds,
+                                      "vectors_per_second": seconds > 0 ? Double(summary.sent) / seconds : 0]])
+            } else {
+                print(String(format: "ingested %d vectors in %.2f s (%.0f vectors/s); %d replaced a key already stored",
+                             summary.sent, seconds, Double(summary.sent) / seconds, summary.replaced))
+            }
         } catch let error as VectorIngestion.IngestionError {
             throw ValidationError(error.description)
         }

@@ -10,7 +10,7 @@ struct Pharos: ParsableCommand {
         commandName: "pharos",
         abstract: "Pharos: an image-retrieval vector index.",
         version: BuildInfo.versionLine(program: "pharos"),
-        subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, StatusCommand.self, ClusterBenchCommand.self,
+        subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, FetchCommand.self, DeleteCommand.self, StatusCommand.self, ClusterBenchCommand.self,
                       ExtractCommand.self, WhitenCommand.self, EvalCommand.self, CNNBenchCommand.self,
                       IndexCommand.self, DataCommand.self])
 

@@ -12,7 +12,8 @@ struct SearchCommand: ParsableCommand {
 
     @OptionGroup var options: CoordinatorOptions
     @Option(help: "Query vectors.") var queries: String?
-    @Option(help: "Query by these keys of indexed images (comma-separated) instead of vectors.") var queryKeys: String?
+    @Option(help: "Query by this key of an indexed image instead of vectors (repeatable).") var queryKey: [String] = []
+    @Option(help: "Query by the keys in this file (one per line) instead of vectors.") var queryKeysFile: String?
     @Option(name: .customShort("k"), help: "Results per query.") var k: Int = 10
     @Option(help: "Lists probed per query.") var nprobe: Int = 16
     @Option(help: "Refine factor.") var refineFactor: Int = 4
@@ -23,19 +24,29 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
     @Option(help: "Per-request deadline in milliseconds.") var deadline: Int = 5000
     @Flag(help: "Print each query's hits.") var show = false
+    @Flag(help: "Print each query's hits as one JSON object per line on standard output ({\"query\", \"query_key\", \"hits\": [{\"key\", \"score\"}]}); the summary goes to standard error.")
+    var json = false
+    @Option(help: "Write each query's hits to this file, one JSON object per line (as --json prints them).") var out: String?
     @Flag(help: "Exit 0 even when some answers were partial (a shard missing); without it such a run exits 2.")
     var allowPartial = false
+
+    func validate() throws {
+        let byKey = !queryKey.isEmpty || queryKeysFile != nil
+        if queries != nil && byKey { throw ValidationError("give query vectors (--queries) or query keys (--query-key, --query-keys-file), not both") }
+        if queries == nil && !byKey { throw ValidationError("give --queries FILE, --query-key KEY (repeatable) or --query-keys-file FILE") }
+        guard k > 0, nprobe > 0, batch > 0, limit >= 0 else { throw ValidationError("-k, --nprobe and --batch must be at least 1, --limit at least 0") }
+    }
 
     func run() throws {
         let search = ClusterSearch(k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: try parseExpansion(expand),
                                    deadlineMilliseconds: deadline, batch: batch)
-        let keys = queryKeys?.split(separator: ",").map(String.init) ?? []
+        let keys = queryKey + (try queryKeysFile.map { try KeyFile.read($0).filter { !$0.isEmpty } } ?? [])
         var rows = Matrix(rows: 0, columns: 0)
         if let queries {
             let reader = try VectorFileReader(path: queries)
             rows = try reader.readRows(0 ..< (limit > 0 ? min(limit, reader.count) : reader.count))
         } else if keys.isEmpty {
-            throw ValidationError("give --queries FILE or --query-keys KEY,...")
+            throw ValidationError("\(queryKeysFile ?? "the keys file") holds no keys")
         }
         let queryRows = rows
         let run = try options.withClient { client in
@@ -44,16 +55,24 @@ struct SearchCommand: ParsableCommand {
             }
         }
         let count = run.hits.count
-        print(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
+        let lines: [[String: Any]] = run.hits.enumerated().map { q, h in
+            var object: [String: Any] = ["query": q, "hits": zip(h.keys, h.scores).map { ["key": $0, "score": Double($1)] }]
+            if !keys.isEmpty { object["query_key"] = keys[q] }
+            return object
+        }
+        if let out { try JSONLines.write(lines, to: out) }
+        if json { try JSONLines.print(lines) }
+        let summary = (json ? printError : { Swift.print($0) }) as (String) -> Void
+        summary(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
                      count, search.batch, k, nprobe, expand, Double(count) / run.seconds, run.latencies.median, run.latencies.percentile(0.99),
                      run.partialAnswers > 0 ? ", \(run.partialAnswers) partial answers" : ""))
-        if show {
+        if show && !json {
             for (q, h) in run.hits.enumerated() {
                 print("query \(q): " + zip(h.keys, h.scores).map { "\($0) \(String(format: "%.4f", $1))" }.joined(separator: ", "))
             }
         }
         if let truth {
-            print(try ClusterSearch.recall(of: run.hits, k: k, keyPrefix: keyPrefix, truth: truth)
+            summary(try ClusterSearch.recall(of: run.hits, k: k, keyPrefix: keyPrefix, truth: truth)
                 .map { String(format: "recall@%d %.4f", $0.at, $0.recall) }.joined(separator: "  "))
         }
         if run.partialAnswers > 0 && !allowPartial {

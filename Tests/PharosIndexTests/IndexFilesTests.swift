@@ -15,7 +15,7 @@ import Testing
             try w.write(rows)
             try w.finish()
         }
-        let built = try IndexFiles.build(factory: "Flat", metric: .l2, base: work + "/base.fvecs", train: nil, trainSize: 500, threads: 1,
+        let built = try IndexFiles.build(factory: "Flat", metric: .l2, base: work + "/base.fvecs", train: nil, trainCount: 500, threads: 1,
                                          into: work + "/index")
         #expect(built.index.count == 2000)
         // An exact index searched for k = 10 is its own ground truth: recall 1.
