@@ -180,7 +180,7 @@ let package = Package(
             dependencies: ["PharosWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")]),
         .testTarget(
             name: "PharosCoordinatorTests",
-            dependencies: ["PharosCoordinator", "PharosCluster", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex",
+            dependencies: ["PharosCoordinator", "PharosCluster", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex", "PharosObservability",
                            "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "PharosShardTests",

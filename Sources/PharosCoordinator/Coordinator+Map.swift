@@ -181,7 +181,8 @@ extension Coordinator {
             epoch: state.epoch, buckets: state.buckets, replication: state.replication,
             nodes: state.nodes.enumerated().map { i, n in
                 NodeReport(name: n.name, address: "\(n.host):\(n.port)", zone: n.zone, state: n.state.rawValue,
-                           buckets: perNode[n.name] ?? 0, entries: entries[i] ?? 0, problem: problems[i] ?? "")
+                           buckets: perNode[n.name] ?? 0, entries: entries[i] ?? 0, problem: problems[i] ?? "",
+                           software: routing.links[i].peerHello.software, protocolVersion: routing.links[i].peerHello.version)
             },
             moves: state.moves.map { m in
                 let p = progress.copied[MoveKey(m)] ?? (0, 0)

@@ -290,8 +290,9 @@ public final class Coordinator: WireService, Sendable {
 
     private func reply(to message: WireMessage) async throws -> WireMessage {
         switch message {
-        case .hello:
-            return .hello(Hello(role: .coordinator, nodeName: "coordinator"))
+        case let .hello(request):
+            return .hello(Hello.answer(to: request, role: .coordinator, nodeName: moverIdentity,
+                                       software: BuildInfo.versionLine(program: "pharos-coordinator")))
         case .schema:
             return .schemaResult(schema)
         case let .search(request):

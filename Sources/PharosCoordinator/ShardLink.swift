@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PharosObservability
 import PharosWire
 import Synchronization
 
@@ -24,6 +25,9 @@ actor ShardLink {
     private let token: String
     /// TLS to shards (nil: plain TCP).
     private let tls: WireTLS?
+    /// What the shard said in its Hello on the current connection: its software and the
+    /// protocol version agreed (readable without entering the actor, for status).
+    private nonisolated let peer = Mutex<(software: String, version: UInt32)>(("", 0))
 
     init(address: ClusterMap.ShardAddress, group: any EventLoopGroup, token: String = "", tls: WireTLS? = nil) {
         self.address = address
@@ -31,6 +35,10 @@ actor ShardLink {
         self.token = token
         self.tls = tls
     }
+
+    /// The shard's software and the agreed protocol version, from the last connection's Hello
+    /// (empty and 0 before the first connection).
+    nonisolated var peerHello: (software: String, version: UInt32) { peer.withLock { $0 } }
 
     /// The connected client, if any (nil while disconnected or backing off).
     nonisolated var currentClient: WireClient? { published.withLock { $0 } }
@@ -86,6 +94,21 @@ actor ShardLink {
             let connectTimeout = min(timeout, .seconds(2))
             let c = try await WireClient.connect(host: address.host, port: address.port, group: group, timeout: connectTimeout.timeAmount,
                                                  token: token, tls: tls)
+            // Agree on a protocol version first: a shard of another release says which it
+            // speaks (a rolling upgrade mixes two), and one that speaks none of ours is refused here.
+            let hello: WireMessage
+            do {
+                hello = try await c.call(.hello(Hello(role: .coordinator, nodeName: "coordinator",
+                                                      software: BuildInfo.versionLine(program: "pharos-coordinator"))),
+                                         timeout: connectTimeout.timeAmount)
+            } catch let error as WireError where error.code == .unsupported {
+                await c.close()
+                throw WireError(.unavailable, "\(address.name) speaks no protocol version this coordinator speaks (\(Hello.oldestVersion)...\(Hello.currentVersion)): \(error.message)")
+            } catch {
+                await c.close()
+                throw error
+            }
+            if case let .hello(answer) = hello { peer.withLock { $0 = (answer.software.isEmpty ? "(protocol version 1)" : answer.software, answer.protocolVersion) } }
             client = c
             backoff = .milliseconds(100)
             retryAfter = nil

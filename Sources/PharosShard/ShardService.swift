@@ -3,6 +3,7 @@ import NIOPosix
 import PharosIndex
 import PharosStorage
 import PharosVectors
+import PharosObservability
 import PharosWire
 
 /// The shard node's request logic, independent of the network: one storage directory,
@@ -196,8 +197,8 @@ public final class ShardService: WireService, @unchecked Sendable {
 
     private func reply(to message: WireMessage) throws -> WireMessage {
         switch message {
-        case .hello:
-            return .hello(Hello(role: .shard, nodeName: configuration.nodeName))
+        case let .hello(request):
+            return .hello(Hello.answer(to: request, role: .shard, nodeName: configuration.nodeName, software: BuildInfo.versionLine(program: "pharos-shard")))
         case let .search(request):
             return .searchResult(try search(request))
         case let .upsert(request):

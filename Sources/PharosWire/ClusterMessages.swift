@@ -80,9 +80,16 @@ public struct NodeReport: Sendable, Equatable, Codable {
     public var entries: UInt64
     /// Why it could not be asked, if it could not.
     public var problem: String
+    /// What it runs, from its Hello (empty until the coordinator connected).
+    public var software: String
+    /// The protocol version the coordinator and it agreed on (0: not yet connected).
+    public var protocolVersion: UInt32
 
     /// A node report.
-    public init(name: String, address: String, zone: String = "", state: String, buckets: Int, entries: UInt64 = 0, problem: String = "") {
+    public init(name: String, address: String, zone: String = "", state: String, buckets: Int, entries: UInt64 = 0, problem: String = "",
+                software: String = "", protocolVersion: UInt32 = 0) {
+        self.software = software
+        self.protocolVersion = protocolVersion
         self.name = name
         self.address = address
         self.zone = zone

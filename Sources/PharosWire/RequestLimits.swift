@@ -44,8 +44,8 @@ public struct RequestLimits: Sendable, Equatable {
     public func validate(_ message: WireMessage) throws {
         switch message {
         case let .hello(hello):
-            guard hello.protocolVersion == Hello.currentVersion else {
-                throw WireError(.unsupported, "Hello.protocol_version \(hello.protocolVersion) is not supported: this node speaks version \(Hello.currentVersion)")
+            guard hello.agreedVersion != nil else {
+                throw WireError(.unsupported, "Hello: the peer speaks protocol versions \(hello.versions.lowerBound)...\(hello.versions.upperBound), this node \(Hello.oldestVersion)...\(Hello.currentVersion)")
             }
         case let .search(search): try validate(search)
         case let .upsert(upsert): try validate(upsert)

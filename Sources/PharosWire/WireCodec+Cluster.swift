@@ -83,7 +83,9 @@ extension WireCodec {
             let nodes = arena.allocate(UnsafeMutablePointer<Pharos__NodeStatus>?.self, count: r.nodes.count)
             for (i, n) in r.nodes.enumerated() {
                 let s = arena.message(Pharos__NodeStatus.self) { pharos__node_status__init($0) }
-                let strings = try checked([n.name, n.address, n.zone, n.state, n.problem], "node status")
+                let strings = try checked([n.name, n.address, n.zone, n.state, n.problem, n.software], "node status")
+                s.pointee.software = arena.string(strings[5])
+                s.pointee.protocol_version = n.protocolVersion
                 s.pointee.name = arena.string(strings[0])
                 s.pointee.address = arena.string(strings[1])
                 s.pointee.zone = arena.string(strings[2])
@@ -181,7 +183,8 @@ extension WireCodec {
             let nodes = (0..<r.n_nodes).map { i -> NodeReport in
                 let n = r.nodes[i]!.pointee
                 return NodeReport(name: string(n.name), address: string(n.address), zone: string(n.zone), state: string(n.state),
-                                  buckets: count(n.buckets), entries: n.entries, problem: string(n.problem))
+                                  buckets: count(n.buckets), entries: n.entries, problem: string(n.problem),
+                                  software: string(n.software), protocolVersion: n.protocol_version)
             }
             let moves = (0..<r.n_moves).map { i -> MoveReport in
                 let m = r.moves[i]!.pointee

@@ -62,8 +62,10 @@ public enum WireCodec {
         case let .hello(h):
             let m = arena.message(Pharos__Hello.self) { pharos__hello__init($0) }
             m.pointee.protocol_version = h.protocolVersion
+            m.pointee.max_protocol_version = h.maxProtocolVersion
             m.pointee.role = Pharos__Role(rawValue: UInt32(h.role.rawValue))
             m.pointee.node_name = arena.string(try checked([h.nodeName], "node name")[0])
+            m.pointee.software = arena.string(try checked([h.software], "software")[0])
             e.body_case = PHAROS__ENVELOPE__BODY_HELLO
             e.hello = m
         case let .search(s):
@@ -280,7 +282,8 @@ public enum WireCodec {
             guard let role = Int32(exactly: h.role.rawValue).flatMap(PeerRole.init(rawValue:)) else {
                 throw WireError(.invalidArgument, "Hello.role \(Int32(bitPattern: h.role.rawValue)) is not a role of this protocol", requestID: e.request_id)
             }
-            return .hello(Hello(protocolVersion: h.protocol_version, role: role, nodeName: string(h.node_name)))
+            return .hello(Hello(protocolVersion: h.protocol_version, maxProtocolVersion: h.max_protocol_version, role: role,
+                                nodeName: string(h.node_name), software: string(h.software)))
         case PHAROS__ENVELOPE__BODY_SEARCH:
             let s = e.search.pointee
             var expansion = QueryExpansion.none

@@ -113,22 +113,53 @@ public enum PeerRole: Int32, Sendable, Equatable {
     case unspecified = 0, client, coordinator, shard
 }
 
-/// The first message on a connection, both ways.
+/// The first message on a connection, both ways: the protocol versions each side speaks, and
+/// the one they agree on.
+///
+/// A request carries the lowest version its sender speaks in `protocolVersion` (the only field
+/// version-1 nodes read, and which they require to be 1) and the highest in
+/// `maxProtocolVersion`; the answer carries the highest version both speak. So a node of the
+/// next release serves a cluster of this one, and the reverse, during a rolling upgrade.
 public struct Hello: Sendable, Equatable {
-    /// The protocol version this document describes.
-    public static let currentVersion: UInt32 = 1
-    /// The version the sender speaks.
+    /// The oldest protocol version this build speaks.
+    public static let oldestVersion: UInt32 = 1
+    /// The newest protocol version this build speaks (the one `Protocols/README.md` describes).
+    public static let currentVersion: UInt32 = 2
+    /// In a request, the lowest version the sender speaks; in an answer, the agreed version.
     public var protocolVersion: UInt32
+    /// The highest version the sender speaks (0: `protocolVersion` only).
+    public var maxProtocolVersion: UInt32
     /// What the sender is.
     public var role: PeerRole
     /// The sender's name, for logs.
     public var nodeName: String
+    /// The sender's program and version (empty from version-1 nodes).
+    public var software: String
 
-    /// A hello from a peer of `role`.
-    public init(protocolVersion: UInt32 = Hello.currentVersion, role: PeerRole, nodeName: String) {
+    /// A hello from a peer of `role` speaking `protocolVersion...maxProtocolVersion`.
+    public init(protocolVersion: UInt32 = Hello.oldestVersion, maxProtocolVersion: UInt32 = Hello.currentVersion, role: PeerRole,
+                nodeName: String, software: String = "") {
         self.protocolVersion = protocolVersion
+        self.maxProtocolVersion = maxProtocolVersion
         self.role = role
         self.nodeName = nodeName
+        self.software = software
+    }
+
+    /// The versions the sender speaks.
+    public var versions: ClosedRange<UInt32> { protocolVersion...Swift.max(protocolVersion, maxProtocolVersion) }
+
+    /// The highest version this build and the sender of `self` both speak, or nil.
+    public var agreedVersion: UInt32? {
+        let mine = Hello.oldestVersion...Hello.currentVersion
+        guard versions.overlaps(mine) else { return nil }
+        return Swift.min(versions.upperBound, mine.upperBound)
+    }
+
+    /// This node's answer to `request`: the agreed version, and who answers.
+    public static func answer(to request: Hello, role: PeerRole, nodeName: String, software: String) -> Hello {
+        Hello(protocolVersion: request.agreedVersion ?? oldestVersion, maxProtocolVersion: currentVersion, role: role,
+              nodeName: nodeName, software: software)
     }
 }
 

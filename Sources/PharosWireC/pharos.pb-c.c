@@ -1762,7 +1762,7 @@ void   pharos__envelope__free_unpacked
   assert(message->base.descriptor == &pharos__envelope__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor pharos__hello__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pharos__hello__field_descriptors[5] =
 {
   {
     "protocol_version",
@@ -1800,16 +1800,42 @@ static const ProtobufCFieldDescriptor pharos__hello__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "max_protocol_version",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Hello, max_protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "software",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Hello, software),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__hello__field_indices_by_name[] = {
+  3,   /* field[3] = max_protocol_version */
   2,   /* field[2] = node_name */
   0,   /* field[0] = protocol_version */
   1,   /* field[1] = role */
+  4,   /* field[4] = software */
 };
 static const ProtobufCIntRange pharos__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor pharos__hello__descriptor =
 {
@@ -1819,7 +1845,7 @@ const ProtobufCMessageDescriptor pharos__hello__descriptor =
   "Pharos__Hello",
   "pharos",
   sizeof(Pharos__Hello),
-  3,
+  5,
   pharos__hello__field_descriptors,
   pharos__hello__field_indices_by_name,
   1,  pharos__hello__number_ranges,
@@ -3644,7 +3670,7 @@ const ProtobufCMessageDescriptor pharos__cluster_status__descriptor =
   (ProtobufCMessageInit) pharos__cluster_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__node_status__field_descriptors[7] =
+static const ProtobufCFieldDescriptor pharos__node_status__field_descriptors[9] =
 {
   {
     "name",
@@ -3730,6 +3756,30 @@ static const ProtobufCFieldDescriptor pharos__node_status__field_descriptors[7] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "software",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, software),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol_version",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__NodeStatus, protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__node_status__field_indices_by_name[] = {
   1,   /* field[1] = address */
@@ -3737,13 +3787,15 @@ static const unsigned pharos__node_status__field_indices_by_name[] = {
   5,   /* field[5] = entries */
   0,   /* field[0] = name */
   6,   /* field[6] = problem */
+  8,   /* field[8] = protocol_version */
+  7,   /* field[7] = software */
   3,   /* field[3] = state */
   2,   /* field[2] = zone */
 };
 static const ProtobufCIntRange pharos__node_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor pharos__node_status__descriptor =
 {
@@ -3753,7 +3805,7 @@ const ProtobufCMessageDescriptor pharos__node_status__descriptor =
   "Pharos__NodeStatus",
   "pharos",
   sizeof(Pharos__NodeStatus),
-  7,
+  9,
   pharos__node_status__field_descriptors,
   pharos__node_status__field_indices_by_name,
   1,  pharos__node_status__number_ranges,

@@ -36,7 +36,8 @@ struct StatusCommand: ParsableCommand {
         if case let .clusterStatusResult(r) = map {
             print("map: epoch \(r.epoch), \(r.buckets) buckets, replication \(r.replication); \(r.bucketsUnderReplicated) buckets under-replicated, \(r.moves.count) moves running, \(r.movesPending) planned")
             for n in r.nodes {
-                print("  \(n.name) \(n.address) \(n.state): \(n.buckets) buckets, \(n.entries) entries\(n.problem.isEmpty ? "" : " (\(n.problem))")")
+                let runs = n.software.isEmpty ? "" : ", runs \(n.software) (protocol \(n.protocolVersion))"
+                print("  \(n.name) \(n.address) \(n.state): \(n.buckets) buckets, \(n.entries) entries\(runs)\(n.problem.isEmpty ? "" : " (\(n.problem))")")
             }
         }
         // Scripts wait for readiness with `until pharos status; do ...`.

@@ -2,6 +2,7 @@ import Foundation
 import PharosIndex
 import PharosTestSupport
 import PharosVectors
+import PharosObservability
 import PharosWire
 import Testing
 
@@ -139,20 +140,28 @@ import Testing
         }
     }
 
-    /// A Hello of another version is answered UNSUPPORTED and the connection closed, as
-    /// Protocols/README.md says.
+    /// A Hello speaking no version this node speaks is answered UNSUPPORTED and the
+    /// connection closed, as Protocols/README.md says; one speaking an overlapping range gets
+    /// the highest version both speak, and a version-1 peer (which sends only
+    /// `protocol_version` 1) gets version 1.
     @Test func aHelloOfAnotherVersionIsRefusedAndClosed() async throws {
         try await Self.loaded { cluster in
             for port in [cluster.map.shards[0].port, try #require(cluster.coordinatorServer.boundPort)] {
                 let c = try RawConnection(port: port)
-                c.send(try FrameEncoder.frame(Envelope(requestID: 5, body: .hello(Hello(protocolVersion: 2, role: .client, nodeName: "future")))))
+                c.send(try FrameEncoder.frame(Envelope(requestID: 5, body: .hello(Hello(protocolVersion: 3, maxProtocolVersion: 5, role: .client, nodeName: "future")))))
                 guard case let .error(e)? = await c.nextFrame()?.body else { Issue.record("no refusal"); continue }
                 #expect(e.code == .unsupported && e.requestID == 5)
                 #expect(await c.nextFrame() == nil)   // closed
                 let ok = try RawConnection(port: port)
                 ok.send(try FrameEncoder.frame(Envelope(requestID: 6, body: .hello(Hello(role: .client, nodeName: "now")))))
                 guard case let .hello(h)? = await ok.nextFrame()?.body else { Issue.record("no hello"); continue }
-                #expect(h.protocolVersion == Hello.currentVersion)
+                #expect(h.protocolVersion == Hello.currentVersion && h.software.contains(BuildInfo.version))
+                ok.send(try FrameEncoder.frame(Envelope(requestID: 7, body: .hello(Hello(protocolVersion: 1, maxProtocolVersion: 0, role: .client, nodeName: "old")))))
+                guard case let .hello(old)? = await ok.nextFrame()?.body else { Issue.record("no hello for a version-1 peer"); continue }
+                #expect(old.protocolVersion == 1)
+                ok.send(try FrameEncoder.frame(Envelope(requestID: 8, body: .hello(Hello(protocolVersion: 2, maxProtocolVersion: 9, role: .client, nodeName: "newer")))))
+                guard case let .hello(newer)? = await ok.nextFrame()?.body else { Issue.record("no hello for a newer peer"); continue }
+                #expect(newer.protocolVersion == 2)
             }
         }
     }

@@ -3,6 +3,7 @@ import NIOPosix
 import PharosIndex
 import PharosStorage
 import PharosVectors
+import PharosObservability
 import PharosWire
 import Testing
 @testable import PharosShard
@@ -62,7 +63,8 @@ final class TestNode: @unchecked Sendable {
 @Suite(.serialized) struct ServerTests {
     @Test func aNodeServesEveryRequestAfterItsTrainedStateArrives() async throws {
         try await TestNode.with { node, client in
-            #expect(try await client.call(.hello(Hello(role: .client, nodeName: "t"))) == .hello(Hello(role: .shard, nodeName: "test-shard")))
+            #expect(try await client.call(.hello(Hello(role: .client, nodeName: "t"))) == .hello(Hello(
+                protocolVersion: Hello.currentVersion, role: .shard, nodeName: "test-shard", software: BuildInfo.versionLine(program: "pharos-shard"))))
             #expect(try await client.call(.health) == .healthResult(ready: false, status: "waiting for a trained state"))
             await #expect(throws: WireError(.notReady, "this shard has no trained state yet: push one (TrainedState) first", requestID: 3)) {
                 try await client.call(.stats)

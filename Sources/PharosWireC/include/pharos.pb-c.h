@@ -132,15 +132,25 @@ struct  Pharos__Hello
 {
   ProtobufCMessage base;
   /*
-   * this document describes version 1
+   * In a request: the lowest protocol version the sender speaks (version-1 nodes know only
+   * this field and require 1). In the answer: the version both sides speak, the highest such.
    */
   uint32_t protocol_version;
   Pharos__Role role;
   char *node_name;
+  /*
+   * The highest version the sender speaks (0: protocol_version only). This document
+   * describes version 2; version 1 lacked auth_token, UNAUTHORIZED and these two fields.
+   */
+  uint32_t max_protocol_version;
+  /*
+   * The sender's program and version, e.g. "pharos-shard 0.3.0 (commit 1a2b3c4d5e6f)".
+   */
+  char *software;
 };
 #define PHAROS__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__hello__descriptor) \
-    , 0, PHAROS__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string }
+    , 0, PHAROS__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -688,10 +698,18 @@ struct  Pharos__NodeStatus
    * why it could not be asked, if it could not
    */
   char *problem;
+  /*
+   * what it runs, from its Hello ("" until the coordinator has connected)
+   */
+  char *software;
+  /*
+   * the version the coordinator and it agreed on (0: not yet)
+   */
+  uint32_t protocol_version;
 };
 #define PHAROS__NODE_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__node_status__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Pharos__MoveStatus
