@@ -25,6 +25,7 @@ packages=(
   prometheus           # promtool: Deploy/prometheus config and rules, and the live scrape (Scripts/metrics-test.sh)
   systemd              # systemd-analyze: the units in Deploy/systemd are verified and rated offline
   openssl              # Scripts/make-test-certificates.sh: throw-away CAs and certificates for the TLS tests
+  curl                 # Scripts/operating-test.sh: the admin ports over HTTPS, as the README walkthrough uses them
 )
 
 missing=()
