@@ -181,7 +181,8 @@ let package = Package(
         .testTarget(
             name: "PharosCoordinatorTests",
             dependencies: ["PharosCoordinator", "PharosCluster", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex", "PharosObservability",
-                           "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
+                           "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PharosShardTests",
             dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors", "PharosObservability",

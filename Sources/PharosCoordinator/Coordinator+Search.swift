@@ -1,6 +1,7 @@
 import Dispatch
 import NIOCore
 import PharosIndex
+import PharosObservability
 import PharosRouting
 import PharosVectors
 import PharosWire
@@ -126,6 +127,9 @@ extension Coordinator {
         shardRequest.dimension = map.collection.dimension
         shardRequest.queryKeys = []
         let template = shardRequest
+        // The merge runs in a callback, outside the request's task-local context: bound again
+        // there, so its "partial search" line still names the request.
+        let requestID = RequestContext.requestID
         return tracked(on: loop) { routing in
             let epoch = routing.state.epoch
             @Sendable func send(_ plan: [Int: BucketSet]) -> [EventLoopFuture<ShardOutcome>] {
@@ -161,7 +165,11 @@ extension Coordinator {
                         self.round(queries, request: request, deadline: deadline, on: loop, attempt: attempt + 1)
                     }
                 }
-                return loop.makeCompletedFuture { try self.merged(outcomes, queries: queries.count, request: request, routing: routing) }
+                return loop.makeCompletedFuture {
+                    try RequestContext.$requestID.withValue(requestID) {
+                        try self.merged(outcomes, queries: queries.count, request: request, routing: routing)
+                    }
+                }
             }
         }
     }

@@ -5,7 +5,8 @@ import Logging
 ///
 /// The wire server sets it around a service's `respond`; it reaches the code that runs there
 /// and the tasks started from there. Work continued in event-loop callbacks (a search's
-/// fan-out answers) runs outside it, so those lines name the request only where they say so.
+/// fan-out answers) runs outside it: such code reads the id first and binds it again there
+/// (`$requestID.withValue`).
 public enum RequestContext {
     /// The id of the request being served here, if any.
     @TaskLocal public static var requestID: UInt64?

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOPosix
 import PharosCluster
 import PharosIndex
@@ -32,6 +33,8 @@ final class TestCluster: @unchecked Sendable {
     var coordinatorToShardTLS: WireTLS?
     var coordinatorTLS: WireTLS?
     var clientTLS: WireTLS?
+    /// The coordinator's logger (nil: the default).
+    var coordinatorLogger: Logger?
 
     static let dimension = 16
 
@@ -62,7 +65,8 @@ final class TestCluster: @unchecked Sendable {
         options.runsMover = runsMover
         options.shardToken = shardToken
         options.shardTLS = coordinatorToShardTLS
-        coordinator = try Coordinator(map: map, group: group, options: options)
+        coordinator = try coordinatorLogger.map { try Coordinator(map: map, group: group, options: options, logger: $0) }
+            ?? Coordinator(map: map, group: group, options: options)
         coordinatorServer = WireServer(service: coordinator, group: group, access: coordinatorAccess, tls: coordinatorTLS)
         let port = try await coordinatorServer.start(host: "127.0.0.1", port: 0)
         coordinatorPort = port
