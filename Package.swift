@@ -107,7 +107,7 @@ let package = Package(
         // local cluster and its supervisor, training through the coordinator, checkpointed ingestion.
         .target(
             name: "PharosCluster",
-            dependencies: ["PharosCoordinator", "PharosWire", "PharosIndex", "PharosVectors", "PharosDurability"]),
+            dependencies: ["PharosCoordinator", "PharosWire", "PharosIndex", "PharosVectors", "PharosDurability", "PharosDescriptors", "PharosKernels"]),
         // The data sets benchmarks and tests use: Fashion-MNIST, synthetic clusters, exact
         // neighbours, the labelled photo set.
         .target(
@@ -181,7 +181,7 @@ let package = Package(
         .testTarget(
             name: "PharosCoordinatorTests",
             dependencies: ["PharosCoordinator", "PharosCluster", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex", "PharosObservability",
-                           "PharosVectors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
+                           "PharosVectors", "PharosDescriptors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PharosShardTests",

@@ -23,7 +23,7 @@ map() { "$P" eval --ground-truth data/photos/labels.json --database "$1.npy" --d
   for config in "${configs[@]}"; do
     name=$(tr ' ' '_' <<<"$config" | tr -d '-')
     # shellcheck disable=SC2086
-    "$P" extract --images data/photos/images --pooling $config --max-side 512 --out "$out/$name" >/dev/null 2>&1
+    "$P" extract --images data/photos/images --pooling $config --max-side 512 --out "$out/$name" --restart >/dev/null 2>&1
     "$P" whiten learn --descriptors "$out/$name.npy" --dimension 32 --out "$out/$name.phxw" >/dev/null
     qe=(--expand alpha:alpha=3,n=5)
     echo "| $config | $(map "$out/$name") | $(map "$out/$name" "${qe[@]}") | $(map "$out/$name" --whitening "$out/$name.phxw") | $(map "$out/$name" --whitening "$out/$name.phxw" "${qe[@]}") |"

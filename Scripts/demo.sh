@@ -35,7 +35,7 @@ trap '[ -z "$cluster" ] || { kill -INT $cluster 2>/dev/null; wait $cluster 2>/de
 
 echo "== photos: build the labelled set, describe it (EfficientNet-Lite0, GeM), index it, measure mAP"
 "$bin/pharos" data photos --out data/photos
-"$bin/pharos" extract --images data/photos/images --pooling gem --max-side 512 --threads "$threads" --out data/photos-desc/gem
+"$bin/pharos" extract --images data/photos/images --pooling gem --max-side 512 --threads "$threads" --out data/photos-desc/gem --restart
 start_cluster 7800 data/cluster-photos --dimension 1280 --metric ip --normalize --factory "IVF4,PQ160x4fs,RefineSQ8"
 c=(--coordinator 127.0.0.1:7800)
 "$bin/pharos" train "${c[@]}" --train data/photos-desc/gem.npy --threads "$threads"

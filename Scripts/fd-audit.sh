@@ -25,6 +25,8 @@ status=0
 OPENBLAS_NUM_THREADS=1 strace -f -k -Z -e trace=close -o "$trace" "$binary" --testing-library swift-testing >"$log" 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then
     tail -n 40 "$log" >&2
+    echo "fd-audit: the failing tests:" >&2
+    grep -E -A8 "recorded an issue|✘ Test [^r]" "$log" | head -n 80 >&2 || true
     echo "fd-audit: the tests failed under strace (exit $status)" >&2
     exit 1
 fi

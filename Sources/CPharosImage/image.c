@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 #include <png.h>
 
 // Refuse images whose decoded size would be absurd before allocating for them.
@@ -15,6 +16,10 @@ typedef struct {
     struct jpeg_error_mgr base;
     jmp_buf jump;
     char message[JMSG_LENGTH_MAX];
+    // The first warning saying the data ended early (a truncated file): libjpeg pads the rest
+    // of the image with grey and carries on, which would describe a half-grey photo silently.
+    int truncated;
+    char truncation[JMSG_LENGTH_MAX];
 } JpegErrors;
 
 static void jpeg_error_exit(j_common_ptr cinfo) {
@@ -25,6 +30,17 @@ static void jpeg_error_exit(j_common_ptr cinfo) {
 
 static void jpeg_quiet(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
 
+// Warnings are not printed; those that mean the data ended before the image did are kept.
+static void jpeg_note_truncation(j_common_ptr cinfo, int level) {
+    JpegErrors *errors = (JpegErrors *)cinfo->err;
+    if (level >= 0 || errors->truncated) return;
+    int code = cinfo->err->msg_code;
+    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) {
+        errors->truncated = 1;
+        errors->base.format_message(cinfo, errors->truncation);
+    }
+}
+
 int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, PharosDecodedImage *out,
                        char *error, size_t error_size) {
     struct jpeg_decompress_struct cinfo;
@@ -33,7 +49,8 @@ int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, Pharo
     memset(out, 0, sizeof *out);
     cinfo.err = jpeg_std_error(&errors.base);
     errors.base.error_exit = jpeg_error_exit;
-    errors.base.emit_message = jpeg_quiet;   // warnings (e.g. premature end) are not fatal
+    errors.base.emit_message = jpeg_note_truncation;   // warnings are not fatal, but a truncated file is
+    errors.truncated = 0;
     if (setjmp(errors.jump)) {
         snprintf(error, error_size, "JPEG: %s", errors.message);
         jpeg_destroy_decompress(&cinfo);
@@ -73,6 +90,12 @@ int pharos_decode_jpeg(const uint8_t *data, size_t size, int minimum_side, Pharo
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = (JSAMPROW)(pixels + (size_t)cinfo.output_scanline * w * 3);
         jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    if (errors.truncated) {
+        snprintf(error, error_size, "JPEG: truncated: %s", errors.truncation);
+        jpeg_destroy_decompress(&cinfo);
+        free((void *)pixels);
+        return -1;
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);

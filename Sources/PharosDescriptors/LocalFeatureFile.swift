@@ -6,7 +6,8 @@ import PharosIndex
 import PharosKernels
 import PharosVectors
 
-/// A file of per-image local-feature blocks, written streaming and replaced atomically:
+/// A file of per-image local-feature blocks, written streaming and replaced atomically (or,
+/// for a resumable extraction, appended in place, durable after each `sync`):
 /// ```
 /// "PHXLOCAL" magic, u32 format version (1)
 /// per image: u32 key length, key (UTF-8), u64 block length, block (LocalFeatures.serialized),
@@ -19,7 +20,8 @@ public final class LocalFeatureFile {
 
     private let path: String
     private var fd: Int32
-    private let temporary: String
+    /// The temporary sibling being written, or nil when appending in place.
+    private let temporary: String?
     /// Images written so far.
     public private(set) var count = 0
 
@@ -32,10 +34,78 @@ public final class LocalFeatureFile {
         try write(Self.magic + w.bytes)
     }
 
-    deinit { if fd >= 0 { FileIO.discardTemporary(fd: fd, temporary: temporary) } }
+    /// Opens `path` to append in place (created when missing), keeping its first `keeping`
+    /// images (those a resumed extraction committed) and cutting any record after them.
+    public init(appendingTo path: String, keeping: Int) throws {
+        self.path = path
+        temporary = nil
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw IndexError.corruptFile(path: path, problem: "cannot open for appending: \(FileIO.errnoText())") }
+        do {
+            let size = try FileIO.size(of: fd, path: path)
+            if size == 0 {
+                guard keeping == 0 else { throw IndexError.corruptFile(path: path, problem: "empty, but \(keeping) images were recorded as written") }
+                var w = ByteWriter()
+                w.write(Self.formatVersion)
+                try write(Self.magic + w.bytes)
+                try sync()
+                FileIO.syncDirectory(containing: path)
+                return
+            }
+            let head = try FileIO.readBytes(fd, path: path, count: Swift.min(size, 12), offset: 0)
+            guard head.count == 12, Array(head.prefix(8)) == Self.magic, head[8] == UInt8(Self.formatVersion), head[9...].allSatisfy({ $0 == 0 }) else {
+                throw IndexError.corruptFile(path: path, problem: "not a local-features file of format version \(Self.formatVersion)")
+            }
+            // Walk the records' headers (not their blocks) to the end of the `keeping`-th.
+            var position = 12
+            for image in 0..<keeping {
+                guard position + 4 <= size else {
+                    throw IndexError.corruptFile(path: path, problem: "holds \(image) images, but \(keeping) were recorded as written")
+                }
+                let keyLength = Int(Self.littleEndian(try FileIO.readBytes(fd, path: path, count: 4, offset: position)))
+                guard keyLength <= 4096, position + 4 + keyLength + 8 <= size else {
+                    throw IndexError.corruptFile(path: path, problem: "image \(image): key length \(keyLength) runs past the end")
+                }
+                let blockLength = Int(truncatingIfNeeded: Self.littleEndian(try FileIO.readBytes(fd, path: path, count: 8, offset: position + 4 + keyLength)))
+                guard blockLength >= 0, blockLength <= size - position,
+                      position + 4 + keyLength + 8 + blockLength + 4 <= size else {
+                    throw IndexError.corruptFile(path: path, problem: "image \(image): a block of \(blockLength) bytes runs past the end")
+                }
+                position += 4 + keyLength + 8 + blockLength + 4
+            }
+            if position != size {
+                guard ftruncate(fd, off_t(position)) == 0 else {
+                    throw IndexError.corruptFile(path: path, problem: "cannot cut the records after image \(keeping): \(FileIO.errnoText())")
+                }
+            }
+            guard lseek(fd, off_t(position), SEEK_SET) == off_t(position) else {
+                throw IndexError.corruptFile(path: path, problem: "seek failed: \(FileIO.errnoText())")
+            }
+            count = keeping
+            try sync()
+        } catch {
+            close(fd)
+            fd = -1
+            throw error
+        }
+    }
+
+    deinit {
+        guard fd >= 0 else { return }
+        if let temporary { FileIO.discardTemporary(fd: fd, temporary: temporary) } else { close(fd) }
+    }
 
     private func write(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try FileIO.writeAll(fd, path: temporary, $0) }
+        try bytes.withUnsafeBytes { try FileIO.writeAll(fd, path: temporary ?? path, $0) }
+    }
+
+    private static func littleEndian(_ bytes: [UInt8]) -> UInt64 {
+        bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+
+    /// Makes the images appended so far durable (appending in place).
+    public func sync() throws {
+        guard fsync(fd) == 0 else { throw IndexError.corruptFile(path: path, problem: "fsync failed: \(FileIO.errnoText())") }
     }
 
     /// Appends one image's features.
@@ -58,6 +128,11 @@ public final class LocalFeatureFile {
     public func finish() throws {
         // The commit closes the descriptor whether or not it succeeds.
         defer { fd = -1 }
+        guard let temporary else {
+            try sync()
+            close(fd)
+            return
+        }
         try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)
     }
 

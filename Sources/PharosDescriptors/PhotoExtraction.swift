@@ -3,10 +3,11 @@ import PharosDurability
 import PharosIndex
 import PharosVectors
 
-/// A folder of photos described into files (`pharos extract`, `pharos ingest --images`):
-/// `PREFIX.npy` or `.fvecs` (one global descriptor per readable photo), `PREFIX.keys` (the
-/// photos' paths relative to the folder, in row order) and, with local features,
-/// `PREFIX.local`. Unreadable photos are reported and skipped.
+/// Photos described into files (`pharos extract`): `PREFIX.npy` or `.fvecs` (one global
+/// descriptor per readable photo), `PREFIX.keys` (the photos' keys in row order) and, with local
+/// features, `PREFIX.local`, appended after every group so that a rerun resumes where a stopped
+/// one ended (`ExtractionFiles`). Unreadable photos are reported, listed in `PREFIX.errors.tsv`
+/// and skipped.
 public struct PhotoExtraction: Sendable {
     /// What was written.
     public struct Output: Sendable, Equatable {
@@ -14,9 +15,15 @@ public struct PhotoExtraction: Sendable {
         public var vectors: String
         /// The key file.
         public var keys: String
-        /// Photos described.
+        /// The errors file (this run's skipped photos).
+        public var errors: String
+        /// Photos the files hold (from earlier runs and this one).
         public var count: Int
-        /// Photos skipped (unreadable), each reported.
+        /// Photos this run described.
+        public var described: Int
+        /// Photos an earlier run had already described (skipped without decoding).
+        public var resumed: Int
+        /// Photos this run skipped (unreadable), each reported.
         public var skipped: Int
     }
 
@@ -26,87 +33,78 @@ public struct PhotoExtraction: Sendable {
     public let localPCA: Whitening?
     /// Photos described at once.
     public let threads: Int
+    /// Photos committed to the files at a time.
+    public let groupSize: Int
 
     /// An extraction with `extractor`.
-    public init(extractor: DescriptorExtractor, localPCA: Whitening? = nil, threads: Int) {
+    public init(extractor: DescriptorExtractor, localPCA: Whitening? = nil, threads: Int, groupSize: Int = 64) {
         self.extractor = extractor
         self.localPCA = localPCA
         self.threads = Swift.max(1, threads)
+        self.groupSize = Swift.max(1, groupSize)
     }
 
     /// Photo files under `folder`, searched recursively, sorted, as (relative key, full path).
     public static func photos(in folder: String) throws -> [(key: String, path: String)] {
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else {
-            throw DescriptorError.badInput("--images \(folder): the folder does not exist")
-        }
-        guard isFolder.boolValue else { throw DescriptorError.badInput("--images \(folder): not a folder") }
-        guard let walker = FileManager.default.enumerator(atPath: folder) else { throw DescriptorError.badInput("cannot read folder \(folder)") }
-        var found: [(String, String)] = []
-        while let relative = walker.nextObject() as? String {
-            if ImageLoader.isPhoto(fileName: relative) { found.append((relative, folder + "/" + relative)) }
-        }
-        return found.sorted { $0.0 < $1.0 }
+        try PhotoList.scan(folder: folder).map { ($0.key, $0.path) }
     }
 
-    /// Describes every photo under `folder` into `prefix`.{`format`,keys[,local]}.
-    /// `progress(done, total)` after each group of photos; `report` says what was skipped.
-    public func run(folder: String, prefix: String, format: String,
-                    progress: (Int, Int) -> Void = { _, _ in }, report: (String) -> Void = { _ in }) throws -> Output {
-        guard ["npy", "fvecs"].contains(format) else { throw DescriptorError.badInput("--format \(format): expected npy or fvecs") }
-        let files = try Self.photos(in: folder)
-        guard !files.isEmpty else { throw DescriptorError.badInput("no .jpg, .jpeg or .png files under \(folder)") }
-        let directory = (prefix as NSString).deletingLastPathComponent
-        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        let vectorPath = prefix + "." + format, keyPath = prefix + ".keys"
-        let writer = try VectorFileWriter(path: vectorPath, dimension: extractor.dimension)
-        let local = extractor.configuration.local != nil
-        let localFile = local ? try LocalFeatureFile(writingTo: prefix + ".local") : nil
-        var pca = localPCA
-        var keys: [String] = [], skipped = 0, done = 0
-        let chunk = threads * 8
-        for start in stride(from: 0, to: files.count, by: chunk) {
-            let batch = Array(files[start ..< Swift.min(files.count, start + chunk)])
-            var results = [Result<DescriptorExtractor.Description, any Error>?](repeating: nil, count: batch.count)
-            let extractor = self.extractor
-            results.withSendablePointer { out in
-                Parallel.forEachChunk(count: batch.count, chunkSize: 1, threads: threads) { range in
-                    for i in range { out.pointer[i] = Result { try extractor.describe(path: batch[i].path) } }
-                }
+    /// Describes the photos not yet in `prefix`'s files and appends them, a group at a time.
+    /// `settings` name how descriptors are made (files made otherwise are refused); `restart`
+    /// starts the files over. `progress(done, total)` after each group; `report` says what was
+    /// skipped.
+    public func run(photos: [Photo], prefix: String, format: String, settings: [String: String], restart: Bool = false,
+                    progress: @escaping (Int, Int) -> Void = { _, _ in }, report: @escaping (String) -> Void = { _ in }) async throws -> Output {
+        guard !photos.isEmpty else { throw DescriptorError.badInput("no photos to describe") }
+        let files = try ExtractionFiles(prefix: prefix, format: format, dimension: extractor.dimension, settings: settings,
+                                        local: extractor.configuration.local != nil, restart: restart)
+        defer { files.close() }
+        let done = Set(files.keys)
+        var todo: [Photo] = []
+        for photo in photos where !done.contains(photo.key) {
+            if let reason = PhotoList.unusableKey(photo.key) {
+                files.recordSkipped(path: photo.path, reason: reason)
+                report("skipped \(photo.path): \(reason)")
+            } else {
+                todo.append(photo)
             }
-            var described: [(String, DescriptorExtractor.Description)] = []
-            for (i, result) in results.enumerated() {
-                switch result {
-                case let .success(description)?: described.append((batch[i].key, description))
-                case let .failure(error)?:
-                    skipped += 1
-                    report("skipped \(batch[i].path): \(error)")
-                case nil:
-                    skipped += 1
-                    report("skipped \(batch[i].path): not described")
-                }
-            }
-            if let localFile {
-                if pca == nil, !described.isEmpty {
-                    pca = try Self.learnLocalPCA(described.compactMap(\.1.local), saveTo: prefix + ".local-pca.phxw", report: report)
-                }
-                for (key, description) in described {
-                    guard let features = description.local, let pca else { continue }
-                    try localFile.append(key: key, try features.projected(by: pca))
-                }
-            }
-            if !described.isEmpty {
-                try writer.write(Matrix(rows: described.count, columns: extractor.dimension, values: described.flatMap(\.1.global)))
-            }
-            keys += described.map(\.0)
-            done += batch.count
-            progress(done, files.count)
         }
-        guard !keys.isEmpty else { throw DescriptorError.badInput("none of the \(files.count) images could be read") }
-        try writer.finish()
-        try localFile?.finish()
-        try FileIO.writeAtomically(Array(keys.map { $0 + "\n" }.joined().utf8), to: keyPath)
-        return Output(vectors: vectorPath, keys: keyPath, count: keys.count, skipped: skipped)
+        let resumed = photos.count - todo.count - files.skipped
+        if resumed > 0 { report("resuming: \(resumed) of \(photos.count) photos are already in \(files.keyPath)") }
+        var pca = localPCA
+        if pca == nil, extractor.configuration.local != nil, FileManager.default.fileExists(atPath: files.localPCAPath) {
+            pca = try Whitening.load(files.localPCAPath)
+        }
+        let pipeline = PhotoPipeline(extractor: extractor, photos: todo, threads: threads, groupSize: groupSize, groupsHeld: 1)
+        var handled = photos.count - todo.count, described = 0
+        progress(handled, photos.count)
+        do {
+            for await group in pipeline.groups() {
+                var good: [(key: String, description: DescriptorExtractor.Description)] = []
+                for item in group {
+                    switch item.result {
+                    case let .success(description): good.append((item.photo.key, description))
+                    case let .failure(failure):
+                        files.recordSkipped(path: item.photo.path, reason: failure.reason)
+                        report("skipped \(failure)")
+                    }
+                }
+                if extractor.configuration.local != nil, pca == nil, !good.isEmpty {
+                    pca = try Self.learnLocalPCA(good.compactMap(\.description.local), saveTo: files.localPCAPath, report: report)
+                }
+                try files.append(good, localPCA: pca)
+                described += good.count
+                handled += group.count
+                pipeline.release(group.count)
+                progress(handled, photos.count)
+            }
+        } catch {
+            pipeline.stop()
+            throw error
+        }
+        guard !files.keys.isEmpty else { throw DescriptorError.badInput("none of the \(photos.count) photos could be read (see \(files.errorsPath))") }
+        return Output(vectors: files.vectorPath, keys: files.keyPath, errors: files.errorsPath, count: files.keys.count,
+                      described: described, resumed: resumed, skipped: files.skipped)
     }
 
     /// A 112 -> 40 PCA of local descriptors (at most 100,000 of them, evenly spaced), saved to `path`.

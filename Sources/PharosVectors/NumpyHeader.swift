@@ -11,8 +11,9 @@ struct NumpyHeader: Equatable {
     /// Byte offset of the first element.
     var dataOffset: Int
 
-    /// Parses the header at the start of `fd`.
-    static func read(fd: Int32, path: String, fileSize: Int) throws -> NumpyHeader {
+    /// Parses the header at the start of `fd`. With `allowTrailingBytes`, bytes after the array
+    /// the header describes are accepted (rows an appender wrote before it could record them).
+    static func read(fd: Int32, path: String, fileSize: Int, allowTrailingBytes: Bool = false) throws -> NumpyHeader {
         guard fileSize >= 10 else {
             throw VectorFileError(path: path, offset: 0, problem: "file of \(fileSize) bytes is too short for a .npy header (at least 10)")
         }
@@ -72,7 +73,7 @@ struct NumpyHeader: Equatable {
         guard fileSize >= expected else {
             throw VectorFileError(path: path, offset: fileSize, problem: "truncated: shape (\(rows), \(columns)) of \(descr) needs \(expected) bytes, file has \(fileSize)")
         }
-        guard fileSize == expected else {
+        guard fileSize == expected || allowTrailingBytes else {
             throw VectorFileError(path: path, offset: expected, problem: "\(fileSize - expected) trailing bytes after the (\(rows), \(columns)) array")
         }
         return NumpyHeader(elementType: elementType, rows: rows, columns: columns, dataOffset: dataOffset)

@@ -8,6 +8,10 @@ import PharosVectors
 /// How images become descriptors: shared by `pharos extract` and `pharos ingest --images`.
 struct ExtractionOptions: ParsableArguments {
     @Option(help: "Folder of photos (JPEG, PNG), searched recursively; keys are paths relative to it.") var images: String?
+    @Option(help: "A file naming the photos, one path per line (keys are the lines as written; relative paths are read from --images when given).")
+    var imageList: String?
+    @Option(help: "Only part I of N (1 <= I <= N) of the photos: N machines each run one part; a photo's part is fixed by a hash of its key.")
+    var part: String?
     @Option(help: "Global pooling: gem, mac, spoc, crow, rmac.") var pooling: String = "gem"
     @Option(help: "GeM power p.") var gemPower: Float = 3
     @Flag(help: "Extract at scales 1, 1/sqrt(2), 1/2 and combine.") var multiscale = false
@@ -35,21 +39,64 @@ struct ExtractionOptions: ParsableArguments {
         return try DescriptorExtractor(network: network, configuration: configuration)
     }
 
-    /// Extracts every photo under `images` into `prefix`.{npy|fvecs,keys[,local]}
-    /// (`PhotoExtraction`); unreadable images are reported by path and skipped.
-    func run(prefix: String, format: String) throws -> (vectors: String, keys: String, count: Int) {
-        guard let images else { throw ValidationError("--images is required") }
-        let extraction = PhotoExtraction(extractor: try extractor(), localPCA: try localPca.map(Whitening.load), threads: threads)
-        let bar = ProgressBar("extract", total: 0)
-        let output: PhotoExtraction.Output
+    /// The photos to describe: the folder's or the list's, sorted, this part's only.
+    func photos() throws -> [Photo] {
+        let part = try self.part.map(PhotoPart.init(parsing:)) ?? .whole
+        let all: [Photo]
+        if let imageList {
+            all = try PhotoList.read(listFile: imageList, root: images)
+        } else if let images {
+            all = try PhotoList.scan(folder: images)
+            guard !all.isEmpty else { throw DescriptorError.badInput("no .jpg, .jpeg or .png files under \(images)") }
+        } else {
+            throw ValidationError("give --images DIR (a folder of photos) or --image-list FILE")
+        }
+        let mine = all.filter { part.contains($0.key) }
+        guard !mine.isEmpty else { throw DescriptorError.badInput("part \(part) of the \(all.count) photos is empty") }
+        return mine
+    }
+
+    /// What the descriptors depend on: a resumed run must match it (files of other settings
+    /// are refused rather than mixed).
+    func settings(dimension: Int) throws -> [String: String] {
+        let weightsPath = weights ?? EfficientNetLite0.defaultWeightsPath
+        var settings = [
+            "pooling": pooling, "gem_power": "\(gemPower)", "multiscale": "\(multiscale)", "max_side": "\(maxSide)",
+            "whitening": try ExtractionFiles.fingerprint(of: whitening), "dimension": "\(dimension)",
+            "weights": try ExtractionFiles.fingerprint(of: weightsPath),
+        ]
+        if pooling == "rmac" {
+            settings["rmac_levels"] = "\(rmacLevels)"
+            settings["region_whitening"] = try ExtractionFiles.fingerprint(of: regionWhitening)
+        }
+        if local {
+            settings["local_keypoints"] = "\(maxKeypoints)"
+            settings["local_pca"] = try ExtractionFiles.fingerprint(of: localPca)
+        }
+        return settings
+    }
+
+    /// Describes the photos not yet in `prefix`'s files into them (`PhotoExtraction`):
+    /// resumable, unreadable photos reported and listed in PREFIX.errors.tsv.
+    func run(prefix: String, format: String, restart: Bool) throws -> PhotoExtraction.Output {
         do {
-            output = try extraction.run(folder: images, prefix: prefix, format: format, progress: { bar.update($0, of: $1) }, report: printError)
+            let photos = try self.photos()
+            let extractor = try self.extractor()
+            let extraction = PhotoExtraction(extractor: extractor, localPCA: try localPca.map(Whitening.load), threads: threads)
+            let settings = try self.settings(dimension: extractor.dimension)
+            let bar = ProgressBar("extract", total: photos.count)
+            let output = try runBlocking {
+                try await extraction.run(photos: photos, prefix: prefix, format: format, settings: settings, restart: restart,
+                                         progress: { bar.update($0, of: $1) }, report: printError)
+            }
+            bar.finish()
+            if output.skipped > 0 { printError("\(output.skipped) photos skipped, listed in \(output.errors)") }
+            return output
         } catch let error as DescriptorError {
             throw ValidationError(error.description)
+        } catch let error as VectorFileError {
+            throw ValidationError(error.description)
         }
-        bar.finish()
-        if output.skipped > 0 { printError("\(output.skipped) of \(output.count + output.skipped) images skipped (listed above)") }
-        return (output.vectors, output.keys, output.count)
     }
 }
 
@@ -61,18 +108,25 @@ struct ExtractCommand: ParsableCommand {
             Writes PREFIX.npy (or .fvecs): one L2-normalised descriptor per readable image (1280-D, \
             or the whitening's output dimension); PREFIX.keys: the images' paths relative to \
             --images, one per line, in row order; with --local, PREFIX.local (keypoints and 40-D \
-            descriptors per image). Unreadable or corrupt images are reported by path and skipped.
+            descriptors per image). Unreadable or corrupt images are reported by path, listed in \
+            PREFIX.errors.tsv and skipped. The files are appended in place a group of photos at a \
+            time and are valid after every group: run the same command again after a stop (Ctrl-C, \
+            kill -9, a reboot) and it goes on with the photos not yet described; PREFIX.extract.json \
+            records the settings, and other settings are refused (--restart starts over).
             """)
 
     @OptionGroup var extraction: ExtractionOptions
     @Option(help: "Output prefix.") var out: String
     @Option(help: "Descriptor file format: npy or fvecs.") var format: String = "npy"
+    @Flag(help: "Remove the outputs of an earlier run first instead of resuming it.") var restart = false
 
     func run() throws {
         let clock = Date()
-        let (vectors, keys, count) = try extraction.run(prefix: out, format: format)
-        print(String(format: "extracted %d images in %.1f s (%.2f images/s): %@, %@%@", count, Date().timeIntervalSince(clock),
-                     Double(count) / Date().timeIntervalSince(clock), vectors, keys, extraction.local ? ", \(out).local" : ""))
+        let output = try extraction.run(prefix: out, format: format, restart: restart)
+        let seconds = Date().timeIntervalSince(clock)
+        let resumed = output.resumed > 0 ? "; the files hold \(output.count), \(output.resumed) described by an earlier run" : ""
+        print(String(format: "extracted %d images in %.1f s (%.2f images/s): %@, %@%@%@", output.described, seconds,
+                     Double(output.described) / seconds, output.vectors, output.keys, extraction.local ? ", \(out).local" : "", resumed))
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import PharosVectors
 import Testing
 @testable import PharosDescriptors
 
@@ -59,5 +60,15 @@ import Testing
             #expect { try ImageLoader.load(path: path) } throws: { "\($0)".contains(path) && "\($0)".contains(problem) }
         }
         #expect { try ImageLoader.load(path: dir + "/missing.jpg") } throws: { "\($0)".contains("missing.jpg") }
+
+        // Cut inside the compressed data, after a valid header: libjpeg would pad the rest with
+        // grey and warn; the loader refuses it, saying it is truncated. Whole, it decodes.
+        var rng = SplitMix64(seed: 7)
+        let photo = FeatureMap(channels: 3, height: 96, width: 128, values: (0..<(3 * 96 * 128)).map { _ in Float(rng.next() % 256) })
+        let whole = try ImageLoader.encodeJPEG(photo)
+        let cut = dir + "/cut-in-scan.jpg"
+        try Data(whole.prefix(whole.count * 6 / 10)).write(to: URL(fileURLWithPath: cut))
+        #expect { try ImageLoader.load(path: cut) } throws: { "\($0)".contains(cut) && "\($0)".contains("truncated") }
+        #expect(try ImageLoader.decode(whole, path: "whole.jpg").width == 128)
     }
 }

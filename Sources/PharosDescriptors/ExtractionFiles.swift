@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PharosDurability
+import PharosIndex
+import PharosKernels
+import PharosVectors
+
+/// The files of a resumable extraction, appended in place after every group of photos:
+/// ```
+/// PREFIX.npy | PREFIX.fvecs   one descriptor per described photo (float32)
+/// PREFIX.keys                 the photos' keys, one per line, in row order: the commit record
+/// PREFIX.local                with local features: one record per row, in row order
+/// PREFIX.extract.json         the settings the descriptors were made with
+/// PREFIX.errors.tsv           this run's skipped photos: path TAB reason
+/// ```
+/// A group is committed by appending its rows (and local records) and syncing them, then its
+/// keys, then (`.npy`) the header's row count. The keys file decides what was done: on opening,
+/// a torn last key line is dropped and rows or records past the keys are cut, so after a kill at
+/// any moment (SIGKILL included) the files are valid and a rerun goes on after the last group.
+public final class ExtractionFiles {
+    /// The output prefix.
+    public let prefix: String
+    /// The descriptor file.
+    public let vectorPath: String
+    /// The key file.
+    public var keyPath: String { prefix + ".keys" }
+    /// The settings file.
+    public var settingsPath: String { prefix + ".extract.json" }
+    /// This run's skipped photos.
+    public var errorsPath: String { prefix + ".errors.tsv" }
+    /// The local-features file (with local features).
+    public var localPath: String { prefix + ".local" }
+    /// The local-descriptor PCA learned from the first photos.
+    public var localPCAPath: String { prefix + ".local-pca.phxw" }
+    /// Keys committed, in row order (from earlier runs and this one).
+    public private(set) var keys: [String]
+    /// Keys committed by earlier runs (the photos a resumed run skips).
+    public let resumedCount: Int
+    /// Photos skipped by this run (reported in the errors file).
+    public private(set) var skipped = 0
+
+    private let vectors: VectorFileAppender
+    private let local: LocalFeatureFile?
+    private var keyFD: Int32
+    private var errorsFD: Int32
+
+    /// A file's identity for a settings record: its size and CRC32C ("none" when nil).
+    public static func fingerprint(of path: String?) throws -> String {
+        guard let path else { return "none" }
+        let bytes = try FileIO.readWholeFile(path, maximumBytes: 1 << 30)
+        let crc = String(pharos_crc32c(0, bytes, bytes.count), radix: 16)
+        return "\(bytes.count) bytes, crc32c \(crc)"
+    }
+
+    /// Every file a run writes under `prefix` (what `--restart` removes).
+    public static func paths(prefix: String) -> [String] {
+        ["npy", "fvecs", "keys", "local", "local-pca.phxw", "extract.json", "errors.tsv"].map { prefix + "." + $0 }
+    }
+
+    /// Opens (or creates) the files under `prefix` for descriptors of `dimension` written as
+    /// `format` (npy or fvecs). Existing files must have been written with the same `settings`;
+    /// `restart` removes them first.
+    public init(prefix: String, format: String, dimension: Int, settings: [String: String], local withLocal: Bool, restart: Bool) throws {
+        guard ["npy", "fvecs"].contains(format) else { throw DescriptorError.badInput("--format \(format): expected npy or fvecs") }
+        self.prefix = prefix
+        vectorPath = prefix + "." + format
+        let directory = (prefix as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        if restart { for path in Self.paths(prefix: prefix) { unlink(path) } }
+        let settingsPath = prefix + ".extract.json", keyPath = prefix + ".keys"
+        let existing = FileManager.default.contents(atPath: settingsPath)
+        if let existing {
+            guard let saved = try? JSONDecoder().decode([String: String].self, from: existing) else {
+                throw DescriptorError.badInput("\(settingsPath): not an extraction settings file; remove it, or pass --restart to start over")
+            }
+            let differing = Set(saved.keys).union(settings.keys).sorted().filter { saved[$0] != settings[$0] }
+            guard differing.isEmpty else {
+                let list = differing.map { "\($0): \(saved[$0] ?? "none") before, \(settings[$0] ?? "none") now" }.joined(separator: "; ")
+                throw DescriptorError.badInput("\(prefix).* was extracted with other settings (\(list)): use the same settings to resume, another output, or --restart")
+            }
+        } else {
+            for path in [vectorPath, keyPath] where FileManager.default.fileExists(atPath: path) {
+                throw DescriptorError.badInput("\(path) exists but has no \(settingsPath) (written by another program or version): remove it, choose another output, or pass --restart")
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            try FileIO.writeAtomically(Array(try encoder.encode(settings)), to: settingsPath)
+        }
+        keys = try Self.committedKeys(keyPath)
+        resumedCount = keys.count
+        vectors = try VectorFileAppender(path: vectorPath, dimension: dimension, keeping: keys.count)
+        local = withLocal ? try LocalFeatureFile(appendingTo: prefix + ".local", keeping: keys.count) : nil
+        keyFD = open(keyPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard keyFD >= 0 else { throw FileError(path: keyPath, problem: "cannot open for appending: \(FileIO.errnoText())") }
+        errorsFD = open(prefix + ".errors.tsv", O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0o644)
+        guard errorsFD >= 0 else {
+            // The object is whole here, so `deinit` runs: leave it nothing to close twice.
+            Glibc.close(keyFD)
+            keyFD = -1
+            throw FileError(path: prefix + ".errors.tsv", problem: "cannot create: \(FileIO.errnoText())")
+        }
+        FileIO.syncDirectory(containing: keyPath)
+    }
+
+    deinit { close() }
+
+    /// The keys a key file commits: its complete lines (a torn last line, from a kill during
+    /// its write, is cut off the file).
+    static func committedKeys(_ path: String) throws -> [String] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        let bytes = try FileIO.readWholeFile(path)
+        let end = (bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0
+        if end != bytes.count {
+            guard truncate(path, off_t(end)) == 0 else { throw FileError(path: path, problem: "cannot cut a torn last line: \(FileIO.errnoText())") }
+        }
+        guard end > 0 else { return [] }
+        return bytes[..<(end - 1)].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Commits a group of described photos (in the order given): rows, local records, keys.
+    public func append(_ described: [(key: String, description: DescriptorExtractor.Description)], localPCA: Whitening?) throws {
+        guard !described.isEmpty else { return }
+        if let local {
+            for (key, description) in described {
+                guard let features = description.local, let localPCA else {
+                    throw DescriptorError.badInput("\(key): no local features to write to \(localPath)")
+                }
+                try local.append(key: key, try features.projected(by: localPCA))
+            }
+            try local.sync()
+        }
+        try vectors.append(Matrix(rows: described.count, columns: vectors.dimension, values: described.flatMap(\.description.global)))
+        let lines = Array(described.map { $0.key + "\n" }.joined().utf8)
+        try lines.withUnsafeBytes { try FileIO.writeAll(keyFD, path: keyPath, $0) }
+        guard fsync(keyFD) == 0 else { throw FileError(path: keyPath, problem: "fsync failed: \(FileIO.errnoText())") }
+        keys += described.map(\.key)
+    }
+
+    /// Records a skipped photo in the errors file.
+    public func recordSkipped(path: String, reason: String) {
+        skipped += 1
+        let line = path.replacingOccurrences(of: "\t", with: " ") + "\t" + reason.replacingOccurrences(of: "\n", with: " ") + "\n"
+        _ = try? Array(line.utf8).withUnsafeBytes { try FileIO.writeAll(errorsFD, path: errorsPath, $0) }
+    }
+
+    /// Closes the files (every committed group is already durable).
+    public func close() {
+        vectors.close()
+        try? local?.finish()
+        if keyFD >= 0 { Glibc.close(keyFD) }
+        if errorsFD >= 0 {
+            fsync(errorsFD)
+            Glibc.close(errorsFD)
+        }
+        keyFD = -1
+        errorsFD = -1
+    }
+}
