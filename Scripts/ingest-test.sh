@@ -118,17 +118,15 @@ assert s["replaced"] <= 16, s
 print("ingest-test: resumed after %d photos; sent %d, replaced %d, skipped %d" % (s["resumed"], s["sent"], s["replaced"], s["skipped"]))
 PY
 grep -q "zz-truncated.jpg	JPEG: truncated" "$work/state/photos.errors.tsv" || fail "errors file: $(cat "$work/state/photos.errors.tsv")"
-set +e
-"$P" ingest verify "${c[@]}" --images "$photos" --parts 2 --json >"$work/verify.json"
-status=$?
-set -e
-[ "$status" = 1 ] || fail "verify with unreadable photos missing exited $status"
+"$P" ingest verify "${c[@]}" --images "$photos" --parts 2 --errors "$work/state/photos.errors.tsv" --json >"$work/verify.json" \
+  || fail "verify exited $?: $(cat "$work/verify.json")"
 /usr/bin/python3 - "$work/verify.json" "$readable" "$total" <<'PY' || fail "verify per part: $(cat "$work/verify.json")"
 import json, sys
 parts = [json.loads(line) for line in open(sys.argv[1])]
 assert [p["part"] for p in parts] == ["1/2", "2/2"], parts
-# The unreadable files are never stored; everything else is.
+# The unreadable files are never stored (and counted apart); everything else is.
 assert sum(p["stored"] for p in parts) == int(sys.argv[2]) and sum(p["photos"] for p in parts) == int(sys.argv[3]), parts
+assert sum(p["unreadable"] for p in parts) == int(sys.argv[3]) - int(sys.argv[2]) and sum(p["missing"] for p in parts) == 0, parts
 PY
 live() { "$P" status "${c[@]}" | sed -nE 's/.* ([0-9]+) live entries.*/\1/p'; }
 [ "$(live)" = "$readable" ] || fail "the cluster holds $(live) entries, expected $readable"

@@ -42,7 +42,38 @@ public struct CNNBenchmark: Sendable {
             }
             rates.append(Double(inputs.count) / Date().timeIntervalSince(clock))
         }
-        return String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d)", inputs.count, width, height, threads,
-                     rates.median, rates.count)
+        let rate = rates.median
+        let flops = 2 * Double(network.multiplyAdds(height: height, width: width))
+        let peak = Self.gemmPeak(threads: threads)
+        return String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d); %.3f GFLOP per image, %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s SGEMM peak on %d threads",
+                      inputs.count, width, height, threads, rate, rates.count, flops / 1e9, rate * flops / 1e9,
+                      100 * rate * flops / peak, peak / 1e9, threads)
+    }
+
+    /// The machine's attainable FLOP/s on `threads` threads: each runs OpenBLAS SGEMMs of
+    /// 1024 x 1024 x 1024 at once (single-threaded each, as the forward pass calls it), best of
+    /// 5 timed rounds after a warm-up. This is the ceiling the convolutions' GEMMs can reach;
+    /// depthwise layers and memory traffic keep a whole network below it.
+    public static func gemmPeak(threads: Int, size n: Int = 1024) -> Double {
+        let workers = Swift.max(1, threads)
+        var rng = SplitMix64(seed: 3)
+        let a = (0..<(n * n)).map { _ in rng.nextGaussian() }, b = (0..<(n * n)).map { _ in rng.nextGaussian() }
+        var best = 0.0
+        for round in 0..<6 {
+            let clock = Date()
+            Parallel.forEachChunk(count: workers, chunkSize: 1, threads: workers) { _ in
+                var c = [Float](repeating: 0, count: n * n)
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        c.withUnsafeMutableBufferPointer { pc in
+                            BLAS.gemm(m: n, n: n, k: n, a: pa.baseAddress!, lda: n, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n)
+                        }
+                    }
+                }
+            }
+            let seconds = Date().timeIntervalSince(clock)
+            if round > 0 { best = Swift.max(best, Double(workers) * 2 * Double(n * n * n) / seconds) }
+        }
+        return best
     }
 }

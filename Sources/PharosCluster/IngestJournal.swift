@@ -17,9 +17,10 @@ import PharosKernels
 /// ```
 /// A torn last line (a kill during its write) is cut; a damaged line elsewhere is reported and
 /// its photos count as not done (ingesting them again replaces the same keys: no double count).
-/// A journal of other settings (another folder, pooling, size, whitening) is refused.
+/// A journal of other settings (another folder, pooling, size, whitening) is refused. One run
+/// at a time holds a journal (`flock` on `PATH.lock`): a second is refused, not interleaved.
 public final class IngestJournal: @unchecked Sendable {
-    // @unchecked: the descriptor is written only under `lock`.
+    // @unchecked: the descriptor and `broken` are used only under `lock`.
     static let magic = "PHAROS-INGEST-JOURNAL 1"
 
     /// The journal file.
@@ -30,6 +31,10 @@ public final class IngestJournal: @unchecked Sendable {
     public let damagedLines: [Int]
     private let lock = NSLock()
     private var fd: Int32
+    /// Set when a record could not be written whole: later records would follow a torn line.
+    private var broken = false
+    /// The run's hold on the journal or outputs, released by `close`.
+    private var writer: FileLock?
 
     /// Opens the journal at `path` for a run with `settings` (created when missing); `restart`
     /// starts it over.
@@ -37,6 +42,7 @@ public final class IngestJournal: @unchecked Sendable {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        writer = try FileLock(path + ".lock", busy: "another pharos ingest is using the journal \(path): wait for it, or give this run another --checkpoint")
         if restart { unlink(path) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -83,17 +89,23 @@ public final class IngestJournal: @unchecked Sendable {
         let json = String(decoding: try JSONEncoder().encode(keys), as: UTF8.self)
         let line = Array("\(Self.hex(Array(json.utf8))) \(json)\n".utf8)
         try lock.withLock {
-            guard fd >= 0 else { throw FileError(path: path, problem: "journal closed") }
-            try line.withUnsafeBytes { try FileIO.writeAll(fd, path: path, $0) }
-            guard fsync(fd) == 0 else { throw FileError(path: path, problem: "fsync failed: \(FileIO.errnoText())") }
+            guard fd >= 0, !broken else { throw FileError(path: path, problem: "journal closed after a failed write") }
+            do {
+                try line.withUnsafeBytes { try FileIO.writeAll(fd, path: path, $0) }
+                guard fsync(fd) == 0 else { throw FileError(path: path, problem: "fsync failed: \(FileIO.errnoText())") }
+            } catch {
+                broken = true
+                throw error
+            }
         }
     }
 
-    /// Closes the file.
+    /// Closes the file and lets another run take the journal.
     public func close() {
         lock.withLock {
             if fd >= 0 { Glibc.close(fd) }
             fd = -1
+            writer = nil
         }
     }
 

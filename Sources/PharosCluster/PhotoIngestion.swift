@@ -28,6 +28,18 @@ public struct PhotoIngestion: Sendable {
         }
     }
 
+    /// A batch the cluster did not take (after the retries), naming its first photo.
+    public struct BatchRefused: Error, CustomStringConvertible {
+        /// The first key of the batch.
+        public var firstKey: String
+        /// Photos in it.
+        public var count: Int
+        /// The cluster's answer.
+        public var error: WireError
+
+        public var description: String { "the cluster refused a batch of \(count) photos from \(firstKey) (\(error.code)): \(error.message)" }
+    }
+
     /// Upserts one batch (keys, row-major vectors, dimension); returns the keys replaced.
     public typealias Upsert = @Sendable (_ keys: [String], _ vectors: [Float], _ dimension: Int) async throws -> Int
 
@@ -62,9 +74,10 @@ public struct PhotoIngestion: Sendable {
                     report: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Summary {
         let errorLog = try ErrorLog(path: errors)
         defer { errorLog.close() }
-        let alreadyDone = journal.done.union(descriptors?.keys ?? [])
+        // Only the journal says what the cluster holds: descriptor files may hold photos a
+        // fresh journal, cluster or collection never received.
         var todo: [Photo] = []
-        for photo in photos where !alreadyDone.contains(photo.key) {
+        for photo in photos where !journal.done.contains(photo.key) {
             if let reason = PhotoList.unusableKey(photo.key) {
                 errorLog.write(path: photo.path, reason: reason)
                 report("skipped \(photo.path): \(reason)")
@@ -144,7 +157,10 @@ public struct PhotoIngestion: Sendable {
         for attempt in 1... {
             do {
                 return try await upsert(keys, vectors, dimension)
-            } catch let error as WireError where [.overloaded, .unavailable, .notReady, .deadlineExceeded].contains(error.code) && attempt < attempts {
+            } catch let error as WireError {
+                guard [.overloaded, .unavailable, .notReady, .deadlineExceeded].contains(error.code), attempt < attempts else {
+                    throw BatchRefused(firstKey: keys[0], count: keys.count, error: error)
+                }
                 report("batch of \(keys.count) photos from \(keys[0]): \(error) (attempt \(attempt) of \(attempts); trying again in \(pause) s)")
                 try await Task.sleep(nanoseconds: UInt64(pause * 1e9))
                 pause *= 2
@@ -175,16 +191,25 @@ public struct PhotoIngestion: Sendable {
         }
     }
 
-    /// Descriptor files appended from the batches' tasks, one at a time.
+    /// Descriptor files appended from the batches' tasks, one at a time; a photo they already
+    /// hold (sent again because the journal lacked it) is not appended twice.
     final class SharedFiles: @unchecked Sendable {
-        // @unchecked: `files` is used only under `lock`.
+        // @unchecked: `files` and `present` are used only under `lock`.
         private let lock = NSLock()
         private let files: ExtractionFiles
+        private var present: Set<String>
 
-        init(files: ExtractionFiles) { self.files = files }
+        init(files: ExtractionFiles) {
+            self.files = files
+            present = Set(files.keys)
+        }
 
         func append(_ described: [(key: String, description: DescriptorExtractor.Description)]) throws {
-            try lock.withLock { try files.append(described, localPCA: nil) }
+            try lock.withLock {
+                let new = described.filter { !present.contains($0.key) }
+                try files.append(new, localPCA: nil)
+                present.formUnion(new.map(\.key))
+            }
         }
     }
 
@@ -212,7 +237,8 @@ public struct PhotoIngestion: Sendable {
             let line = photo.replacingOccurrences(of: "\t", with: " ") + "\t" + reason.replacingOccurrences(of: "\n", with: " ") + "\n"
             lock.withLock {
                 written += 1
-                handle.write(Data(line.utf8))
+                // A full disk must not stop the ingestion over its error list.
+                try? handle.write(contentsOf: Data(line.utf8))
             }
         }
 

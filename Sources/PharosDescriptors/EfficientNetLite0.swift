@@ -145,6 +145,28 @@ public final class EfficientNetLite0: Sendable {
         return (Self.run(head, last), wantIntermediate ? mid : nil)
     }
 
+    /// Multiply-adds of one `forward` on a `height` x `width` input (stem, blocks, head; the
+    /// convolutions only: bias, activations and residual sums add under 1%). Two floating-point
+    /// operations each: the work a machine's peak FLOP/s is compared against.
+    public func multiplyAdds(height: Int, width: Int) -> Int {
+        var (h, w, total) = (height, width, 0)
+        func count(_ conv: Convolution) {
+            let oh = Self.samePadding(h, kernel: conv.kernel, stride: conv.stride).output
+            let ow = Self.samePadding(w, kernel: conv.kernel, stride: conv.stride).output
+            let perOutput = (conv.depthwise ? 1 : conv.inputChannels) * conv.kernel * conv.kernel
+            total += oh * ow * conv.outputChannels * perOutput
+            (h, w) = (oh, ow)
+        }
+        count(stem)
+        for block in blocks {
+            if let expand = block.expand { count(expand) }
+            count(block.depthwise)
+            count(block.project)
+        }
+        count(head)
+        return total
+    }
+
     /// Only the intermediate map (block 10's output): the local features' pyramid levels that
     /// need no global descriptor skip the last blocks and the head.
     public func intermediate(_ input: FeatureMap) throws -> FeatureMap {

@@ -18,7 +18,11 @@ import PharosVectors
 /// A group is committed by appending its rows (and local records) and syncing them, then its
 /// keys, then (`.npy`) the header's row count. The keys file decides what was done: on opening,
 /// a torn last key line is dropped and rows or records past the keys are cut, so after a kill at
-/// any moment (SIGKILL included) the files are valid and a rerun goes on after the last group.
+/// any moment (SIGKILL included) a rerun of the same command repairs the files and goes on after
+/// the last group. Between groups the files are complete; a kill in the middle of one can leave
+/// rows past the `.npy` header's count (NumPy reads the counted ones; Pharos's strict reader
+/// refuses the file until the rerun cuts them). One run at a time writes a prefix (`flock` on
+/// `PREFIX.lock`).
 public final class ExtractionFiles {
     /// The output prefix.
     public let prefix: String
@@ -45,6 +49,8 @@ public final class ExtractionFiles {
     private let local: LocalFeatureFile?
     private var keyFD: Int32
     private var errorsFD: Int32
+    /// The run's hold on the journal or outputs, released by `close`.
+    private var writer: FileLock?
 
     /// A file's identity for a settings record: its size and CRC32C ("none" when nil).
     public static func fingerprint(of path: String?) throws -> String {
@@ -68,6 +74,7 @@ public final class ExtractionFiles {
         vectorPath = prefix + "." + format
         let directory = (prefix as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        writer = try FileLock(prefix + ".lock", busy: "another run is writing \(prefix).*: wait for it, or choose another output")
         if restart { for path in Self.paths(prefix: prefix) { unlink(path) } }
         let settingsPath = prefix + ".extract.json", keyPath = prefix + ".keys"
         let existing = FileManager.default.contents(atPath: settingsPath)
@@ -157,5 +164,6 @@ public final class ExtractionFiles {
         }
         keyFD = -1
         errorsFD = -1
+        writer = nil
     }
 }

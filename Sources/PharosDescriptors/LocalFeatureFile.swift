@@ -129,8 +129,8 @@ public final class LocalFeatureFile {
         // The commit closes the descriptor whether or not it succeeds.
         defer { fd = -1 }
         guard let temporary else {
+            defer { close(fd) }
             try sync()
-            close(fd)
             return
         }
         try FileIO.commitTemporary(fd: fd, temporary: temporary, to: path)

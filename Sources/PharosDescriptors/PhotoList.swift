@@ -84,8 +84,9 @@ public enum PhotoList {
     }
 
     /// The photos a list file names, one path per line (empty lines and lines starting with `#`
-    /// skipped), sorted by key; keys are the lines as written, and relative paths are read from
-    /// `root` when given (else the current folder). A key named twice is an error.
+    /// skipped), sorted by key; keys are the lines as written (an absolute path under `root`
+    /// relative to it), and relative paths are read from `root` when given (else the current
+    /// folder). A key named twice is an error.
     public static func read(listFile: String, root: String?) throws -> [Photo] {
         let bytes: [UInt8]
         do { bytes = try FileIO.readWholeFile(listFile, maximumBytes: maximumListBytes) } catch let error as FileError {
@@ -100,7 +101,17 @@ public enum PhotoList {
             var key = String(line)
             if key.hasSuffix("\r") { key.removeLast() }
             if key.isEmpty || key.hasPrefix("#") { continue }
-            let path = key.hasPrefix("/") || root == nil ? key : root! + "/" + key
+            // An absolute path under the root is keyed by its path relative to it, as a folder
+            // scan keys it.
+            if let root, key.hasPrefix("/") {
+                let base = root.hasSuffix("/") ? root : root + "/"
+                let absoluteBase = base.hasPrefix("/") ? base : FileManager.default.currentDirectoryPath + "/" + base
+                for prefix in [base, absoluteBase] where key.hasPrefix(prefix) && key.count > prefix.count {
+                    key = String(key.dropFirst(prefix.count))
+                    break
+                }
+            }
+            let path = key.hasPrefix("/") ? key : (root.map { $0 + "/" + key } ?? key)
             photos.append(Photo(key: key, path: path))
         }
         photos.sort { $0.key < $1.key }

@@ -22,8 +22,15 @@ struct ExtractionOptions: ParsableArguments {
     @Option(help: "PCA for local descriptors (112 -> 40); default: learned from the first images and saved as PREFIX.local-pca.phxw.") var localPca: String?
     @Option(help: "Local features kept per image.") var maxKeypoints: Int = 1000
     @Option(help: "Longer image side the network sees (larger images are shrunk).") var maxSide: Int = 1024
-    @Option(help: "Images processed at once.") var threads: Int = Parallel.defaultThreads
+    @Option(help: "Images processed at once (1...256).") var threads: Int = Parallel.defaultThreads
     @Option(help: "The EfficientNet-Lite0 weights (.pth); default $PHAROS_WEIGHTS or the package installed by Scripts/install-deps.sh.") var weights: String?
+
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads \(threads): expected 1...256") }
+        guard (EfficientNetLite0.minimumSide...EfficientNetLite0.maximumSide).contains(maxSide) else {
+            throw ValidationError("--max-side \(maxSide): expected \(EfficientNetLite0.minimumSide)...\(EfficientNetLite0.maximumSide)")
+        }
+    }
 
     func extractor() throws -> DescriptorExtractor {
         guard let method = PoolingMethod(rawValue: pooling) else {
@@ -84,7 +91,7 @@ struct ExtractionOptions: ParsableArguments {
             let extractor = try self.extractor()
             let extraction = PhotoExtraction(extractor: extractor, localPCA: try localPca.map(Whitening.load), threads: threads)
             let settings = try self.settings(dimension: extractor.dimension)
-            let bar = ProgressBar("extract", total: photos.count)
+            let bar = ProgressBar("extract", total: photos.count, baselineFromFirstUpdate: true)
             let output = try runBlocking {
                 try await extraction.run(photos: photos, prefix: prefix, format: format, settings: settings, restart: restart,
                                          progress: { bar.update($0, of: $1) }, report: printError)

@@ -65,7 +65,7 @@ struct IngestRunCommand: ParsableCommand {
             if start.acknowledgedBatches > 0, let checkpoint {
                 printError("resuming after \(start.acknowledgedBatches) acknowledged batches (\(min(rows, start.acknowledgedBatches * ingestion.batch)) rows) from \(checkpoint)")
             }
-            let bar = ProgressBar("ingest", total: rows)
+            let bar = ProgressBar("ingest", total: rows, baseline: min(rows, start.acknowledgedBatches * ingestion.batch))
             let clock = Date()
             let summary = try options.withClient { client in try await ingestion.run(through: client) { done, _ in bar.update(done) } }
             bar.finish()
@@ -112,7 +112,7 @@ struct IngestRunCommand: ParsableCommand {
             defer { descriptors?.close() }
             printError("journal: \(journalPath) (run the same command again to resume); skipped photos: \(errors)")
             let ingestion = PhotoIngestion(extractor: extractor, threads: extraction.threads, batch: batch ?? 64, inFlight: inFlight)
-            let bar = ProgressBar("ingest", total: photos.count)
+            let bar = ProgressBar("ingest", total: photos.count, baselineFromFirstUpdate: true)
             let clock = Date()
             nonisolated(unsafe) let files = descriptors   // appended under PhotoIngestion's lock only
             let summary = try options.withClient { client in
@@ -138,8 +138,10 @@ struct IngestRunCommand: ParsableCommand {
             throw ValidationError(error.description)
         } catch let error as VectorFileError {
             throw ValidationError(error.description)
+        } catch let error as PhotoIngestion.BatchRefused {
+            throw ValidationError("\(error); the photos acknowledged so far are in the journal: run the same command again to go on")
         } catch let error as WireError {
-            throw ValidationError("the cluster refused a batch (\(error.code)): \(error.message); the photos acknowledged so far are in the journal: run the same command again to go on")
+            throw ValidationError("coordinator \(options.coordinator): \(error.message)")
         }
     }
 }
@@ -155,7 +157,9 @@ struct IngestVerifyCommand: ParsableCommand {
     @Option(help: "A file naming the photos, as given to ingest.") var imageList: String?
     @Option(help: "Count per part for N parts (as `ingest --part I/N`).") var parts: Int = 1
     @Option(help: "Write the missing keys here (one per line) instead of to standard output.") var missingOut: String?
-    @Flag(help: "Print one JSON object per part ({\"part\", \"photos\", \"stored\", \"missing\"}).") var json = false
+    @Option(help: "An errors file ingest wrote (path TAB reason): the unreadable photos it lists are counted apart, not as missing.")
+    var errors: String?
+    @Flag(help: "Print one JSON object per part ({\"part\", \"photos\", \"stored\", \"unreadable\", \"missing\"}).") var json = false
 
     /// Keys per Fetch request (well under the protocol's 10,000).
     static let keysPerRequest = 500
@@ -173,6 +177,13 @@ struct IngestVerifyCommand: ParsableCommand {
             throw ValidationError(error.description)
         }
         let keys = photos.map(\.key)
+        var unreadablePaths = Set<String>()
+        if let errors {
+            for line in try KeyFile.read(errors) where !line.isEmpty {
+                unreadablePaths.insert(String(line.prefix { $0 != "\t" }))
+            }
+        }
+        let unreadable = photos.map { unreadablePaths.contains($0.path) }
         let found: [Bool] = try options.withClient { client in
             var found: [Bool] = []
             found.reserveCapacity(keys.count)
@@ -191,18 +202,22 @@ struct IngestVerifyCommand: ParsableCommand {
         for part in 1...parts {
             let members = keys.indices.filter { parts == 1 || PhotoPart.of(keys[$0], count: parts) == part }
             let stored = members.filter { found[$0] }.count
-            missing += members.filter { !found[$0] }.map { keys[$0] }
+            let bad = members.filter { !found[$0] && unreadable[$0] }.count
+            let absent = members.filter { !found[$0] && !unreadable[$0] }.map { keys[$0] }
+            missing += absent
             if json {
-                lines.append(["part": "\(part)/\(parts)", "photos": members.count, "stored": stored, "missing": members.count - stored])
+                lines.append(["part": "\(part)/\(parts)", "photos": members.count, "stored": stored, "unreadable": bad, "missing": absent.count])
             } else {
-                print("part \(part)/\(parts): \(stored) of \(members.count) photos stored, \(members.count - stored) missing")
+                print("part \(part)/\(parts): \(stored) of \(members.count) photos stored, \(bad) unreadable, \(absent.count) missing")
             }
         }
         if json { try JSONLines.print(lines) }
         if let missingOut {
             try Array(missing.map { $0 + "\n" }.joined().utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: missingOut)) }
         } else if !json {
-            for key in missing { print(key) }
+            // One key per line: a key with a line break or another control character is printed
+            // quoted and escaped, so the list stays one per line.
+            for key in missing { print(key.unicodeScalars.contains { $0.properties.generalCategory == .control } ? key.debugDescription : key) }
         }
         if !missing.isEmpty {
             printError("\(missing.count) of \(keys.count) photos are not stored")

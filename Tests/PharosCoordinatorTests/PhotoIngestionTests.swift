@@ -48,7 +48,7 @@ import Testing
         // The cluster acknowledges two batches, then refuses the third.
         let first = Received()
         let journal = try IngestJournal(path: journalPath, settings: settings, restart: false)
-        await #expect(throws: WireError.self) {
+        await #expect(throws: PhotoIngestion.BatchRefused.self) {
             _ = try await ingestion.run(photos: photos, journal: journal, errors: errors, upsert: { keys, vectors, dimension in
                 #expect(vectors.count == keys.count * dimension && dimension == 1280)
                 guard first.calls.wrappingAdd(1, ordering: .relaxed).newValue <= 2 else { throw WireError(.invalidArgument, "refused") }
@@ -106,6 +106,37 @@ import Testing
         let restarted = try IngestJournal(path: journalPath, settings: ["max_side": "96"], restart: true)
         #expect(restarted.done.isEmpty)
         restarted.close()
+    }
+
+    @Test func descriptorFilesNeverStandInForTheJournal() async throws {
+        // Descriptors an extract wrote for the same photos, then a first ingestion with a fresh
+        // journal: every photo goes to the cluster, and the files gain no second row.
+        let folder = try Self.photoFolder(count: 5)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let photos = try PhotoList.scan(folder: folder)
+        let ingestion = try Self.ingestion(batch: 2, inFlight: 2)
+        let settings = ["max_side": "48"]
+        let extraction = PhotoExtraction(extractor: ingestion.extractor, threads: 2, groupSize: 2)
+        let extracted = try await extraction.run(photos: photos, prefix: folder + "/desc/gem", format: "npy", settings: settings)
+        #expect(extracted.count == 5)
+        let files = try ExtractionFiles(prefix: folder + "/desc/gem", format: "npy", dimension: 1280, settings: settings, local: false, restart: false)
+        let journal = try IngestJournal(path: folder + "/photos.journal", settings: settings, restart: false)
+        // One run at a time: a second holder of the journal or the files is refused.
+        #expect { try IngestJournal(path: folder + "/photos.journal", settings: settings, restart: false) } throws: {
+            "\($0)".contains("another pharos ingest is using the journal")
+        }
+        #expect { try ExtractionFiles(prefix: folder + "/desc/gem", format: "npy", dimension: 1280, settings: settings, local: false, restart: false) } throws: {
+            "\($0)".contains("another run is writing")
+        }
+        let received = Received()
+        let summary = try await ingestion.run(photos: photos, journal: journal, errors: folder + "/errors.tsv", descriptors: files,
+                                              upsert: { keys, _, _ in received.batches.withLock { $0.append(keys) }; return 0 })
+        journal.close()
+        files.close()
+        #expect(summary.sent == 5 && summary.resumed == 0)
+        #expect(received.keys.sorted() == photos.map(\.key).filter { $0 != "readme.jpg" })
+        #expect(try String(contentsOfFile: folder + "/desc/gem.keys", encoding: .utf8).split(separator: "\n").count == 5)
+        #expect(try VectorFileReader(path: folder + "/desc/gem.npy").count == 5)
     }
 
     @Test func theJournalSurvivesATornTailAndNamesDamageInItsMiddle() throws {

@@ -143,6 +143,9 @@ import Testing
         try Data("# chosen photos\nb/p01.jpg\n\na/p00.jpg\r\n".utf8).write(to: URL(fileURLWithPath: list))
         let photos = try PhotoList.read(listFile: list, root: folder)
         #expect(photos == [Photo(key: "a/p00.jpg", path: folder + "/a/p00.jpg"), Photo(key: "b/p01.jpg", path: folder + "/b/p01.jpg")])
+        // An absolute path under the folder is keyed relative to it, as a scan keys it.
+        try Data("\(folder)/b/p01.jpg\n".utf8).write(to: URL(fileURLWithPath: list))
+        #expect(try PhotoList.read(listFile: list, root: folder) == [Photo(key: "b/p01.jpg", path: folder + "/b/p01.jpg")])
         try Data("a/p00.jpg\na/p00.jpg\n".utf8).write(to: URL(fileURLWithPath: list))
         #expect { try PhotoList.read(listFile: list, root: folder) } throws: { "\($0)".contains("listed twice") }
         #expect(PhotoList.unusableKey("a\nb.jpg") != nil && PhotoList.unusableKey("a b.jpg") == nil)
