@@ -173,7 +173,7 @@ let package = Package(
         .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).
-        .target(name: "PharosTestSupport", path: "Tests/PharosTestSupport"),
+        .target(name: "PharosTestSupport", dependencies: ["PharosVectors"], path: "Tests/PharosTestSupport"),
         .testTarget(name: "PharosStorageTests", dependencies: ["PharosStorage", "PharosIndex", "PharosVectors", "PharosTestSupport"]),
         .testTarget(
             name: "PharosWireTests",

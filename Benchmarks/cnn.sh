@@ -37,6 +37,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
         ours+=("$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$line")")
         peaks+=("$(sed -E 's/.* of the ([0-9.]+) GFLOP\/s SGEMM peak.*/\1/' <<<"$line")")
         gflop=$(sed -E 's/.*; ([0-9.]+) GFLOP per image.*/\1/' <<<"$line")
+        kernels=$(sed -E 's/.*\(OpenBLAS (.*) kernels\).*/\1/' <<<"$line")
         theirs+=("$("$venv/bin/python" Benchmarks/cnn_bench.py --images "$images" --count "$count" --width "$w" --height "$h" \
           --threads "$t" --rounds 1 | sed -E 's/.*: ([0-9.]+) images.*/\1/')")
       done
@@ -46,4 +47,6 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
         "$(awk -v a="$a" -v g="$gflop" 'BEGIN {printf "%.1f", a * g}') | $peak | $(awk -v a="$a" -v g="$gflop" -v p="$peak" 'BEGIN {printf "%.0f%%", 100 * a * g / p}') |"
     done
   done
+  echo
+  echo "OpenBLAS kernels: $kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}); PyTorch uses its own."
 } | tee "Benchmarks/results/cnn-$(date +%Y%m%d-%H%M%S).md"

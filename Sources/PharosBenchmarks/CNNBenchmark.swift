@@ -45,9 +45,9 @@ public struct CNNBenchmark: Sendable {
         let rate = rates.median
         let flops = 2 * Double(network.multiplyAdds(height: height, width: width))
         let peak = Self.gemmPeak(threads: threads)
-        return String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d); %.3f GFLOP per image, %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s SGEMM peak on %d threads",
+        return String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d); %.3f GFLOP per image, %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s SGEMM peak on %d threads (OpenBLAS %@ kernels)",
                       inputs.count, width, height, threads, rate, rates.count, flops / 1e9, rate * flops / 1e9,
-                      100 * rate * flops / peak, peak / 1e9, threads)
+                      100 * rate * flops / peak, peak / 1e9, threads, BLAS.coreName)
     }
 
     /// The machine's attainable FLOP/s on `threads` threads: each runs OpenBLAS SGEMMs of

@@ -6,6 +6,14 @@ import COpenBLAS
 /// first use pins OpenBLAS to one thread: nested threading oversubscribes two cores, and a
 /// BLAS-internal split that depends on the thread count would make results depend on it too.
 public enum BLAS {
+    /// The kernels OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...). OpenBLAS 0.3.21
+    /// does not know every newer CPU and then falls back to "Prescott" (SSE3, several times
+    /// slower); `OPENBLAS_CORETYPE` set in the environment overrides its choice.
+    public static var coreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
     private static let pinned: Void = { openblas_set_num_threads(1) }()
 
     /// Makes sure OpenBLAS runs single-threaded in the calling thread.

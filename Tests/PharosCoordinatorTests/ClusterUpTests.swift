@@ -58,6 +58,7 @@ import Testing
         let process = Process()
         process.executableURL = Self.pharos
         process.arguments = ["cluster", "up", "--data", root, "--dimension", "16", "--factory", "IVF8,PQ8x4fs", "--port", "\(port)"]
+        process.environment = ChildEnvironment.forChildren()
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

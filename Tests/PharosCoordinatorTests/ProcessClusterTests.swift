@@ -36,9 +36,7 @@ final class ProcessCluster: @unchecked Sendable {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent(binary)
         process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["OPENBLAS_NUM_THREADS"] = "1"
-        process.environment = environment
+        process.environment = ChildEnvironment.forChildren()
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

@@ -12,9 +12,7 @@ public enum ProcessRunner {
                     let process = Process()
                     process.executableURL = URL(fileURLWithPath: command)
                     process.arguments = arguments
-                    var environment = ProcessInfo.processInfo.environment
-                    environment["OPENBLAS_NUM_THREADS"] = "1"
-                    process.environment = environment
+                    process.environment = ChildEnvironment.forChildren()
                     let output = Pipe()
                     process.standardOutput = output
                     process.standardError = output

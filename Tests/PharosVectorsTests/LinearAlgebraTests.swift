@@ -79,3 +79,17 @@ import Testing
         for i in 0..<25 { #expect(abs(VectorMath.dot(pieces.row(i), pieces.row(i)) - 1) < 1e-5) }
     }
 }
+
+/// OpenBLAS's kernel choice: a CPU it fell back on gets the kernels its flags allow; a CPU it
+/// recognised keeps its choice.
+@Suite struct OpenBLASCoreTypeTests {
+    @Test func aFallbackIsReplacedByWhatTheCPUSupports() {
+        let avx512: Set<String> = ["sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
+        #expect(OpenBLASThreads.coreTypeFitting(current: "Prescott", cpuFlags: avx512) == "SkylakeX")
+        #expect(OpenBLASThreads.coreTypeFitting(current: "Prescott", cpuFlags: ["sse3", "avx", "avx2", "fma"]) == "Haswell")
+        #expect(OpenBLASThreads.coreTypeFitting(current: "Prescott", cpuFlags: ["sse3", "avx"]) == nil)
+        #expect(OpenBLASThreads.coreTypeFitting(current: "Haswell", cpuFlags: avx512) == nil)
+        #expect(OpenBLASThreads.coreTypeFitting(current: "SkylakeX", cpuFlags: avx512) == nil)
+        #expect(!BLAS.coreName.isEmpty)
+    }
+}
