@@ -76,14 +76,9 @@ public struct PhotoIngestion: Sendable {
         defer { errorLog.close() }
         // Only the journal says what the cluster holds: descriptor files may hold photos a
         // fresh journal, cluster or collection never received.
-        var todo: [Photo] = []
-        for photo in photos where !journal.done.contains(photo.key) {
-            if let reason = PhotoList.unusableKey(photo.key) {
-                errorLog.write(path: photo.path, reason: reason)
-                report("skipped \(photo.path): \(reason)")
-            } else {
-                todo.append(photo)
-            }
+        let todo = PhotoList.remaining(photos, done: journal.done) { photo, reason in
+            errorLog.write(path: photo.path, reason: reason)
+            report("skipped \(photo.path): \(reason)")
         }
         let resumed = photos.count - todo.count - errorLog.count
         if resumed > 0 { report("resuming: \(resumed) of \(photos.count) photos were stored by an earlier run (\(journal.path))") }

@@ -126,6 +126,8 @@ public final class LocalFeatureFile {
 
     /// Makes the file durable and moves it into place.
     public func finish() throws {
+        // A second call (an explicit finish, then a closing owner's) has nothing to close.
+        guard fd >= 0 else { return }
         // The commit closes the descriptor whether or not it succeeds.
         defer { fd = -1 }
         guard let temporary else {

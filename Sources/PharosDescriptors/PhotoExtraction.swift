@@ -59,15 +59,9 @@ public struct PhotoExtraction: Sendable {
         let files = try ExtractionFiles(prefix: prefix, format: format, dimension: extractor.dimension, settings: settings,
                                         local: extractor.configuration.local != nil, restart: restart)
         defer { files.close() }
-        let done = Set(files.keys)
-        var todo: [Photo] = []
-        for photo in photos where !done.contains(photo.key) {
-            if let reason = PhotoList.unusableKey(photo.key) {
-                files.recordSkipped(path: photo.path, reason: reason)
-                report("skipped \(photo.path): \(reason)")
-            } else {
-                todo.append(photo)
-            }
+        let todo = PhotoList.remaining(photos, done: Set(files.keys)) { photo, reason in
+            files.recordSkipped(path: photo.path, reason: reason)
+            report("skipped \(photo.path): \(reason)")
         }
         let resumed = photos.count - todo.count - files.skipped
         if resumed > 0 { report("resuming: \(resumed) of \(photos.count) photos are already in \(files.keyPath)") }

@@ -122,6 +122,16 @@ public enum PhotoList {
         return photos
     }
 
+    /// The photos of `photos` not in `done`, in order; those whose key cannot be stored
+    /// (`unusableKey`) are handed to `skip` with the reason instead.
+    public static func remaining(_ photos: [Photo], done: Set<String>, skip: (Photo, String) -> Void) -> [Photo] {
+        var todo: [Photo] = []
+        for photo in photos where !done.contains(photo.key) {
+            if let reason = unusableKey(photo.key) { skip(photo, reason) } else { todo.append(photo) }
+        }
+        return todo
+    }
+
     /// Why `key` cannot be stored as a line of a key file, or nil when it can.
     public static func unusableKey(_ key: String) -> String? {
         if key.contains("\n") || key.contains("\r") { return "its name contains a line break (keys are written one per line)" }

@@ -97,6 +97,28 @@ import Testing
         #expect(third.described == 0 && third.count == 10)
     }
 
+    @Test func localFeaturesResumeInStepWithTheKeys() async throws {
+        let folder = try Self.photoFolder(count: 6)
+        let out = NSTemporaryDirectory() + "pharos-extract-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder); try? FileManager.default.removeItem(atPath: out) }
+        let photos = try PhotoList.scan(folder: folder)
+        var configuration = DescriptorExtractor.Configuration(pooling: .gem, maximumSide: 64)
+        configuration.local = .init(maximumKeypoints: 25)
+        let extractor = try DescriptorExtractor(network: try EfficientNetLite0Tests.network.get(), configuration: configuration)
+        let extraction = PhotoExtraction(extractor: extractor, threads: 2, groupSize: 3)
+        _ = try await extraction.run(photos: Array(photos.prefix(4)), prefix: out + "/x", format: "npy", settings: Self.settings)
+        // A kill in the middle of the next group's local record.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/x.local"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data([9, 0, 0, 0]) + Data("b/p99.jpg".utf8) + Data([0xFF, 0xFF]))
+        try handle.close()
+        let second = try await extraction.run(photos: photos, prefix: out + "/x", format: "npy", settings: Self.settings)
+        #expect(second.count == 6 && second.resumed == 3)
+        let keys = try String(contentsOfFile: out + "/x.keys", encoding: .utf8).split(separator: "\n").map(String.init)
+        let local = try LocalFeatureFile.read(out + "/x.local")
+        #expect(local.map(\.key) == keys && local.allSatisfy { $0.features.dimension == 40 && (1...25).contains($0.features.keypoints.count) })
+    }
+
     @Test func otherSettingsAreRefusedAndRestartStartsOver() async throws {
         let folder = try Self.photoFolder(count: 4)
         let out = NSTemporaryDirectory() + "pharos-extract-\(UUID().uuidString.prefix(8))"
