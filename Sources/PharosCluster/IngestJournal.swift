@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import PharosDescriptors
 import PharosDurability
 import PharosKernels
 
@@ -49,20 +50,14 @@ public final class IngestJournal: @unchecked Sendable {
         let settingsJSON = String(decoding: try encoder.encode(settings), as: UTF8.self)
         var done = Set<String>(), damaged: [Int] = []
         if FileManager.default.fileExists(atPath: path) {
-            let bytes = try FileIO.readWholeFile(path)
-            let end = (bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0
-            if end != bytes.count {
-                // A torn last line: the batch it recorded was acknowledged but not journaled, so
-                // its photos are ingested again.
-                guard truncate(path, off_t(end)) == 0 else { throw FileError(path: path, problem: "cannot cut a torn last line: \(FileIO.errnoText())") }
-            }
-            let lines = end == 0 ? [] : bytes[..<(end - 1)].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            // A torn last line recorded a batch acknowledged but not journaled: its photos are
+            // ingested again.
+            let complete = try FileIO.completeLines(path)
+            let lines = complete.isEmpty ? [] : complete.dropLast().split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
             guard let header = lines.first, let saved = Self.header(header) else {
                 throw FileError(path: path, offset: 0, problem: "not an ingest journal, or its first line is damaged: remove it or pass --restart (photos already stored are then described again and replaced)")
             }
-            if saved != settings {
-                let differing = Set(saved.keys).union(settings.keys).sorted().filter { saved[$0] != settings[$0] }
-                let list = differing.map { "\($0): \(saved[$0] ?? "none") before, \(settings[$0] ?? "none") now" }.joined(separator: "; ")
+            if let list = ExtractionFiles.difference(saved: saved, now: settings) {
                 throw FileError(path: path, problem: "journal of a run with other settings (\(list)): use the same settings to resume, another --checkpoint, or --restart")
             }
             for (number, line) in lines.enumerated().dropFirst() {

@@ -72,12 +72,12 @@ public struct PhotoIngestion: Sendable {
     public func run(photos: [Photo], journal: IngestJournal, errors: String, descriptors: ExtractionFiles? = nil,
                     upsert: @escaping Upsert, progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in },
                     report: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Summary {
-        let errorLog = try ErrorLog(path: errors)
+        let errorLog = try SkippedPhotosFile(path: errors)
         defer { errorLog.close() }
         // Only the journal says what the cluster holds: descriptor files may hold photos a
         // fresh journal, cluster or collection never received.
         let todo = PhotoList.remaining(photos, done: journal.done) { photo, reason in
-            errorLog.write(path: photo.path, reason: reason)
+            errorLog.record(path: photo.path, reason: reason)
             report("skipped \(photo.path): \(reason)")
         }
         let resumed = photos.count - todo.count - errorLog.count
@@ -102,7 +102,7 @@ public struct PhotoIngestion: Sendable {
                             vectors += description.global
                             if descriptorFiles != nil { good.append((item.photo.key, description)) }
                         case let .failure(failure):
-                            errorLog.write(path: item.photo.path, reason: failure.reason)
+                            errorLog.record(path: item.photo.path, reason: failure.reason)
                             report("skipped \(failure)")
                         }
                     }
@@ -148,8 +148,8 @@ public struct PhotoIngestion: Sendable {
     /// NOT_READY or DEADLINE_EXCEEDED (at most `attempts` times, `pause` doubling).
     static func upsertWithRetries(_ keys: [String], _ vectors: [Float], _ dimension: Int, pause first: Double, upsert: Upsert,
                                   report: @Sendable (String) -> Void) async throws -> Int {
-        var pause = first
-        for attempt in 1... {
+        var pause = first, attempt = 1
+        while true {
             do {
                 return try await upsert(keys, vectors, dimension)
             } catch let error as WireError {
@@ -159,9 +159,9 @@ public struct PhotoIngestion: Sendable {
                 report("batch of \(keys.count) photos from \(keys[0]): \(error) (attempt \(attempt) of \(attempts); trying again in \(pause) s)")
                 try await Task.sleep(nanoseconds: UInt64(pause * 1e9))
                 pause *= 2
+                attempt += 1
             }
         }
-        fatalError("unreachable: the loop returns or throws")
     }
 
     /// Counts shared by the batches' tasks.
@@ -206,37 +206,5 @@ public struct PhotoIngestion: Sendable {
                 present.formUnion(new.map(\.key))
             }
         }
-    }
-
-    /// This run's skipped photos: path TAB reason per line.
-    final class ErrorLog: @unchecked Sendable {
-        // @unchecked: `handle` and `written` are used only under `lock`.
-        private let lock = NSLock()
-        private let handle: FileHandle
-        private var written = 0
-        let path: String
-
-        init(path: String) throws {
-            self.path = path
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-                throw DescriptorError.badInput("cannot create the errors file \(path)")
-            }
-            self.handle = handle
-        }
-
-        var count: Int { lock.withLock { written } }
-
-        func write(path photo: String, reason: String) {
-            let line = photo.replacingOccurrences(of: "\t", with: " ") + "\t" + reason.replacingOccurrences(of: "\n", with: " ") + "\n"
-            lock.withLock {
-                written += 1
-                // A full disk must not stop the ingestion over its error list.
-                try? handle.write(contentsOf: Data(line.utf8))
-            }
-        }
-
-        func close() { lock.withLock { try? handle.close() } }
     }
 }

@@ -43,12 +43,12 @@ public final class ExtractionFiles {
     /// Keys committed by earlier runs (the photos a resumed run skips).
     public let resumedCount: Int
     /// Photos skipped by this run (reported in the errors file).
-    public private(set) var skipped = 0
+    public var skipped: Int { errors.count }
 
     private let vectors: VectorFileAppender
     private let local: LocalFeatureFile?
     private var keyFD: Int32
-    private var errorsFD: Int32
+    private let errors: SkippedPhotosFile
     /// The run's hold on the journal or outputs, released by `close`.
     private var writer: FileLock?
 
@@ -58,6 +58,14 @@ public final class ExtractionFiles {
         let bytes = try FileIO.readWholeFile(path, maximumBytes: 1 << 30)
         let crc = String(pharos_crc32c(0, bytes, bytes.count), radix: 16)
         return "\(bytes.count) bytes, crc32c \(crc)"
+    }
+
+    /// How `now` differs from `saved` ("key: A before, B now; ..."), or nil when they agree:
+    /// what a resumed run names when it refuses files made with other settings.
+    public static func difference(saved: [String: String], now: [String: String]) -> String? {
+        let differing = Set(saved.keys).union(now.keys).sorted().filter { saved[$0] != now[$0] }
+        guard !differing.isEmpty else { return nil }
+        return differing.map { "\($0): \(saved[$0] ?? "none") before, \(now[$0] ?? "none") now" }.joined(separator: "; ")
     }
 
     /// Every file a run writes under `prefix` (what `--restart` removes).
@@ -82,9 +90,7 @@ public final class ExtractionFiles {
             guard let saved = try? JSONDecoder().decode([String: String].self, from: existing) else {
                 throw DescriptorError.badInput("\(settingsPath): not an extraction settings file; remove it, or pass --restart to start over")
             }
-            let differing = Set(saved.keys).union(settings.keys).sorted().filter { saved[$0] != settings[$0] }
-            guard differing.isEmpty else {
-                let list = differing.map { "\($0): \(saved[$0] ?? "none") before, \(settings[$0] ?? "none") now" }.joined(separator: "; ")
+            if let list = Self.difference(saved: saved, now: settings) {
                 throw DescriptorError.badInput("\(prefix).* was extracted with other settings (\(list)): use the same settings to resume, another output, or --restart")
             }
         } else {
@@ -101,12 +107,10 @@ public final class ExtractionFiles {
         local = withLocal ? try LocalFeatureFile(appendingTo: prefix + ".local", keeping: keys.count) : nil
         keyFD = open(keyPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard keyFD >= 0 else { throw FileError(path: keyPath, problem: "cannot open for appending: \(FileIO.errnoText())") }
-        errorsFD = open(prefix + ".errors.tsv", O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0o644)
-        guard errorsFD >= 0 else {
-            // The object is whole here, so `deinit` runs: leave it nothing to close twice.
+        do { errors = try SkippedPhotosFile(path: prefix + ".errors.tsv") } catch {
+            // `errors` is unset, so `deinit` does not run: the key file is closed here.
             Glibc.close(keyFD)
-            keyFD = -1
-            throw FileError(path: prefix + ".errors.tsv", problem: "cannot create: \(FileIO.errnoText())")
+            throw error
         }
         FileIO.syncDirectory(containing: keyPath)
     }
@@ -117,13 +121,9 @@ public final class ExtractionFiles {
     /// its write, is cut off the file).
     static func committedKeys(_ path: String) throws -> [String] {
         guard FileManager.default.fileExists(atPath: path) else { return [] }
-        let bytes = try FileIO.readWholeFile(path)
-        let end = (bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0
-        if end != bytes.count {
-            guard truncate(path, off_t(end)) == 0 else { throw FileError(path: path, problem: "cannot cut a torn last line: \(FileIO.errnoText())") }
-        }
-        guard end > 0 else { return [] }
-        return bytes[..<(end - 1)].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        let lines = try FileIO.completeLines(path)
+        guard !lines.isEmpty else { return [] }
+        return lines.dropLast().split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
             .map { String(decoding: $0, as: UTF8.self) }
     }
 
@@ -148,9 +148,7 @@ public final class ExtractionFiles {
 
     /// Records a skipped photo in the errors file.
     public func recordSkipped(path: String, reason: String) {
-        skipped += 1
-        let line = path.replacingOccurrences(of: "\t", with: " ") + "\t" + reason.replacingOccurrences(of: "\n", with: " ") + "\n"
-        _ = try? Array(line.utf8).withUnsafeBytes { try FileIO.writeAll(errorsFD, path: errorsPath, $0) }
+        errors.record(path: path, reason: reason)
     }
 
     /// Closes the files (every committed group is already durable).
@@ -158,12 +156,8 @@ public final class ExtractionFiles {
         vectors.close()
         try? local?.finish()
         if keyFD >= 0 { Glibc.close(keyFD) }
-        if errorsFD >= 0 {
-            fsync(errorsFD)
-            Glibc.close(errorsFD)
-        }
+        errors.close()
         keyFD = -1
-        errorsFD = -1
         writer = nil
     }
 }

@@ -65,6 +65,17 @@ public enum FileIO {
         return try readBytes(fd, path: path, count: size, offset: 0)
     }
 
+    /// The complete lines of an append-only text file (everything up to its last line break),
+    /// cutting a torn last line (a write a kill interrupted) off the file itself.
+    public static func completeLines(_ path: String) throws -> ArraySlice<UInt8> {
+        let bytes = try readWholeFile(path)
+        let end = (bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0
+        if end != bytes.count {
+            guard truncate(path, off_t(end)) == 0 else { throw FileError(path: path, problem: "cannot cut a torn last line: \(errnoText())") }
+        }
+        return bytes[..<end]
+    }
+
     /// Writes all of `buffer` to `fd` at its current position.
     public static func writeAll(_ fd: Int32, path: String, _ buffer: UnsafeRawBufferPointer) throws {
         var done = 0

@@ -29,7 +29,9 @@ public enum OpenBLASThreads {
             setenv("OPENBLAS_NUM_THREADS", "1", 1)
             changed = true
         }
-        if environment["OPENBLAS_CORETYPE"] == nil, let core = coreTypeFitting(current: BLAS.coreName, cpuFlags: cpuFlags()) {
+        // /proc/cpuinfo is read only when OpenBLAS fell back, not at every start.
+        if environment["OPENBLAS_CORETYPE"] == nil, fallbackCores.contains(BLAS.coreName),
+           let core = coreTypeFitting(current: BLAS.coreName, cpuFlags: cpuFlags()) {
             setenv("OPENBLAS_CORETYPE", core, 1)
             changed = true
         }

@@ -141,7 +141,7 @@ import Testing
         }
     }
 
-    @Test func partsSplitTheListDisjointlyAndStably() throws {
+    @Test func partsSplitTheListDisjointlyAndEvenly() throws {
         let keys = (0..<3000).map { "photos/\($0 / 100)/img-\($0).jpg" }
         var seen = Set<String>()
         for index in 1...3 {
