@@ -182,7 +182,7 @@ let package = Package(
             name: "PharosCoordinatorTests",
             dependencies: ["PharosCoordinator", "PharosCluster", "PharosShard", "PharosWire", "PharosWireC", "CProtobufC", "PharosStorage", "PharosIndex", "PharosObservability",
                            "PharosVectors", "PharosDescriptors", "PharosTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
-                           .product(name: "Logging", package: "swift-log")]),
+                           .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PharosShardTests",
             dependencies: ["PharosShard", "PharosWire", "PharosStorage", "PharosIndex", "PharosVectors", "PharosObservability",

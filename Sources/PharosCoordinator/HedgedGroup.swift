@@ -94,7 +94,7 @@ final class HedgedGroup: @unchecked Sendable {
         let plan = routing.fallbackPlan(for: buckets, avoiding: [node])
         let covered = plan.values.reduce(0) { $0 + $1.cardinality }
         if plan.isEmpty || (requireAll && covered < buckets.cardinality) {
-            if let primaryFailure { settle([(node, primaryFailure)]) }
+            if primaryFailure != nil { finishAfterFailure([]) }
             return
         }
         hedged = true
@@ -124,12 +124,39 @@ final class HedgedGroup: @unchecked Sendable {
     /// The node failed: what the other copies answered stands, with the node's failure naming
     /// what is left unanswered (when the copies covered everything, the node is not missing).
     private func finishAfterFailure(_ hedge: [(Int, ShardOutcome)]) {
+        // A copy that saw a newer map (a move flipped meanwhile, or the copy dropped the
+        // bucket): the round runs again on the new map rather than counting the buckets missing.
+        if let stale = hedge.first(where: { Self.isStaleMap($0.1) }) {
+            settle([stale])
+            return
+        }
         let answered = hedge.filter { if case .success = $0.1 { return true } else { return false } }
         let plan = routing.fallbackPlan(for: buckets, avoiding: [node])
         let coveredByAnswers = answered.reduce(0) { $0 + (plan[$1.0]?.cardinality ?? 0) }
         var outcomes = answered
-        if coveredByAnswers < buckets.cardinality, let primaryFailure { outcomes.append((node, primaryFailure)) }
+        if coveredByAnswers < buckets.cardinality, let primaryFailure {
+            // Why no copy stood in is said too: buckets without another serving copy, and the
+            // copies that failed as well.
+            let unplanned = buckets.cardinality - plan.values.reduce(0) { $0 + $1.cardinality }
+            if unplanned > 0, case let .failure(error) = primaryFailure {
+                outcomes.append((node, .failure(WireError(error.code, "\(error.message) (\(unplanned) of its buckets have no other serving copy)"))))
+            } else {
+                outcomes.append((node, primaryFailure))
+            }
+            for (copy, outcome) in hedge {
+                if case let .failure(error) = outcome {
+                    outcomes.append((copy, .failure(WireError(error.code, "standing in for \(routing.name(node)): \(error.message)"))))
+                }
+            }
+        }
         settle(outcomes)
+    }
+}
+
+extension HedgedGroup {
+    static func isStaleMap(_ outcome: ShardOutcome) -> Bool {
+        if case let .failure(error) = outcome { return error.code == .staleMap }
+        return false
     }
 }
 
