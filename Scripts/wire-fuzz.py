@@ -97,14 +97,14 @@ REPLY_OF = {"hello": "hello", "search": "search_result", "upsert": "upsert_resul
             "health": "health_result", "trained_state": "trained_state_ack"}
 # Protocols/README.md, "Limits"
 LIMIT_QUERIES = 10000
-LIMIT_K = 4096
+LIMIT_K = 65536
 LIMIT_NPROBE = 65536
 LIMIT_REFINE = 256
-LIMIT_K_TIMES_REFINE = 16384
+LIMIT_K_TIMES_REFINE = 65536
 LIMIT_ROWS = 100000
 LIMIT_DIMENSION = 65536
 LIMIT_DEADLINE_MS = 600000
-LIMIT_TOP_N = 4096
+LIMIT_TOP_N = 65536
 LIMIT_ALPHA = 100.0
 
 
@@ -866,11 +866,11 @@ class Gen:
 
     # -- fuzzed values --
     UINT_SPECIAL = {
-        "k": [0, 1, 4095, 4096, 4097, 65536, 1 << 31, U32],
+        "k": [0, 1, 4096, 4097, 65535, 65536, 65537, 1 << 31, U32],
         "dimension": [0, 1, "D-1", "D+1", "2D", 1 << 31, U32],
         "nprobe": [0, 1, 1 << 16, 1 << 31, U32],
         "refine_factor": [0, 1, 100, 1 << 16, U32],
-        "top_n": [0, 1, 4096, 4097, U32],
+        "top_n": [0, 1, 4096, 65536, 65537, U32],
         "deadline_ms": [1, 2, 1 << 31, U32],
         "protocol_version": [0, 2, 255, U32],
     }

@@ -76,9 +76,13 @@ public struct ClusterSearch: Sendable {
     /// One ranking (keys, best first) per query key, for evaluation: a query with a vector in
     /// `vectors` is searched by it, any other by its key (an indexed entry). `partial` hears
     /// each partial answer with the query's key.
+    ///
+    /// A ranking may be as deep as the protocol's `k` allows (a whole evaluation collection);
+    /// the refine factor is lowered as far as needed (to 1) to keep the shortlist within limits.
     public func rankings(of keys: [String], vectors: [String: [Float]], through client: WireClient,
                          partial: @escaping @Sendable (String, [ShardFailure]) -> Void = { _, _ in }) async throws -> [[String]] {
         var out: [[String]] = []
+        let refineFactor = Swift.max(1, Swift.min(self.refineFactor, RequestLimits().maximumShortlist / Swift.max(1, k)))
         for key in keys {
             let request = vectors[key].map {
                 SearchRequest(vectors: $0, dimension: $0.count, k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: expansion,

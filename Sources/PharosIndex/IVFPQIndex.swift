@@ -93,7 +93,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     static let scanSegmentBlocks = 64
     /// Upper bound on the candidates re-ranked per query (`k * refineFactor`): bounds the
     /// per-query heaps of a chunk.
-    static let maximumShortlist = 16384
+    static let maximumShortlist = 65536
     /// Precomputed L2 tables larger than this many floats are computed per list instead.
     static let maximumTableFloats = 64 << 20
 

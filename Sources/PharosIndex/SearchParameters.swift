@@ -11,8 +11,9 @@ public struct SearchParameters: Sendable, Equatable {
     /// depend on it).
     public var threads: Int
 
-    /// Upper bound on `k` for one search.
-    public static let maximumK = 4096
+    /// Upper bound on `k` for one search: deep enough for a whole evaluation ranking
+    /// (revisited Oxford ranks 4,993 images); the protocol bounds queries x k per request.
+    public static let maximumK = 65536
     /// Upper bound on `nprobe`.
     public static let maximumNprobe = 65536
 

@@ -7,14 +7,14 @@
 public struct RequestLimits: Sendable, Equatable {
     /// Queries (vector rows plus query keys) in one `Search`.
     public var maximumQueries = 10_000
-    /// Results per query.
-    public var maximumK = 4096
+    /// Results per query (a whole evaluation ranking fits; `maximumResults` bounds a request).
+    public var maximumK = 65536
     /// Inverted lists probed per query.
     public var maximumNprobe = 65536
     /// Refine factor.
     public var maximumRefineFactor = 256
     /// `k x refine_factor`: candidates re-ranked per query.
-    public var maximumShortlist = 16384
+    public var maximumShortlist = 65536
     /// `queries x k`: hits one `Search` may ask for (each is a key and a score in memory
     /// and in the reply, which must also fit a frame).
     public var maximumResults = 1 << 20

@@ -56,7 +56,7 @@ import Testing
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 5, nprobe: 1, expansion: .averageQE(n: 0)),
                                 // The expansion's first round asks for top_n with this refine factor.
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 10, nprobe: 1, refineFactor: 256,
-                                              expansion: .averageQE(n: 100)),
+                                              expansion: .averageQE(n: 300)),   // 300 x 256 > 65,536
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16 * 10_000), dimension: 16, k: 4096, nprobe: 1, refineFactor: 1)] {
                     let (code, message) = try await Self.code(of: .search(request), port: port)
                     #expect(code == .invalidArgument, "port \(port): \(request): \(message)")

@@ -230,8 +230,32 @@ final class TestCluster: @unchecked Sendable {
                   case let .searchResult(byKey) = try await cluster.client.call(.search(SearchRequest(
                     queryKeys: ["p5"], k: 10, nprobe: 8, expansion: expansion))) else { Issue.record("no result"); return }
             #expect(byKey.queries == direct.queries)
-            #expect(Coordinator.firstRoundK(neighbours: 4096, byKey: true, request: SearchRequest(queryKeys: ["p5"], k: 10, nprobe: 8), queries: 1,
-                                            dimension: 16) == 4096)   // never past what a shard accepts
+            #expect(Coordinator.firstRoundK(neighbours: 16384, byKey: true, request: SearchRequest(queryKeys: ["p5"], k: 10, nprobe: 8), queries: 1,
+                                            dimension: 16) == 16384)   // never past what a shard accepts (16,384 x refine 4)
+        }
+    }
+
+    /// Evaluation ranks the whole collection (revisited Oxford: 4,993 images, deeper than the
+    /// old limit of 4,096): a ranking as deep as the collection comes back through the cluster,
+    /// every entry once, the query's own entry first, with the refine factor lowered to fit.
+    @Test func aWholeCollectionRankingComesBackThroughTheCluster() async throws {
+        let factory = "IVF8,PQ8x4fs,RefineSQ8"
+        try await TestCluster.with(factory: factory) { cluster in
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(try Self.trained(factory))))
+            let count = 5000
+            let base = Self.data.vectors(0..<count, stream: 0)
+            for first in stride(from: 0, to: count, by: 1000) {
+                _ = try await cluster.client.call(.upsert(UpsertRequest(keys: (first..<first + 1000).map { "p\($0)" },
+                                                                        vectors: base.rows(first..<first + 1000).values, dimension: 16)))
+            }
+            for k in [count, 20_000] {   // 20,000 x the default refine factor 4 is past the shortlist limit
+                let search = ClusterSearch(k: k, nprobe: 8)
+                let rankings = try await search.rankings(of: ["p7", "p4321"], vectors: [:], through: cluster.client)
+                for (query, ranking) in zip(["p7", "p4321"], rankings) {
+                    #expect(ranking.count == count && Set(ranking).count == count, "k \(k): \(ranking.count) keys")
+                    #expect(ranking.first == query)
+                }
+            }
         }
     }
 

@@ -155,8 +155,8 @@ import Testing
 
     @Test func refineShortlistIsBounded() throws {
         let index = try IndexFactory.make("PQ4,RefineSQ8", dimension: 32, metric: .l2)
-        #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "32768", allowed: "1...16384")) {
-            try index.search(Self.queries, k: 4096, parameters: SearchParameters(refineFactor: 8))
+        #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "131072", allowed: "1...65536")) {
+            try index.search(Self.queries, k: 16384, parameters: SearchParameters(refineFactor: 8))
         }
     }
 
