@@ -125,6 +125,7 @@ let package = Package(
                 "PharosObservability",
                 "PharosCluster", "PharosDatasets", "PharosBenchmarks",
                 "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosDescriptors", "PharosEvaluation",
+                "PharosDurability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

@@ -8,7 +8,9 @@
 #     every photo per part, and a photo searched by key finds itself first.
 #  3. `--part 1/2` and `--part 2/2` with a fresh journal each: every photo of a part is
 #     described again and replaces its key (the entry count stays the same).
-#  4. `ingest verify` after a delete: exit status 1 and the deleted key listed.
+#  4. `extract --queries-of` crops revisited-protocol queries to their boxes; `eval -k 5000`
+#     ranks the whole collection through the cluster with them.
+#  5. `ingest verify` after a delete: exit status 1 and the deleted key listed.
 # Loopback only; bounded (about a minute with a debug build).
 # Usage: Scripts/ingest-test.sh [BIN_DIR]   (default .build/debug, built if missing)
 set -euo pipefail
@@ -144,11 +146,40 @@ for part in 1/2 2/2; do
 done
 [ "$(live)" = "$readable" ] || fail "after the parts the cluster holds $(live) entries, expected $readable"
 
-# 4. A deleted photo shows up as missing.
+# 4. Revisited-protocol queries: two photos cropped to a box, ranked through the cluster as deep
+#    as the whole collection (k past the number of entries), by descriptor files and by key.
+/usr/bin/python3 - "$work/desc/gem.keys" "$work/revisited.json" <<'PY'
+import json, sys
+keys = open(sys.argv[1]).read().split("\n")[:-1]
+queries = [{"key": keys[i], "easy": [keys[i]], "hard": [], "junk": [], "bbx": [8.4, 4.0, 120.6, 90.2]} for i in (3, 9)]
+json.dump({"protocol": "revisited", "queries": queries}, open(sys.argv[2], "w"))
+PY
+"$P" extract --images "$photos" "${size[@]}" --queries-of "$work/revisited.json" --out "$work/q" >"$work/q.out" \
+  || fail "extract --queries-of: $(cat "$work/q.out")"
+grep -q "described 2 queries (2 cropped to their box)" "$work/q.out" || fail "extract --queries-of: $(cat "$work/q.out")"
+[ "$(cat "$work/q.keys")" = "$(/usr/bin/python3 -c 'import json,sys; print("\n".join(q["key"] for q in json.load(open(sys.argv[1]))["queries"]))' "$work/revisited.json")" ] \
+  || fail "query keys: $(cat "$work/q.keys")"
+"$P" eval "${c[@]}" --ground-truth "$work/revisited.json" --queries "$work/q.npy" --query-keys-file "$work/q.keys" \
+  -k 5000 --nprobe 4 --json >"$work/eval.json" || fail "eval -k 5000 through the cluster exited $?"
+/usr/bin/python3 - "$work/eval.json" <<'PY' || fail "eval of cropped queries: $(cat "$work/eval.json")"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert [r["setup"] for r in rows] == ["easy", "medium", "hard"], rows
+# Each query's own (uncropped) photo is its positive: found in a ranking of the whole collection.
+assert rows[0]["queries"] == 2 and 0 < rows[0]["map"] <= 1, rows
+PY
+# A query photo that is not there stops the run, naming it.
+sed 's/"key": "[^"]*"/"key": "no-such-photo"/' "$work/revisited.json" >"$work/missing-query.json"
+if "$P" extract --images "$photos" "${size[@]}" --queries-of "$work/missing-query.json" --out "$work/q2" 2>"$work/q2.err"; then
+  fail "extract --queries-of accepted a query without a photo"
+fi
+grep -q "no-such-photo" "$work/q2.err" || fail "extract --queries-of, missing photo: $(cat "$work/q2.err")"
+
+# 5. A deleted photo shows up as missing.
 "$P" delete "${c[@]}" --key "$key" >/dev/null
 set +e
 "$P" ingest verify "${c[@]}" --images "$photos" >"$work/missing.txt" 2>/dev/null
 status=$?
 set -e
 [ "$status" = 1 ] && grep -qxF "$key" "$work/missing.txt" || fail "verify after a delete exited $status: $(cat "$work/missing.txt")"
-echo "ingest-test: extract and ingest killed and resumed, parts, verify: ok"
+echo "ingest-test: extract and ingest killed and resumed, parts, cropped queries ranked whole, verify: ok"

@@ -76,6 +76,25 @@ public struct DescriptorExtractor: Sendable {
         try describe(image: ImageLoader.load(path: path, maximumSide: configuration.maximumSide))
     }
 
+    /// Describes the region `box` (x1, y1, x2, y2 in pixels of the original image) of the image
+    /// file at `path`, as the revisited Oxford/Paris protocol describes its queries: the image is
+    /// decoded at full size, the box rounded to whole pixels and clipped to the image, the crop
+    /// then shrunk to `maximumSide` like any image.
+    public func describe(path: String, box: [Double]) throws -> Description {
+        guard box.count == 4, box.allSatisfy(\.isFinite) else {
+            throw DescriptorError.invalidParameter(name: "crop box", value: "\(box)", allowed: "4 finite numbers x1, y1, x2, y2")
+        }
+        let image = try ImageLoader.load(path: path)
+        let x1 = Swift.max(0, Int(Swift.min(box[0].rounded(), Double(image.width))))
+        let y1 = Swift.max(0, Int(Swift.min(box[1].rounded(), Double(image.height))))
+        let x2 = Swift.min(image.width, Int(Swift.max(box[2].rounded(), 0)))
+        let y2 = Swift.min(image.height, Int(Swift.max(box[3].rounded(), 0)))
+        guard x2 > x1, y2 > y1 else {
+            throw DescriptorError.badInput("\(path): crop box \(box) leaves nothing of the \(image.width) x \(image.height) image")
+        }
+        return try describe(image: image.cropped(top: y1, left: x1, height: y2 - y1, width: x2 - x1))
+    }
+
     /// Describes an RGB image (3 planes, values 0...255); it is first shrunk to `maximumSide`.
     public func describe(image: FeatureMap) throws -> Description {
         var image = image

@@ -68,6 +68,21 @@ public enum PhotoList {
     /// Lines of a list file at most (a bound on memory before anything is read).
     public static let maximumListBytes = 1 << 30
 
+    /// The photo of an evaluation query `key` under `root`: the key as a path relative to it,
+    /// else with `.jpg`, `.jpeg` or `.png` appended (the revisited Oxford/Paris lists name
+    /// images without their extension). The error names the paths tried.
+    public static func queryPhoto(key: String, root: String) throws -> Photo {
+        let base = root.hasSuffix("/") ? root + key : root + "/" + key
+        let candidates = [base] + [".jpg", ".jpeg", ".png"].map { base + $0 }
+        for path in candidates where FileManager.default.isReadableFile(atPath: path) {
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue {
+                return Photo(key: key, path: path)
+            }
+        }
+        throw DescriptorError.badInput("query \(key.debugDescription): no photo at \(candidates.joined(separator: ", "))")
+    }
+
     /// Photo files under `folder`, sorted by key (the path relative to `folder`).
     public static func scan(folder: String) throws -> [Photo] {
         var isFolder: ObjCBool = false

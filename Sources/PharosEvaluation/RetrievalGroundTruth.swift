@@ -6,7 +6,8 @@ import Foundation
 /// JSON (`pharos eval --ground-truth FILE`):
 /// ```json
 /// { "protocol": "revisited",
-///   "queries": [ { "key": "all_souls_000013", "easy": ["..."], "hard": ["..."], "junk": ["..."] } ] }
+///   "queries": [ { "key": "all_souls_000013.jpg", "easy": ["..."], "hard": ["..."], "junk": ["..."],
+///                  "bbx": [136.5, 34.1, 648.5, 955.7] } ] }           // bbx optional: the query's crop
 /// { "protocol": "labelled",
 ///   "labels": { "photos/a1.jpg": "a", "photos/a2.jpg": "a", "photos/b1.jpg": "b" },
 ///   "queries": ["photos/a1.jpg", "photos/b1.jpg"] }          // optional: default every key
@@ -23,13 +24,29 @@ public struct RetrievalGroundTruth: Sendable, Equatable {
         public var hard: [String]
         /// Images that neither count for nor against (removed from the ranking).
         public var junk: [String]
+        /// The region of the query image to describe (x1, y1, x2, y2 in pixels of the original
+        /// image, the revisited files' `bbx`): the protocol crops queries to it.
+        public var box: [Double]?
+
+        enum CodingKeys: String, CodingKey { case key, easy, hard, junk, box = "bbx" }
 
         /// A query's ground truth.
-        public init(key: String, easy: [String], hard: [String] = [], junk: [String] = []) {
+        public init(key: String, easy: [String], hard: [String] = [], junk: [String] = [], box: [Double]? = nil) {
             self.key = key
             self.easy = easy
             self.hard = hard
             self.junk = junk
+            self.box = box
+        }
+
+        /// The crop box's problem, if it has one (not four finite numbers, or empty).
+        var boxProblem: String? {
+            guard let box else { return nil }
+            guard box.count == 4, box.allSatisfy(\.isFinite) else { return "bbx \(box): expected 4 finite numbers x1, y1, x2, y2" }
+            guard box[0] < box[2], box[1] < box[3], box[2] > 0, box[3] > 0 else {
+                return "bbx \(box): expected x1 < x2 and y1 < y2, inside the image"
+            }
+            return nil
         }
     }
 
@@ -96,6 +113,9 @@ public struct RetrievalGroundTruth: Sendable, Equatable {
         switch file.protocol_ {
         case "revisited":
             guard let queries = file.queries, !queries.isEmpty else { throw EvaluationError(path: path, problem: "\"queries\" is missing or empty") }
+            for query in queries {
+                if let problem = query.boxProblem { throw EvaluationError(path: path, problem: "query \(query.key.debugDescription): \(problem)") }
+            }
             return RetrievalGroundTruth(queries: queries)
         case "labelled":
             guard let labels = file.labels, !labels.isEmpty else { throw EvaluationError(path: path, problem: "\"labels\" is missing or empty") }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import PharosCommandLine
 import PharosDescriptors
+import PharosDurability
+import PharosEvaluation
 import PharosIndex
 import PharosVectors
 
@@ -126,14 +128,61 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Output prefix.") var out: String
     @Option(help: "Descriptor file format: npy or fvecs.") var format: String = "npy"
     @Flag(help: "Remove the outputs of an earlier run first instead of resuming it.") var restart = false
+    @Option(help: "Describe only the query images of this ground truth (pharos eval's JSON), each cropped to its box (bbx) when it has one, as the revisited protocol does; keys are the query keys (an image is KEY, or KEY.jpg/.jpeg/.png, under --images).")
+    var queriesOf: String?
+
+    func validate() throws {
+        if queriesOf != nil {
+            guard extraction.images != nil else { throw ValidationError("--queries-of needs --images (the folder the query keys are relative to)") }
+            guard extraction.imageList == nil, extraction.part == nil, !extraction.local else {
+                throw ValidationError("--queries-of describes the ground truth's queries only: no --image-list, --part or --local")
+            }
+        }
+    }
 
     func run() throws {
+        if let queriesOf { return try describeQueries(of: queriesOf) }
         let clock = Date()
         let output = try extraction.run(prefix: out, format: format, restart: restart)
         let seconds = Date().timeIntervalSince(clock)
         let resumed = output.resumed > 0 ? "; the files hold \(output.count), \(output.resumed) described by an earlier run" : ""
         print(String(format: "extracted %d images in %.1f s (%.2f images/s): %@, %@%@%@", output.described, seconds,
                      Double(output.described) / seconds, output.vectors, output.keys, extraction.local ? ", \(out).local" : "", resumed))
+    }
+}
+
+extension ExtractCommand {
+    /// `--queries-of`: the ground truth's query images, cropped to their boxes, described into
+    /// PREFIX.npy and PREFIX.keys (written whole and renamed into place: a few dozen images).
+    /// A query photo that cannot be read stops the run: an evaluation without it would be wrong.
+    private func describeQueries(of groundTruth: String) throws {
+        let clock = Date()
+        let truth = try RetrievalGroundTruth.load(groundTruth)
+        let root = extraction.images ?? "."
+        let extractor: DescriptorExtractor
+        var rows: [Float] = []
+        var cropped = 0
+        do {
+            extractor = try extraction.extractor()
+            for query in truth.queries {
+                let photo = try PhotoList.queryPhoto(key: query.key, root: root)
+                let description = try query.box.map { box in
+                    cropped += 1
+                    return try extractor.describe(path: photo.path, box: box)
+                } ?? extractor.describe(path: photo.path)
+                rows += description.global
+            }
+        } catch let error as DescriptorError {
+            throw ValidationError(error.description)
+        }
+        let vectors = out + "." + format
+        let writer = try VectorFileWriter(path: vectors, dimension: extractor.dimension)
+        try writer.write(Matrix(rows: truth.queries.count, columns: extractor.dimension, values: rows))
+        try writer.finish()
+        let keys = out + ".keys"
+        try FileIO.writeAtomically(Array(truth.queries.map { $0.key + "\n" }.joined().utf8), to: keys)
+        print(String(format: "described %d queries (%d cropped to their box) in %.1f s: %@, %@", truth.queries.count, cropped,
+                     Date().timeIntervalSince(clock), vectors, keys))
     }
 }
 

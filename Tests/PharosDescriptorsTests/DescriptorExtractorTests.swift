@@ -29,6 +29,27 @@ import Testing
         #expect { try single.describe(image: FeatureMap(channels: 3, height: 20, width: 200)) } throws: { "\($0)".contains("at least 32") }
     }
 
+    /// Queries of the revisited protocol are described cropped to their box (pixels of the
+    /// original image): the same as describing the crop as an image of its own; a box reaching
+    /// past the image is clipped to it, one that leaves nothing is refused naming the file.
+    @Test func aQueryIsDescribedCroppedToItsBox() throws {
+        let network = try EfficientNetLite0Tests.network.get()
+        let extractor = try DescriptorExtractor(network: network, configuration: .init(pooling: .gem))
+        let image = try Self.referenceImage()
+        let path = NSTemporaryDirectory() + "pharos-query-\(UUID().uuidString.prefix(8)).jpg"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(ImageLoader.encodeJPEG(image, quality: 95)).write(to: URL(fileURLWithPath: path))
+        let loaded = try ImageLoader.load(path: path)
+        let crop = try extractor.describe(path: path, box: [10.4, 5.6, 60.2, 50.5])   // rounds to x 10..<60, y 6..<51
+        let expected = try extractor.describe(image: loaded.cropped(top: 6, left: 10, height: 45, width: 50))
+        #expect(crop.global == expected.global)
+        #expect(VectorMath.dot(crop.global, try extractor.describe(path: path).global) < 0.9999, "the crop is not the whole image")
+        let clipped = try extractor.describe(path: path, box: [40, -20, 500, 300])
+        #expect(clipped.global == (try extractor.describe(image: loaded.cropped(top: 0, left: 40, height: 67, width: 43))).global)
+        #expect { try extractor.describe(path: path, box: [90, 0, 120, 40]) } throws: { "\($0)".contains(path) && "\($0)".contains("leaves nothing") }
+        #expect { try extractor.describe(path: path, box: [0, 0, .nan, 40]) } throws: { "\($0)".contains("crop box") }
+    }
+
     @Test func whiteningMustFitThePooledDimension() throws {
         let network = try EfficientNetLite0Tests.network.get()
         var rng = SplitMix64(seed: 1)

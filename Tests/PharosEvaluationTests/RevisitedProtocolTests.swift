@@ -92,5 +92,14 @@ import Testing
         #expect { try RetrievalGroundTruth.load(bad) } throws: { "\($0)".contains("b.json") && "\($0)".contains("protocol") }
         try Data(#"{"protocol": "labelled", "labels": {"x": "1"}, "queries": ["z"]}"#.utf8).write(to: URL(fileURLWithPath: bad))
         #expect { try RetrievalGroundTruth.load(bad) } throws: { "\($0)".contains("\"z\" has no label") }
+        // The query's crop box (the revisited files' bbx) is read; one that is no box is refused.
+        try Data(#"{"protocol": "revisited", "queries": [{"key": "q", "easy": ["a"], "hard": [], "junk": [], "bbx": [1.5, 2, 30, 40.25]}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: revisited))
+        #expect(try RetrievalGroundTruth.load(revisited).queries[0].box == [1.5, 2, 30, 40.25])
+        for box in ["[1, 2, 3]", "[30, 2, 1, 40]", "[1, 2, 30, -5]"] {
+            try Data(#"{"protocol": "revisited", "queries": [{"key": "q", "easy": [], "hard": [], "junk": [], "bbx": \#(box)}]}"#.utf8)
+                .write(to: URL(fileURLWithPath: bad))
+            #expect { try RetrievalGroundTruth.load(bad) } throws: { "\($0)".contains("b.json") && "\($0)".contains("bbx") }
+        }
     }
 }
