@@ -147,7 +147,7 @@ done
 [ "$(live)" = "$readable" ] || fail "after the parts the cluster holds $(live) entries, expected $readable"
 
 # 4. Revisited-protocol queries: two photos cropped to a box, ranked through the cluster as deep
-#    as the whole collection (k past the number of entries), by descriptor files and by key.
+#    as the whole collection (k past the number of entries).
 /usr/bin/python3 - "$work/desc/gem.keys" "$work/revisited.json" <<'PY'
 import json, sys
 keys = open(sys.argv[1]).read().split("\n")[:-1]

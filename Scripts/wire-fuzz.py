@@ -100,7 +100,9 @@ LIMIT_QUERIES = 10000
 LIMIT_K = 65536
 LIMIT_NPROBE = 65536
 LIMIT_REFINE = 256
-LIMIT_K_TIMES_REFINE = 65536
+LIMIT_K_TIMES_REFINE = 65536        # requests of at most LIMIT_DEEP_QUERIES queries
+LIMIT_K_TIMES_REFINE_WIDE = 16384   # larger requests
+LIMIT_DEEP_QUERIES = 32
 LIMIT_ROWS = 100000
 LIMIT_DIMENSION = 65536
 LIMIT_DEADLINE_MS = 600000
@@ -1611,8 +1613,6 @@ class Fuzzer:
                 probs.append("nprobe=%d" % m.nprobe)
             if m.refine_factor > LIMIT_REFINE:
                 probs.append("refine_factor=%d" % m.refine_factor)
-            elif m.k * (m.refine_factor or 4) > LIMIT_K_TIMES_REFINE and 0 < m.k <= LIMIT_K:
-                probs.append("k x refine_factor=%d" % (m.k * (m.refine_factor or 4)))
             if m.deadline_ms > LIMIT_DEADLINE_MS:
                 probs.append("deadline_ms=%d" % m.deadline_ms)
             if m.HasField("expansion") and m.expansion.kind in (1, 2):
@@ -1635,6 +1635,9 @@ class Fuzzer:
                 probs.append("no query")
             if nq > LIMIT_QUERIES:
                 probs.append("%d queries" % nq)
+            shortlist = LIMIT_K_TIMES_REFINE if nq <= LIMIT_DEEP_QUERIES else LIMIT_K_TIMES_REFINE_WIDE
+            if m.refine_factor <= LIMIT_REFINE and 0 < m.k <= LIMIT_K and m.k * (m.refine_factor or 4) > shortlist:
+                probs.append("k x refine_factor=%d" % (m.k * (m.refine_factor or 4)))
             probs += ["query key: " + p for p in self.key_problems(m.query_keys)]
         elif body in ("delete", "fetch"):
             if len(m.keys) > LIMIT_ROWS:

@@ -82,7 +82,8 @@ public struct ClusterSearch: Sendable {
     public func rankings(of keys: [String], vectors: [String: [Float]], through client: WireClient,
                          partial: @escaping @Sendable (String, [ShardFailure]) -> Void = { _, _ in }) async throws -> [[String]] {
         var out: [[String]] = []
-        let refineFactor = Swift.max(1, Swift.min(self.refineFactor, RequestLimits().maximumShortlist / Swift.max(1, k)))
+        let asked = self.refineFactor == 0 ? SearchRequest.defaultRefineFactor : self.refineFactor
+        let refineFactor = Swift.max(1, Swift.min(asked, RequestLimits().shortlistLimit(queries: 1) / Swift.max(1, k)))
         for key in keys {
             let request = vectors[key].map {
                 SearchRequest(vectors: $0, dimension: $0.count, k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: expansion,

@@ -77,7 +77,7 @@ extension Coordinator {
     static func firstRoundK(neighbours: Int, byKey: Bool, request: SearchRequest, queries: Int, dimension: Int) -> Int {
         let limits = RequestLimits()
         let wanted = neighbours + (byKey ? 1 : 0)
-        let byShortlist = limits.maximumShortlist / Swift.max(1, request.effectiveRefineFactor)
+        let byShortlist = limits.shortlistLimit(queries: queries) / Swift.max(1, request.effectiveRefineFactor)
         let byFloats = limits.maximumResultFloats / Swift.max(1, queries * dimension)
         return Swift.max(1, Swift.min(wanted, limits.maximumK, byShortlist, byFloats))
     }

@@ -126,11 +126,12 @@ final class HedgedGroup: @unchecked Sendable {
     private func finishAfterFailure(_ hedge: [(Int, ShardOutcome)]) {
         // A copy that saw a newer map (a move flipped meanwhile, or the copy dropped the
         // bucket): the round runs again on the new map rather than counting the buckets missing.
+        let answered = hedge.filter { if case .success = $0.1 { return true } else { return false } }
         if let stale = hedge.first(where: { Self.isStaleMap($0.1) }) {
-            settle([stale])
+            // (Should the retries run out, the answer keeps what was answered and names both.)
+            settle(answered + [stale] + (primaryFailure.map { [(node, $0)] } ?? []))
             return
         }
-        let answered = hedge.filter { if case .success = $0.1 { return true } else { return false } }
         let plan = routing.fallbackPlan(for: buckets, avoiding: [node])
         let coveredByAnswers = answered.reduce(0) { $0 + (plan[$1.0]?.cardinality ?? 0) }
         var outcomes = answered
@@ -143,9 +144,11 @@ final class HedgedGroup: @unchecked Sendable {
             } else {
                 outcomes.append((node, primaryFailure))
             }
+            // (As unavailability: a copy's own refusal must not fail the whole search, nor its
+            // NOT_READY stand for the cluster's.)
             for (copy, outcome) in hedge {
                 if case let .failure(error) = outcome {
-                    outcomes.append((copy, .failure(WireError(error.code, "standing in for \(routing.name(node)): \(error.message)"))))
+                    outcomes.append((copy, .failure(WireError(.unavailable, "standing in for \(routing.name(node)): \(error)"))))
                 }
             }
         }

@@ -85,10 +85,13 @@ public struct DescriptorExtractor: Sendable {
             throw DescriptorError.invalidParameter(name: "crop box", value: "\(box)", allowed: "4 finite numbers x1, y1, x2, y2")
         }
         let image = try ImageLoader.load(path: path)
-        let x1 = Swift.max(0, Int(Swift.min(box[0].rounded(), Double(image.width))))
-        let y1 = Swift.max(0, Int(Swift.min(box[1].rounded(), Double(image.height))))
-        let x2 = Swift.min(image.width, Int(Swift.max(box[2].rounded(), 0)))
-        let y2 = Swift.min(image.height, Int(Swift.max(box[3].rounded(), 0)))
+        // Clamped as doubles first: Int() of a huge coordinate would trap.
+        // Halves to even, as the reference code's crop (Python's round) does.
+        func pixel(_ value: Double, within side: Int) -> Int {
+            Int(Swift.max(0, Swift.min(value.rounded(.toNearestOrEven), Double(side))))
+        }
+        let (x1, y1) = (pixel(box[0], within: image.width), pixel(box[1], within: image.height))
+        let (x2, y2) = (pixel(box[2], within: image.width), pixel(box[3], within: image.height))
         guard x2 > x1, y2 > y1 else {
             throw DescriptorError.badInput("\(path): crop box \(box) leaves nothing of the \(image.width) x \(image.height) image")
         }

@@ -44,7 +44,7 @@ public struct RetrievalGroundTruth: Sendable, Equatable {
             guard let box else { return nil }
             guard box.count == 4, box.allSatisfy(\.isFinite) else { return "bbx \(box): expected 4 finite numbers x1, y1, x2, y2" }
             guard box[0] < box[2], box[1] < box[3], box[2] > 0, box[3] > 0 else {
-                return "bbx \(box): expected x1 < x2 and y1 < y2, inside the image"
+                return "bbx \(box): expected x1 < x2 and y1 < y2, not wholly left of or above the image"
             }
             return nil
         }

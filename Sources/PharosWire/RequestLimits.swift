@@ -13,8 +13,14 @@ public struct RequestLimits: Sendable, Equatable {
     public var maximumNprobe = 65536
     /// Refine factor.
     public var maximumRefineFactor = 256
-    /// `k x refine_factor`: candidates re-ranked per query.
+    /// `k x refine_factor`: candidates re-ranked per query, for requests of at most
+    /// `deepQueries` queries (a deep evaluation ranking).
     public var maximumShortlist = 65536
+    /// `k x refine_factor` for requests of more queries: a shard keeps one heap of this many
+    /// candidates per query of a chunk of 128, so a wide request stays as bounded as a deep one.
+    public var maximumWideShortlist = 16384
+    /// Queries a request may have and still use `maximumShortlist`.
+    public var deepQueries = 32
     /// `queries x k`: hits one `Search` may ask for (each is a key and a score in memory
     /// and in the reply, which must also fit a frame).
     public var maximumResults = 1 << 20
@@ -64,6 +70,9 @@ public struct RequestLimits: Sendable, Equatable {
 
     func invalid(_ text: String) -> WireError { WireError(.invalidArgument, text) }
 
+    /// The largest `k x refine_factor` a request of `queries` queries may ask for.
+    public func shortlistLimit(queries: Int) -> Int { queries <= deepQueries ? maximumShortlist : maximumWideShortlist }
+
     private func validate(_ s: SearchRequest) throws {
         let rows = try vectorRows(s.vectors, dimension: s.dimension, field: "Search.vectors")
         let queries = rows + s.queryKeys.count
@@ -81,8 +90,9 @@ public struct RequestLimits: Sendable, Equatable {
         guard s.refineFactor <= maximumRefineFactor else {
             throw invalid("Search.refine_factor is \(s.refineFactor), allowed 1...\(maximumRefineFactor) (0 = the default, \(SearchRequest.defaultRefineFactor))")
         }
-        guard s.k * s.effectiveRefineFactor <= maximumShortlist else {
-            throw invalid("Search.k x refine_factor is \(s.k) x \(s.effectiveRefineFactor) = \(s.k * s.effectiveRefineFactor), at most \(maximumShortlist)")
+        let shortlistLimit = shortlistLimit(queries: queries)
+        guard s.k * s.effectiveRefineFactor <= shortlistLimit else {
+            throw invalid("Search.k x refine_factor is \(s.k) x \(s.effectiveRefineFactor) = \(s.k * s.effectiveRefineFactor), at most \(shortlistLimit) for \(queries) queries")
         }
         guard queries * s.k <= maximumResults else {
             throw invalid("Search asks for \(queries) queries x k \(s.k) = \(queries * s.k) results, at most \(maximumResults): split it")
@@ -100,8 +110,8 @@ public struct RequestLimits: Sendable, Equatable {
             guard (1...maximumK).contains(n) else { throw invalid("Search.expansion.top_n is \(n), allowed 1...\(maximumK)") }
             // The first round asks each shard for the top n with the request's refine factor
             // and the hits' vectors.
-            guard n * s.effectiveRefineFactor <= maximumShortlist else {
-                throw invalid("Search.expansion.top_n x refine_factor is \(n) x \(s.effectiveRefineFactor) = \(n * s.effectiveRefineFactor), at most \(maximumShortlist)")
+            guard n * s.effectiveRefineFactor <= shortlistLimit else {
+                throw invalid("Search.expansion.top_n x refine_factor is \(n) x \(s.effectiveRefineFactor) = \(n * s.effectiveRefineFactor), at most \(shortlistLimit) for \(queries) queries")
             }
             if s.dimension > 0, queries * n * s.dimension > maximumResultFloats {
                 throw invalid("Search.expansion's first round would carry \(queries) x \(n) vectors of \(s.dimension) floats, at most \(maximumResultFloats) floats: split it")

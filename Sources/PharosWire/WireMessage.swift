@@ -188,7 +188,7 @@ public struct SearchRequest: Sendable, Equatable {
     public var dimension: Int
     /// Keys of indexed images to query by (their stored vectors).
     public var queryKeys: [String]
-    /// Results per query (1...4096).
+    /// Results per query (1...65536).
     public var k: Int
     /// Inverted lists probed per query.
     public var nprobe: Int

@@ -165,12 +165,19 @@ extension ExtractCommand {
         do {
             extractor = try extraction.extractor()
             for query in truth.queries {
+                guard !query.key.contains("\n") else {
+                    throw ValidationError("\(groundTruth): query key \(query.key.debugDescription) holds a line break (keys files are one per line)")
+                }
                 let photo = try PhotoList.queryPhoto(key: query.key, root: root)
-                let description = try query.box.map { box in
-                    cropped += 1
-                    return try extractor.describe(path: photo.path, box: box)
-                } ?? extractor.describe(path: photo.path)
-                rows += description.global
+                do {
+                    let description = try query.box.map { box in
+                        cropped += 1
+                        return try extractor.describe(path: photo.path, box: box)
+                    } ?? extractor.describe(path: photo.path)
+                    rows += description.global
+                } catch let error as DescriptorError {
+                    throw ValidationError("query \(query.key.debugDescription) (\(photo.path)): \(error)")
+                }
             }
         } catch let error as DescriptorError {
             throw ValidationError(error.description)

@@ -66,7 +66,8 @@ import Testing
         #expect(h.requests.count == 2, "the node's buckets are asked of the other copy")
         h.requests[1].promise.succeed(.failure(WireError(.staleMap, "epoch 7 is older than 8")))
         let outcomes = try h.outcomes()
-        #expect(outcomes.count == 1 && Self.code(outcomes[0].1) == .staleMap)
+        #expect(outcomes.contains { Self.code($0.1) == .staleMap }, "the round runs again")
+        #expect(outcomes.contains { $0.0 == 0 && Self.code($0.1) == .unavailable }, "and, should it not, names the dead node")
     }
 
     @Test func whenTheCopyStandsInTheDeadNodeIsNotMissing() throws {
@@ -82,8 +83,10 @@ import Testing
         let h = Harness()
         h.requests[0].promise.succeed(.failure(WireError(.unavailable, "cannot reach s0")))
         h.loop.run()
-        h.requests[1].promise.succeed(.failure(WireError(.storage, "disk gone")))
+        h.requests[1].promise.succeed(.failure(WireError(.invalidArgument, "disk gone")))
         let outcomes = try h.outcomes()
+        // The copy's refusal is counted as unavailability, not as a bad request failing the search.
+        #expect(!outcomes.contains { Self.code($0.1) == .invalidArgument })
         let messages = outcomes.compactMap { if case let .failure(e) = $0.1 { return e.message } else { return nil } }
         #expect(messages.contains("cannot reach s0"))
         #expect(messages.contains { $0.contains("standing in for s0") && $0.contains("disk gone") }, "\(messages)")

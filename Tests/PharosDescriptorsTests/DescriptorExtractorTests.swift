@@ -40,14 +40,19 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Data(ImageLoader.encodeJPEG(image, quality: 95)).write(to: URL(fileURLWithPath: path))
         let loaded = try ImageLoader.load(path: path)
-        let crop = try extractor.describe(path: path, box: [10.4, 5.6, 60.2, 50.5])   // rounds to x 10..<60, y 6..<51
-        let expected = try extractor.describe(image: loaded.cropped(top: 6, left: 10, height: 45, width: 50))
-        #expect(crop.global == expected.global)
+        // Rounded as the reference's crop rounds (halves to even): x 10..<60, y 6..<50.
+        let crop = try extractor.describe(path: path, box: [10.4, 5.6, 60.2, 50.5])
+        let expected = try extractor.describe(image: loaded.cropped(top: 6, left: 10, height: 44, width: 50))
+        let same = crop.global == expected.global
+        #expect(same)
         #expect(VectorMath.dot(crop.global, try extractor.describe(path: path).global) < 0.9999, "the crop is not the whole image")
         let clipped = try extractor.describe(path: path, box: [40, -20, 500, 300])
-        #expect(clipped.global == (try extractor.describe(image: loaded.cropped(top: 0, left: 40, height: 67, width: 43))).global)
+        let clippedSame = clipped.global == (try extractor.describe(image: loaded.cropped(top: 0, left: 40, height: 67, width: 43))).global
+        #expect(clippedSame)
         #expect { try extractor.describe(path: path, box: [90, 0, 120, 40]) } throws: { "\($0)".contains(path) && "\($0)".contains("leaves nothing") }
         #expect { try extractor.describe(path: path, box: [0, 0, .nan, 40]) } throws: { "\($0)".contains("crop box") }
+        let whole = try extractor.describe(path: path, box: [-1e300, -1e300, 1e300, 1e300]).global == (try extractor.describe(image: loaded)).global
+        #expect(whole, "a box past every side is the whole image")
     }
 
     @Test func whiteningMustFitThePooledDimension() throws {
