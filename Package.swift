@@ -162,7 +162,7 @@ let package = Package(
             name: "pharos-coordinator",
             dependencies: [
                 "PharosObservability",
-                "PharosCoordinator", "PharosWire", "PharosCommandLine",
+                "PharosCoordinator", "PharosWire", "PharosCommandLine", "PharosVectors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -72,6 +72,9 @@ extension Coordinator {
         }
     }
 
+    /// Requests of at most this many queries have their lists found by the coordinator.
+    static let assignedQueries = 8
+
     /// k of an expansion's first round: the n neighbours, one more when queries are indexed
     /// keys (the key itself is left out), within the limits a shard checks.
     static func firstRoundK(neighbours: Int, byKey: Bool, request: SearchRequest, queries: Int, dimension: Int) -> Int {
@@ -126,6 +129,12 @@ extension Coordinator {
         shardRequest.vectors = queries.flatMap { $0 }
         shardRequest.dimension = map.collection.dimension
         shardRequest.queryKeys = []
+        // A few queries' lists are found here, once, on the event loop (well under a millisecond
+        // each); a large batch's are left to the shards, on their worker threads, rather than
+        // holding this loop for the whole batch.
+        if queries.count <= Self.assignedQueries, let assigner = probeAssigner.withLock({ $0 }) {
+            shardRequest = assigner.assigning(shardRequest, queries: queries)
+        }
         let template = shardRequest
         // The merge runs in a callback, outside the request's task-local context: bound again
         // there, so its "partial search" line still names the request.

@@ -97,6 +97,7 @@ extension Coordinator {
         }
         if let counted { dropped = counted }
         keptTrainedState.withLock { $0 = nil }
+        probeAssigner.withLock { $0 = nil }
         if let stateDirectory = options.stateDirectory {
             for name in [Self.whiteningFileName, Self.trainedStateFileName] {
                 let path = stateDirectory + "/" + name
@@ -120,6 +121,7 @@ extension Coordinator {
             }
         }
         keptTrainedState.withLock { $0 = file }
+        if options.assignsProbes { probeAssigner.withLock { $0 = ProbeAssigner(trainedState: file) } }
     }
 
     // MARK: Whitening

@@ -58,6 +58,9 @@ public final class Coordinator: WireService, Sendable {
         public var shardTLS: WireTLS?
         /// Where the coordinator's series go (the admin port's `/metrics`; nil: not measured).
         public var metrics: MetricsRegistry?
+        /// Whether searches find each query's lists once here (with the kept trained state) and
+        /// hand them to the shards, instead of every shard repeating that coarse search.
+        public var assignsProbes = true
 
         /// Defaults: 5 s searches, 60 s writes, 2 s health probes, no state folder.
         public init(searchDeadline: Duration = .seconds(5), writeDeadline: Duration = .seconds(60), stateDirectory: String? = nil) {
@@ -103,6 +106,9 @@ public final class Coordinator: WireService, Sendable {
     let roleValidUntil = Mutex(ContinuousClock.now)
     /// The collection's trained state (the file shards were given), to give nodes that join.
     let keptTrainedState: Mutex<[UInt8]?>
+    /// The kept trained state loaded, for finding searches' lists once for every shard (nil
+    /// before training, or when searches leave that to the shards).
+    let probeAssigner = Mutex<ProbeAssigner?>(nil)
     /// Recent answer times of shard searches (the hedge delay).
     let searchLatencies = LatencyWindow()
     /// Buckets whose last move failed: when to try again, and the wait that was set.
@@ -188,6 +194,7 @@ public final class Coordinator: WireService, Sendable {
             if FileManager.default.fileExists(atPath: trainedPath) { trained = try FileIO.readWholeFile(trainedPath) }
         }
         keptTrainedState = Mutex(trained)
+        if options.assignsProbes, let trained { probeAssigner.withLock { $0 = ProbeAssigner(trainedState: trained) } }
         var pool: [String: ShardLink] = [:]
         for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group, token: options.shardToken, tls: options.shardTLS) }
         currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }, zone: options.zone))

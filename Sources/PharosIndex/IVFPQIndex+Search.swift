@@ -24,10 +24,11 @@ extension IVFPQIndex {
     /// it. At most `maximumSources` sources; a list a source cannot read fails the search
     /// with the source's error.
     public func search(_ queries: Matrix, k: Int, parameters: SearchParameters,
-                       sources: [any InvertedListSource]) throws -> SourcedSearchResult {
+                       sources: [any InvertedListSource], probes: ProbeAssignment?) throws -> SourcedSearchResult {
         try lock.withReadLock {
             try validateSearch(queries, k: k, parameters: parameters, sourceCount: sources.count)
-            let labelled = try searchLocked(queries, k: k, parameters: parameters, sources: sources)
+            if let probes { try validate(probes, queries: queries.rows, nprobe: parameters.nprobe) }
+            let labelled = try searchLocked(queries, k: k, parameters: parameters, sources: sources, probes: probes)
             var result = labelled
             var owners = [Int32](repeating: -1, count: labelled.ids.count)
             for i in labelled.ids.indices where labelled.ids[i] >= 0 { owners[i] = Int32(Label.source(labelled.ids[i])) }
@@ -50,6 +51,50 @@ extension IVFPQIndex {
 
     /// Sources one search can scan.
     public static var maximumSources: Int { Label.maximumSources }
+
+    public func assign(_ queries: Matrix, nprobe: Int) throws -> ProbeAssignment {
+        try lock.withReadLock {
+            try validate(queries)
+            try SearchParameters(nprobe: nprobe).validate(k: 1)
+            guard trained else { throw IndexError.notTrained }
+            let rotated = rotation?.apply(queries) ?? queries
+            let probesPerQuery = Swift.min(nprobe, configuration.lists)
+            var lists: [Int32] = [], biases: [Float] = []
+            lists.reserveCapacity(queries.rows * probesPerQuery)
+            biases.reserveCapacity(queries.rows * probesPerQuery)
+            // In the chunks a search uses, so that each chunk's coarse products are computed the
+            // same way (matrix-vector or matrix-matrix) and the lists are the ones it would find.
+            for first in stride(from: 0, to: queries.rows, by: IVFPQIndex.queryChunk) {
+                let chunk = first ..< Swift.min(queries.rows, first + IVFPQIndex.queryChunk)
+                let (p, b) = coarseSearch(rotated, chunk: chunk, nprobe: probesPerQuery)
+                lists += p
+                biases += b
+            }
+            return try ProbeAssignment(perQuery: probesPerQuery, lists: lists, biases: biases)
+        }
+    }
+
+    /// Given lists must be what `assign` makes for this index: min(nprobe, lists) per query,
+    /// list numbers in range, each once per query.
+    private func validate(_ probes: ProbeAssignment, queries: Int, nprobe: Int) throws {
+        let expected = Swift.min(nprobe, configuration.lists)
+        guard probes.queryCount == queries, probes.perQuery == expected else {
+            throw IndexError.invalidParameter(name: "probes", value: "\(probes.perQuery) lists for each of \(probes.queryCount) queries",
+                                              allowed: "\(expected) (min(nprobe, \(configuration.lists) lists)) for each of \(queries) queries")
+        }
+        if let bad = probes.lists.firstIndex(where: { $0 < 0 || Int($0) >= configuration.lists }) {
+            throw IndexError.invalidParameter(name: "probes[\(bad)]", value: "list \(probes.lists[bad])", allowed: "0..<\(configuration.lists)")
+        }
+        if let bad = probes.biases.firstIndex(where: { !$0.isFinite }) {
+            throw IndexError.invalidParameter(name: "probe biases[\(bad)]", value: "\(probes.biases[bad])", allowed: "finite")
+        }
+        for q in 0..<queries {
+            let row = probes.lists[q * expected ..< (q + 1) * expected]
+            if Set(row).count != row.count {
+                throw IndexError.invalidParameter(name: "probes of query \(q)", value: "a list named twice", allowed: "each list once")
+            }
+        }
+    }
 
     /// The checks both entry points make (the caller holds the read lock).
     private func validateSearch(_ queries: Matrix, k: Int, parameters: SearchParameters, sourceCount: Int) throws {
@@ -87,7 +132,7 @@ extension IVFPQIndex {
 
     /// The search proper, with labels as ids; the first error any chunk met is thrown.
     private func searchLocked(_ queries: Matrix, k: Int, parameters: SearchParameters,
-                              sources: [any InvertedListSource]) throws -> SearchResult {
+                              sources: [any InvertedListSource], probes given: ProbeAssignment? = nil) throws -> SearchResult {
         var result = SearchResult(queryCount: queries.rows, k: k, metric: metric)
         guard queries.rows > 0 else { return result }
         let rotated = rotation?.apply(queries) ?? queries
@@ -102,7 +147,7 @@ extension IVFPQIndex {
                         // Many queries: chunks of queries spread over the threads.
                         Parallel.forEachChunk(count: queries.rows, chunkSize: IVFPQIndex.queryChunk, threads: parameters.threads) { chunk in
                             do {
-                                let (probes, biases) = self.coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
+                                let (probes, biases) = given.map { Self.slice($0, chunk) } ?? self.coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
                                 let tables = self.pq.bits == 4 ? self.fastScanTables(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe) : nil
                                 var heaps = (0..<chunk.count).map { _ in ResultHeap(capacity: shortlist) }
                                 try self.scan(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe,
@@ -119,7 +164,7 @@ extension IVFPQIndex {
                     // heaps keep the k smallest (distance, label) pairs, a total order, so the
                     // merged result equals the single-threaded one exactly.
                     let chunk = 0..<queries.rows
-                    let (probes, biases) = coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
+                    let (probes, biases) = given.map { Self.slice($0, chunk) } ?? coarseSearch(rotated, chunk: chunk, nprobe: nprobe)
                     let tables = pq.bits == 4 ? fastScanTables(rotated, chunk: chunk, probes: probes, biases: biases, nprobe: nprobe) : nil
                     let parts = Swift.min(parameters.threads, nprobe)
                     let partSize = (nprobe + parts - 1) / parts
@@ -155,6 +200,12 @@ extension IVFPQIndex {
         }
         if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
         return result
+    }
+
+    /// The given lists of the queries in `chunk`, as `coarseSearch` returns them.
+    private static func slice(_ probes: ProbeAssignment, _ chunk: Range<Int>) -> (probes: [Int32], biases: [Float]) {
+        let range = chunk.lowerBound * probes.perQuery ..< chunk.upperBound * probes.perQuery
+        return (Array(probes.lists[range]), Array(probes.biases[range]))
     }
 
     /// Scans `probeRange` of every query's probed lists into its heap.
@@ -208,8 +259,18 @@ extension IVFPQIndex {
             var scores = [Float](repeating: 0, count: chunk.count * n)
             scores.withUnsafeMutableBufferPointer { s in
                 centroids.values.withUnsafeBufferPointer { cb in
-                    BLAS.gemmABt(m: chunk.count, n: n, k: d, alpha: metric == .l2 ? -2 : -1, a: q0, lda: d,
-                                 b: cb.baseAddress!, ldb: d, c: s.baseAddress!, ldc: n)
+                    if chunk.count <= IVFPQIndex.matrixVectorQueries {
+                        // A few queries (interactive searches): a matrix-vector product each.
+                        // GEMM would first copy the whole centroid matrix into its packed
+                        // layout (8 MB at 4096 x 512) for every call, most of the search's time.
+                        for qi in 0..<chunk.count {
+                            BLAS.gemv(m: n, n: d, alpha: metric == .l2 ? -2 : -1, a: cb.baseAddress!, lda: d,
+                                      x: q0 + qi * d, y: s.baseAddress! + qi * n)
+                        }
+                    } else {
+                        BLAS.gemmABt(m: chunk.count, n: n, k: d, alpha: metric == .l2 ? -2 : -1, a: q0, lda: d,
+                                     b: cb.baseAddress!, ldb: d, c: s.baseAddress!, ldc: n)
+                    }
                 }
                 for qi in 0..<chunk.count {
                     let row = s.baseAddress! + qi * n

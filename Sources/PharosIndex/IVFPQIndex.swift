@@ -87,6 +87,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     /// id -> (list << 32 | offset); built on the first `reconstruct`, then maintained.
     var directMap: [Int64: UInt64]?
 
+    /// Chunks of at most this many queries find their lists by matrix-vector products.
+    static let matrixVectorQueries = 4
     /// Queries per work chunk (fixed: results are independent of the thread count).
     static let queryChunk = 128
     /// Fast-scan blocks scanned per kernel call, so the per-query sums stay in L1/L2.

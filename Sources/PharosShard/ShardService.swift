@@ -308,7 +308,19 @@ public final class ShardService: WireService, @unchecked Sendable {
         }
         let parameters = SearchParameters(nprobe: request.effectiveNprobe, refineFactor: request.effectiveRefineFactor,
                                           threads: configuration.searchThreads)
-        let hits = try shard.search(queries, k: request.k, parameters: parameters, buckets: try Self.bucketSet(request.buckets))
+        // Lists found by the coordinator with this trained state are scanned as given; with
+        // another (a retrain racing the request) the shard finds its own.
+        var probes: ProbeAssignment?
+        if !request.probeLists.isEmpty, request.probeTrainedVersion == shard.trainedStateVersion, request.queryKeys.isEmpty {
+            do {
+                probes = try ProbeAssignment(perQuery: request.probeLists.count / Swift.max(1, queries.rows),
+                                             lists: request.probeLists.map { Int32(truncatingIfNeeded: $0) }, biases: request.probeBiases)
+            } catch {
+                throw WireError(.invalidArgument, "Search.probe_lists: \(error)")
+            }
+        }
+        let hits = try shard.search(queries, k: request.k, parameters: parameters, buckets: try Self.bucketSet(request.buckets),
+                                    probes: probes)
         return SearchResponse(queries: try hits.map { row in
             guard request.withVectors else { return QueryHits(keys: row.map(\.key), scores: row.map(\.score)) }
             // A hit deleted since the search has no vector any more: it is left out, so the

@@ -25,9 +25,11 @@ extension Shard {
         }
     }
 
-    /// `search` over the entries of `buckets` only (nil: every entry).
-    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters(), buckets: BucketSet?) throws -> [[Hit]] {
-        try search(queries, k: k, parameters: parameters, filter: buckets.flatMap { $0.isFull ? nil : $0 })
+    /// `search` over the entries of `buckets` only (nil: every entry); with `probes`, each
+    /// query scans those lists (a coordinator's `assign`) instead of finding its own.
+    public func search(_ queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters(), buckets: BucketSet?,
+                       probes: ProbeAssignment? = nil) throws -> [[Hit]] {
+        try search(queries, k: k, parameters: parameters, filter: buckets.flatMap { $0.isFull ? nil : $0 }, probes: probes)
     }
 
     /// Up to `limit` live entries of `buckets` that come after `cursor` in (hash, key) order,

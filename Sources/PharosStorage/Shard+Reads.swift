@@ -15,13 +15,13 @@ extension Shard {
     }
 
     /// `search`, passing over entries outside `filter` when there is one.
-    func search(_ queries: Matrix, k: Int, parameters: SearchParameters, filter: BucketSet?) throws -> [[Hit]] {
+    func search(_ queries: Matrix, k: Int, parameters: SearchParameters, filter: BucketSet?, probes: ProbeAssignment? = nil) throws -> [[Hit]] {
         guard queries.rows > 0 else { return [] }
         return try lock.withReadLock {
             let sources = entrySources
             let scanned: [any InvertedListSource] = filter.map { f in sources.map { BucketFilteredSource($0, buckets: f) } } ?? sources
             // A damaged list fails the search where it is read (the segment's error names the file and list).
-            let result = try index.search(queries, k: k, parameters: parameters, sources: scanned)
+            let result = try index.search(queries, k: k, parameters: parameters, sources: scanned, probes: probes)
             // Keys are resolved in parallel too: a key read may decompress a block.
             var hits = [[Hit]](repeating: [], count: queries.rows)
             var failures = [StorageError?](repeating: nil, count: queries.rows)

@@ -39,6 +39,13 @@ final class CArena {
         return p
     }
 
+    func uint32s(_ xs: [UInt32]) -> UnsafeMutablePointer<UInt32>? {
+        guard !xs.isEmpty else { return nil }
+        let p = allocate(UInt32.self, count: xs.count)
+        p.update(from: xs, count: xs.count)
+        return p
+    }
+
     func bytes(_ xs: [UInt8]) -> ProtobufCBinaryData {
         guard !xs.isEmpty else { return ProtobufCBinaryData(len: 0, data: nil) }
         let p = allocate(UInt8.self, count: xs.count)

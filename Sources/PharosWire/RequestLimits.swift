@@ -104,6 +104,19 @@ public struct RequestLimits: Sendable, Equatable {
             throw invalid("Search.deadline_ms is \(s.deadlineMilliseconds), at most \(maximumDeadlineMilliseconds) (0 = the server's default)")
         }
         if s.buckets != .everything { try validate(s.buckets, field: "Search", allowEmpty: true) }
+        if !s.probeLists.isEmpty || !s.probeBiases.isEmpty {
+            // Each query names the same number of lists, at most nprobe; the shard checks them
+            // against its index (how many lists it has).
+            guard s.probeBiases.count == s.probeLists.count else {
+                throw invalid("Search has \(s.probeLists.count) probe_lists and \(s.probeBiases.count) probe_biases: one bias per list")
+            }
+            guard s.probeLists.count % queries == 0, (1...s.effectiveNprobe).contains(s.probeLists.count / queries) else {
+                throw invalid("Search.probe_lists has \(s.probeLists.count) lists for \(queries) queries: expected the same number for each, 1...nprobe (\(s.effectiveNprobe))")
+            }
+            if let bad = s.probeBiases.firstIndex(where: { !$0.isFinite }) {
+                throw invalid("Search.probe_biases[\(bad)] is \(s.probeBiases[bad]): expected a finite number")
+            }
+        }
         switch s.expansion {
         case .none: break
         case let .averageQE(n), let .alphaQE(n, _):

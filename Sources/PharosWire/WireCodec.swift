@@ -82,6 +82,11 @@ public enum WireCodec {
             m.pointee.with_vectors = s.withVectors ? 1 : 0
             m.pointee.bucket_count = UInt32(clamping: s.buckets.count)
             m.pointee.bucket_mask = arena.bytes(s.buckets.bits)
+            m.pointee.n_probe_lists = s.probeLists.count
+            m.pointee.probe_lists = arena.uint32s(s.probeLists)
+            m.pointee.n_probe_biases = s.probeBiases.count
+            m.pointee.probe_biases = arena.floats(s.probeBiases)
+            m.pointee.probe_trained_version = s.probeTrainedVersion
             if s.expansion != .none {
                 let x = arena.message(Pharos__Expansion.self) { pharos__expansion__init($0) }
                 switch s.expansion {
@@ -303,6 +308,9 @@ public enum WireCodec {
                                         refineFactor: count(s.refine_factor), expansion: expansion,
                                         deadlineMilliseconds: count(s.deadline_ms), withVectors: s.with_vectors != 0)
             request.buckets = BucketMask(count: count(s.bucket_count), bits: bytes(s.bucket_mask))
+            if let lists = s.probe_lists, s.n_probe_lists > 0 { request.probeLists = Array(UnsafeBufferPointer(start: lists, count: s.n_probe_lists)) }
+            request.probeBiases = floats(s.probe_biases, s.n_probe_biases)
+            request.probeTrainedVersion = s.probe_trained_version
             return .search(request)
         case PHAROS__ENVELOPE__BODY_SEARCH_RESULT:
             let r = e.search_result.pointee

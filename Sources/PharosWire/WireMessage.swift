@@ -202,6 +202,14 @@ public struct SearchRequest: Sendable, Equatable {
     public var withVectors: Bool
     /// To a shard: the buckets it answers for (`.everything` from clients).
     public var buckets: BucketMask = .everything
+    /// To a shard: each query's lists to scan, best first (the same number per query), found
+    /// once by the coordinator; empty: the shard finds them. Clients leave it empty.
+    public var probeLists: [UInt32] = []
+    /// To a shard: the coarse distance of each list in `probeLists`.
+    public var probeBiases: [Float] = []
+    /// To a shard: the trained state version `probeLists` were found with (a shard holding
+    /// another finds its own lists).
+    public var probeTrainedVersion: UInt64 = 0
 
     /// A search request.
     public init(vectors: [Float] = [], dimension: Int = 0, queryKeys: [String] = [], k: Int, nprobe: Int,

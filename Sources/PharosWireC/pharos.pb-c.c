@@ -1946,7 +1946,7 @@ const ProtobufCMessageDescriptor pharos__expansion__descriptor =
   (ProtobufCMessageInit) pharos__expansion__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__search__field_descriptors[11] =
+static const ProtobufCFieldDescriptor pharos__search__field_descriptors[14] =
 {
   {
     "vectors",
@@ -2080,6 +2080,42 @@ static const ProtobufCFieldDescriptor pharos__search__field_descriptors[11] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "probe_lists",
+    12,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Pharos__Search, n_probe_lists),
+    offsetof(Pharos__Search, probe_lists),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "probe_biases",
+    13,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_FLOAT,
+    offsetof(Pharos__Search, n_probe_biases),
+    offsetof(Pharos__Search, probe_biases),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "probe_trained_version",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Search, probe_trained_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__search__field_indices_by_name[] = {
   9,   /* field[9] = bucket_count */
@@ -2089,6 +2125,9 @@ static const unsigned pharos__search__field_indices_by_name[] = {
   6,   /* field[6] = expansion */
   3,   /* field[3] = k */
   4,   /* field[4] = nprobe */
+  12,   /* field[12] = probe_biases */
+  11,   /* field[11] = probe_lists */
+  13,   /* field[13] = probe_trained_version */
   2,   /* field[2] = query_keys */
   5,   /* field[5] = refine_factor */
   0,   /* field[0] = vectors */
@@ -2097,7 +2136,7 @@ static const unsigned pharos__search__field_indices_by_name[] = {
 static const ProtobufCIntRange pharos__search__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor pharos__search__descriptor =
 {
@@ -2107,7 +2146,7 @@ const ProtobufCMessageDescriptor pharos__search__descriptor =
   "Pharos__Search",
   "pharos",
   sizeof(Pharos__Search),
-  11,
+  14,
   pharos__search__field_descriptors,
   pharos__search__field_indices_by_name,
   1,  pharos__search__number_ranges,

@@ -6,6 +6,7 @@ import NIOPosix
 import PharosCommandLine
 import PharosCoordinator
 import PharosObservability
+import PharosVectors
 import PharosWire
 
 /// `pharos-coordinator`: routes, fans out, merges and expands; clients speak the wire
@@ -15,6 +16,13 @@ struct PharosCoordinatorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pharos-coordinator", abstract: "Pharos coordinator: one endpoint in front of the shard nodes of a cluster file.",
         version: BuildInfo.versionLine(program: "pharos-coordinator"))
+
+    /// One OpenBLAS thread (the coordinator finds interactive queries' lists with BLAS on its
+    /// event loop: worker threads would only add wake-ups), set before the library loads.
+    static func main() {
+        OpenBLASThreads.pinBeforeLoad()
+        Self.main(nil)
+    }
 
     @Option(help: "The cluster file (JSON: collection, buckets, shards, optional assignment).") var cluster: String
     @Option(help: "Port to listen on (0 picks a free one; the chosen port is printed).") var port: Int = 7700
@@ -33,6 +41,8 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "TLS to shard nodes: verify them against this CA (PEM).") var shardTlsCa: String?
     @Option(help: "TLS to shard nodes: the client certificate to present (PEM), for shards started with --tls-client-ca.") var shardTlsCertificate: String?
     @Option(help: "TLS to shard nodes: the private key of --shard-tls-certificate (PEM).") var shardTlsKey: String?
+    @Flag(help: "Let every shard find each query's lists itself, instead of this coordinator finding them once (with the kept trained state) and sending them along (for comparison).")
+    var shardsFindLists = false
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
@@ -52,6 +62,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
         options.nodeHosts = NodeHostPolicy(extraHosts: Set(allowNodeHost.filter { $0 != "*" }), anyHost: allowNodeHost.contains("*"))
         options.minimumWriteCopies = minimumWriteCopies
         options.zone = zone
+        options.assignsProbes = !shardsFindLists
         if let shardTokenFile {
             do { options.shardToken = try AccessTokens.readToken(shardTokenFile) } catch let error as WireError {
                 throw ValidationError("--shard-token-file \(error.message)")

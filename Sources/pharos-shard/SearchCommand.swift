@@ -19,6 +19,12 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "Exact neighbour rows (.ivecs) for recall; keys must be <key-prefix><row>.") var truth: String?
     @Option(help: "Key prefix of row numbers (with --truth).") var keyPrefix: String = "row-"
     @Option(help: "Write one line per query: key<TAB>score pairs.") var out: String?
+    @Option(help: "Queries per search call (0: all in one call); with 1, the latency of each is reported, as a shard serves interactive searches.")
+    var batch: Int = 0
+
+    func validate() throws {
+        guard batch >= 0 else { throw ValidationError("--batch \(batch): expected 0 (all) or more") }
+    }
 
     func run() throws {
         let queryRows = try VectorFileReader(path: queries).readAll()
@@ -30,10 +36,22 @@ struct SearchCommand: ParsableCommand {
         defer { shard.close() }
         let parameters = SearchParameters(nprobe: nprobe, refineFactor: refineFactor, threads: threads)
         let start = Date()
-        let hits = try shard.search(queryRows, k: k, parameters: parameters)
+        let step = batch == 0 ? Swift.max(1, queryRows.rows) : batch
+        var hits: [[Shard.Hit]] = []
+        var latencies: [Double] = []
+        for first in stride(from: 0, to: queryRows.rows, by: step) {
+            let call = Date()
+            hits += try shard.search(queryRows.rows(first ..< Swift.min(queryRows.rows, first + step)), k: k, parameters: parameters)
+            latencies.append(Date().timeIntervalSince(call) * 1000)
+        }
         let seconds = Date().timeIntervalSince(start)
         print(String(format: "opened %@ in %.1f ms; searched %d queries, k=%d, nprobe=%d, %d threads: %.1f QPS",
                      data, opened * 1000, queryRows.rows, k, nprobe, threads, Double(queryRows.rows) / seconds))
+        if batch > 0 {
+            let sorted = latencies.sorted()
+            print(String(format: "latency per call of %d queries: p50 %.3f ms, p99 %.3f ms", batch, sorted[sorted.count / 2],
+                         sorted[Swift.min(sorted.count - 1, sorted.count * 99 / 100)]))
+        }
         if let truth {
             print(try GroundTruth.recall(ofKeys: hits.map { $0.map(\.key) }, k: k, keyPrefix: keyPrefix, truth: truth)
                 .map { String(format: "recall@%d %.4f", $0.at, $0.recall) }.joined(separator: "  "))

@@ -69,6 +69,45 @@ import Testing
         }
     }
 
+    /// Lists found by the coordinator and sent with a search: a shard scans them (the same
+    /// hits as finding its own), ignores them when they were found with another trained state,
+    /// and refuses lists its index cannot have (a list number past its lists, one named twice).
+    @Test func aShardScansTheListsItIsGivenWhenTheyFitItsTrainedState() async throws {
+        try await Self.loaded { cluster in
+            let port = cluster.map.shards[0].port
+            guard case let .statsResult(stats) = try await Self.reply(to: .stats, port: port) else { Issue.record("no stats"); return }
+            let index = try IndexFactory.make("IVF8,PQ8x4fs,RefineFlat", dimension: 16, metric: .l2) as! IVFPQIndex
+            try index.train(Self.data.vectors(0..<2000, stream: 1), threads: 1)
+            let queries = Self.data.vectors(0..<3, stream: 0)
+            let plain = SearchRequest(vectors: queries.values, dimension: 16, k: 5, nprobe: 3)
+            let probes = try index.assign(queries, nprobe: 3)
+            var given = plain
+            given.probeLists = probes.lists.map { UInt32($0) }
+            given.probeBiases = probes.biases
+            given.probeTrainedVersion = stats.trainedVersion
+            let expected = try await Self.reply(to: .search(plain), port: port)
+            guard case .searchResult = expected else { Issue.record("no result: \(expected)"); return }
+            #expect(try await Self.reply(to: .search(given), port: port) == expected)
+            // Lists of another trained state are not this index's: the shard finds its own.
+            var stale = given
+            stale.probeTrainedVersion = stats.trainedVersion &+ 1
+            stale.probeLists = [UInt32](repeating: 7, count: 9)
+            #expect(try await Self.reply(to: .search(stale), port: port) == expected)
+            for lists in [[99] + given.probeLists.dropFirst(), [given.probeLists[1]] + given.probeLists.dropFirst()] {
+                var bad = given
+                bad.probeLists = Array(lists)
+                let (code, message) = try await Self.code(of: .search(bad), port: port)
+                #expect(code == .invalidArgument && message.contains("probe"), "\(message)")
+            }
+        }
+    }
+
+    static func reply(to request: WireMessage, port: Int) async throws -> WireMessage? {
+        let c = try RawConnection(port: port)
+        c.send(try FrameEncoder.frame(Envelope(requestID: 5, body: request)))
+        return await c.nextFrame()?.body
+    }
+
     /// Zero nprobe and refine factor mean the documented defaults (16 and 4), not 1.
     @Test func zeroNprobeAndRefineMeanTheDocumentedDefaults() async throws {
         try await Self.loaded { cluster in

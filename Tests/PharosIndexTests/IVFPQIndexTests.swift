@@ -153,6 +153,39 @@ import Testing
         #expect(try index.search(Matrix(rows: 0, columns: 32), k: 5, parameters: SearchParameters()).ids.isEmpty)
     }
 
+    /// A coordinator finds each query's lists once (`assign`) and shards scan them: the same
+    /// hits, bit for bit, as a search that finds its own lists, one query at a time or many,
+    /// with every factory shape (OPQ rotates before the coarse search). Lists that this index
+    /// cannot have assigned are refused, naming the problem.
+    @Test(arguments: ["IVF32,PQ8", "IVF32,PQ16x4fs,RefineSQ8", "OPQ8,IVF16,PQ8x4fs,RefineFP16"])
+    func givenListsSearchExactlyAsFoundOnes(factory: String) throws {
+        let index = try built(factory) as! IVFPQIndex
+        let parameters = SearchParameters(nprobe: 5, threads: 2)
+        for queries in [Self.queries.rows(0..<1), Self.queries.rows(0..<3), Self.queries] {
+            let found = try index.search(queries, k: 10, parameters: parameters, sources: [index.lists])
+            let probes = try index.assign(queries, nprobe: 5)
+            #expect(probes.perQuery == 5 && probes.queryCount == queries.rows)
+            let given = try index.search(queries, k: 10, parameters: parameters, sources: [index.lists], probes: probes)
+            #expect(given == found, "\(queries.rows) queries")
+        }
+        let one = Self.queries.rows(0..<1)
+        let probes = try index.assign(one, nprobe: 5)
+        func refusal(_ lists: [Int32], _ biases: [Float], nprobe: Int = 5) -> String? {
+            do {
+                _ = try index.search(one, k: 10, parameters: SearchParameters(nprobe: nprobe), sources: [index.lists],
+                                     probes: try ProbeAssignment(perQuery: lists.count, lists: lists, biases: biases))
+                return nil
+            } catch { return "\(error)" }
+        }
+        #expect(refusal(probes.lists, probes.biases) == nil)
+        #expect(refusal(probes.lists, probes.biases, nprobe: 6)?.contains("min(nprobe") == true)
+        #expect(refusal([99] + probes.lists.dropFirst(), probes.biases)?.contains("list 99") == true)
+        #expect(refusal([-1] + probes.lists.dropFirst(), probes.biases)?.contains("list -1") == true)
+        #expect(refusal([probes.lists[1]] + probes.lists.dropFirst(), probes.biases)?.contains("twice") == true)
+        #expect(refusal(probes.lists, [.nan] + probes.biases.dropFirst())?.contains("finite") == true)
+        #expect(throws: IndexError.self) { try ProbeAssignment(perQuery: 5, lists: [1, 2, 3], biases: [0, 0, 0]) }
+    }
+
     @Test func refineShortlistIsBounded() throws {
         let index = try IndexFactory.make("PQ4,RefineSQ8", dimension: 32, metric: .l2)
         #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "131072", allowed: "1...65536")) {

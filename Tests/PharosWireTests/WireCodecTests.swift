@@ -30,6 +30,13 @@ import Testing
             request.buckets = BucketMask(count: 12, bits: [0b1010_0001, 0b0000_1000])
             return .search(request)
         }(),
+        {
+            var request = SearchRequest(vectors: [1, 2, 3, 4], dimension: 2, k: 10, nprobe: 2)
+            request.probeLists = [7, 3, 4_000_000_000, 0]
+            request.probeBiases = [-0.5, 1, 2.25, 1e30]
+            request.probeTrainedVersion = 0xfeed_beef_1234
+            return .search(request)
+        }(),
         .bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [0xff]), after: (0xdead_beef_0000_0001, "key-ä"), limit: 4096)),
         .bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [1]), limit: 1)),
         .bucketEntries([MovedEntry(key: "a", list: 3, code: [1, 2, 15], refine: [9, 9], metadata: [7]),
@@ -67,6 +74,21 @@ import Testing
         #expect(problem(.search(search))?.contains("at or past bucket_count 12") == true)
         search.buckets = BucketMask(count: 12, bits: [0, 0x08])
         #expect(problem(.search(search)) == nil)
+        // Lists found by a coordinator: one bias each, the same number per query, at most nprobe.
+        var probed = SearchRequest(vectors: [1, 2, 3, 4], dimension: 2, k: 10, nprobe: 2)
+        probed.probeLists = [1, 2, 3, 4]
+        probed.probeBiases = [0, 0, 0, 0]
+        #expect(problem(.search(probed)) == nil)
+        probed.probeBiases = [0, 0, 0]
+        #expect(problem(.search(probed))?.contains("one bias per list") == true)
+        probed.probeLists = [1, 2, 3]
+        #expect(problem(.search(probed))?.contains("the same number for each") == true)
+        probed.probeLists = [1, 2, 3, 4, 5, 6]
+        probed.probeBiases = [0, 0, 0, 0, 0, 0]
+        #expect(problem(.search(probed))?.contains("1...nprobe (2)") == true)
+        probed.probeLists = [1, 2, 3, 4]
+        probed.probeBiases = [0, .infinity, 0, 0]
+        #expect(problem(.search(probed))?.contains("probe_biases[1]") == true)
         #expect(problem(.bucketRead(BucketReadRequest(buckets: BucketMask(count: 8, bits: [1]), limit: 0)))?.contains("BucketRead.limit is 0") == true)
         #expect(problem(.bucketRead(BucketReadRequest(buckets: .everything, limit: 5)))?.contains("bucket_count is 0") == true)
         #expect(problem(.bucketDrop(BucketMask(count: 2 << 20, bits: []))) != nil)

@@ -199,10 +199,23 @@ struct  Pharos__Search
    */
   uint32_t bucket_count;
   ProtobufCBinaryData bucket_mask;
+  /*
+   * To a shard: the inverted lists each query scans, found once by the coordinator (which
+   * keeps the trained state) instead of by every shard: probe_lists holds, for each query in
+   * order, its min(nprobe, lists) nearest lists best first, and probe_biases their coarse
+   * distances (as the index computes them), with the trained state version they were found
+   * with; a shard holding another version finds its own. Empty: the shard finds the lists
+   * itself. Clients leave these unset.
+   */
+  size_t n_probe_lists;
+  uint32_t *probe_lists;
+  size_t n_probe_biases;
+  float *probe_biases;
+  uint64_t probe_trained_version;
 };
 #define PHAROS__SEARCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__search__descriptor) \
-    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, 0, {0,NULL} }
+    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, 0, {0,NULL}, 0,NULL, 0,NULL, 0 }
 
 
 /*
