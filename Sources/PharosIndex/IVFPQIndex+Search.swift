@@ -256,6 +256,11 @@ extension IVFPQIndex {
                 }
                 return
             }
+            if chunk.count <= IVFPQIndex.matrixVectorQueries, let coarse = coarseCodes,
+               CoarseCodes.worthIt(lists: n, dimension: d, nprobe: nprobe) {
+                shortlistedCoarseSearch(q0, count: chunk.count, nprobe: nprobe, codes: coarse, probes: &probes, biases: &biases)
+                return
+            }
             var scores = [Float](repeating: 0, count: chunk.count * n)
             scores.withUnsafeMutableBufferPointer { s in
                 centroids.values.withUnsafeBufferPointer { cb in
@@ -287,6 +292,45 @@ extension IVFPQIndex {
             }
         }
         return (probes, biases)
+    }
+
+    /// The coarse search of a few queries in two passes: int8 products with every centroid
+    /// shortlist `CoarseCodes.shortlist` lists per query, which are then scored exactly (float
+    /// dot products, the exact norms), and the best `nprobe` kept. Reads a quarter of the bytes
+    /// of the float pass; the same lists unless the int8 error pushed one of the nearest out of
+    /// a shortlist several times longer than nprobe.
+    private func shortlistedCoarseSearch(_ q0: UnsafePointer<Float>, count: Int, nprobe: Int, codes: CoarseCodes,
+                                         probes: inout [Int32], biases: inout [Float]) {
+        let d = dimension, n = configuration.lists, metric = self.metric
+        let shortlist = CoarseCodes.shortlist(nprobe: nprobe, lists: n)
+        var approximate = [Float](repeating: 0, count: n)
+        centroids.values.withUnsafeBufferPointer { cb in
+            approximate.withUnsafeMutableBufferPointer { a in
+                for qi in 0..<count {
+                    let q = q0 + qi * d
+                    codes.innerProducts(query: q, into: a.baseAddress!)
+                    // Smaller is nearer: -<q, c> (inner product), |c|^2 - 2 <q, c> (L2, without |q|^2).
+                    if metric == .l2 {
+                        for j in 0..<n { a[j] = centroidNorms[j] - 2 * a[j] }
+                    } else {
+                        for j in 0..<n { a[j] = -a[j] }
+                    }
+                    var candidates = ResultHeap(capacity: shortlist)
+                    candidates.withHeap { pharos_heap_push_many($0, a.baseAddress!, n, nil, 0, PharosSkipMask()) }
+                    let qNorm = metric == .l2 ? pharos_dot(q, q, d) : 0
+                    var best = ResultHeap(capacity: nprobe)
+                    for list in candidates.sorted().ids {
+                        let dot = pharos_dot(q, cb.baseAddress! + Int(list) * d, d)
+                        best.push(metric == .l2 ? qNorm + centroidNorms[Int(list)] - 2 * dot : -dot, list)
+                    }
+                    let (dist, ids) = best.sorted()
+                    for (p, (dv, id)) in zip(dist, ids).enumerated() {
+                        probes[qi * nprobe + p] = Int32(id)
+                        biases[qi * nprobe + p] = dv
+                    }
+                }
+            }
+        }
     }
 
     /// Float look-up table of list `l` for one query: `lut[s * ksub + j]` = the distance

@@ -37,6 +37,7 @@ extension IVFPQIndex {
             centroids = Matrix(rows: configuration.lists, columns: d,
                                values: try t.readFloats("centroids", expected: configuration.lists * d))
             centroidNorms = VectorMath.squaredNorms(centroids)
+            coarseCodes = CoarseCodes(centroids)
             pq.codebooks = try t.readFloats("codebooks", expected: trained ? pq.subquantizers * ksub * pq.subDimension : 0)
             if refineCodec != nil {
                 refineCodec = try RefineCodec.decodeParameters(&t, dimension: d)

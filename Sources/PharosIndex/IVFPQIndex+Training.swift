@@ -25,6 +25,7 @@ extension IVFPQIndex {
                 centroids = try KMeans(training: x, configuration: config).centroids
             }
             centroidNorms = VectorMath.squaredNorms(centroids)
+            coarseCodes = CoarseCodes(centroids)
             // Codebooks learn residuals of (a sample of) the training set, as faiss does.
             var rng = SplitMix64(seed: 4321)
             let pqSample = x.rows > pq.centroidsPerSubspace * 256

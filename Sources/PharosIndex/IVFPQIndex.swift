@@ -78,6 +78,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     var rotation: OPQRotation?
     var centroids: Matrix
     var centroidNorms: [Float] = []
+    /// The centroids in int8, the first pass of interactive queries' coarse search (set with them).
+    var coarseCodes: CoarseCodes?
     var pq: ProductQuantizer
     var refineCodec: RefineCodec?
     /// L2 only: `lists * M * ksub` terms |c_mj|^2 + 2 <centroid_l,m, c_mj> (faiss's precomputed table).

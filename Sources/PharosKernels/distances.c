@@ -27,6 +27,47 @@ float pharos_dot(const float *a, const float *b, size_t d) {
     return (s0 + s1) + (s2 + s3);
 }
 
+// MARK: - Integer inner products
+
+static void i8_dots_portable(const int8_t *query, const int8_t *rows, size_t n, size_t d, int32_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        const int8_t *row = rows + i * d;
+        int32_t sum = 0;
+        for (size_t j = 0; j < d; j++) sum += (int32_t)query[j] * (int32_t)row[j];
+        out[i] = sum;
+    }
+}
+
+#if PHAROS_X86
+__attribute__((target("avx2")))
+static void i8_dots_avx2(const int8_t *query, const int8_t *rows, size_t n, size_t d, int32_t *out) {
+    const size_t blocks = d / 16;
+    for (size_t i = 0; i < n; i++) {
+        const int8_t *row = rows + i * d;
+        __m256i acc = _mm256_setzero_si256();
+        for (size_t b = 0; b < blocks; b++) {
+            // 16 bytes of each widened to int16; madd sums adjacent products into int32 lanes
+            // (|product| <= 2^14, a pair <= 2^15: exact).
+            const __m256i q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(query + b * 16)));
+            const __m256i r = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + b * 16)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(q, r));
+        }
+        int32_t lanes[8];
+        _mm256_storeu_si256((__m256i *)lanes, acc);
+        int32_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+        for (size_t j = blocks * 16; j < d; j++) sum += (int32_t)query[j] * (int32_t)row[j];
+        out[i] = sum;
+    }
+}
+#endif
+
+void pharos_i8_dots(const int8_t *query, const int8_t *rows, size_t n, size_t d, int32_t *out) {
+#if PHAROS_X86
+    if (pharos_internal_level() == 1) { i8_dots_avx2(query, rows, n, d, out); return; }
+#endif
+    i8_dots_portable(query, rows, n, d, out);
+}
+
 // MARK: - Nearest centroid
 
 static size_t argmin_sum_portable(const float *values, const float *bias, size_t n, float *best_out) {

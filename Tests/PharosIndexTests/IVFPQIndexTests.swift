@@ -186,6 +186,34 @@ import Testing
         #expect(throws: IndexError.self) { try ProbeAssignment(perQuery: 5, lists: [1, 2, 3], biases: [0, 0, 0]) }
     }
 
+    /// Interactive queries (a few per call) shortlist their lists with int8 centroids and
+    /// score the shortlist exactly: the lists are the nearest ones the float pass over every
+    /// centroid finds (a batch's path), with the same distances, and the same at every kernel
+    /// level.
+    @Test(arguments: [Metric.l2, Metric.innerProduct])
+    func fewQueriesFindTheNearestListsThroughTheInt8Pass(metric: Metric) throws {
+        let normalized = metric == .innerProduct
+        let base = TestData.clustered(6000, dimension: 32, normalized: normalized)
+        let index = try IndexFactory.make("IVF256,PQ8x4fs", dimension: 32, metric: metric) as! IVFPQIndex
+        try index.train(base, threads: 2)
+        #expect(index.coarseCodes != nil && CoarseCodes.worthIt(lists: 256, dimension: 32, nprobe: 8))
+        let queries = TestData.clustered(40, dimension: 32, normalized: normalized, stream: 1)
+        let batch = try index.assign(queries, nprobe: 8)   // 40 queries: the float pass over every centroid
+        var same = 0
+        for q in 0..<40 {
+            let one = try index.assign(queries.rows(q ..< q + 1), nprobe: 8)   // the int8 pass, then exact scores
+            let expected = batch.lists[q * 8 ..< (q + 1) * 8]
+            if Set(one.lists) == Set(expected) { same += 1 }
+            let close = zip(one.biases, batch.biases[q * 8 ..< (q + 1) * 8]).allSatisfy { abs($0 - $1) <= 1e-4 * Swift.max(1, abs($1)) }
+            #expect(close, "query \(q): \(one.biases) vs \(Array(batch.biases[q * 8 ..< (q + 1) * 8]))")
+        }
+        #expect(same == 40)
+        let simd = try index.assign(queries.rows(0..<3), nprobe: 8)
+        pharos_kernel_force_portable(1)
+        defer { pharos_kernel_force_portable(0) }
+        #expect(try index.assign(queries.rows(0..<3), nprobe: 8) == simd)
+    }
+
     @Test func refineShortlistIsBounded() throws {
         let index = try IndexFactory.make("PQ4,RefineSQ8", dimension: 32, metric: .l2)
         #expect(throws: IndexError.invalidParameter(name: "k x refineFactor", value: "131072", allowed: "1...65536")) {

@@ -29,6 +29,24 @@ import Testing
         #expect(nan.size == 0)
     }
 
+    /// Integer inner products are exact: the same as a naive sum, at every kernel level, for
+    /// lengths with and without a tail past the 16-byte blocks, and at the int8 extremes.
+    @Test(arguments: [1, 15, 16, 33, 512])
+    func int8InnerProductsAreExact(dimension: Int) {
+        var rng = SplitMix64(seed: UInt64(dimension))
+        let n = 37
+        let query = (0..<dimension).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
+        var rows = (0..<n * dimension).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
+        for j in 0..<dimension { rows[j] = query[j] == -127 ? -127 : 127 }   // row 0 near the largest sum
+        let naive = (0..<n).map { i in (0..<dimension).reduce(Int32(0)) { $0 + Int32(query[$1]) * Int32(rows[i * dimension + $1]) } }
+        var simd = [Int32](repeating: 0, count: n), portable = simd
+        pharos_i8_dots(query, rows, n, dimension, &simd)
+        pharos_kernel_force_portable(1)
+        pharos_i8_dots(query, rows, n, dimension, &portable)
+        pharos_kernel_force_portable(0)
+        #expect(simd == naive && portable == naive)
+    }
+
     @Test func pq8DistancesMatchNaiveSums() {
         var rng = SplitMix64(seed: 9)
         let m = 5, n = 23

@@ -128,6 +128,11 @@ void pharos_lut_combine(const float *base, const float *values, float factor, si
 float pharos_l2sq(const float *a, const float *b, size_t d);
 /// Inner product of float vectors.
 float pharos_dot(const float *a, const float *b, size_t d);
+
+/// Exact integer inner products of one int8 vector with `n` int8 rows of `d` (row-major):
+/// `out[i] = sum_j query[j] * rows[i * d + j]` in int32, the same at every kernel level.
+/// (`d` at most 65,536: the sums cannot overflow.)
+void pharos_i8_dots(const int8_t *query, const int8_t *rows, size_t n, size_t d, int32_t *out);
 /// Decodes an 8-bit scalar-quantized vector: x[j] = offset[j] + code[j] * scale[j], where
 /// scale = range / 255 and offset = minimum + scale / 2 (the centre of the code's bucket).
 void pharos_sq8_decode(const uint8_t *code, const float *offset, const float *scale, size_t d, float *out);
