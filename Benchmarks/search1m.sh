@@ -48,13 +48,22 @@ A=(--coordinator "127.0.0.1:$port")
 start=$(date +%s.%N)
 "$bin/pharos" ingest "${A[@]}" --vectors "$set_dir/base.fvecs" | tail -n 1
 ingest_seconds=$(echo "$(date +%s.%N) - $start" | bc)
-search() {   # ADDRESS -> "p50 p99" in ms
+fail() { echo "search1m: $*" >&2; exit 1; }
+search() {   # ADDRESS -> "p50 p99" in ms (a failed search stops the benchmark)
   "$bin/pharos" search --coordinator "$1" --queries "$set_dir/queries.fvecs" -k 10 --nprobe 16 \
-    --truth "$set_dir/truth-ip-100.ivecs" --key-prefix row- >"$work/search.out" 2>&1
+    --truth "$set_dir/truth-ip-100.ivecs" --key-prefix row- >"$work/search.out" 2>&1 || fail "search of $1: $(tail -n 3 "$work/search.out")"
   sed -nE 's/.*latency p50 ([0-9.]+) ms, p99 ([0-9.]+) ms.*/\1 \2/p' "$work/search.out"
 }
+measure() {   # MODE COMMAND... -> a line of the rounds file, or stop
+  local mode=$1; shift
+  local times
+  times=$("$@") || exit 1
+  [ -n "$times" ] || fail "no latency from mode $mode"
+  echo "$mode $times" >>"$work/rounds"
+}
 memory=$("$bin/pharos" status "${A[@]}" | sed -nE 's/.* ([0-9]+) in memory.*/\1/p')
-unsealed=$(search "127.0.0.1:$port")
+unsealed=$(search "127.0.0.1:$port") || exit 1
+[ -n "$unsealed" ] || fail "no latency from the first search"
 recall=$(sed -nE 's/.*(recall@10 [0-9.]+).*/\1/p' "$work/search.out")
 # The shards seal what is in memory once writes have paused (30 s).
 for _ in $(seq 1 240); do
@@ -69,20 +78,24 @@ cp "$dir/coordinator/cluster-state.json" "$work/coord-b/"
   --shards-find-lists >"$work/coord-b.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "listening" "$work/coord-b.log" && break; sleep 0.1; done
+grep -q "listening" "$work/coord-b.log" || fail "the second coordinator did not start: $(cat "$work/coord-b.log")"
 shard0=$("$bin/pharos" status "${A[@]}" | sed -nE 's/^  shard-0 ([0-9.:]+) .*/\1/p')
 # D: the in-process engine over a copy of shard-0's files (the serving process holds the lock).
 cp -r "$dir/shard-0" "$work/s0"
 rm -f "$work/s0/LOCK"
+# (Copied while served: a compaction racing the copy would leave it inconsistent; verify it.)
+"$bin/pharos-shard" verify --data "$work/s0" >/dev/null || fail "the copy of shard-0 does not verify (copied during a compaction?): run again"
 inprocess() {
   "$bin/pharos-shard" search --data "$work/s0" --queries "$set_dir/queries.fvecs" -k 10 --nprobe 16 --batch 1 --threads 1 \
-    | sed -nE 's/.*p50 ([0-9.]+) ms, p99 ([0-9.]+) ms.*/\1 \2/p'
+    >"$work/inprocess.out" 2>&1 || fail "pharos-shard search: $(tail -n 3 "$work/inprocess.out")"
+  sed -nE 's/.*p50 ([0-9.]+) ms, p99 ([0-9.]+) ms.*/\1 \2/p' "$work/inprocess.out"
 }
 : >"$work/rounds"
 for r in $(seq 1 "$rounds"); do
-  echo "A $(search "127.0.0.1:$port")" >>"$work/rounds"
-  echo "B $(search "127.0.0.1:$((port + 10))")" >>"$work/rounds"
-  echo "C $(search "$shard0")" >>"$work/rounds"
-  echo "D $(inprocess)" >>"$work/rounds"
+  measure A search "127.0.0.1:$port"
+  measure B search "127.0.0.1:$((port + 10))"
+  measure C search "$shard0"
+  measure D inprocess
 done
 /usr/bin/python3 - "$work/rounds" "$count" "$ingest_seconds" "$memory" "$unsealed" "$recall" <<'PY'
 import statistics, sys

@@ -27,6 +27,10 @@ extension Coordinator {
         var first = request
         first.queryKeys = []
         first.expansion = .none
+        // Lists to scan are the coordinator's to give shards, never a client's.
+        first.probeLists = []
+        first.probeBiases = []
+        first.probeTrainedVersion = 0
         if request.queryKeys.isEmpty && request.expansion == .none {
             // The common case, without a future in between.
             return round(vectorQueries, request: first, deadline: deadline, on: loop)
@@ -73,7 +77,7 @@ extension Coordinator {
     }
 
     /// Requests of at most this many queries have their lists found by the coordinator.
-    static let assignedQueries = 8
+    static let assignedQueries = 4
 
     /// k of an expansion's first round: the n neighbours, one more when queries are indexed
     /// keys (the key itself is left out), within the limits a shard checks.
@@ -129,9 +133,9 @@ extension Coordinator {
         shardRequest.vectors = queries.flatMap { $0 }
         shardRequest.dimension = map.collection.dimension
         shardRequest.queryKeys = []
-        // A few queries' lists are found here, once, on the event loop (well under a millisecond
-        // each); a large batch's are left to the shards, on their worker threads, rather than
-        // holding this loop for the whole batch.
+        // A few queries' lists are found here, once, on the event loop (each by a pass over int8
+        // centroids, well under a millisecond); a larger batch's are left to the shards, on their
+        // worker threads, rather than holding this loop for a matrix product.
         if queries.count <= Self.assignedQueries, let assigner = probeAssigner.withLock({ $0 }) {
             shardRequest = assigner.assigning(shardRequest, queries: queries)
         }

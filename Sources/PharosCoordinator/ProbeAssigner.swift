@@ -18,6 +18,8 @@ struct ProbeAssigner: Sendable {
     init?(trainedState bytes: [UInt8]) {
         guard let loaded = try? IndexFactory.load(bytes: bytes, name: "kept trained state"),
               let index = loaded as? any InvertedFileIndex, loaded.isTrained else { return nil }
+        // Only the coarse stage runs here: the scan's precomputed tables would be dead weight.
+        (index as? IVFPQIndex)?.releaseScanTables()
         self.index = index
         version = IndexFactory.trainedStateVersion(loaded)
     }
@@ -27,7 +29,10 @@ struct ProbeAssigner: Sendable {
     func assigning(_ request: SearchRequest, queries: [[Float]]) -> SearchRequest {
         guard !queries.isEmpty, let dimension = queries.first?.count, dimension == index.dimension else { return request }
         let matrix = Matrix(rows: queries.count, columns: dimension, values: queries.flatMap { $0 })
-        guard let probes = try? index.assign(matrix, nprobe: request.effectiveNprobe) else { return request }
+        // Lists a shard would refuse (a query whose distances overflow leaves a slot unfilled)
+        // are not sent: the shards then find their own, as they did before.
+        guard let probes = try? index.assign(matrix, nprobe: request.effectiveNprobe),
+              probes.lists.allSatisfy({ $0 >= 0 }), probes.biases.allSatisfy(\.isFinite) else { return request }
         var assigned = request
         assigned.probeLists = probes.lists.map { UInt32(truncatingIfNeeded: $0) }
         assigned.probeBiases = probes.biases

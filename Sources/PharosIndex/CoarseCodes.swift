@@ -31,7 +31,8 @@ struct CoarseCodes: Sendable {
     /// Whether the first pass pays for a search of `nprobe` of `lists` lists in `dimension`
     /// dimensions: enough centroids to read and a shortlist well under all of them.
     static func worthIt(lists: Int, dimension: Int, nprobe: Int) -> Bool {
-        lists >= 256 && dimension >= 32 && shortlist(nprobe: nprobe, lists: lists) * 4 <= lists
+        // (At most 65,536 dimensions: int32 sums of 127 x 127 products cannot overflow.)
+        lists >= 256 && (32...65536).contains(dimension) && shortlist(nprobe: nprobe, lists: lists) * 4 <= lists
     }
 
     /// Centroids scored exactly after the int8 pass.

@@ -38,6 +38,12 @@ extension IVFPQIndex {
         }
     }
 
+    /// Frees the precomputed L2 scan tables (up to 256 MB) of an index used only for its coarse
+    /// stage (`assign`); searches then compute each list's table as they go.
+    public func releaseScanTables() {
+        lock.withWriteLock { l2Table = [] }
+    }
+
     func buildL2Table() {
         l2Table = []
         let ksub = pq.centroidsPerSubspace, m = pq.subquantizers

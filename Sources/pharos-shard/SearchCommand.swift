@@ -47,7 +47,7 @@ struct SearchCommand: ParsableCommand {
         let seconds = Date().timeIntervalSince(start)
         print(String(format: "opened %@ in %.1f ms; searched %d queries, k=%d, nprobe=%d, %d threads: %.1f QPS",
                      data, opened * 1000, queryRows.rows, k, nprobe, threads, Double(queryRows.rows) / seconds))
-        if batch > 0 {
+        if batch > 0, !latencies.isEmpty {
             let sorted = latencies.sorted()
             print(String(format: "latency per call of %d queries: p50 %.3f ms, p99 %.3f ms", batch, sorted[sorted.count / 2],
                          sorted[Swift.min(sorted.count - 1, sorted.count * 99 / 100)]))

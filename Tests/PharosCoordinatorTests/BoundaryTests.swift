@@ -99,6 +99,19 @@ import Testing
                 let (code, message) = try await Self.code(of: .search(bad), port: port)
                 #expect(code == .invalidArgument && message.contains("probe"), "\(message)")
             }
+            // A client's lists never reach the shards: the coordinator finds them itself (a few
+            // queries) or leaves them to the shards (more), whatever the client sent.
+            let coordinatorPort = try #require(cluster.coordinatorServer.boundPort)
+            for rows in [3, 6] {
+                let many = Self.data.vectors(0..<rows, stream: 0)
+                var hostile = SearchRequest(vectors: many.values, dimension: 16, k: 5, nprobe: 3)
+                hostile.probeLists = [UInt32](repeating: 99, count: rows * 3)
+                hostile.probeBiases = [Float](repeating: 0, count: rows * 3)
+                hostile.probeTrainedVersion = stats.trainedVersion
+                let honest = try await Self.reply(to: .search(SearchRequest(vectors: many.values, dimension: 16, k: 5, nprobe: 3)), port: coordinatorPort)
+                guard case .searchResult = honest else { Issue.record("no result: \(String(describing: honest))"); return }
+                #expect(try await Self.reply(to: .search(hostile), port: coordinatorPort) == honest, "\(rows) queries")
+            }
         }
     }
 
