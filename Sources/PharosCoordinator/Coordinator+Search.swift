@@ -171,7 +171,7 @@ extension Coordinator {
                 return EventLoopFuture.whenAllSucceed(groups.map(\.futureResult), on: loop).map { $0.flatMap { $0 } }
             }.flatMap { outcomes in
                 // A node that saw a newer map than this round's: the round runs again on it.
-                let stale = outcomes.contains { if case let .failure(e) = $0.1 { return e.code == .staleMap } else { return false } }
+                let stale = outcomes.contains { HedgedGroup.isStaleMap($0.1) }
                 if stale && attempt <= 2 && deadline.remaining > .zero {
                     // The map another coordinator changed is read first (a no-op with one coordinator).
                     return loop.makeFutureWithTask { try? await self.refreshMap() }.flatMap {

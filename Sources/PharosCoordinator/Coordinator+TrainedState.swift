@@ -8,7 +8,7 @@ import PharosWire
 extension Coordinator {
     /// Pushes a checked trained state to every shard; keeps its whitening once they all took it.
     func pushTrainedState(_ file: [UInt8], _ whiteningFile: [UInt8]) async throws -> WireMessage {
-        let pushed = try checkedTrainedState(file)
+        let (pushed, loaded) = try checkedTrainedState(file)
         let whitening = try whiteningFile.isEmpty ? nil : acceptable(whiteningFile)
         try await checkNotRetraining(version: pushed, whitening: whitening)
         var version: UInt64?
@@ -22,14 +22,14 @@ extension Coordinator {
             }
             version = v
         }
-        try keepTrainedState(file)
+        try keepTrainedState(file, loaded: loaded, version: pushed)
         if let whitening { try keep(whitening) }
         return .trainedStateAck(version: version ?? 0)
     }
 
     /// A pushed trained state must be the cluster file's collection: its factory, dimension
     /// and metric, trained and empty. Returns its version (as shards compute it).
-    private func checkedTrainedState(_ bytes: [UInt8]) throws -> UInt64 {
+    private func checkedTrainedState(_ bytes: [UInt8]) throws -> (version: UInt64, index: any VectorIndex) {
         let loaded: any VectorIndex
         do { loaded = try IndexFactory.load(bytes: bytes, name: "pushed trained state") } catch {
             throw WireError(.invalidArgument, "\(error)")
@@ -44,7 +44,7 @@ extension Coordinator {
         guard loaded.isTrained, loaded.count == 0 else {
             throw WireError(.invalidArgument, loaded.isTrained ? "TrainedState holds \(loaded.count) vectors; push a trained, empty index" : "TrainedState is not trained")
         }
-        return IndexFactory.trainedStateVersion(loaded)
+        return (IndexFactory.trainedStateVersion(loaded), loaded)
     }
 
     /// A trained collection keeps its trained state and whitening: the same ones again are
@@ -113,7 +113,7 @@ extension Coordinator {
     }
 
     /// Keeps the trained state (to give nodes that join later), in the state folder when there is one.
-    private func keepTrainedState(_ file: [UInt8]) throws {
+    private func keepTrainedState(_ file: [UInt8], loaded: any VectorIndex, version: UInt64) throws {
         if keptTrainedState.withLock({ $0 == file }) { return }
         if let stateDirectory = options.stateDirectory {
             do { try FileIO.writeAtomically(file, to: stateDirectory + "/" + Self.trainedStateFileName) } catch {
@@ -121,7 +121,8 @@ extension Coordinator {
             }
         }
         keptTrainedState.withLock { $0 = file }
-        if options.assignsProbes { probeAssigner.withLock { $0 = ProbeAssigner(trainedState: file) } }
+        // The index just checked serves as the assigner's (not loaded a second time).
+        if options.assignsProbes { probeAssigner.withLock { $0 = ProbeAssigner(index: loaded, version: version) } }
     }
 
     // MARK: Whitening

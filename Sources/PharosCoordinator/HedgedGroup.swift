@@ -157,6 +157,7 @@ final class HedgedGroup: @unchecked Sendable {
 }
 
 extension HedgedGroup {
+    /// Whether `outcome` is a node's STALE_MAP (the round runs again on the new map).
     static func isStaleMap(_ outcome: ShardOutcome) -> Bool {
         if case let .failure(error) = outcome { return error.code == .staleMap }
         return false

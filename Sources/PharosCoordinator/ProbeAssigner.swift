@@ -16,12 +16,18 @@ struct ProbeAssigner: Sendable {
     /// An assigner for a trained state file; nil when it is not an inverted-file index (no
     /// lists to assign) or cannot be read (then shards find their own lists, as before).
     init?(trainedState bytes: [UInt8]) {
-        guard let loaded = try? IndexFactory.load(bytes: bytes, name: "kept trained state"),
-              let index = loaded as? any InvertedFileIndex, loaded.isTrained else { return nil }
+        guard let loaded = try? IndexFactory.load(bytes: bytes, name: "kept trained state") else { return nil }
+        self.init(index: loaded, version: IndexFactory.trainedStateVersion(loaded))
+    }
+
+    /// An assigner for a loaded trained state of version `version` (as `trainedStateVersion`
+    /// gives it); nil when it is not a trained inverted-file index.
+    init?(index loaded: any VectorIndex, version: UInt64) {
+        guard let index = loaded as? any InvertedFileIndex, loaded.isTrained else { return nil }
         // Only the coarse stage runs here: the scan's precomputed tables would be dead weight.
         (index as? IVFPQIndex)?.releaseScanTables()
         self.index = index
-        version = IndexFactory.trainedStateVersion(loaded)
+        self.version = version
     }
 
     /// `request` with each of `queries`' lists (min(nprobe, lists) per query) and their

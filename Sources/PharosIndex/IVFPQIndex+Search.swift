@@ -89,9 +89,9 @@ extension IVFPQIndex {
             throw IndexError.invalidParameter(name: "probe biases[\(bad)]", value: "\(probes.biases[bad])", allowed: "finite")
         }
         for q in 0..<queries {
-            let row = probes.lists[q * expected ..< (q + 1) * expected]
-            if Set(row).count != row.count {
-                throw IndexError.invalidParameter(name: "probes of query \(q)", value: "a list named twice", allowed: "each list once")
+            var seen = Set<Int32>()
+            for list in probes.lists[q * expected ..< (q + 1) * expected] where !seen.insert(list).inserted {
+                throw IndexError.invalidParameter(name: "probes of query \(q)", value: "list \(list) twice", allowed: "each list once")
             }
         }
     }

@@ -312,6 +312,9 @@ public final class ShardService: WireService, @unchecked Sendable {
         // another (a retrain racing the request) the shard finds its own.
         var probes: ProbeAssignment?
         if !request.probeLists.isEmpty, request.probeTrainedVersion == shard.trainedStateVersion, request.queryKeys.isEmpty {
+            if let i = request.probeLists.firstIndex(where: { $0 > UInt32(Int32.max) }) {
+                throw WireError(.invalidArgument, "Search.probe_lists[\(i)] is \(request.probeLists[i]): past any list of this index (\(shard.index.listCount))")
+            }
             do {
                 probes = try ProbeAssignment(perQuery: request.probeLists.count / Swift.max(1, queries.rows),
                                              lists: request.probeLists.map { Int32(truncatingIfNeeded: $0) }, biases: request.probeBiases)
