@@ -26,6 +26,7 @@ packages=(
   systemd              # systemd-analyze: the units in Deploy/systemd are verified and rated offline
   openssl              # Scripts/make-test-certificates.sh: throw-away CAs and certificates for the TLS tests
   curl                 # Scripts/operating-test.sh: the admin ports over HTTPS, as the README walkthrough uses them
+  time bc              # benchmarks: peak RSS of a command (/usr/bin/time), seconds arithmetic
 )
 
 missing=()

@@ -45,6 +45,36 @@ public struct ExactRanker: Sendable {
     /// Rows of the `count` best scores (ties by row), in `space`'s order.
     private func best(_ q: [Float], _ count: Int) -> [Int] {
         let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), database).values
-        return Array(scores.indices.sorted { space.ranks(scores[$0], before: scores[$1]) || (scores[$0] == scores[$1] && $0 < $1) }.prefix(count))
+        let kept = min(count, scores.count)
+        guard kept > 0 else { return [] }
+        // One pass through a bounded heap whose root is the worst row kept: a full sort of a
+        // million scores per query made `pharos eval --database` take minutes at R1M scale.
+        let space = self.space
+        func worse(_ a: Int, _ b: Int) -> Bool { space.ranks(scores[b], before: scores[a]) || (scores[a] == scores[b] && a > b) }
+        var heap: [Int] = []
+        heap.reserveCapacity(kept)
+        for row in scores.indices {
+            if heap.count < kept {
+                heap.append(row)
+                var child = heap.count - 1
+                while child > 0, worse(heap[child], heap[(child - 1) / 2]) {
+                    heap.swapAt(child, (child - 1) / 2)
+                    child = (child - 1) / 2
+                }
+            } else if worse(heap[0], row) {
+                heap[0] = row
+                var parent = 0
+                while true {
+                    let left = 2 * parent + 1, right = left + 1
+                    var worst = parent
+                    if left < kept, worse(heap[left], heap[worst]) { worst = left }
+                    if right < kept, worse(heap[right], heap[worst]) { worst = right }
+                    if worst == parent { break }
+                    heap.swapAt(parent, worst)
+                    parent = worst
+                }
+            }
+        }
+        return heap.sorted { worse($1, $0) }
     }
 }

@@ -15,14 +15,14 @@ public struct DescriptorExtractor: Sendable {
         /// pooling, else 1).
         public var multiscale = false
         /// Longer image side the network sees at scale 1; larger images are shrunk (never grown).
-        public var maximumSide = 1024
+        public var maximumSide = 512
         /// Applied to the pooled (combined) descriptor; its input dimension must be 1280.
         public var whitening: Whitening?
         /// Local features, when wanted.
         public var local: LocalFeatureExtractor.Configuration?
 
         /// The defaults: GeM, single scale, 1024 pixels, no whitening, no local features.
-        public init(pooling: PoolingMethod = .gem, multiscale: Bool = false, maximumSide: Int = 1024, whitening: Whitening? = nil) {
+        public init(pooling: PoolingMethod = .gem, multiscale: Bool = false, maximumSide: Int = 512, whitening: Whitening? = nil) {
             self.pooling = pooling
             self.multiscale = multiscale
             self.maximumSide = maximumSide

@@ -23,7 +23,10 @@ struct ExtractionOptions: ParsableArguments {
     @Flag(help: "Also extract DELF-style local features (PREFIX.local).") var local = false
     @Option(help: "PCA for local descriptors (112 -> 40); default: learned from the first images and saved as PREFIX.local-pca.phxw.") var localPca: String?
     @Option(help: "Local features kept per image.") var maxKeypoints: Int = 1000
-    @Option(help: "Longer image side the network sees (larger images are shrunk).") var maxSide: Int = 1024
+    // 512 by evidence (Benchmarks/RESULTS.md, "Defaults by evidence"): on real multi-view photos
+    // it ranks as well as 1024 in 0.64x of the time, and held-out landmark photos ranked clearly
+    // worse at 1024; this ImageNet-224 network sees places best near its training scale.
+    @Option(help: "Longer image side the network sees (larger images are shrunk).") var maxSide: Int = 512
     @Option(help: "Images processed at once (1...256).") var threads: Int = Parallel.defaultThreads
     @Option(help: "The EfficientNet-Lite0 weights (.pth); default $PHAROS_WEIGHTS or the package installed by Scripts/install-deps.sh.") var weights: String?
 
