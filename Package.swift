@@ -171,7 +171,7 @@ let package = Package(
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels"]),
         .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
-        .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosTestSupport"],
+        .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosKernels", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).
         .target(name: "PharosTestSupport", dependencies: ["PharosVectors"], path: "Tests/PharosTestSupport"),

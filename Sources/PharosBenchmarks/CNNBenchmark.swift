@@ -21,6 +21,9 @@ public struct CNNBenchmark: Sendable {
     public var rounds: Int = 3
     /// The weights (.pth).
     public var weights: String?
+    /// Also time every stage of the network (one thread, one pass over the images, after the
+    /// timed rounds) and add the table to the result.
+    public var profile = false
 
     /// A benchmark of the photos under `images`.
     public init(images: String) { self.images = images }
@@ -45,9 +48,32 @@ public struct CNNBenchmark: Sendable {
         let rate = rates.median
         let flops = 2 * Double(network.multiplyAdds(height: height, width: width))
         let peak = Self.gemmPeak(threads: threads)
-        return String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d); %.3f GFLOP per image, %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s SGEMM peak on %d threads (OpenBLAS %@ kernels)",
-                      inputs.count, width, height, threads, rate, rates.count, flops / 1e9, rate * flops / 1e9,
-                      100 * rate * flops / peak, peak / 1e9, threads, BLAS.coreName)
+        let line = String(format: "pharos %d images %dx%d threads %d: %.2f images/s (median of %d); %.3f GFLOP per image, %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s SGEMM peak on %d threads (OpenBLAS %@ kernels)",
+                          inputs.count, width, height, threads, rate, rates.count, flops / 1e9, rate * flops / 1e9,
+                          100 * rate * flops / peak, peak / 1e9, threads, BLAS.coreName)
+        guard profile else { return line }
+        let stages = ForwardProfile()
+        for input in inputs { _ = try network.forward(input, intermediate: false, profile: stages) }
+        return line + "\n" + Self.table(stages, images: inputs.count, onePeak: Self.gemmPeak(threads: 1))
+    }
+
+    /// The profile as a Markdown table: milliseconds per image, share of the total, GFLOP/s of
+    /// the stages that multiply, against one thread's SGEMM peak.
+    static func table(_ profile: ForwardProfile, images: Int, onePeak: Double) -> String {
+        let stages = profile.stages
+        let total = stages.reduce(0) { $0 + $1.stage.seconds }
+        var lines = ["| stage (one thread) | ms per image | share | GFLOP per image | GFLOP/s | of SGEMM peak |", "|---|---|---|---|---|---|"]
+        for (name, stage) in stages {
+            let gflop = 2 * Double(stage.multiplyAdds) / Double(images) / 1e9
+            let rate = stage.seconds > 0 ? 2 * Double(stage.multiplyAdds) / stage.seconds / 1e9 : 0
+            lines.append(String(format: "| %@ | %.2f | %.0f%% | %@ | %@ | %@ |", name, 1000 * stage.seconds / Double(images),
+                                100 * stage.seconds / Swift.max(total, 1e-12),
+                                stage.multiplyAdds > 0 ? String(format: "%.3f", gflop) : "-",
+                                stage.multiplyAdds > 0 ? String(format: "%.1f", rate) : "-",
+                                stage.multiplyAdds > 0 ? String(format: "%.0f%%", 100 * rate * 1e9 / onePeak) : "-"))
+        }
+        lines.append(String(format: "| all | %.2f | 100%% | | | (peak %.1f GFLOP/s) |", 1000 * total / Double(images), onePeak / 1e9))
+        return lines.joined(separator: "\n")
     }
 
     /// The machine's attainable FLOP/s on `threads` threads: each runs OpenBLAS SGEMMs of

