@@ -169,12 +169,12 @@ let package = Package(
             ]),
 
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
-        .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels"]),
+        .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "PharosTestSupport"]),
         .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
         .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosKernels", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).
-        .target(name: "PharosTestSupport", dependencies: ["PharosVectors"], path: "Tests/PharosTestSupport"),
+        .target(name: "PharosTestSupport", dependencies: ["PharosVectors", "PharosKernels"], path: "Tests/PharosTestSupport"),
         .testTarget(name: "PharosStorageTests", dependencies: ["PharosStorage", "PharosIndex", "PharosVectors", "PharosTestSupport"]),
         .testTarget(
             name: "PharosWireTests",

@@ -220,6 +220,17 @@ public final class EfficientNetLite0: Sendable {
     /// of a band then work in cache.
     static let bandBytes = 384 << 10
 
+    /// Output rows per band of `block` on a `height` x `width` input: about `bandBytes` of
+    /// expanded input, but at least enough that the halo rows computed twice (kernel - stride
+    /// per band) stay under a quarter of the expansion.
+    static func bandRows(_ block: Block, expand: Convolution, height: Int, width: Int) -> Int {
+        let (k, s) = (block.depthwise.kernel, block.depthwise.stride)
+        let rowBytes = expand.outputChannels * width * MemoryLayout<Float>.size
+        let rowsBySize = (Swift.max(k, bandBytes / rowBytes) - k) / s + 1
+        let rowsByHalo = (4 * (k - s) + s - 1) / s
+        return Swift.min(samePadding(height, kernel: k, stride: s).output, Swift.max(1, rowsBySize, rowsByHalo))
+    }
+
     /// A block with an expansion, run in horizontal bands of its output: for each band, the
     /// expansion's GEMM over the input rows the band needs (the depthwise kernel's halo rows are
     /// computed in both bands that need them), the depthwise layer (with the expansion's bias
@@ -227,19 +238,14 @@ public final class EfficientNetLite0: Sendable {
     /// projection's bias and residual sum in one pass. The expanded map, the largest of the
     /// network (96 x 512 x 384 floats, 75 MB, at 1024x768: memory traffic and, above glibc's
     /// mmap threshold, a fresh mapping whose every page faults on every image), never exists
-    /// whole. Every value is computed exactly as unbanded (the same GEMM per column, the same
-    /// kernel per output row).
+    /// whole. Each value is the same arithmetic as unbanded (the same kernel per output row;
+    /// the GEMMs are OpenBLAS's, which may block a shorter GEMM otherwise: tested to 1e-6).
     static func runInBands(_ block: Block, expand: Convolution, _ x: FeatureMap, profile: ForwardProfile?) -> FeatureMap {
         let dw = block.depthwise, project = block.project
         let (k, s, channels, width) = (dw.kernel, dw.stride, expand.outputChannels, x.width)
         let (oh, top) = samePadding(x.height, kernel: k, stride: s)
         let (ow, left) = samePadding(width, kernel: k, stride: s)
-        // Output rows per band: about `bandBytes` of expanded input, but at least enough that
-        // the halo rows computed twice (k - s per band) stay under a quarter of the expansion.
-        let rowBytes = channels * width * MemoryLayout<Float>.size
-        let rowsBySize = (Swift.max(k, bandBytes / rowBytes) - k) / s + 1
-        let rowsByHalo = (4 * (k - s) + s - 1) / s
-        let rows = Swift.min(oh, Swift.max(1, rowsBySize, rowsByHalo))
+        let rows = bandRows(block, expand: expand, height: x.height, width: width)
         let maxInputRows = (rows - 1) * s + k
         var expanded = [Float](unsafeUninitializedCapacity: channels * maxInputRows * width) { _, n in n = channels * maxInputRows * width }
         var band = [Float](unsafeUninitializedCapacity: channels * rows * ow) { _, n in n = channels * rows * ow }
@@ -321,6 +327,10 @@ public final class EfficientNetLite0: Sendable {
         // Every kernel below writes each output value, so the map starts uninitialised.
         var output = FeatureMap(uninitializedChannels: conv.outputChannels, height: oh, width: ow)
         precondition(skip.map { ($0.channels, $0.height, $0.width) == (output.channels, oh, ow) } ?? true, "residual of another shape")
+        // The fused residual sum is act((x + bias) + skip), the unfused order only without an activation.
+        precondition(skip == nil || !conv.relu6, "a residual sum after ReLU6")
+        precondition(!(conv.depthwise || conv.kernel > 1 || conv.stride > 1) || (!deferEpilogue && skip == nil),
+                     "only a 1x1 convolution defers its epilogue or adds a residual")
         let plane = oh * ow
         let multiplyAdds = plane * conv.outputChannels * (conv.depthwise ? 1 : conv.inputChannels) * conv.kernel * conv.kernel
         conv.weights.withUnsafeBufferPointer { w in

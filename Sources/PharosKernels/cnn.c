@@ -133,13 +133,19 @@ static void depthwise_channel_portable(DepthwisePhases ph, const float *w, float
 }
 
 #if defined(__x86_64__)
-// One channel, AVX2 + FMA, for a kernel size and stride known at compile time (so the taps
+// ReLU6 exactly as `relu6`: max and min return their second operand on NaN and on equal
+// operands, so with `v` second a NaN stays NaN and -0.0 stays -0.0, as in the portable path.
+__attribute__((target("avx2")))
+static inline __m256 relu6_avx2(__m256 v) {
+    return _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(), v));
+}
+
+// One channel, AVX2 (multiply then add), for a kernel size and stride known at compile time (so the taps
 // unroll): 16 outputs per step in two accumulators, then 8, then one at a time.
 #define DEPTHWISE_AVX2(K, S)                                                                                   \
 __attribute__((target("avx2")))                                                                                 \
 static void depthwise_channel_avx2_##K##_##S(DepthwisePhases ph, const float *w, float bias, size_t out_height, \
                                              size_t out_width, int apply_relu6, float *out) {                 \
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);                                       \
     for (size_t y = 0; y < out_height; y++) {                                                                  \
         float *row = out + y * out_width;                                                                      \
         const float *base = ph.data + y * S * ph.width;                                                        \
@@ -155,8 +161,8 @@ static void depthwise_channel_avx2_##K##_##S(DepthwisePhases ph, const float *w,
                 }                                                                                              \
             }                                                                                                  \
             if (apply_relu6) {                                                                                 \
-                a0 = _mm256_min_ps(_mm256_max_ps(a0, zero), six);                                              \
-                a1 = _mm256_min_ps(_mm256_max_ps(a1, zero), six);                                              \
+                a0 = relu6_avx2(a0);                                                                            \
+                a1 = relu6_avx2(a1);                                                                            \
             }                                                                                                  \
             _mm256_storeu_ps(row + x, a0);                                                                     \
             _mm256_storeu_ps(row + x + 8, a1);                                                                 \
@@ -171,7 +177,7 @@ static void depthwise_channel_avx2_##K##_##S(DepthwisePhases ph, const float *w,
                 for (size_t kx = 0; kx < K; kx++)                                                              \
                     a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(w + ky * K + kx),                 \
                                          _mm256_loadu_ps(base + ((kx % S) * ph.rows + ky) * ph.width + x + kx / S))); \
-            if (apply_relu6) a0 = _mm256_min_ps(_mm256_max_ps(a0, zero), six);                                 \
+            if (apply_relu6) a0 = relu6_avx2(a0);                                                            \
             _mm256_maskstore_ps(row + x, mask, a0);                                                            \
         }                                                                                                      \
     }                                                                                                          \
@@ -234,7 +240,7 @@ __attribute__((target("avx2")))
 static void dense_rows_avx2_3_2(const DepthwisePhases *phases, size_t in_channels, const float *w, const float *bias,
                                 size_t o0, size_t y, size_t out_height, size_t out_width, int apply_relu6, float *output) {
     enum { K = 3, S = 2 };
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+
     for (size_t x = 0; x < out_width; x += 8) {
         __m256 acc[8];
         for (size_t j = 0; j < 8; j++) acc[j] = _mm256_set1_ps(bias[o0 + j]);
@@ -251,7 +257,7 @@ static void dense_rows_avx2_3_2(const DepthwisePhases *phases, size_t in_channel
         }
         __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(out_width - x)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         for (size_t j = 0; j < 8; j++) {
-            __m256 a = apply_relu6 ? _mm256_min_ps(_mm256_max_ps(acc[j], zero), six) : acc[j];
+            __m256 a = apply_relu6 ? relu6_avx2(acc[j]) : acc[j];
             _mm256_maskstore_ps(output + ((o0 + j) * out_height + y) * out_width + x, mask, a);
         }
     }

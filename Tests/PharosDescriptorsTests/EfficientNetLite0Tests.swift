@@ -1,5 +1,6 @@
 import Foundation
 import PharosKernels
+import PharosTestSupport
 import PharosVectors
 import Testing
 @testable import PharosDescriptors
@@ -51,16 +52,16 @@ enum Fixture {
     }
 
     /// `conv` on `input` with the SIMD kernels, then forced to the portable ones.
-    static func atBothKernelLevels(_ conv: EfficientNetLite0.Convolution, _ input: FeatureMap) -> (simd: FeatureMap, portable: FeatureMap) {
-        let simd = EfficientNetLite0.run(conv, input)
-        pharos_kernel_force_portable(1)
-        defer { pharos_kernel_force_portable(0) }
-        return (simd, EfficientNetLite0.run(conv, input))
+    static func atBothKernelLevels(_ conv: EfficientNetLite0.Convolution, _ input: FeatureMap,
+                                   inputEpilogue: EfficientNetLite0.Convolution? = nil) -> (simd: FeatureMap, portable: FeatureMap) {
+        KernelLevels.both { EfficientNetLite0.run(conv, input, inputEpilogue: inputEpilogue) }
     }
 
     /// The depthwise kernel against a direct sum over the zero-padded input, at every kernel
     /// size and stride the network uses, on odd and tiny sizes (a row narrower than one SIMD
-    /// step, padding on both sides); the SIMD and portable paths agree to the bit.
+    /// step, padding on both sides), with and without a previous layer's epilogue applied to
+    /// the input as it is read (the padding stays zero); the SIMD and portable paths agree to
+    /// the bit.
     @Test func depthwiseMatchesADirectSumAtBothKernelLevels() throws {
         var rng = SplitMix64(seed: 11)
         for trial in 0..<48 {
@@ -71,8 +72,17 @@ enum Fixture {
             let conv = EfficientNetLite0.Convolution(
                 outputChannels: channels, inputChannels: channels, kernel: kernel, stride: stride, depthwise: true, relu6: trial % 2 == 0,
                 weights: (0..<(channels * kernel * kernel)).map { _ in rng.nextGaussian() }, bias: (0..<channels).map { _ in rng.nextGaussian() })
-            let (simd, portable) = Self.atBothKernelLevels(conv, input)
-            #expect(simd == portable, "kernel \(kernel) stride \(stride), \(width) x \(height)")
+            // Every third trial, the input still lacks an expansion's bias and ReLU6 (or bias only).
+            let epilogue = trial % 3 != 0 ? nil : EfficientNetLite0.Convolution(
+                outputChannels: channels, inputChannels: 1, kernel: 1, stride: 1, depthwise: false, relu6: trial % 2 == 1,
+                weights: [], bias: (0..<channels).map { _ in 2 * rng.nextGaussian() })
+            let (simd, portable) = Self.atBothKernelLevels(conv, input, inputEpilogue: epilogue)
+            #expect(simd.values.map(\.bitPattern) == portable.values.map(\.bitPattern), "kernel \(kernel) stride \(stride), \(width) x \(height)")
+            func activated(_ c: Int, _ y: Int, _ x: Int) -> Double {
+                guard let epilogue else { return Double(input[c, y, x]) }
+                let v = input[c, y, x] + epilogue.bias[c]
+                return Double(epilogue.relu6 ? min(max(v, 0), 6) : v)
+            }
 
             let (oh, top) = EfficientNetLite0.samePadding(height, kernel: kernel, stride: stride)
             let (ow, left) = EfficientNetLite0.samePadding(width, kernel: kernel, stride: stride)
@@ -86,7 +96,7 @@ enum Fixture {
                             for kx in 0..<kernel {
                                 let (iy, ix) = (y * stride + ky - top, x * stride + kx - left)
                                 guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
-                                sum += Double(conv.weights[(c * kernel + ky) * kernel + kx]) * Double(input[c, iy, ix])
+                                sum += Double(conv.weights[(c * kernel + ky) * kernel + kx]) * activated(c, iy, ix)
                             }
                         }
                         if conv.relu6 { sum = min(max(sum, 0), 6) }
@@ -111,7 +121,7 @@ enum Fixture {
                 outputChannels: outputs, inputChannels: inputs, kernel: 3, stride: stride, depthwise: false, relu6: trial % 2 == 0,
                 weights: (0..<(outputs * inputs * 9)).map { _ in rng.nextGaussian() }, bias: (0..<outputs).map { _ in rng.nextGaussian() })
             let (simd, portable) = Self.atBothKernelLevels(conv, input)
-            #expect(simd == portable, "\(outputs) outputs, stride \(stride), \(width) x \(height)")
+            #expect(simd.values.map(\.bitPattern) == portable.values.map(\.bitPattern), "\(outputs) outputs, stride \(stride), \(width) x \(height)")
             let (oh, top) = EfficientNetLite0.samePadding(height, kernel: 3, stride: stride)
             let (ow, left) = EfficientNetLite0.samePadding(width, kernel: 3, stride: stride)
             var worst = 0.0
@@ -147,7 +157,15 @@ enum Fixture {
         let block = network.blocks[index]
         let expand = try #require(block.expand)
         var rng = SplitMix64(seed: UInt64(index))
-        let (height, width) = (2 * EfficientNetLite0.bandBytes / (expand.outputChannels * 4 * 40) + 13, 40 + index)
+        let width = 40 + index
+        // A height whose output takes several bands, the last one short.
+        var height = 2 * EfficientNetLite0.bandBytes / (expand.outputChannels * 4 * width) + 13
+        func bands(_ h: Int) -> (rows: Int, outputRows: Int) {
+            let outputRows = EfficientNetLite0.samePadding(h, kernel: block.depthwise.kernel, stride: block.depthwise.stride).output
+            return (EfficientNetLite0.bandRows(block, expand: expand, height: h, width: width), outputRows)
+        }
+        while bands(height).outputRows % bands(height).rows == 0 { height += 1 }
+        #expect(bands(height).outputRows > bands(height).rows, "block \(index): \(bands(height))")
         let x = FeatureMap(channels: expand.inputChannels, height: height, width: width,
                            values: (0..<(expand.inputChannels * height * width)).map { _ in rng.nextGaussian() })
         let raw = EfficientNetLite0.run(expand, x, deferEpilogue: true)

@@ -1,5 +1,6 @@
 import Foundation
 import PharosKernels
+import PharosTestSupport
 import PharosVectors
 import Testing
 @testable import PharosIndex
@@ -36,11 +37,10 @@ import Testing
         }
         #expect(lists.deletedCount == 1)
         #expect(!lists.view(ofList: 0).isDeleted(299))
-        for portable: Int32 in [0, 1] {
-            pharos_kernel_force_portable(portable)
-            defer { pharos_kernel_force_portable(0) }
-            let result = try index.search(vectors.rows(0..<4), k: 300, parameters: SearchParameters(nprobe: 1, refineFactor: 1, threads: 1),
-                                          sources: [lists])
+        let levels = try KernelLevels.both {
+            try index.search(vectors.rows(0..<4), k: 300, parameters: SearchParameters(nprobe: 1, refineFactor: 1, threads: 1), sources: [lists])
+        }
+        for (portable, result) in [(false, levels.simd), (true, levels.portable)] {
             for q in 0..<4 {
                 // The in-memory lists identify entries by the ids they were appended with (the rows).
                 let found = Set(result.hits(ofQuery: q).map(\.entry))

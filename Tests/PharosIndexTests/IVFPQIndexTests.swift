@@ -1,4 +1,5 @@
 import PharosKernels
+import PharosTestSupport
 import PharosVectors
 import Testing
 @testable import PharosIndex
@@ -63,10 +64,7 @@ import Testing
 
     @Test func fastScanAgreesAcrossKernelLevels() throws {
         let index = try built("PQ8x4fs")
-        let simd = try index.search(Self.queries, k: 15, parameters: SearchParameters(threads: 1))
-        pharos_kernel_force_portable(1)
-        defer { pharos_kernel_force_portable(0) }
-        let portable = try index.search(Self.queries, k: 15, parameters: SearchParameters(threads: 1))
+        let (simd, portable) = try KernelLevels.both { try index.search(Self.queries, k: 15, parameters: SearchParameters(threads: 1)) }
         #expect(simd == portable)
     }
 
@@ -208,10 +206,8 @@ import Testing
             #expect(close, "query \(q): \(one.biases) vs \(Array(batch.biases[q * 8 ..< (q + 1) * 8]))")
         }
         #expect(same == 40)
-        let simd = try index.assign(queries.rows(0..<3), nprobe: 8)
-        pharos_kernel_force_portable(1)
-        defer { pharos_kernel_force_portable(0) }
-        #expect(try index.assign(queries.rows(0..<3), nprobe: 8) == simd)
+        let levels = try KernelLevels.both { try index.assign(queries.rows(0..<3), nprobe: 8) }
+        #expect(levels.portable == levels.simd)
     }
 
     @Test func refineShortlistIsBounded() throws {

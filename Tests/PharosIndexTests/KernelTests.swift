@@ -1,4 +1,5 @@
 import PharosKernels
+import PharosTestSupport
 import PharosVectors
 import Testing
 @testable import PharosIndex
@@ -6,10 +7,8 @@ import Testing
 @Suite(.serialized) struct KernelTests {
     @Test func crc32cKnownAnswer() {
         let bytes = Array("123456789".utf8)
-        #expect(pharos_crc32c(0, bytes, bytes.count) == 0xE306_9283)
-        pharos_kernel_force_portable(1)
-        #expect(pharos_crc32c(0, bytes, bytes.count) == 0xE306_9283)
-        pharos_kernel_force_portable(0)
+        let crc = KernelLevels.both { pharos_crc32c(0, bytes, bytes.count) }
+        #expect(crc.simd == 0xE306_9283 && crc.portable == 0xE306_9283)
         // Continuation equals one pass.
         let a = pharos_crc32c(0, bytes, 4)
         #expect(pharos_crc32c(a, Array(bytes[4...]), 5) == 0xE306_9283)
@@ -39,11 +38,11 @@ import Testing
         var rows = (0..<n * dimension).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) }
         for j in 0..<dimension { rows[j] = query[j] == -127 ? -127 : 127 }   // row 0 near the largest sum
         let naive = (0..<n).map { i in (0..<dimension).reduce(Int32(0)) { $0 + Int32(query[$1]) * Int32(rows[i * dimension + $1]) } }
-        var simd = [Int32](repeating: 0, count: n), portable = simd
-        pharos_i8_dots(query, rows, n, dimension, &simd)
-        pharos_kernel_force_portable(1)
-        pharos_i8_dots(query, rows, n, dimension, &portable)
-        pharos_kernel_force_portable(0)
+        let (simd, portable) = KernelLevels.both {
+            var dots = [Int32](repeating: 0, count: n)
+            pharos_i8_dots(query, rows, n, dimension, &dots)
+            return dots
+        }
         #expect(simd == naive && portable == naive)
     }
 
@@ -73,10 +72,12 @@ import Testing
         for i in 0..<n { for s in 0..<m { #expect(pharos_fs4_code(packed, mp, i, s) == codes[i * m + s]) } }
         var luts = [UInt8](repeating: 0, count: queries * mp * 16)
         for q in 0..<queries { for s in 0..<m { for j in 0..<16 { luts[q * mp * 16 + s * 16 + j] = UInt8(rng.next() % 256) } } }
-        for portable in [0, 1] {
-            pharos_kernel_force_portable(Int32(portable))
+        let levels = KernelLevels.both {
             var sums = [UInt16](repeating: 0, count: queries * blocks * 32)
             pharos_fs4_scan(luts, queries, mp, packed, blocks, &sums)
+            return sums
+        }
+        for (portable, sums) in [(false, levels.simd), (true, levels.portable)] {
             for q in 0..<queries {
                 for i in 0..<n {
                     let naive = (0..<m).reduce(0) { $0 + Int(luts[q * mp * 16 + $1 * 16 + Int(codes[i * m + $1])]) }
@@ -84,7 +85,6 @@ import Testing
                 }
             }
         }
-        pharos_kernel_force_portable(0)
     }
 
     @Test(arguments: [1, 8, 13, 784])
@@ -97,19 +97,13 @@ import Testing
         var decoded = [Float](repeating: 0, count: d)
         pharos_sq8_decode(code, offset, scale, d, &decoded)
         for ip: Int32 in [0, 1] {
-            let simd = pharos_sq8_distance(query, code, offset, scale, d, ip)
-            pharos_kernel_force_portable(1)
-            let portable = pharos_sq8_distance(query, code, offset, scale, d, ip)
-            pharos_kernel_force_portable(0)
+            let (simd, portable) = KernelLevels.both { pharos_sq8_distance(query, code, offset, scale, d, ip) }
             #expect(simd == portable)
             let naive = ip == 1 ? -VectorMath.dot(query, decoded) : VectorMath.squaredL2(query, decoded)
             #expect(abs(simd - naive) <= 1e-4 * max(1, abs(naive)))
         }
         let weights = zip(query, scale).map { $0 * $1 }
-        let simdSum = pharos_sq8_weighted_sum(weights, code, d)
-        pharos_kernel_force_portable(1)
-        let portableSum = pharos_sq8_weighted_sum(weights, code, d)
-        pharos_kernel_force_portable(0)
+        let (simdSum, portableSum) = KernelLevels.both { pharos_sq8_weighted_sum(weights, code, d) }
         #expect(simdSum == portableSum)
         let viaWeights = VectorMath.dot(query, offset) + simdSum
         #expect(abs(viaWeights - VectorMath.dot(query, decoded)) <= 1e-4 * max(1, abs(viaWeights)))
@@ -124,13 +118,11 @@ import Testing
         if n > 3 { values[2] = .nan }
         let sums = zip(values, bias).map { $0 + $1 }
         let expected = sums.indices.filter { !sums[$0].isNaN }.min { sums[$0] < sums[$1] || (sums[$0] == sums[$1] && $0 < $1) }!
-        for portable: Int32 in [0, 1] {
-            pharos_kernel_force_portable(portable)
+        let levels = KernelLevels.both {
             var best: Float = 0
-            #expect(pharos_argmin_sum(values, bias, n, &best) == expected)
-            #expect(best == sums[expected])
+            return [Float(pharos_argmin_sum(values, bias, n, &best)), best]
         }
-        pharos_kernel_force_portable(0)
+        for found in [levels.simd, levels.portable] { #expect(found == [Float(expected), sums[expected]]) }
     }
 
     @Test func halfPrecisionRoundTrip() {

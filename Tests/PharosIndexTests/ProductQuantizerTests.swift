@@ -1,4 +1,5 @@
 import PharosKernels
+import PharosTestSupport
 import PharosVectors
 import Testing
 @testable import PharosIndex
@@ -32,10 +33,8 @@ import Testing
         let data = TestData.clustered(3000, dimension: 24)
         var pq = try ProductQuantizer(dimension: 24, subquantizers: 6, bits: bits)
         try pq.train(data, iterations: 5, threads: 2)
-        let simd = pq.encode(data, threads: 2)
-        pharos_kernel_force_portable(1)
-        defer { pharos_kernel_force_portable(0) }
-        #expect(pq.encode(data, threads: 2) == simd)
+        let levels = KernelLevels.both { pq.encode(data, threads: 2) }
+        #expect(levels.portable == levels.simd)
     }
 
     @Test func innerProductTableMatchesDots() throws {
