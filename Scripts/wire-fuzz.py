@@ -798,6 +798,20 @@ class Gen:
             if rng.random() < 0.4:
                 c["metadata"] = [f_len(num["metadata"], bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 32))))
                                  for _ in range(n)]
+            if rng.random() < 0.15:
+                # Protocol version 3: codes instead of vectors (refused by a coordinator; a
+                # shard takes only its own trained version and codes that state can make).
+                rows = []
+                for _ in range(rng.choice([n, n, n + 1, max(0, n - 1)])):
+                    row = f_varint(1, rng.choice([0, 1, 63, 64, 2**31, 2**32 - 1])) \
+                        + f_len(2, bytes(rng.randint(0, 20) for _ in range(rng.choice([0, 8, 8, 9, 16])))) \
+                        + f_len(3, bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 16, 17]))))
+                    rows.append(f_len(num["encoded"], row))
+                c["encoded"] = rows
+                c["trained_version"] = [f_varint(num["trained_version"], rng.choice([0, 1, rng.getrandbits(63)]))]
+                if rng.random() < 0.7:
+                    c.pop("vectors", None)
+                    c.pop("dimension", None)
         elif name in ("Delete", "Fetch"):
             n = rng.randint(1, 4)
             keys = []
@@ -1585,6 +1599,8 @@ class Fuzzer:
         probs = []
         if body == "upsert":
             n = len(m.keys)
+            if len(m.encoded) or m.trained_version:
+                probs.append("encoded rows (a coordinator refuses them; a shard needs its own trained version)")
             if n == 0 and (len(m.vectors) or len(m.metadata)):
                 probs.append("no keys")
             if n > LIMIT_ROWS:

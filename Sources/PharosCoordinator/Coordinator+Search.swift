@@ -136,7 +136,7 @@ extension Coordinator {
         // A few queries' lists are found here, once, on the event loop (each by a pass over int8
         // centroids, well under a millisecond); a larger batch's are left to the shards, on their
         // worker threads, rather than holding this loop for a matrix product.
-        if queries.count <= Self.assignedQueries, let assigner = probeAssigner.withLock({ $0 }) {
+        if options.assignsProbes, queries.count <= Self.assignedQueries, let assigner = probeAssigner.withLock({ $0 }) {
             shardRequest = assigner.assigning(shardRequest, queries: queries)
         }
         let template = shardRequest

@@ -122,7 +122,7 @@ extension Coordinator {
         }
         keptTrainedState.withLock { $0 = file }
         // The index just checked serves as the assigner's (not loaded a second time).
-        if options.assignsProbes { probeAssigner.withLock { $0 = ProbeAssigner(index: loaded, version: version) } }
+        probeAssigner.withLock { $0 = ProbeAssigner(index: loaded, version: version) }
     }
 
     // MARK: Whitening

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import PharosIndex
 import PharosVectors
@@ -6,7 +7,16 @@ import PharosWire
 extension Coordinator {
     /// Upserts `request`'s rows, prepared in the collection's space, on every copy of their
     /// buckets; durable on each copy written when it returns. Returns rows written and replaced.
+    ///
+    /// With copies, each row is encoded once here (with the trained state the coordinator
+    /// keeps) and its codes go to every copy that speaks protocol version 3, instead of each
+    /// copy encoding the vector again: on a machine shared by copies, encoding is most of a
+    /// write's work. A shard whose trained state differs refuses the codes; the write is then
+    /// sent again as vectors.
     func upsert(_ request: UpsertRequest) async throws -> (written: Int, replaced: Int) {
+        guard request.encoded.isEmpty, request.trainedVersion == 0 else {
+            throw WireError(.invalidArgument, "Upsert.encoded and trained_version are for a coordinator's requests to its shards: send vectors")
+        }
         let space = self.space, d = space.dimension
         guard request.dimension == space.inputDimension else {
             throw WireError(.invalidArgument, "vectors: dimension \(request.dimension), the collection takes \(space.inputDimension)-D vectors")
@@ -24,13 +34,35 @@ extension Coordinator {
             throw WireError(.invalidArgument, "vectors: \(error)")
         }
         let timeout = request.deadlineMilliseconds > 0 ? .milliseconds(request.deadlineMilliseconds) : options.writeDeadline
-        let replies = try await replicatedWrite(request.keys, within: timeout) { rows in
-            var vectors: [Float] = []
-            vectors.reserveCapacity(rows.count * d)
-            for r in rows { vectors += all[r * d ..< (r + 1) * d] }
-            return .upsert(UpsertRequest(keys: rows.map { request.keys[$0] }, vectors: vectors, dimension: d,
-                                         metadata: request.metadata.isEmpty ? [] : rows.map { request.metadata[$0] },
-                                         deadlineMilliseconds: Self.forwardable(timeout)))
+        let deadline = ContinuousClock.now + timeout
+        let encoded = await encodedOnce(Matrix(rows: request.keys.count, columns: d, values: all))
+        func write(encoding: Bool) async throws -> [WireMessage] {
+            let remaining = deadline - ContinuousClock.now
+            return try await replicatedWrite(request.keys, within: remaining) { rows, link in
+                let keys = rows.map { request.keys[$0] }, metadata = request.metadata.isEmpty ? [] : rows.map { request.metadata[$0] }
+                if encoding, let (codes, version) = encoded, link.connectedVersion >= Hello.encodedUpsertVersion {
+                    return .upsert(UpsertRequest(keys: keys, vectors: [], dimension: 0, metadata: metadata, deadlineMilliseconds: Self.forwardable(remaining),
+                                                 encoded: rows.map { codes[$0] }, trainedVersion: version))
+                }
+                var vectors: [Float] = []
+                vectors.reserveCapacity(rows.count * d)
+                for r in rows { vectors += all[r * d ..< (r + 1) * d] }
+                return .upsert(UpsertRequest(keys: keys, vectors: vectors, dimension: d, metadata: metadata, deadlineMilliseconds: Self.forwardable(remaining)))
+            }
+        }
+        let replies: [WireMessage]
+        do {
+            replies = try await write(encoding: encoded != nil)
+        } catch let error as WireError where encoded != nil && error.code == .invalidArgument
+                    && (error.message.contains("Upsert.trained_version is") || error.message.contains("Upsert.dimension is 0")) {
+            // A shard of another trained state (or a version-2 shard reached on a connection
+            // made after the message was built) refused the codes. Upserts are idempotent: the
+            // copies that took the codes take the vectors again (and count those rows as
+            // replaced). This trained state is not used for encoding again.
+            if let (_, version) = encoded { encodingRefused.withLock { $0 = version } }
+            logger.warning("a shard refused the coordinator's codes: sent as vectors, and writes are no longer encoded here",
+                           metadata: ["reason": "\(error.message)"])
+            replies = try await write(encoding: false)
         }
         let replaced = replies.reduce(0) { sum, reply in
             if case let .upsertResult(_, r) = reply { return sum + r }
@@ -39,16 +71,31 @@ extension Coordinator {
         return (request.keys.count, replaced)
     }
 
+    /// The rows' codes and the trained state's version, when this write goes to several
+    /// copies of which some speak protocol version 3 and the coordinator holds a trained state
+    /// no shard refused; encoded on a thread of its own (a batch of 100,000 rows at 4,096 lists
+    /// is seconds of work, which must not hold one of the few threads every task shares).
+    private func encodedOnce(_ vectors: Matrix) async -> ([EncodedRow], UInt64)? {
+        let routing = self.routing
+        guard options.encodesWrites, routing.state.replication > 1, let assigner = probeAssigner.withLock({ $0 }),
+              encodingRefused.withLock({ $0 }) != assigner.version,
+              routing.links.contains(where: { $0.connectedVersion >= Hello.encodedUpsertVersion }) else { return nil }
+        let rows: [EncodedRow]? = await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: assigner.encodedRows(vectors)) }.start()
+        }
+        return rows.map { ($0, assigner.version) }
+    }
+
     /// Deletes `keys` on every copy of their buckets; returns how many were present.
     func delete(_ keys: [String]) async throws -> Int {
-        let replies = try await replicatedWrite(keys, within: options.writeDeadline) { rows in .delete(keys: rows.map { keys[$0] }) }
+        let replies = try await replicatedWrite(keys, within: options.writeDeadline) { rows, _ in .delete(keys: rows.map { keys[$0] }) }
         return replies.reduce(0) { sum, reply in
             if case let .deleteResult(n) = reply { return sum + n }
             return sum
         }
     }
 
-    /// Sends `message(rows)` to every node that writes the rows' buckets (each serving copy,
+    /// Sends `message(rows, link)` to every node that writes the rows' buckets (each serving copy,
     /// and the target of a copy in progress) and returns the replies of the first copies
     /// (one per row, so counts are not multiplied by the replication).
     ///
@@ -60,7 +107,7 @@ extension Coordinator {
     /// asked again with the current map, up to three times. A move whose target did not take
     /// its part is abandoned, so the target's copy is rebuilt from the start.
     func replicatedWrite(_ keys: [String], within timeout: Duration,
-                         _ message: @escaping ([Int]) -> WireMessage) async throws -> [WireMessage] {
+                         _ message: @escaping ([Int], ShardLink) -> WireMessage) async throws -> [WireMessage] {
         let deadline = ContinuousClock.now + timeout
         for attempt in 1...3 {
             let routing = enter()
@@ -83,7 +130,7 @@ extension Coordinator {
     }
 
     private func writeOnce(_ keys: [String], routing: Routing, within timeout: Duration, finalAttempt: Bool,
-                           _ message: ([Int]) -> WireMessage) async throws -> WriteAttempt {
+                           _ message: ([Int], ShardLink) -> WireMessage) async throws -> WriteAttempt {
         // Each key's bucket, hashed once for the whole write.
         let bucketOf = keys.map { routing.bucket(of: $0) }
         let (groups, unplaced) = routing.writeGroups(buckets: bucketOf)
@@ -97,7 +144,7 @@ extension Coordinator {
             let primary = rows.filter { routing.writers[bucketOf[$0]].first == node }
             let others = rows.filter { routing.writers[bucketOf[$0]].first != node }
             for (part, isFirst) in [(primary, true), (others, false)] where !part.isEmpty {
-                requests.append((node, message(part)))
+                requests.append((node, message(part, routing.links[node])))
                 first.append(isFirst)
                 rowsOf.append(part)
             }

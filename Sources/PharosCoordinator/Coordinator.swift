@@ -61,6 +61,10 @@ public final class Coordinator: WireService, Sendable {
         /// Whether searches find each query's lists once here (with the kept trained state) and
         /// hand them to the shards, instead of every shard repeating that coarse search.
         public var assignsProbes = true
+        /// Whether writes to several copies are encoded once here (with the kept trained
+        /// state) and sent as codes to copies of protocol version 3, instead of each copy
+        /// encoding the vectors itself.
+        public var encodesWrites = true
 
         /// Defaults: 5 s searches, 60 s writes, 2 s health probes, no state folder.
         public init(searchDeadline: Duration = .seconds(5), writeDeadline: Duration = .seconds(60), stateDirectory: String? = nil) {
@@ -106,9 +110,12 @@ public final class Coordinator: WireService, Sendable {
     let roleValidUntil = Mutex(ContinuousClock.now)
     /// The collection's trained state (the file shards were given), to give nodes that join.
     let keptTrainedState: Mutex<[UInt8]?>
-    /// The kept trained state loaded, for finding searches' lists once for every shard (nil
-    /// before training, or when searches leave that to the shards).
+    /// The kept trained state loaded, for finding searches' lists once for every shard and
+    /// encoding rows written to several copies (nil before training).
     let probeAssigner = Mutex<ProbeAssigner?>(nil)
+    /// The version of a trained state whose codes a shard refused (its own is another): writes
+    /// are then sent as vectors, and encoded again only once the coordinator holds another.
+    let encodingRefused = Mutex<UInt64?>(nil)
     /// Recent answer times of shard searches (the hedge delay).
     let searchLatencies = LatencyWindow()
     /// Buckets whose last move failed: when to try again, and the wait that was set.
@@ -194,7 +201,7 @@ public final class Coordinator: WireService, Sendable {
             if FileManager.default.fileExists(atPath: trainedPath) { trained = try FileIO.readWholeFile(trainedPath) }
         }
         keptTrainedState = Mutex(trained)
-        if options.assignsProbes, let trained { probeAssigner.withLock { $0 = ProbeAssigner(trainedState: trained) } }
+        if let trained { probeAssigner.withLock { $0 = ProbeAssigner(trainedState: trained) } }
         var pool: [String: ShardLink] = [:]
         for node in state.nodes { pool[node.name] = ShardLink(address: node.address, group: group, token: options.shardToken, tls: options.shardTLS) }
         currentRouting = Mutex(Routing(state: state, links: state.nodes.map { pool[$0.name]! }, zone: options.zone))

@@ -2,9 +2,10 @@ import PharosIndex
 import PharosVectors
 import PharosWire
 
-/// The first stage of a search done once, in the coordinator: each query's nearest inverted
-/// lists, found with the trained state the shards hold and sent with the request, so that
-/// shards only scan. Without it every shard repeats the same coarse search (at 4096 lists of
+/// The coordinator's copy of the trained state the shards hold, for work done once in the
+/// coordinator instead of on every shard: the first stage of a search (each query's nearest
+/// inverted lists, sent with the request, so that shards only scan), and the codes of rows
+/// written to several copies. Without it every shard repeats the same coarse search (at 4096 lists of
 /// 512 dimensions, a pass over 8 MB of centroids per query per shard: most of a shard's time
 /// for one interactive query).
 struct ProbeAssigner: Sendable {
@@ -28,6 +29,20 @@ struct ProbeAssigner: Sendable {
         (index as? IVFPQIndex)?.releaseScanTables()
         self.index = index
         self.version = version
+    }
+
+    /// The rows' codes as every shard holding this trained state would make them, for a
+    /// write going to several copies (encoded once here instead of once per copy); nil when
+    /// this index cannot encode them.
+    func encodedRows(_ vectors: Matrix) -> [EncodedRow]? {
+        guard vectors.columns == index.dimension, let entries = try? index.encodeEntries(vectors, threads: 1) else { return nil }
+        var rows: [EncodedRow] = []
+        rows.reserveCapacity(entries.count)
+        entries.forEachEntry { _, list, code, refine in
+            rows.append(EncodedRow(list: list, code: Array(UnsafeBufferPointer(start: code, count: entries.layout.subquantizers)),
+                                   refine: refine.map { Array(UnsafeBufferPointer(start: $0, count: entries.layout.refineBytes)) } ?? []))
+        }
+        return rows
     }
 
     /// `request` with each of `queries`' lists (min(nprobe, lists) per query) and their

@@ -40,6 +40,12 @@ actor ShardLink {
     /// (empty and 0 before the first connection).
     nonisolated var peerHello: (software: String, version: UInt32) { peer.withLock { $0 } }
 
+    /// The protocol version agreed on the connection now open, 0 while there is none: what a
+    /// message may rely on (a node restarted with an older build agrees on its own version
+    /// when the link reconnects; until then nothing newer than version 1 is assumed).
+    nonisolated var connectedVersion: UInt32 { connected.withLock { $0 } }
+    private nonisolated let connected = Mutex<UInt32>(0)
+
     /// The connected client, if any (nil while disconnected or backing off).
     nonisolated var currentClient: WireClient? { published.withLock { $0 } }
 
@@ -108,7 +114,10 @@ actor ShardLink {
                 await c.close()
                 throw error
             }
-            if case let .hello(answer) = hello { peer.withLock { $0 = (answer.software.isEmpty ? "(protocol version 1)" : answer.software, answer.protocolVersion) } }
+            if case let .hello(answer) = hello {
+                peer.withLock { $0 = (answer.software.isEmpty ? "(protocol version 1)" : answer.software, answer.protocolVersion) }
+                connected.withLock { $0 = answer.protocolVersion }
+            }
             client = c
             backoff = .milliseconds(100)
             retryAfter = nil
@@ -123,6 +132,7 @@ actor ShardLink {
     private func drop(_ failed: WireClient) {
         guard client === failed else { return }
         client = nil
+        connected.withLock { $0 = 0 }
         Task { await failed.close() }
     }
 

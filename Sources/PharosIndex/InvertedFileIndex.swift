@@ -20,10 +20,17 @@ public protocol InvertedFileIndex: VectorIndex {
     func assign(_ queries: Matrix, nprobe: Int) throws -> ProbeAssignment
     /// The approximation of an entry from its list and stored (unpacked) codes.
     func reconstruct(list: Int, code: [UInt8], refine: [UInt8]) throws -> [Float]
+    /// Whether a refine code of the layout's length decodes to finite values only (codes sent
+    /// already encoded are checked with it: a NaN there would poison every score it enters).
+    func refineCodeIsFinite(_ refine: [UInt8]) -> Bool
 }
 
 extension IVFPQIndex: InvertedFileIndex {
     public var listCount: Int { configuration.lists }
+
+    public func refineCodeIsFinite(_ refine: [UInt8]) -> Bool {
+        refineCodec?.isFinite(refine) ?? true
+    }
 }
 
 extension InvertedFileIndex {

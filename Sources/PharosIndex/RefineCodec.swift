@@ -86,6 +86,21 @@ public struct RefineCodec: Sendable, Equatable {
         }
     }
 
+    /// Whether `code` (`codeBytes` long) decodes to finite values only: 8-bit codes always do;
+    /// half and single precision ones may hold infinities and NaNs.
+    public func isFinite(_ code: [UInt8]) -> Bool {
+        switch kind {
+        case .sq8:
+            return true
+        case .fp16:   // exponent bits all ones: infinity or NaN
+            return stride(from: 0, to: code.count - 1, by: 2).allSatisfy { (UInt16(code[$0]) | UInt16(code[$0 + 1]) << 8) & 0x7C00 != 0x7C00 }
+        case .flat:
+            return stride(from: 0, to: code.count - 3, by: 4).allSatisfy { i in
+                Float(bitPattern: UInt32(code[i]) | UInt32(code[i + 1]) << 8 | UInt32(code[i + 2]) << 16 | UInt32(code[i + 3]) << 24).isFinite
+            }
+        }
+    }
+
     /// Decodes one code into `output` (`dimension` floats).
     public func decode(_ code: UnsafePointer<UInt8>, into output: UnsafeMutablePointer<Float>) {
         switch kind {

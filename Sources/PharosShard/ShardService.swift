@@ -4,6 +4,7 @@ import PharosIndex
 import PharosStorage
 import PharosVectors
 import PharosObservability
+import PharosRouting
 import PharosWire
 
 /// The shard node's request logic, independent of the network: one storage directory,
@@ -201,6 +202,31 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .hello(Hello.answer(to: request, role: .shard, nodeName: configuration.nodeName, software: BuildInfo.versionLine(program: "pharos-shard")))
         case let .search(request):
             return .searchResult(try search(request))
+        case let .upsert(request) where !request.encoded.isEmpty:
+            // Rows a coordinator encoded once for all their copies: stored as sent, after the
+            // storage checks every encoded entry gets (list range, code and refine lengths).
+            let shard = try ready()
+            guard request.trainedVersion == shard.trainedStateVersion else {
+                throw WireError(.invalidArgument, "Upsert.trained_version is \(request.trainedVersion), this shard's trained state is version \(shard.trainedStateVersion): send vectors")
+            }
+            guard request.encoded.count == request.keys.count, request.metadata.isEmpty || request.metadata.count == request.keys.count else {
+                throw WireError(.invalidArgument, "Upsert: \(request.encoded.count) encoded rows and \(request.metadata.count) metadata values for \(request.keys.count) keys")
+            }
+            let entries = request.keys.indices.map { i in
+                let row = request.encoded[i], key = request.keys[i]
+                return Shard.BucketEntry(key: key, hash: KeyHash.of(key), stored: Shard.StoredEntry(
+                    list: row.list, code: row.code, refine: row.refine, metadata: request.metadata.isEmpty ? [] : request.metadata[i]))
+            }
+            // Checked before the write is noted: a refused batch must not spoil a copy in progress.
+            try shard.validate(encoded: entries)
+            receiving.noteWritten(request.keys)
+            do {
+                let replaced = try shard.upsert(encoded: entries)
+                return .upsertResult(written: request.keys.count, replaced: replaced)
+            } catch {
+                receiving.writeFailed(request.keys)
+                throw error
+            }
         case let .upsert(request):
             let shard = try ready()
             let vectors = try matrix(request.vectors, rows: request.keys.count, dimension: request.dimension, of: shard, field: "vectors")

@@ -86,13 +86,11 @@ extension Shard {
         }
     }
 
-    /// Inserts or replaces entries already encoded with this shard's trained state (a bucket
-    /// move's stream); durable on return. Returns how many replaced a stored entry.
-    @discardableResult
-    public func upsert(encoded entries: [BucketEntry]) throws -> Int {
-        try checkOpen()
-        let keys = entries.map(\.key)
-        try Shard.validate(keys: keys)
+    /// Refuses entries this shard's trained state cannot have made: a list out of range, code
+    /// or refine lengths of another layout, 4-bit codes above 15, refine codes that decode to
+    /// infinities or NaNs; and keys or metadata over the limits.
+    public func validate(encoded entries: [BucketEntry]) throws {
+        try Shard.validate(keys: entries.map(\.key))
         let layout = index.layout, lists = index.listCount
         for (i, e) in entries.enumerated() {
             let s = e.stored
@@ -109,9 +107,22 @@ extension Shard {
             if layout.bits == 4, let wide = s.code.firstIndex(where: { $0 > 15 }) {
                 throw StorageError.invalidInput(field: "entry \(i) code", problem: "byte \(wide) is \(s.code[wide]); 4-bit codes are 0...15")
             }
+            guard index.refineCodeIsFinite(s.refine) else {
+                throw StorageError.invalidInput(field: "entry \(i) refine code", problem: "decodes to an infinity or NaN")
+            }
         }
+    }
+
+    /// Inserts or replaces entries already encoded with this shard's trained state (a bucket
+    /// move's stream, or rows a coordinator encoded once for all copies); durable on return.
+    /// Returns how many replaced a stored entry. Nothing is stored when it throws.
+    @discardableResult
+    public func upsert(encoded entries: [BucketEntry]) throws -> Int {
+        try checkOpen()
+        try validate(encoded: entries)
+        let keys = entries.map(\.key)
         let batch = EncodedEntries(lists: entries.map { Int32($0.stored.list) }, codes: entries.flatMap(\.stored.code),
-                                   refine: entries.flatMap(\.stored.refine), layout: layout)
+                                   refine: entries.flatMap(\.stored.refine), layout: index.layout)
         let record = try WriteAheadLog.prepare(.upsert(keys: keys, entries: batch, metadata: entries.map(\.stored.metadata)))
         return try commit(PreparedUpsert(record: record, count: entries.count))
     }

@@ -132,6 +132,8 @@ extension WireMessage {
         switch self {
         case .hello: return nil
         case .search, .fetch, .stats, .health, .schema, .clusterStatus: return .read
+        // Codes are stored as sent, like a bucket move's pages: the coordinator's (admin) to send.
+        case let .upsert(u) where !u.encoded.isEmpty || u.trainedVersion != 0: return .admin
         case .upsert, .delete: return .write
         default: return .admin
         }

@@ -140,7 +140,18 @@ public struct RequestLimits: Sendable, Equatable {
         guard rows <= maximumKeys else { throw invalid("Upsert has \(rows) rows, at most \(maximumKeys)") }
         guard rows > 0 || u.vectors.isEmpty else { throw invalid("Upsert has \(u.vectors.count) floats but no keys") }
         try validate(keys: u.keys, field: "Upsert.keys")
-        if rows > 0 {
+        if !u.encoded.isEmpty || u.trainedVersion != 0 {
+            guard u.vectors.isEmpty, u.dimension == 0 else {
+                throw invalid("Upsert carries encoded rows and \(u.vectors.count) floats of dimension \(u.dimension): send one or the other")
+            }
+            guard u.encoded.count == rows else { throw invalid("Upsert.encoded has \(u.encoded.count) rows for \(rows) keys") }
+            guard u.trainedVersion != 0 else { throw invalid("Upsert.encoded needs the trained_version that made it") }
+            for (i, row) in u.encoded.enumerated() {
+                guard !row.code.isEmpty, row.code.count <= maximumDimension, row.refine.count <= 4 * maximumDimension else {
+                    throw invalid("Upsert.encoded[\(i)] has \(row.code.count) code and \(row.refine.count) refine bytes")
+                }
+            }
+        } else if rows > 0 {
             guard (1...maximumDimension).contains(u.dimension) else {
                 throw invalid("Upsert.dimension is \(u.dimension), allowed 1...\(maximumDimension)")
             }

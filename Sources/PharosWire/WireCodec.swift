@@ -142,6 +142,19 @@ public enum WireCodec {
             m.pointee.n_metadata = u.metadata.count
             m.pointee.metadata = u.metadata.isEmpty ? nil : metadata
             m.pointee.deadline_ms = UInt32(clamping: u.deadlineMilliseconds)
+            if !u.encoded.isEmpty {
+                let rows = arena.allocate(UnsafeMutablePointer<Pharos__EncodedRow>?.self, count: u.encoded.count)
+                for (i, row) in u.encoded.enumerated() {
+                    let r = arena.message(Pharos__EncodedRow.self) { pharos__encoded_row__init($0) }
+                    r.pointee.list = UInt32(clamping: row.list)
+                    r.pointee.code = arena.bytes(row.code)
+                    r.pointee.refine = arena.bytes(row.refine)
+                    rows[i] = r
+                }
+                m.pointee.n_encoded = u.encoded.count
+                m.pointee.encoded = rows
+            }
+            m.pointee.trained_version = u.trainedVersion
             e.body_case = PHAROS__ENVELOPE__BODY_UPSERT
             e.upsert = m
         case let .upsertResult(written, replaced):
@@ -329,9 +342,14 @@ public enum WireCodec {
             return .searchResult(SearchResponse(queries: queries, missing: missing + unnamed))
         case PHAROS__ENVELOPE__BODY_UPSERT:
             let u = e.upsert.pointee
+            let encoded: [EncodedRow] = u.encoded.map { rows in
+                (0..<u.n_encoded).compactMap { i in
+                    rows[i].map { EncodedRow(list: Int($0.pointee.list), code: bytes($0.pointee.code), refine: bytes($0.pointee.refine)) }
+                }
+            } ?? []
             return .upsert(UpsertRequest(keys: strings(u.keys, u.n_keys), vectors: floats(u.vectors, u.n_vectors),
                                          dimension: count(u.dimension), metadata: (0..<u.n_metadata).map { bytes(u.metadata[$0]) },
-                                         deadlineMilliseconds: count(u.deadline_ms)))
+                                         deadlineMilliseconds: count(u.deadline_ms), encoded: encoded, trainedVersion: u.trained_version))
         case PHAROS__ENVELOPE__BODY_UPSERT_RESULT:
             return .upsertResult(written: count(e.upsert_result.pointee.written), replaced: count(e.upsert_result.pointee.replaced))
         case PHAROS__ENVELOPE__BODY_DELETE:

@@ -124,7 +124,9 @@ public struct Hello: Sendable, Equatable {
     /// The oldest protocol version this build speaks.
     public static let oldestVersion: UInt32 = 1
     /// The newest protocol version this build speaks (the one `Protocols/README.md` describes).
-    public static let currentVersion: UInt32 = 2
+    public static let currentVersion: UInt32 = 3
+    /// The first version whose shards take `Upsert.encoded`.
+    public static let encodedUpsertVersion: UInt32 = 3
     /// In a request, the lowest version the sender speaks; in an answer, the agreed version.
     public var protocolVersion: UInt32
     /// The highest version the sender speaks (0: `protocolVersion` only).
@@ -286,14 +288,39 @@ public struct UpsertRequest: Sendable, Equatable {
     public var metadata: [[UInt8]]
     /// How long the write may take end to end; 0 for the server's default.
     public var deadlineMilliseconds: Int
+    /// To a shard (protocol version 3): the rows already encoded, one per key, instead of
+    /// `vectors` (then empty, and `dimension` 0).
+    public var encoded: [EncodedRow]
+    /// The version of the trained state that made `encoded` (0 without).
+    public var trainedVersion: UInt64
 
     /// An upsert batch.
-    public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = [], deadlineMilliseconds: Int = 0) {
+    public init(keys: [String], vectors: [Float], dimension: Int, metadata: [[UInt8]] = [], deadlineMilliseconds: Int = 0,
+                encoded: [EncodedRow] = [], trainedVersion: UInt64 = 0) {
         self.keys = keys
         self.vectors = vectors
         self.dimension = dimension
         self.metadata = metadata
         self.deadlineMilliseconds = deadlineMilliseconds
+        self.encoded = encoded
+        self.trainedVersion = trainedVersion
+    }
+}
+
+/// One row's codes as a trained state makes them: what a shard stores for a vector.
+public struct EncodedRow: Sendable, Equatable {
+    /// Its inverted list.
+    public var list: Int
+    /// One byte per sub-quantizer.
+    public var code: [UInt8]
+    /// The refine code (empty without refinement).
+    public var refine: [UInt8]
+
+    /// A row's codes.
+    public init(list: Int, code: [UInt8], refine: [UInt8]) {
+        self.list = list
+        self.code = code
+        self.refine = refine
     }
 }
 

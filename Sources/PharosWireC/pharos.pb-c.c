@@ -322,6 +322,51 @@ void   pharos__upsert__free_unpacked
   assert(message->base.descriptor == &pharos__upsert__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pharos__encoded_row__init
+                     (Pharos__EncodedRow         *message)
+{
+  static const Pharos__EncodedRow init_value = PHAROS__ENCODED_ROW__INIT;
+  *message = init_value;
+}
+size_t pharos__encoded_row__get_packed_size
+                     (const Pharos__EncodedRow *message)
+{
+  assert(message->base.descriptor == &pharos__encoded_row__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__encoded_row__pack
+                     (const Pharos__EncodedRow *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__encoded_row__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__encoded_row__pack_to_buffer
+                     (const Pharos__EncodedRow *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__encoded_row__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__EncodedRow *
+       pharos__encoded_row__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__EncodedRow *)
+     protobuf_c_message_unpack (&pharos__encoded_row__descriptor,
+                                allocator, len, data);
+}
+void   pharos__encoded_row__free_unpacked
+                     (Pharos__EncodedRow *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__encoded_row__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pharos__upsert_result__init
                      (Pharos__UpsertResult         *message)
 {
@@ -2332,7 +2377,7 @@ const ProtobufCMessageDescriptor pharos__search_result__descriptor =
   (ProtobufCMessageInit) pharos__search_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[5] =
+static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[7] =
 {
   {
     "keys",
@@ -2394,18 +2439,44 @@ static const ProtobufCFieldDescriptor pharos__upsert__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "encoded",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Pharos__Upsert, n_encoded),
+    offsetof(Pharos__Upsert, encoded),
+    &pharos__encoded_row__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "trained_version",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Upsert, trained_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__upsert__field_indices_by_name[] = {
   4,   /* field[4] = deadline_ms */
   2,   /* field[2] = dimension */
+  5,   /* field[5] = encoded */
   0,   /* field[0] = keys */
   3,   /* field[3] = metadata */
+  6,   /* field[6] = trained_version */
   1,   /* field[1] = vectors */
 };
 static const ProtobufCIntRange pharos__upsert__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor pharos__upsert__descriptor =
 {
@@ -2415,11 +2486,75 @@ const ProtobufCMessageDescriptor pharos__upsert__descriptor =
   "Pharos__Upsert",
   "pharos",
   sizeof(Pharos__Upsert),
-  5,
+  7,
   pharos__upsert__field_descriptors,
   pharos__upsert__field_indices_by_name,
   1,  pharos__upsert__number_ranges,
   (ProtobufCMessageInit) pharos__upsert__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__encoded_row__field_descriptors[3] =
+{
+  {
+    "list",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__EncodedRow, list),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "code",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__EncodedRow, code),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "refine",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__EncodedRow, refine),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__encoded_row__field_indices_by_name[] = {
+  1,   /* field[1] = code */
+  0,   /* field[0] = list */
+  2,   /* field[2] = refine */
+};
+static const ProtobufCIntRange pharos__encoded_row__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor pharos__encoded_row__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.EncodedRow",
+  "EncodedRow",
+  "Pharos__EncodedRow",
+  "pharos",
+  sizeof(Pharos__EncodedRow),
+  3,
+  pharos__encoded_row__field_descriptors,
+  pharos__encoded_row__field_indices_by_name,
+  1,  pharos__encoded_row__number_ranges,
+  (ProtobufCMessageInit) pharos__encoded_row__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor pharos__upsert_result__field_descriptors[2] =

@@ -43,6 +43,8 @@ struct PharosCoordinatorCommand: ParsableCommand {
     @Option(help: "TLS to shard nodes: the private key of --shard-tls-certificate (PEM).") var shardTlsKey: String?
     @Flag(help: "Let every shard find each query's lists itself, instead of this coordinator finding them once (with the kept trained state) and sending them along (for comparison).")
     var shardsFindLists = false
+    @Flag(help: "Let every copy encode the vectors of a write itself, instead of this coordinator encoding them once and sending the codes (for comparison).")
+    var shardsEncodeWrites = false
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
@@ -63,6 +65,7 @@ struct PharosCoordinatorCommand: ParsableCommand {
         options.minimumWriteCopies = minimumWriteCopies
         options.zone = zone
         options.assignsProbes = !shardsFindLists
+        options.encodesWrites = !shardsEncodeWrites
         if let shardTokenFile {
             do { options.shardToken = try AccessTokens.readToken(shardTokenFile) } catch let error as WireError {
                 throw ValidationError("--shard-token-file \(error.message)")

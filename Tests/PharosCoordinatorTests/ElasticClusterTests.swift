@@ -202,6 +202,65 @@ import Testing
         await cluster.stop()
     }
 
+    /// With two copies the coordinator encodes each row once and sends its codes to both
+    /// (protocol version 3), and the answers are those of one index built from the vectors. A
+    /// client may not send codes itself.
+    @Test func withCopiesEachRowIsEncodedOnceForBoth() async throws {
+        let counts = UpsertCounter()
+        let cluster = TestCluster()
+        do {
+            try await cluster.start(shards: 3, factory: Self.factory, replication: 2, runsMover: false) { _, service in
+                CountingService(service, counter: counts)
+            }
+            let state = try Self.trainedState()
+            _ = try await cluster.client.call(.trainedState(indexFile: state))
+            for start in stride(from: 0, to: 900, by: 300) { try await Self.upsert(cluster, rows: start..<start + 300) }
+            #expect(counts.rows == (encoded: 1800, vectors: 0), "rows the shards received: \(counts.rows)")
+            let live = Dictionary(uniqueKeysWithValues: (0..<900).map { ("k\($0)", $0) })
+            let queries = Self.data.vectors(0..<40, stream: 2)
+            try await Self.checkSearch(cluster, expected: try Self.expectedTop(state, live: live, queries: queries), queries: queries, "encoded once")
+            guard case let .fetchResult(entries) = try await cluster.client.call(.fetch(keys: ["k0", "k899", "absent"])) else { Issue.record("no fetch"); return }
+            #expect(entries.map(\.found) == [true, true, false])
+            await #expect {
+                try await cluster.client.call(.upsert(UpsertRequest(keys: ["x"], vectors: [], dimension: 0,
+                                                                    encoded: [EncodedRow(list: 0, code: Array(repeating: 0, count: 8), refine: [])], trainedVersion: 1)))
+            } throws: { ($0 as? WireError)?.code == .invalidArgument && "\($0)".contains("for a coordinator's requests") }
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    /// A coordinator holding another trained state than its shards (a second coordinator that
+    /// kept an old one) has its codes refused: the write goes again as vectors and succeeds, and
+    /// later writes are sent as vectors at once.
+    @Test func codesOfAnotherTrainedStateAreRefusedAndSentAgainAsVectors() async throws {
+        let counts = UpsertCounter()
+        let cluster = TestCluster()
+        do {
+            try await cluster.start(shards: 2, factory: Self.factory, replication: 2, runsMover: false) { _, service in
+                CountingService(service, counter: counts)
+            }
+            let state = try Self.trainedState()
+            _ = try await cluster.client.call(.trainedState(indexFile: state))
+            let other = try IndexFactory.make(Self.factory, dimension: TestCluster.dimension, metric: .l2)
+            try other.train(Self.data.vectors(3000..<6000, stream: 1), threads: 1)
+            cluster.coordinator.probeAssigner.withLock { $0 = ProbeAssigner(trainedState: IndexFactory.encoded(other)) }
+            try await Self.upsert(cluster, rows: 0..<300)
+            #expect(counts.rows == (encoded: 600, vectors: 600), "first write: \(counts.rows)")
+            try await Self.upsert(cluster, rows: 300..<600)
+            #expect(counts.rows == (encoded: 600, vectors: 1200), "second write: \(counts.rows)")
+            let live = Dictionary(uniqueKeysWithValues: (0..<600).map { ("k\($0)", $0) })
+            let queries = Self.data.vectors(0..<40, stream: 2)
+            try await Self.checkSearch(cluster, expected: try Self.expectedTop(state, live: live, queries: queries), queries: queries, "after the refusal")
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
     @Test func aFrozenNodeCostsAHedgeNotAPartialAnswer() async throws {
         let frozen = FreezableService.Switch()
         let cluster = TestCluster()
@@ -335,6 +394,38 @@ import Testing
         #expect(copies.count == 64 && copies.allSatisfy { $0.source == nil })
         #expect(MovePlanner.plan(state, balance: false) == copies)   // the same state, the same plan
     }
+}
+
+/// Counts the rows shards receive in upserts, as codes and as vectors.
+final class UpsertCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts = (encoded: 0, vectors: 0)
+    func add(_ request: UpsertRequest) {
+        lock.withLock {
+            if request.encoded.isEmpty { counts.vectors += request.keys.count } else { counts.encoded += request.keys.count }
+        }
+    }
+    var rows: (encoded: Int, vectors: Int) { lock.withLock { counts } }
+}
+
+/// A shard node that counts the upserts it is sent.
+final class CountingService: WireService, @unchecked Sendable {
+    let inner: any WireService
+    let counter: UpsertCounter
+    init(_ inner: any WireService, counter: UpsertCounter) {
+        self.inner = inner
+        self.counter = counter
+    }
+    var serviceName: String { inner.serviceName }
+    func respond(to envelope: Envelope, reply: @escaping @Sendable (WireMessage) -> Void) {
+        if case let .upsert(request) = envelope.body { counter.add(request) }
+        inner.respond(to: envelope, reply: reply)
+    }
+    func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
+        if case let .upsert(request) = message { counter.add(request) }
+        inner.respond(to: message, reply: reply)
+    }
+    func close() async { await inner.close() }
 }
 
 /// A shard node whose searches can be frozen (taken and never answered), as a SIGSTOPped or

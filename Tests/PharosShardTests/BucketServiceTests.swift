@@ -16,6 +16,80 @@ import Testing
         return reply
     }
 
+    /// Rows a coordinator encoded once (`Upsert.encoded`, protocol version 3) are stored as the
+    /// shard would have stored their vectors: the same search answers and fetched vectors as a
+    /// node that encoded them itself. Codes of another trained state, codes this state cannot
+    /// make, and codes sent with vectors are refused, naming the field, and store nothing.
+    @Test func rowsSentEncodedAreStoredAsTheirVectorsWouldBe() async throws {
+        try await TestNode.with { _, encoding in
+            try await TestNode.with { _, receiving in
+                let state = try TestNode.trainedState()
+                _ = try await encoding.call(.trainedState(indexFile: state))
+                _ = try await receiving.call(.trainedState(indexFile: state))
+                let vectors = TestNode.data.vectors(0..<400, stream: 0)
+                let keys = (0..<400).map { "e\($0)" }
+                let metadata = keys.map { Array("m-\($0)".utf8) }
+                _ = try await encoding.call(.upsert(UpsertRequest(keys: keys, vectors: vectors.values, dimension: 16, metadata: metadata)))
+                guard case let .statsResult(stats) = try await encoding.call(.stats) else { Issue.record("no stats"); return }
+                let all = BucketMask(count: Self.buckets, bits: BucketSet(count: Self.buckets, buckets: Array(0..<Self.buckets)).mask)
+                guard case let .bucketEntries(stored) = try await Self.call(encoding, .bucketRead(BucketReadRequest(buckets: all, after: nil, limit: 4096))) else {
+                    Issue.record("no page"); return
+                }
+                #expect(stored.count == 400)
+                let byKey = Dictionary(uniqueKeysWithValues: stored.map { ($0.key, $0) })
+                let rows = keys.map { byKey[$0].map { EncodedRow(list: $0.list, code: $0.code, refine: $0.refine) }! }
+                func encoded(_ rows: [EncodedRow], version: UInt64 = stats.trainedVersion, keys: [String] = keys) -> WireMessage {
+                    .upsert(UpsertRequest(keys: keys, vectors: [], dimension: 0, metadata: metadata, encoded: rows, trainedVersion: version))
+                }
+
+                // Refused, nothing stored: another trained state's codes, a list this state
+                // lacks, 4-bit codes above 15, codes together with vectors.
+                await #expect { try await receiving.call(encoded(rows, version: stats.trainedVersion &+ 1)) } throws: {
+                    ($0 as? WireError)?.code == .invalidArgument && "\($0)".contains("Upsert.trained_version")
+                }
+                var badList = rows
+                badList[7].list = 4
+                await #expect { try await receiving.call(encoded(badList)) } throws: { "\($0)".contains("list 4") }
+                var wideCode = rows
+                wideCode[3].code[0] = 16
+                await #expect { try await receiving.call(encoded(wideCode)) } throws: { "\($0)".contains("4-bit") }
+                await #expect {
+                    try await receiving.call(.upsert(UpsertRequest(keys: keys, vectors: vectors.values, dimension: 16, encoded: rows, trainedVersion: stats.trainedVersion)))
+                } throws: { "\($0)".contains("send one or the other") }
+                await #expect { try await receiving.call(encoded(Array(rows.prefix(10)))) } throws: { "\($0)".contains("10 rows for 400 keys") }
+                guard case let .statsResult(empty) = try await receiving.call(.stats) else { Issue.record("no stats"); return }
+                #expect(empty.liveEntries == 0)
+
+                #expect(try await receiving.call(encoded(rows)) == .upsertResult(written: 400, replaced: 0))
+                let search = SearchRequest(vectors: vectors.rows(0..<30).values, dimension: 16, k: 5, nprobe: 4)
+                #expect(try await receiving.call(.search(search)) == (try await encoding.call(.search(search))))
+                let fetched = Array(keys.prefix(50))
+                #expect(try await receiving.call(.fetch(keys: fetched)) == (try await encoding.call(.fetch(keys: fetched))))
+                #expect(try await receiving.call(encoded(rows)) == .upsertResult(written: 400, replaced: 400))
+            }
+        }
+    }
+
+    /// Refine codes that decode to infinities or NaNs are refused (half and single precision
+    /// ones can), and codes need the admin role: they are stored as sent.
+    @Test func encodedRowsWithNonFiniteRefineCodesAreRefused() async throws {
+        try await TestNode.with { _, node in
+            let state = try TestNode.trainedState("IVF4,PQ8x4fs,RefineFP16")
+            _ = try await node.call(.trainedState(indexFile: state))
+            guard case let .statsResult(stats) = try await node.call(.stats) else { Issue.record("no stats"); return }
+            let finite = EncodedRow(list: 1, code: Array(repeating: 3, count: 8), refine: Array(repeating: 0, count: 32))
+            var infinite = finite
+            infinite.refine[5] = 0x7C   // half precision 0x7C00: +infinity
+            let message = { (row: EncodedRow) in
+                WireMessage.upsert(UpsertRequest(keys: ["a", "b"], vectors: [], dimension: 0, encoded: [finite, row], trainedVersion: stats.trainedVersion))
+            }
+            await #expect { try await node.call(message(infinite)) } throws: { "\($0)".contains("entry 1 refine code") && "\($0)".contains("infinity or NaN") }
+            #expect(try await node.call(message(finite)) == .upsertResult(written: 2, replaced: 0))
+            #expect(message(finite).requiredRole == .admin)
+            #expect(WireMessage.upsert(UpsertRequest(keys: ["a"], vectors: Array(repeating: 0, count: 16), dimension: 16)).requiredRole == .write)
+        }
+    }
+
     @Test func bucketsCopiedByTheirCodesAnswerAsTheOriginal() async throws {
         try await TestNode.with { _, source in
             try await TestNode.with { _, target in

@@ -22,6 +22,7 @@ typedef struct Pharos__QueryHits Pharos__QueryHits;
 typedef struct Pharos__ShardFailure Pharos__ShardFailure;
 typedef struct Pharos__SearchResult Pharos__SearchResult;
 typedef struct Pharos__Upsert Pharos__Upsert;
+typedef struct Pharos__EncodedRow Pharos__EncodedRow;
 typedef struct Pharos__UpsertResult Pharos__UpsertResult;
 typedef struct Pharos__Delete Pharos__Delete;
 typedef struct Pharos__DeleteResult Pharos__DeleteResult;
@@ -296,10 +297,42 @@ struct  Pharos__Upsert
    * 0 = the server's default (the coordinator's --write-deadline)
    */
   uint32_t deadline_ms;
+  /*
+   * Protocol version 3, to a shard: the rows already encoded (one per key, in order; then
+   * `vectors` is empty and `dimension` 0) with the trained state of version `trained_version`,
+   * which must be the shard's own. A coordinator encodes a row once for all its copies.
+   */
+  size_t n_encoded;
+  Pharos__EncodedRow **encoded;
+  uint64_t trained_version;
 };
 #define PHAROS__UPSERT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__upsert__descriptor) \
-    , 0,NULL, 0,NULL, 0, 0,NULL, 0 }
+    , 0,NULL, 0,NULL, 0, 0,NULL, 0, 0,NULL, 0 }
+
+
+/*
+ * One row's codes, as the trained state makes them (see BucketEntry).
+ */
+struct  Pharos__EncodedRow
+{
+  ProtobufCMessage base;
+  /*
+   * inverted list
+   */
+  uint32_t list;
+  /*
+   * one byte per sub-quantizer (4-bit codes: 0...15)
+   */
+  ProtobufCBinaryData code;
+  /*
+   * refine code (empty without refinement)
+   */
+  ProtobufCBinaryData refine;
+};
+#define PHAROS__ENCODED_ROW__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__encoded_row__descriptor) \
+    , 0, {0,NULL}, {0,NULL} }
 
 
 struct  Pharos__UpsertResult
@@ -1085,6 +1118,25 @@ Pharos__Upsert *
 void   pharos__upsert__free_unpacked
                      (Pharos__Upsert *message,
                       ProtobufCAllocator *allocator);
+/* Pharos__EncodedRow methods */
+void   pharos__encoded_row__init
+                     (Pharos__EncodedRow         *message);
+size_t pharos__encoded_row__get_packed_size
+                     (const Pharos__EncodedRow   *message);
+size_t pharos__encoded_row__pack
+                     (const Pharos__EncodedRow   *message,
+                      uint8_t             *out);
+size_t pharos__encoded_row__pack_to_buffer
+                     (const Pharos__EncodedRow   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__EncodedRow *
+       pharos__encoded_row__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__encoded_row__free_unpacked
+                     (Pharos__EncodedRow *message,
+                      ProtobufCAllocator *allocator);
 /* Pharos__UpsertResult methods */
 void   pharos__upsert_result__init
                      (Pharos__UpsertResult         *message);
@@ -1716,6 +1768,9 @@ typedef void (*Pharos__SearchResult_Closure)
 typedef void (*Pharos__Upsert_Closure)
                  (const Pharos__Upsert *message,
                   void *closure_data);
+typedef void (*Pharos__EncodedRow_Closure)
+                 (const Pharos__EncodedRow *message,
+                  void *closure_data);
 typedef void (*Pharos__UpsertResult_Closure)
                  (const Pharos__UpsertResult *message,
                   void *closure_data);
@@ -1828,6 +1883,7 @@ extern const ProtobufCMessageDescriptor pharos__query_hits__descriptor;
 extern const ProtobufCMessageDescriptor pharos__shard_failure__descriptor;
 extern const ProtobufCMessageDescriptor pharos__search_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__upsert__descriptor;
+extern const ProtobufCMessageDescriptor pharos__encoded_row__descriptor;
 extern const ProtobufCMessageDescriptor pharos__upsert_result__descriptor;
 extern const ProtobufCMessageDescriptor pharos__delete__descriptor;
 extern const ProtobufCMessageDescriptor pharos__delete_result__descriptor;
