@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""The Search message's coordinator-to-shard fields (probe_lists, probe_biases,
-probe_trained_version) sent by a client written from Protocols/README.md alone, well-formed
-and not: a shard refuses lists its index cannot have with INVALID_ARGUMENT naming the field,
-ignores lists of another trained state, and a coordinator never passes a client's lists on
-(it refuses ill-formed ones like any field, ignores well-formed ones). Every process keeps
-serving. Loopback only; about 20 s with a debug build.
+"""The coordinator-to-shard fields sent by a client written from Protocols/README.md alone,
+well-formed and not. Search's probe_lists, probe_biases, probe_trained_version: a shard
+refuses lists its index cannot have with INVALID_ARGUMENT naming the field, ignores lists of
+another trained state, and a coordinator never passes a client's lists on (it refuses
+ill-formed ones like any field, ignores well-formed ones). Upsert's encoded rows and
+trained_version (protocol version 3): a shard stores codes its trained state can make and
+refuses the rest naming the problem, a coordinator refuses them from a client. Every process
+keeps serving. Loopback only; about 20 s with a debug build.
 Usage: Scripts/probe-fields-test.py [BIN_DIR]   (default .build/debug)"""
 import os, sys, random, json, struct
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +71,42 @@ with LocalCluster(sys.argv[1] if len(sys.argv) > 1 else ".build/debug", 7990, ["
         print("probe-fields-test: %-24s shard: %s" % (name, at_shard[:80]))
     assert search(sh, 1) == "search_result" and search(co, 3) == "search_result"
     print("probe-fields-test: a shard refuses lists its index cannot have, a coordinator passes none on, both keep serving: ok")
+
+    # Upsert.encoded: IVF256, 8 sub-quantizers of 4 bits, SQ8 refine codes of 32 bytes.
+    good = dict(list=5, code=bytes([3] * 8), refine=bytes(range(32)))
+    def upsert(conn, keys, rows, version=None, vectors=None):
+        def fill(e):
+            u = e.upsert
+            u.keys.extend(keys)
+            for r in rows: u.encoded.add(**r)
+            u.trained_version = ver if version is None else version
+            if vectors: u.vectors.extend(vectors); u.dimension = D
+        conn.send(fill); r = conn.read()
+        b = r.WhichOneof("body")
+        return "written %d" % r.upsert_result.written if b == "upsert_result" else "error %d: %s" % (r.error.code, r.error.message[:110])
+    upsert_cases = {   # name: (keys, rows, version, vectors) -> what a shard answers
+        "another trained version": ((["e1"], [good], ver + 1, None), "Upsert.trained_version is"),
+        "list 2^32-1": ((["e1"], [dict(good, list=2**32 - 1)], None, None), "list 4294967295"),
+        "list 256 of 256": ((["e1"], [dict(good, list=256)], None, None), "list 256"),
+        "9 code bytes": ((["e1"], [dict(good, code=bytes(9))], None, None), "9 code and 32 refine bytes"),
+        "no code bytes": ((["e1"], [dict(good, code=b"")], None, None), "has 0 code"),
+        "a 4-bit code of 16": ((["e1"], [dict(good, code=bytes([16] + [0] * 7))], None, None), "4-bit codes"),
+        "short refine code": ((["e1"], [dict(good, refine=bytes(31))], None, None), "31 refine bytes"),
+        "two rows, one key": ((["e1"], [good, good], None, None), "2 rows for 1 keys"),
+        "version, no rows": ((["e1"], [], None, None), "0 rows for 1 keys"),
+        "rows and vectors": ((["e1"], [good], None, vec()), "send one or the other"),
+        "rows, version 0": ((["e1"], [good], 0, None), "needs the trained_version"),
+    }
+    for name, ((keys, rows, version, vectors), want) in upsert_cases.items():
+        answer = upsert(sh, keys, rows, version, vectors)
+        assert answer.startswith("error 3:") and want in answer, (name, answer)
+        print("probe-fields-test: Upsert %-22s shard: %s" % (name, answer[:80]))
+    fetched = sh.call(lambda e: e.fetch.keys.append("e1"))
+    assert not fetched.fetch_result.entries[0].found, "a refused upsert stored e1"
+    answer = upsert(co, ["e1"], [good])
+    assert answer.startswith("error 3:") and "for a coordinator's requests" in answer, answer
+    assert upsert(sh, ["e1", "e2"], [good, dict(good, list=7)]) == "written 2"
+    fetched = sh.call(lambda e: e.fetch.keys.extend(["e1", "e2"]))
+    assert [x.found for x in fetched.fetch_result.entries] == [True, True]
+    assert search(sh, 1) == "search_result" and search(co, 3) == "search_result"
+    print("probe-fields-test: a shard stores codes its trained state can make and refuses the rest, a coordinator takes none from a client: ok")

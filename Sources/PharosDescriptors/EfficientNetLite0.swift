@@ -354,8 +354,7 @@ public final class EfficientNetLite0: Sendable {
                         }
                         if conv.kernel > 1 || conv.stride > 1 {
                             // The stem (3 channels in): a direct kernel, bias and ReLU6 included.
-                            precondition(!deferEpilogue && skip == nil && conv.inputChannels <= Int(PHAROS_DENSE_CONV_MAX_INPUTS),
-                                         "a dense convolution of \(conv.inputChannels) channels")
+                            precondition(conv.inputChannels <= Int(PHAROS_DENSE_CONV_MAX_INPUTS), "a dense convolution of \(conv.inputChannels) channels")
                             profile.measure(profile == nil ? stage : "\(stage), \(ow)x\(oh)", multiplyAdds: multiplyAdds) {
                                 let floats = pharos_dense_conv_scratch(conv.inputChannels, conv.kernel, conv.stride, oh, ow)
                                 var scratch = [Float](unsafeUninitializedCapacity: floats) { _, count in count = floats }

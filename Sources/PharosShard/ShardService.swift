@@ -204,7 +204,7 @@ public final class ShardService: WireService, @unchecked Sendable {
             return .searchResult(try search(request))
         case let .upsert(request) where !request.encoded.isEmpty:
             // Rows a coordinator encoded once for all their copies: stored as sent, after the
-            // storage checks every encoded entry gets (list range, code and refine lengths).
+            // checks every encoded entry gets (`Shard.validate(encoded:)`, as for BucketWrite).
             let shard = try ready()
             guard request.trainedVersion == shard.trainedStateVersion else {
                 throw WireError(.invalidArgument, "Upsert.trained_version is \(request.trainedVersion), this shard's trained state is version \(shard.trainedStateVersion): send vectors")

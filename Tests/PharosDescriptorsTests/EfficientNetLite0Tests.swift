@@ -57,6 +57,43 @@ enum Fixture {
         KernelLevels.both { EfficientNetLite0.run(conv, input, inputEpilogue: inputEpilogue) }
     }
 
+    /// The largest difference between `result` and `conv` on `input` summed directly in double
+    /// precision over the zero-padded input (TensorFlow-SAME), depthwise or dense; with
+    /// `inputEpilogue`, each input value first gets that layer's bias (and ReLU6), the padding not.
+    static func largestDifference(_ result: FeatureMap, fromDirectSumOf conv: EfficientNetLite0.Convolution, on input: FeatureMap,
+                                  inputEpilogue: EfficientNetLite0.Convolution? = nil) -> Double {
+        let (k, s) = (conv.kernel, conv.stride)
+        let (oh, top) = EfficientNetLite0.samePadding(input.height, kernel: k, stride: s)
+        let (ow, left) = EfficientNetLite0.samePadding(input.width, kernel: k, stride: s)
+        func activated(_ c: Int, _ y: Int, _ x: Int) -> Double {
+            guard let e = inputEpilogue else { return Double(input[c, y, x]) }
+            let v = input[c, y, x] + e.bias[c]
+            return Double(e.relu6 ? min(max(v, 0), 6) : v)
+        }
+        let inputsPerOutput = conv.depthwise ? 1 : conv.inputChannels
+        var worst = 0.0
+        for o in 0..<conv.outputChannels {
+            for y in 0..<oh {
+                for x in 0..<ow {
+                    var sum = Double(conv.bias[o])
+                    for i in 0..<inputsPerOutput {
+                        let c = conv.depthwise ? o : i
+                        for ky in 0..<k {
+                            for kx in 0..<k {
+                                let (iy, ix) = (y * s + ky - top, x * s + kx - left)
+                                guard (0..<input.height).contains(iy), (0..<input.width).contains(ix) else { continue }
+                                sum += Double(conv.weights[((o * inputsPerOutput + i) * k + ky) * k + kx]) * activated(c, iy, ix)
+                            }
+                        }
+                    }
+                    if conv.relu6 { sum = min(max(sum, 0), 6) }
+                    worst = max(worst, abs(sum - Double(result[o, y, x])))
+                }
+            }
+        }
+        return worst
+    }
+
     /// The depthwise kernel against a direct sum over the zero-padded input, at every kernel
     /// size and stride the network uses, on odd and tiny sizes (a row narrower than one SIMD
     /// step, padding on both sides), with and without a previous layer's epilogue applied to
@@ -78,32 +115,9 @@ enum Fixture {
                 weights: [], bias: (0..<channels).map { _ in 2 * rng.nextGaussian() })
             let (simd, portable) = Self.atBothKernelLevels(conv, input, inputEpilogue: epilogue)
             #expect(simd.values.map(\.bitPattern) == portable.values.map(\.bitPattern), "kernel \(kernel) stride \(stride), \(width) x \(height)")
-            func activated(_ c: Int, _ y: Int, _ x: Int) -> Double {
-                guard let epilogue else { return Double(input[c, y, x]) }
-                let v = input[c, y, x] + epilogue.bias[c]
-                return Double(epilogue.relu6 ? min(max(v, 0), 6) : v)
-            }
-
-            let (oh, top) = EfficientNetLite0.samePadding(height, kernel: kernel, stride: stride)
-            let (ow, left) = EfficientNetLite0.samePadding(width, kernel: kernel, stride: stride)
-            #expect((simd.height, simd.width) == (oh, ow))
-            var worst = 0.0
-            for c in 0..<channels {
-                for y in 0..<oh {
-                    for x in 0..<ow {
-                        var sum = Double(conv.bias[c])
-                        for ky in 0..<kernel {
-                            for kx in 0..<kernel {
-                                let (iy, ix) = (y * stride + ky - top, x * stride + kx - left)
-                                guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
-                                sum += Double(conv.weights[(c * kernel + ky) * kernel + kx]) * activated(c, iy, ix)
-                            }
-                        }
-                        if conv.relu6 { sum = min(max(sum, 0), 6) }
-                        worst = max(worst, abs(sum - Double(simd[c, y, x])))
-                    }
-                }
-            }
+            #expect((simd.height, simd.width) == (EfficientNetLite0.samePadding(height, kernel: kernel, stride: stride).output,
+                                                  EfficientNetLite0.samePadding(width, kernel: kernel, stride: stride).output))
+            let worst = Self.largestDifference(simd, fromDirectSumOf: conv, on: input, inputEpilogue: epilogue)
             #expect(worst < 1e-4, "kernel \(kernel) stride \(stride), \(width) x \(height): off by \(worst)")
         }
     }
@@ -122,27 +136,7 @@ enum Fixture {
                 weights: (0..<(outputs * inputs * 9)).map { _ in rng.nextGaussian() }, bias: (0..<outputs).map { _ in rng.nextGaussian() })
             let (simd, portable) = Self.atBothKernelLevels(conv, input)
             #expect(simd.values.map(\.bitPattern) == portable.values.map(\.bitPattern), "\(outputs) outputs, stride \(stride), \(width) x \(height)")
-            let (oh, top) = EfficientNetLite0.samePadding(height, kernel: 3, stride: stride)
-            let (ow, left) = EfficientNetLite0.samePadding(width, kernel: 3, stride: stride)
-            var worst = 0.0
-            for o in 0..<outputs {
-                for y in 0..<oh {
-                    for x in 0..<ow {
-                        var sum = Double(conv.bias[o])
-                        for c in 0..<inputs {
-                            for ky in 0..<3 {
-                                for kx in 0..<3 {
-                                    let (iy, ix) = (y * stride + ky - top, x * stride + kx - left)
-                                    guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
-                                    sum += Double(conv.weights[((o * inputs + c) * 3 + ky) * 3 + kx]) * Double(input[c, iy, ix])
-                                }
-                            }
-                        }
-                        if conv.relu6 { sum = min(max(sum, 0), 6) }
-                        worst = max(worst, abs(sum - Double(simd[o, y, x])))
-                    }
-                }
-            }
+            let worst = Self.largestDifference(simd, fromDirectSumOf: conv, on: input)
             #expect(worst < 1e-4, "\(outputs) outputs, stride \(stride), \(width) x \(height): off by \(worst)")
         }
     }
