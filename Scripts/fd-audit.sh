@@ -16,7 +16,7 @@ if ! strace -f -k -o /dev/null true 2>/dev/null; then
     exit 0
 fi
 swift build --build-tests >/dev/null
-binary=$(find "$(swift build --show-bin-path)" -maxdepth 1 -name '*.xctest' | head -n 1)
+binary=$(find "$(swift build --show-bin-path)" -maxdepth 1 -name '*.xctest' | sed -n 1p)
 [ -x "$binary" ] || { echo "fd-audit: no test binary under $(swift build --show-bin-path)" >&2; exit 2; }
 trace=$(mktemp)
 log=$(mktemp)

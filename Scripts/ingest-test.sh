@@ -33,7 +33,8 @@ size=(--max-side 128)
 # The labelled photo set (370 photos) plus two files that are not photos any more.
 "$P" data photos --out "$work/set" >/dev/null
 photos="$work/set/images"
-first=$(cd "$photos" && find . -name '*.jpg' | sort | head -n 1)
+# sed reads the whole list (head would close the pipe early: SIGPIPE for sort under pipefail).
+first=$(cd "$photos" && find . -name '*.jpg' | sort | sed -n 1p)
 bytes=$(stat -c %s "$photos/$first")
 head -c $((bytes * 6 / 10)) "$photos/$first" >"$photos/zz-truncated.jpg"
 echo "not a photo" >"$photos/zz-text.jpg"

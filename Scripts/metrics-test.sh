@@ -108,11 +108,12 @@ PY
 # A backup of a serving shard: snapshot while the cluster runs, restore into a new folder,
 # verify it, and serve it as a new node holding the same entries.
 "$bin/pharos-shard" snapshot --data "$work/cluster/shard-0" --out "$work/shard-0.tar"
-tar tf "$work/shard-0.tar" | grep -q '^MANIFEST$'
+members=$(tar tf "$work/shard-0.tar")   # whole, not piped into grep -q (SIGPIPE under pipefail)
+grep -q '^MANIFEST$' <<<"$members" || { echo "snapshot has no MANIFEST: $members" >&2; exit 1; }
 "$bin/pharos-shard" restore --from "$work/shard-0.tar" --data "$work/restored"
 "$bin/pharos-shard" verify --data "$work/restored" >/dev/null
 before=$("$bin/pharos" status --json --coordinator "127.0.0.1:$port" | /usr/bin/python3 -c 'import json,sys; print([n["entries"] for n in json.load(sys.stdin)["nodes"] if n["name"]=="shard-0"][0])')
-after=$("$bin/pharos-shard" stats --data "$work/restored" | sed -n 's/.*, live \([0-9]*\).*/\1/p' | head -n 1)
+after=$("$bin/pharos-shard" stats --data "$work/restored" | sed -n 's/.*, live \([0-9]*\).*/\1/p' | sed -n 1p)
 [ -n "$after" ] && [ "$before" = "$after" ] || { echo "restored shard holds '$after' live entries, the serving one $before" >&2; exit 1; }
 echo "metrics-test: shard-0 snapshotted while serving and restored: $after live entries, verified"
 

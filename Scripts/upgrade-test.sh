@@ -156,7 +156,8 @@ ok=$(sed 's/ok=\([0-9]*\).*/\1/' <<<"$result")
 "$bin/pharos" fetch "${c[@]}" --keys-file "$work/keys.txt" --json >"$work/after.jsonl"
 cmp -s "$work/before.jsonl" "$work/after.jsonl" || fail "entries fetched after the upgrade differ from before"
 # Writes and deletes on the upgraded cluster.
-"$bin/pharos" delete "${c[@]}" --keys-file "$work/deleted-keys.txt" --json | grep -q '"deleted":100' || fail "deletes after the upgrade"
+deleted=$("$bin/pharos" delete "${c[@]}" --keys-file "$work/deleted-keys.txt" --json)
+grep -q '"deleted":100' <<<"$deleted" || fail "deletes after the upgrade: $deleted"
 "$bin/pharos" ingest "${c[@]}" --vectors "$work/base.fvecs" --key-prefix new- --json >/dev/null 2>&1
 live=$(status_json | /usr/bin/python3 -c 'import json,sys; print(sum(n["entries"] for n in json.load(sys.stdin)["nodes"]))')
 [ "$live" = $(( (2900 + 3000) * 2 )) ] || fail "after writes the copies hold $live entries, expected $(( (2900 + 3000) * 2 ))"
