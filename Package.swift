@@ -65,6 +65,8 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Retrieval metrics: the revisited Oxford/Paris protocol, recall@k.
         .target(name: "PharosEvaluation"),
+        // Re-ranking a search's shortlist: diffusion over its k-NN graph.
+        .target(name: "PharosRerank", dependencies: ["PharosVectors"]),
         // What operators watch: the Prometheus registry behind swift-metrics, the admin HTTP
         // port (/metrics, /livez, /readyz), build information, JSON logs, systemd readiness.
         .target(
@@ -107,7 +109,8 @@ let package = Package(
         // local cluster and its supervisor, training through the coordinator, checkpointed ingestion.
         .target(
             name: "PharosCluster",
-            dependencies: ["PharosCoordinator", "PharosWire", "PharosIndex", "PharosVectors", "PharosDurability", "PharosDescriptors", "PharosKernels"]),
+            dependencies: ["PharosCoordinator", "PharosWire", "PharosIndex", "PharosVectors", "PharosDurability", "PharosDescriptors", "PharosKernels",
+                           "PharosRerank"]),
         // The data sets benchmarks and tests use: Fashion-MNIST, synthetic clusters, exact
         // neighbours, the labelled photo set.
         .target(
@@ -134,6 +137,7 @@ let package = Package(
             name: "PharosCoordinator",
             dependencies: [
                 "PharosWire", "PharosIndex", "PharosVectors", "PharosRouting", "PharosDurability", "PharosKernels", "PharosObservability",
+                "PharosRerank",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -154,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "pharos-crash-test",
             dependencies: [
-                "PharosStorage", "PharosIndex", "PharosVectors",
+                "PharosStorage", "PharosIndex", "PharosVectors", "PharosRouting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -171,6 +175,7 @@ let package = Package(
         .testTarget(name: "PharosVectorsTests", dependencies: ["PharosVectors"]),
         .testTarget(name: "PharosIndexTests", dependencies: ["PharosIndex", "PharosVectors", "PharosKernels", "PharosTestSupport"]),
         .testTarget(name: "PharosEvaluationTests", dependencies: ["PharosEvaluation"]),
+        .testTarget(name: "PharosRerankTests", dependencies: ["PharosRerank", "PharosVectors"]),
         .testTarget(name: "PharosDescriptorsTests", dependencies: ["PharosDescriptors", "PharosVectors", "PharosIndex", "PharosKernels", "PharosTestSupport"],
                     resources: [.copy("Fixtures")]),
         // Helpers shared by test targets (running commands off the concurrency pool).

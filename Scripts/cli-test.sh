@@ -96,5 +96,17 @@ assert not after[0]["found"] and after[1]["found"] and "vector" not in after[1],
 # eval --json: the labelled protocol on the keys' own rankings.
 result = json.loads(pharos("eval", "--ground-truth", work + "/truth.json", "-k", "10", "--nprobe", "8", "--json", "--label", "cli").stdout)
 assert result["label"] == "cli" and result["setup"] == "labelled" and result["map"] > 0.8, result
-print("cli-test: search/fetch/delete/ingest/eval --json, keys with spaces and commas, --query-key = --query-keys-file, exit statuses")
+
+# --rerank: diffusion through the cluster answers with k hits; what it cannot do is a usage
+# error (64) naming the setting.
+run = pharos("search", "--query-key", keys[3], "-k", "5", "--nprobe", "8", "--rerank", "diffusion:shortlist=40,k=8", "--json")
+hits = json.loads(run.stdout)["hits"]
+assert len(hits) == 5 and "rerank diffusion:shortlist=40,k=8" in run.stderr, (hits, run.stderr)
+for bad, said in (("verify", "not built yet"), ("diffusion:alpha=1", "alpha is 1.0"), ("diffusion:shortlist=3", "more than Search.rerank.shortlist 3"),
+                  ("diffusion:gamma=x", "gamma=x is not a number"), ("diffusion:beta=2", "unknown setting beta")):
+    run = pharos("search", "--query-key", keys[3], "-k", "5", "--rerank", bad, status=64)
+    assert said in run.stderr, (bad, run.stderr)
+result = json.loads(pharos("eval", "--ground-truth", work + "/truth.json", "-k", "10", "--nprobe", "8", "--json", "--rerank", "diffusion:k=5").stdout)
+assert result["map"] > 0.5, result
+print("cli-test: search/fetch/delete/ingest/eval --json, keys with spaces and commas, --query-key = --query-keys-file, exit statuses, --rerank")
 PY

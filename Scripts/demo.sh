@@ -3,7 +3,8 @@
 # external servers):
 # 1. Photos: builds the labelled photo set from packaged photos, describes every photo with
 #    EfficientNet-Lite0 + GeM, starts a local cluster (a coordinator and 3 shard processes),
-#    trains it, ingests the descriptors, and measures mAP with and without alpha-QE.
+#    trains it, ingests the descriptors, and measures mAP without and with alpha-QE, and with
+#    diffusion re-ranking.
 # 2. Scale: the same loop on Fashion-MNIST (60,000 x 784) with the 10,000 test vectors:
 #    recall against exact neighbours and latency, with and without query expansion.
 # Each cluster is stopped cleanly at the end of its part.
@@ -42,6 +43,7 @@ c=(--coordinator 127.0.0.1:7800)
 "$bin/pharos" ingest "${c[@]}" --vectors data/photos-desc/gem.npy --keys data/photos-desc/gem.keys
 "$bin/pharos" eval "${c[@]}" --ground-truth data/photos/labels.json -k 100 --nprobe 4 --label "GeM"
 "$bin/pharos" eval "${c[@]}" --ground-truth data/photos/labels.json -k 100 --nprobe 4 --expand alpha:alpha=3,n=5 --label "GeM + alpha-QE"
+"$bin/pharos" eval "${c[@]}" --ground-truth data/photos/labels.json -k 100 --nprobe 4 --rerank diffusion --label "GeM + diffusion"
 stop_cluster
 
 echo "== scale: Fashion-MNIST (60,000 x 784) through a local cluster"

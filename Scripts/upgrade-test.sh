@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A rolling upgrade between two builds, on loopback: a cluster of the previous release (3 shard
 # nodes, 2 copies, a coordinator; protocol version 1) is upgraded one process at a time to this
-# build (version 3) while a searcher written from Protocols/README.md runs: first one shard
+# build (version 4) while a searcher written from Protocols/README.md runs: first one shard
 # (a new node serving an old coordinator), then the coordinator (a new coordinator with old
 # shards), then the other shards. Checks: the searcher never gets a partial answer or a wrong
 # top hit (only refusals while the coordinator itself restarts), every entry fetched before

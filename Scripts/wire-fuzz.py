@@ -108,6 +108,7 @@ LIMIT_DIMENSION = 65536
 LIMIT_DEADLINE_MS = 600000
 LIMIT_TOP_N = 65536
 LIMIT_ALPHA = 100.0
+LIMIT_RERANK_SHORTLIST = 1000
 
 
 def derive_replies(pb):
@@ -785,6 +786,21 @@ class Gen:
                     f_varint(en["top_n"], rng.randint(1, 10)) + f_i32(en["alpha"], f32(rng.choice([1.0, 3.0, 5.0])))
                 c["expansion"] = [f_len(num["expansion"], sub)]
             if rng.random() < 0.2:
+                # Protocol version 4: diffusion over the shortlist (coordinator only), mostly
+                # within its ranges, sometimes at or past their edges.
+                rd = md.fields_by_name["rerank"].message_type
+                rn = {f.name: f.number for f in rd.fields}
+                sub = f_varint(rn["kind"], rng.choice([1, 1, 1, 2]))
+                if rng.random() < 0.7:
+                    sub += f_varint(rn["shortlist"], rng.choice([0, 1, 20, 100, 200, 1000, 1001]))
+                if rng.random() < 0.5:
+                    sub += f_varint(rn["neighbours"], rng.choice([0, 1, 5, 50, 2000]))
+                if rng.random() < 0.4:
+                    sub += f_i32(rn["alpha"], f32(rng.choice([0.0, 0.5, 0.99, 1.0, -0.5, float("nan")])))
+                if rng.random() < 0.4:
+                    sub += f_i32(rn["gamma"], f32(rng.choice([0.0, 1.0, 3.0, 100.0, 101.0, float("inf")])))
+                c["rerank"] = [f_len(num["rerank"], sub)]
+            if rng.random() < 0.2:
                 c["deadline_ms"] = [f_varint(num["deadline_ms"], rng.choice([500, 1000, 5000]))]
             if rng.random() < 0.3:
                 c["with_vectors"] = [f_varint(num["with_vectors"], 1)]
@@ -1162,7 +1178,7 @@ class Gen:
             # a huge batch: keep the answer bounded (k small, no vectors, no expansion)
             hf = ctx.get("huge_field", (None, None))[1]
             num = {f.name: f.number for f in fields}
-            for name in ("k", "with_vectors", "expansion", "refine_factor", "nprobe", "deadline_ms"):
+            for name in ("k", "with_vectors", "expansion", "rerank", "refine_factor", "nprobe", "deadline_ms"):
                 if name != hf and name in num:
                     per[name] = [f_varint(num["k"], rng.choice([1, 5, 10]))] if name == "k" else []
             notes.append("(huge: other fields tamed)")
@@ -1654,6 +1670,28 @@ class Fuzzer:
             shortlist = LIMIT_K_TIMES_REFINE if nq <= LIMIT_DEEP_QUERIES else LIMIT_K_TIMES_REFINE_WIDE
             if m.refine_factor <= LIMIT_REFINE and 0 < m.k <= LIMIT_K and m.k * (m.refine_factor or 4) > shortlist:
                 probs.append("k x refine_factor=%d" % (m.k * (m.refine_factor or 4)))
+            if m.HasField("rerank") and m.rerank.kind != 0:
+                r = m.rerank
+                if r.kind != 1:
+                    probs.append("rerank.kind=%d" % r.kind)
+                else:
+                    # Zero fields take the defaults (max(200, k), 5, 0.9, 3).
+                    sl, nb = r.shortlist or max(200, m.k), r.neighbours or 5
+                    alpha, gamma = r.alpha if r.alpha != 0 else 0.9, r.gamma if r.gamma != 0 else 3.0
+                    if not 1 <= sl <= LIMIT_RERANK_SHORTLIST:
+                        probs.append("rerank.shortlist=%d" % sl)
+                    elif m.k > sl:
+                        probs.append("k %d > rerank.shortlist %d" % (m.k, sl))
+                    elif not 1 <= nb <= sl:
+                        probs.append("rerank.neighbours=%d" % nb)
+                    elif not (math.isfinite(alpha) and 0 < alpha < 1):
+                        probs.append("rerank.alpha=%r" % alpha)
+                    elif not (math.isfinite(gamma) and 0 <= gamma <= 100):
+                        probs.append("rerank.gamma=%r" % gamma)
+                    elif m.refine_factor <= LIMIT_REFINE and sl * (m.refine_factor or 4) > shortlist:
+                        probs.append("rerank.shortlist x refine_factor=%d" % (sl * (m.refine_factor or 4)))
+                    if t.role == "shard":
+                        probs.append("rerank sent to a shard (the coordinator re-ranks)")
             probs += ["query key: " + p for p in self.key_problems(m.query_keys)]
         elif body in ("delete", "fetch"):
             if len(m.keys) > LIMIT_ROWS:

@@ -19,16 +19,34 @@ public struct ClusterSearch: Sendable {
     public var deadlineMilliseconds = 5000
     /// Queries per request.
     public var batch = 1
+    /// Re-ranking of each query's shortlist (by the coordinator).
+    public var rerank = SearchRerank.none
 
     /// A search configuration.
     public init(k: Int = 10, nprobe: Int = 16, refineFactor: Int = 4, expansion: QueryExpansion = .none,
-                deadlineMilliseconds: Int = 5000, batch: Int = 1) {
+                deadlineMilliseconds: Int = 5000, batch: Int = 1, rerank: SearchRerank = .none) {
         self.k = k
         self.nprobe = nprobe
         self.refineFactor = refineFactor
         self.expansion = expansion
         self.deadlineMilliseconds = deadlineMilliseconds
         self.batch = Swift.max(1, batch)
+        self.rerank = rerank
+    }
+
+    /// `request` with this configuration's re-ranking.
+    private func reranking(_ request: SearchRequest) -> SearchRequest {
+        var request = request
+        request.rerank = rerank
+        return request
+    }
+
+    /// Refuses an answer that was not re-ranked as asked: a coordinator older than protocol
+    /// version 4 ignores `Search.rerank` and would answer in the first search's order.
+    private func checkReranked(_ result: SearchResponse) throws {
+        guard result.reranked.kind == rerank.kind else {
+            throw WireError(.unsupported, "the coordinator answered without the \(rerank.kind) re-ranking asked for (it answered \(result.reranked.kind)): it predates protocol version \(Hello.rerankVersion); upgrade it")
+        }
     }
 
     /// What a run saw.
@@ -58,10 +76,11 @@ public struct ClusterSearch: Sendable {
                 : SearchRequest(queryKeys: Array(keys[range]), k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: expansion,
                                 deadlineMilliseconds: deadlineMilliseconds)
             let clock = Date()
-            let reply = try await client.call(.search(request), timeout: .milliseconds(Int64(deadlineMilliseconds) + 1000))
+            let reply = try await client.call(.search(reranking(request)), timeout: .milliseconds(Int64(deadlineMilliseconds) + 1000))
             guard case let .searchResult(result) = reply else {
                 throw WireError(.internalError, "the coordinator answered Search with \(reply.name)")
             }
+            try checkReranked(result)
             run.latencies.append(Date().timeIntervalSince(clock) * 1000)
             if result.partial {
                 run.partialAnswers += 1
@@ -83,17 +102,20 @@ public struct ClusterSearch: Sendable {
                          partial: @escaping @Sendable (String, [ShardFailure]) -> Void = { _, _ in }) async throws -> [[String]] {
         var out: [[String]] = []
         let asked = self.refineFactor == 0 ? SearchRequest.defaultRefineFactor : self.refineFactor
-        let refineFactor = Swift.max(1, Swift.min(asked, RequestLimits().shortlistLimit(queries: 1) / Swift.max(1, k)))
+        var depth = k
+        if case let .diffusion(shortlist, _, _, _) = rerank { depth = Swift.max(k, shortlist) }
+        let refineFactor = Swift.max(1, Swift.min(asked, RequestLimits().shortlistLimit(queries: 1) / Swift.max(1, depth)))
         for key in keys {
             let request = vectors[key].map {
                 SearchRequest(vectors: $0, dimension: $0.count, k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: expansion,
                               deadlineMilliseconds: deadlineMilliseconds)
             } ?? SearchRequest(queryKeys: [key], k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: expansion,
                                deadlineMilliseconds: deadlineMilliseconds)
-            let reply = try await client.call(.search(request), timeout: .milliseconds(Int64(deadlineMilliseconds) + 1000))
+            let reply = try await client.call(.search(reranking(request)), timeout: .milliseconds(Int64(deadlineMilliseconds) + 1000))
             guard case let .searchResult(result) = reply, result.queries.count == 1 else {
                 throw WireError(.internalError, "query \(key): the coordinator answered \(reply.name)")
             }
+            try checkReranked(result)
             if result.partial { partial(key, result.missing) }
             out.append(result.queries[0].keys)
         }

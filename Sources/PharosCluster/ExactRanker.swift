@@ -1,5 +1,6 @@
 import PharosCoordinator
 import PharosIndex
+import PharosRerank
 import PharosVectors
 import PharosWire
 
@@ -30,7 +31,8 @@ public struct ExactRanker: Sendable {
     /// The keys of the `k` best database rows for `query` (already in `space`: a database
     /// vector, or `space.prepare` of a raw one), after `expansion`. A query that is itself the
     /// database row of key `own` is left out of its expansion's neighbours, as the cluster does.
-    public func ranking(_ query: [Float], k: Int, expansion: QueryExpansion, own: String? = nil) -> [String] {
+    /// With `rerank`, the expanded query's shortlist is re-ranked as the coordinator does it.
+    public func ranking(_ query: [Float], k: Int, expansion: QueryExpansion, own: String? = nil, rerank: SearchRerank = .none) -> [String] {
         var q = query
         let n = expansion.neighbours
         if n > 0 {
@@ -39,7 +41,11 @@ public struct ExactRanker: Sendable {
             let hits = QueryHits(keys: top.map { keys[$0] }, scores: [], vectors: top.flatMap { database.row($0) })
             q = QueryExpansionMath.expand(query: q, hits: hits, expansion: expansion, space: space)
         }
-        return best(q, k).map { keys[$0] }
+        guard case let .diffusion(shortlist, neighbours, alpha, gamma) = rerank else { return best(q, k).map { keys[$0] } }
+        let rows = best(q, shortlist)
+        let order = Diffusion.rank(query: q, vectors: rows.flatMap { database.row($0) }, count: rows.count,
+                                   parameters: DiffusionParameters(shortlist: shortlist, neighbours: neighbours, alpha: alpha, gamma: gamma))
+        return order.prefix(k).map { keys[rows[$0.index]] }
     }
 
     /// Rows of the `count` best scores (ties by row), in `space`'s order.
@@ -47,34 +53,11 @@ public struct ExactRanker: Sendable {
         let scores = VectorMath.innerProducts(Matrix(rows: 1, columns: q.count, values: q), database).values
         let kept = min(count, scores.count)
         guard kept > 0 else { return [] }
-        // One pass through a bounded heap whose root is the worst row kept: a full sort of a
-        // million scores per query made `pharos eval --database` take minutes at R1M scale.
+        // One pass (`BoundedSelection`): a full sort of a million scores per query made `pharos
+        // eval --database` take minutes at R1M scale.
         let space = self.space
-        func worse(_ a: Int, _ b: Int) -> Bool { space.ranks(scores[b], before: scores[a]) || (scores[a] == scores[b] && a > b) }
-        var heap: [Int] = []
-        heap.reserveCapacity(kept)
-        for row in scores.indices {
-            if heap.count < kept {
-                heap.append(row)
-                var child = heap.count - 1
-                while child > 0, worse(heap[child], heap[(child - 1) / 2]) {
-                    heap.swapAt(child, (child - 1) / 2)
-                    child = (child - 1) / 2
-                }
-            } else if worse(heap[0], row) {
-                heap[0] = row
-                var parent = 0
-                while true {
-                    let left = 2 * parent + 1, right = left + 1
-                    var worst = parent
-                    if left < kept, worse(heap[left], heap[worst]) { worst = left }
-                    if right < kept, worse(heap[right], heap[worst]) { worst = right }
-                    if worst == parent { break }
-                    heap.swapAt(parent, worst)
-                    parent = worst
-                }
-            }
+        return BoundedSelection.best(kept, of: scores.indices) { a, b in
+            space.ranks(scores[b], before: scores[a]) || (scores[a] == scores[b] && a > b)
         }
-        return heap.sorted { worse($1, $0) }
     }
 }

@@ -27,9 +27,11 @@ final class MoveGuard: Sendable {
 /// bucket to the target in a new epoch, then drops the source's copy once no request of the
 /// old epoch is running.
 extension Coordinator {
-    /// Entries per streamed page. The target applies a page under its write lock, which
-    /// searches wait for: pages of 4,096 made search p99 during a throttled rebalance 21.9 ms,
-    /// 1,024 gave 5.6 ms (and 256 no better, at two thirds of the move rate).
+    /// Entries per streamed page. The target holds pages and stores them as one segment at the
+    /// copy's end, so a page no longer takes its write lock (when it did, pages of 4,096 made
+    /// search p99 during a throttled rebalance 21.9 ms); but this coordinator decodes each page
+    /// on an event loop that also merges searches, and pages of 4,096 still made it 14.5 ms
+    /// against 8.5 ms with 1,024 (Benchmarks/RESULTS.md).
     static let movePageEntries = 1024
 
     /// Marks `keys` written in every copy in progress of their buckets (before the write is
@@ -198,13 +200,22 @@ extension Coordinator {
 
     /// Streams the bucket's live entries from a serving copy to the target, page by page,
     /// leaving out keys clients wrote meanwhile; throttled to `rateBytesPerSecond` (0: not).
+    /// The next page is read from the source while the current one is written to the target.
     private func stream(_ moves: [ClusterState.Move], mask: BucketMask, guard moveGuard: MoveGuard,
                         rateBytesPerSecond: Double) async throws -> (entries: UInt64, bytes: UInt64) {
         let move = moves[0]
         let key = MoveKey(move)
         let start = ContinuousClock.now
-        var cursor: (hash: UInt64, key: String)?
         var bytes: UInt64 = 0, entries: UInt64 = 0
+        @Sendable func read(after cursor: (hash: UInt64, key: String)?) async throws -> [MovedEntry] {
+            let source = try readableCopy(of: moves)
+            let reply = try await call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: Self.movePageEntries)),
+                                       within: options.writeDeadline)
+            guard case let .bucketEntries(page) = reply else { throw WireError(.internalError, "\(source) answered BucketRead with \(reply.name)") }
+            return page
+        }
+        var next: Task<[MovedEntry], any Error>? = Task { try await read(after: nil) }
+        defer { next?.cancel() }
         // Bounded: a bucket holds at most every key of the cluster, a page is 1,024 of them.
         for _ in 0..<(Int(UInt32.max) / Self.movePageEntries) {
             if moveGuard.failed.withLock({ $0 }) { throw WireError(.unavailable, "a client write did not reach \(move.target)") }
@@ -212,16 +223,24 @@ extension Coordinator {
             guard runsMovesNow, routing.state.moves.contains(where: { $0 == move }) else {
                 throw WireError(.unavailable, "the copy of bucket \(move.bucket) to \(move.target) is no longer this coordinator's")
             }
-            let source = try readableCopy(of: moves)
-            let reply = try await call(source, .bucketRead(BucketReadRequest(buckets: mask, after: cursor, limit: Self.movePageEntries)),
-                                       within: options.writeDeadline)
-            guard case let .bucketEntries(page) = reply else { throw WireError(.internalError, "\(source) answered BucketRead with \(reply.name)") }
-            if let last = page.last { cursor = (KeyHash.of(last.key), last.key) }
+            guard let reading = next else { break }
+            let page = try await reading.value
+            next = nil
+            if page.count == Self.movePageEntries, let last = page.last {
+                let cursor = (hash: KeyHash.of(last.key), key: last.key)
+                next = Task { try await read(after: cursor) }
+            }
             let pageBytes = page.reduce(0) { $0 + $1.key.utf8.count + $1.code.count + $1.refine.count + $1.metadata.count }
+            // The last page (shorter than a full one) finishes the copy: the target stores
+            // everything it holds before it answers.
+            let last = page.count < Self.movePageEntries
             try await moveGuard.gate.run {
                 let written = moveGuard.written.withLock { $0 }
                 let fresh = page.filter { !written.contains($0.key) }
-                if !fresh.isEmpty { _ = try await call(move.target, .bucketWrite(fresh, run: move.owner), within: options.writeDeadline) }
+                if !fresh.isEmpty || last {
+                    _ = try await call(move.target, .bucketWrite(fresh, finishing: last ? mask : .everything, run: move.owner),
+                                       within: options.writeDeadline)
+                }
             }
             bytes += UInt64(pageBytes)
             entries += UInt64(page.count)
@@ -231,10 +250,7 @@ extension Coordinator {
                 let elapsed = ContinuousClock.now - start
                 if due > elapsed { try await Task.sleep(for: due - elapsed) }
             }
-            if page.count < Self.movePageEntries {
-                _ = try await call(move.target, .bucketWrite([], finishing: mask, run: move.owner), within: options.writeDeadline)
-                return (entries, bytes)
-            }
+            if last { return (entries, bytes) }
         }
         throw WireError(.internalError, "bucket \(move.bucket) did not end after \(entries) entries")
     }

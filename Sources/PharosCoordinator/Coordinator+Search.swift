@@ -14,7 +14,8 @@ extension Coordinator {
 
     /// The one search path: queries prepared in the collection's space (vectors) or fetched
     /// (keys), then one round, or two with expansion, each fanned out to every shard within
-    /// what is left of the request's deadline and merged.
+    /// what is left of the request's deadline and merged; the last one re-ranked when asked
+    /// (`finalRound`).
     func search(_ request: SearchRequest, on loop: any EventLoop) -> EventLoopFuture<SearchResponse> {
         let deadline = NIODeadline.now() + deadlineSpan(of: request).timeAmount
         let space = self.space
@@ -24,14 +25,21 @@ extension Coordinator {
         } catch {
             return loop.makeFailedFuture(error)
         }
+        // Queries by key have no dimension in the request: the re-ranking's size is checked
+        // here, with the collection's, before anything is fetched.
+        if let problem = RequestLimits().rerankProblem(request, queries: vectorQueries.count + request.queryKeys.count,
+                                                       dimension: map.collection.dimension) {
+            return loop.makeFailedFuture(WireError(.invalidArgument, problem))
+        }
         var first = request
         first.queryKeys = []
         first.expansion = .none
+        first.rerank = .none
         // Lists to scan are the coordinator's to give shards, never a client's.
         first.probeLists = []
         first.probeBiases = []
         first.probeTrainedVersion = 0
-        if request.queryKeys.isEmpty && request.expansion == .none {
+        if request.queryKeys.isEmpty && request.expansion == .none && request.rerank == .none {
             // The common case, without a future in between.
             return round(vectorQueries, request: first, deadline: deadline, on: loop)
         }
@@ -46,8 +54,9 @@ extension Coordinator {
                 }
             }
         let finalRound = first
+        let rerank = request.rerank
         guard request.expansion != .none else {
-            return queries.flatMap { self.round($0, request: finalRound, deadline: deadline, on: loop) }
+            return queries.flatMap { self.finalRound($0, request: finalRound, rerank: rerank, deadline: deadline, on: loop) }
         }
         // Expansion: a first round that returns the hits' vectors, then the expanded queries.
         // Only the top n feed the expansion (their vectors are the cost). A query by key is
@@ -67,7 +76,7 @@ extension Coordinator {
                     QueryExpansionMath.expand(query: pair.0, hits: Self.neighbours(pair.1, excluding: ownKeys[i], count: neighbours, dimension: dimension),
                                               expansion: request.expansion, space: space)
                 }
-                return self.round(expanded, request: finalRound, deadline: deadline, on: loop).map { second in
+                return self.finalRound(expanded, request: finalRound, rerank: rerank, deadline: deadline, on: loop).map { second in
                     var answer = second
                     answer.missing += initial.missing.filter { m in !second.missing.contains { $0.shard == m.shard } }
                     return answer
@@ -123,7 +132,7 @@ extension Coordinator {
     /// its buckets asked of their other copies; each node's share is answered once
     /// (`HedgedGroup`), so with two copies a dead or frozen node costs a second request, not a
     /// partial answer. Buckets no node could answer for are reported missing, with the nodes.
-    private func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
+    func round(_ queries: [[Float]], request: SearchRequest, deadline: NIODeadline,
                        on loop: any EventLoop, attempt: Int = 1) -> EventLoopFuture<SearchResponse> {
         let remaining = deadline.remaining
         guard remaining > .zero else {

@@ -24,15 +24,15 @@ extension ShardService {
                 MovedEntry(key: e.key, list: e.stored.list, code: e.stored.code, refine: e.stored.refine, metadata: e.stored.metadata)
             })
         case let .bucketWrite(entries, finishing, run):
-            let (written, replaced) = try receiving.filtering(entries, run: run) { kept -> (Int, Int) in
-                guard !kept.isEmpty else { return (0, 0) }
-                return (kept.count, try shard.upsert(encoded: kept.map { e in
-                    Shard.BucketEntry(key: e.key, hash: KeyHash.of(e.key),
-                                      stored: Shard.StoredEntry(list: e.list, code: e.code, refine: e.refine, metadata: e.metadata))
-                }))
+            func stored(_ e: MovedEntry) -> Shard.BucketEntry {
+                Shard.BucketEntry(key: e.key, hash: KeyHash.of(e.key), stored: Shard.StoredEntry(list: e.list, code: e.code, refine: e.refine, metadata: e.metadata))
             }
-            if let done = try Self.bucketSet(finishing) { receiving.finish(done, run: run) }
-            return .upsertResult(written: written, replaced: replaced)
+            // Checked as they come (a bad page is refused at once), held until the copy's last
+            // page, then stored as one segment: no log record, no write lock per page.
+            let written = try receiving.receive(entries, run: run, finishing: try Self.bucketSet(finishing),
+                                                check: { try shard.validate(encoded: $0.map(stored)) },
+                                                store: { try shard.importEntries($0.map(stored)) })
+            return .upsertResult(written: written, replaced: 0)
         case let .bucketDrop(mask, receive, run):
             guard let buckets = try Self.bucketSet(mask) else { throw WireError(.invalidArgument, "BucketDrop names no buckets") }
             // A coordinator starts a copy with this, before any client write of the buckets is

@@ -201,6 +201,10 @@ public final class ShardService: WireService, @unchecked Sendable {
         case let .hello(request):
             return .hello(Hello.answer(to: request, role: .shard, nodeName: configuration.nodeName, software: BuildInfo.versionLine(program: "pharos-shard")))
         case let .search(request):
+            // Answered without it, the client would get an order it did not ask for.
+            guard request.rerank == .none else {
+                throw WireError(.invalidArgument, "Search.rerank is applied by a coordinator over every shard's hits; a shard does not re-rank")
+            }
             return .searchResult(try search(request))
         case let .upsert(request) where !request.encoded.isEmpty:
             // Rows a coordinator encoded once for all their copies: stored as sent, after the

@@ -31,12 +31,7 @@ extension Shard {
             }
             guard let frozen = lock.withReadLock({ sealing }) else { return }
             let started = DispatchTime.now().uptimeNanoseconds
-            // The segment count is bounded (manifest, scan labels): at the bound, merge the
-            // smaller half first, whatever the policy says.
-            let current = lock.withReadLock { sealed }
-            if current.count >= StorageLimits.maximumSegments {
-                try merge(Array(current.sorted { $0.liveEntries < $1.liveEntries }.prefix(current.count / 2)))
-            }
+            try makeRoomForSegment()
             let id = manifest.nextSegmentID
             manifest.nextSegmentID += 1
             var order: [Int] = []
@@ -75,7 +70,7 @@ extension Shard {
     }
 
     /// Merges `chosen` into one new segment and persists the result (`maintenanceLock` held).
-    private func merge(_ chosen: [Segment]) throws {
+    func merge(_ chosen: [Segment]) throws {
         let started = DispatchTime.now().uptimeNanoseconds
         let snapshots = lock.withReadLock { chosen.map { $0.deletions.snapshot() } }
         let live = zip(chosen, snapshots).reduce(0) { total, pair in

@@ -89,6 +89,8 @@ public final class Shard: @unchecked Sendable {
         case sealSegmentWritten = "seal.segment-written"
         /// A merged segment file is durable, not yet in the manifest.
         case compactionSegmentWritten = "compaction.segment-written"
+        /// A segment file of a bucket move's entries is durable, not yet in the manifest.
+        case importSegmentWritten = "import.segment-written"
         /// New deletion bitmaps are durable, the manifest not yet replaced.
         case deletionsWritten = "persist.deletions-written"
         /// The new manifest is durable; obsolete log files are not yet removed.

@@ -27,6 +27,9 @@ public struct RequestLimits: Sendable, Equatable {
     /// `queries x k x dimension` with `with_vectors` (and for an expansion's first round,
     /// `queries x top_n x dimension`): floats of vectors one reply may carry (64 MiB).
     public var maximumResultFloats = 1 << 24
+    /// `queries x shortlist^2` of a re-ranked search: the coordinator's work for it (a dense
+    /// graph per query; 16 queries at the longest shortlist, 400 at the default 200).
+    public var maximumRerankWork = 1 << 24
     /// Rows of one `Upsert`, keys of one `Delete`.
     public var maximumKeys = 100_000
     /// Keys of one `Fetch` (each answered with its vector: the reply must fit a frame).
@@ -72,6 +75,28 @@ public struct RequestLimits: Sendable, Equatable {
 
     /// The largest `k x refine_factor` a request of `queries` queries may ask for.
     public func shortlistLimit(queries: Int) -> Int { queries <= deepQueries ? maximumShortlist : maximumWideShortlist }
+
+    /// What makes the re-ranking of `s` (`queries` queries whose vectors have `dimension`
+    /// floats; 0 when not known yet) too large to serve, or nil. A coordinator asks again with
+    /// the collection's dimension, for queries by key.
+    public func rerankProblem(_ s: SearchRequest, queries: Int, dimension: Int) -> String? {
+        guard case let .diffusion(shortlist, _, _, _) = s.rerank else { return nil }
+        // The shortlist round asks each shard for that many hits with their vectors.
+        let limit = shortlistLimit(queries: queries)
+        if shortlist * s.effectiveRefineFactor > limit {
+            return "Search.rerank.shortlist x refine_factor is \(shortlist) x \(s.effectiveRefineFactor) = \(shortlist * s.effectiveRefineFactor), at most \(limit) for \(queries) queries"
+        }
+        if queries * shortlist > maximumResults {
+            return "Search.rerank's shortlist round asks for \(queries) x \(shortlist) = \(queries * shortlist) hits, at most \(maximumResults): split it"
+        }
+        if queries * shortlist * shortlist > maximumRerankWork {
+            return "Search.rerank: \(queries) queries x shortlist \(shortlist) squared = \(queries * shortlist * shortlist), at most \(maximumRerankWork) (the graph is dense): split it or shorten the shortlist"
+        }
+        if dimension > 0, queries * shortlist * dimension > maximumResultFloats {
+            return "Search.rerank's shortlist round would carry \(queries) x \(shortlist) vectors of \(dimension) floats, at most \(maximumResultFloats) floats: split it"
+        }
+        return nil
+    }
 
     private func validate(_ s: SearchRequest) throws {
         let rows = try vectorRows(s.vectors, dimension: s.dimension, field: "Search.vectors")
@@ -133,6 +158,7 @@ public struct RequestLimits: Sendable, Equatable {
                 throw invalid("Search.expansion.alpha is \(alpha), allowed 0...100")
             }
         }
+        if let problem = s.rerank.problem(k: s.k) ?? rerankProblem(s, queries: queries, dimension: s.dimension) { throw invalid(problem) }
     }
 
     private func validate(_ u: UpsertRequest) throws {

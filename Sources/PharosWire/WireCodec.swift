@@ -101,6 +101,15 @@ public enum WireCodec {
                 }
                 m.pointee.expansion = x
             }
+            if case let .diffusion(shortlist, neighbours, alpha, gamma) = s.rerank {
+                let x = arena.message(Pharos__Rerank.self) { pharos__rerank__init($0) }
+                x.pointee.kind = PHAROS__RERANK__KIND__KIND_DIFFUSION
+                x.pointee.shortlist = UInt32(clamping: shortlist)
+                x.pointee.neighbours = UInt32(clamping: neighbours)
+                x.pointee.alpha = alpha
+                x.pointee.gamma = gamma
+                m.pointee.rerank = x
+            }
             e.body_case = PHAROS__ENVELOPE__BODY_SEARCH
             e.search = m
         case let .searchResult(r):
@@ -128,6 +137,7 @@ public enum WireCodec {
             }
             m.pointee.n_missing = r.missing.count
             m.pointee.missing = r.missing.isEmpty ? nil : missing
+            if case .diffusion = r.reranked { m.pointee.reranked = PHAROS__RERANK__KIND__KIND_DIFFUSION }
             e.body_case = PHAROS__ENVELOPE__BODY_SEARCH_RESULT
             e.search_result = m
         case let .upsert(u):
@@ -324,6 +334,20 @@ public enum WireCodec {
             if let lists = s.probe_lists, s.n_probe_lists > 0 { request.probeLists = Array(UnsafeBufferPointer(start: lists, count: s.n_probe_lists)) }
             request.probeBiases = floats(s.probe_biases, s.n_probe_biases)
             request.probeTrainedVersion = s.probe_trained_version
+            if let x = s.rerank?.pointee {
+                switch x.kind {
+                case PHAROS__RERANK__KIND__KIND_NONE: break
+                case PHAROS__RERANK__KIND__KIND_DIFFUSION:
+                    // Zero fields take the documented defaults (a proto3 client cannot tell zero from unset).
+                    guard case let .diffusion(shortlist, neighbours, alpha, gamma) = SearchRerank.standardDiffusion else { break }
+                    request.rerank = .diffusion(shortlist: x.shortlist == 0 ? Swift.max(shortlist, count(s.k)) : count(x.shortlist),
+                                                neighbours: x.neighbours == 0 ? neighbours : count(x.neighbours),
+                                                alpha: x.alpha == 0 ? alpha : x.alpha, gamma: x.gamma == 0 ? gamma : x.gamma)
+                default:
+                    throw WireError(.invalidArgument, "Search.rerank.kind \(Int32(bitPattern: x.kind.rawValue)) is not a kind this node knows (NONE, DIFFUSION)",
+                                    requestID: e.request_id)
+                }
+            }
             return .search(request)
         case PHAROS__ENVELOPE__BODY_SEARCH_RESULT:
             let r = e.search_result.pointee
@@ -339,7 +363,11 @@ public enum WireCodec {
             // reported as partial: `partial` is derived from `missing` on this side.
             let unnamed = r.partial != 0 && missing.isEmpty
                 ? [ShardFailure(shard: "(unnamed)", reason: "the sender marked the answer partial without naming the missing shards")] : []
-            return .searchResult(SearchResponse(queries: queries, missing: missing + unnamed))
+            var response = SearchResponse(queries: queries, missing: missing + unnamed)
+            // An unknown kind from a newer coordinator reads as none: the client then says the
+            // re-ranking it asked for was not applied.
+            if r.reranked == PHAROS__RERANK__KIND__KIND_DIFFUSION { response.reranked = .diffusion(shortlist: 0, neighbours: 0, alpha: 0, gamma: 0) }
+            return .searchResult(response)
         case PHAROS__ENVELOPE__BODY_UPSERT:
             let u = e.upsert.pointee
             let encoded: [EncodedRow] = u.encoded.map { rows in

@@ -124,9 +124,11 @@ public struct Hello: Sendable, Equatable {
     /// The oldest protocol version this build speaks.
     public static let oldestVersion: UInt32 = 1
     /// The newest protocol version this build speaks (the one `Protocols/README.md` describes).
-    public static let currentVersion: UInt32 = 3
+    public static let currentVersion: UInt32 = 4
     /// The first version whose shards take `Upsert.encoded`.
     public static let encodedUpsertVersion: UInt32 = 3
+    /// The first version whose coordinators re-rank (`Search.rerank`, `SearchResult.reranked`).
+    public static let rerankVersion: UInt32 = 4
     /// In a request, the lowest version the sender speaks; in an answer, the agreed version.
     public var protocolVersion: UInt32
     /// The highest version the sender speaks (0: `protocolVersion` only).
@@ -182,6 +184,48 @@ public enum QueryExpansion: Sendable, Equatable {
     }
 }
 
+/// Re-ranking of each query's shortlist, applied by the coordinator.
+public enum SearchRerank: Sendable, Equatable {
+    case none
+    /// Diffusion over the k-NN graph of the shortlist (`PharosRerank.Diffusion`).
+    case diffusion(shortlist: Int, neighbours: Int, alpha: Float, gamma: Float)
+
+    /// The defaults, by evidence: the paper's gamma 3 and a shortlist of 200, with 5 neighbours
+    /// and alpha 0.9. The paper's k 50 and alpha 0.99 suit classes of tens of photos (its Oxford
+    /// and Paris sets); on the labelled photo set (7 views an object) they took mAP from 0.90 to
+    /// 0.35, these to 0.96 (`Benchmarks/rerank.sh`, RESULTS.md). A zero field on the wire means
+    /// the value here (a longer shortlist when k is larger).
+    public static let standardDiffusion = SearchRerank.diffusion(shortlist: 200, neighbours: 5, alpha: 0.9, gamma: 3)
+
+    /// The longest shortlist a request may re-rank: diffusion's graph is dense,
+    /// `shortlist^2` values (8 MB at 1,000), and each solver step a product with it.
+    public static let maximumShortlist = 1_000
+
+    /// What is wrong with this re-ranking for a ranking of `k` hits (naming the field as
+    /// `Search.rerank.shortlist` and so on), or nil when it is valid.
+    public func problem(k: Int) -> String? {
+        guard case let .diffusion(shortlist, neighbours, alpha, gamma) = self else { return nil }
+        guard (1...Self.maximumShortlist).contains(shortlist) else {
+            return "Search.rerank.shortlist is \(shortlist), allowed 1...\(Self.maximumShortlist)"
+        }
+        guard k <= shortlist else { return "Search.k is \(k), more than Search.rerank.shortlist \(shortlist): the re-ranking orders the shortlist only" }
+        guard (1...shortlist).contains(neighbours) else {
+            return "Search.rerank.neighbours is \(neighbours), allowed 1...shortlist (\(shortlist))"
+        }
+        guard alpha.isFinite, alpha > 0, alpha < 1 else { return "Search.rerank.alpha is \(alpha), allowed strictly between 0 and 1" }
+        guard gamma.isFinite, gamma > 0, gamma <= 100 else { return "Search.rerank.gamma is \(gamma), allowed above 0, at most 100 (0 on the wire means the default, 3)" }
+        return nil
+    }
+
+    /// The name of the re-ranking, as `SearchResult.reranked` reports it.
+    public var kind: String {
+        switch self {
+        case .none: "none"
+        case .diffusion: "diffusion"
+        }
+    }
+}
+
 /// A batch of queries by vector and/or by key.
 public struct SearchRequest: Sendable, Equatable {
     /// Row-major query vectors, `dimension` floats each.
@@ -212,6 +256,8 @@ public struct SearchRequest: Sendable, Equatable {
     /// To a shard: the trained state version `probeLists` were found with (a shard holding
     /// another finds its own lists).
     public var probeTrainedVersion: UInt64 = 0
+    /// Re-ranking of each query's shortlist (applied by the coordinator; shards refuse it).
+    public var rerank: SearchRerank = .none
 
     /// A search request.
     public init(vectors: [Float] = [], dimension: Int = 0, queryKeys: [String] = [], k: Int, nprobe: Int,
@@ -265,6 +311,9 @@ public struct SearchResponse: Sendable, Equatable {
     public var queries: [QueryHits]
     /// The shards left out, and why.
     public var missing: [ShardFailure]
+    /// The re-ranking the coordinator applied (`.none` from coordinators before version 4;
+    /// for a diffusion, only its kind is carried: the parameters read back are zero).
+    public var reranked: SearchRerank = .none
 
     /// True when some shard's hits are missing (the wire's `partial` flag).
     public var partial: Bool { !missing.isEmpty }

@@ -97,6 +97,51 @@ void   pharos__expansion__free_unpacked
   assert(message->base.descriptor == &pharos__expansion__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   pharos__rerank__init
+                     (Pharos__Rerank         *message)
+{
+  static const Pharos__Rerank init_value = PHAROS__RERANK__INIT;
+  *message = init_value;
+}
+size_t pharos__rerank__get_packed_size
+                     (const Pharos__Rerank *message)
+{
+  assert(message->base.descriptor == &pharos__rerank__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t pharos__rerank__pack
+                     (const Pharos__Rerank *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &pharos__rerank__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t pharos__rerank__pack_to_buffer
+                     (const Pharos__Rerank *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &pharos__rerank__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Pharos__Rerank *
+       pharos__rerank__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Pharos__Rerank *)
+     protobuf_c_message_unpack (&pharos__rerank__descriptor,
+                                allocator, len, data);
+}
+void   pharos__rerank__free_unpacked
+                     (Pharos__Rerank *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &pharos__rerank__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   pharos__search__init
                      (Pharos__Search         *message)
 {
@@ -1991,7 +2036,125 @@ const ProtobufCMessageDescriptor pharos__expansion__descriptor =
   (ProtobufCMessageInit) pharos__expansion__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__search__field_descriptors[14] =
+static const ProtobufCEnumValue pharos__rerank__kind__enum_values_by_number[2] =
+{
+  { "KIND_NONE", "PHAROS__RERANK__KIND__KIND_NONE", 0 },
+  { "KIND_DIFFUSION", "PHAROS__RERANK__KIND__KIND_DIFFUSION", 1 },
+};
+static const ProtobufCIntRange pharos__rerank__kind__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex pharos__rerank__kind__enum_values_by_name[2] =
+{
+  { "KIND_DIFFUSION", 1 },
+  { "KIND_NONE", 0 },
+};
+const ProtobufCEnumDescriptor pharos__rerank__kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "pharos.Rerank.Kind",
+  "Kind",
+  "Pharos__Rerank__Kind",
+  "pharos",
+  2,
+  pharos__rerank__kind__enum_values_by_number,
+  2,
+  pharos__rerank__kind__enum_values_by_name,
+  1,
+  pharos__rerank__kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCFieldDescriptor pharos__rerank__field_descriptors[5] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rerank, kind),
+    &pharos__rerank__kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shortlist",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rerank, shortlist),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "neighbours",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rerank, neighbours),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "alpha",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rerank, alpha),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gamma",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Rerank, gamma),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned pharos__rerank__field_indices_by_name[] = {
+  3,   /* field[3] = alpha */
+  4,   /* field[4] = gamma */
+  0,   /* field[0] = kind */
+  2,   /* field[2] = neighbours */
+  1,   /* field[1] = shortlist */
+};
+static const ProtobufCIntRange pharos__rerank__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor pharos__rerank__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "pharos.Rerank",
+  "Rerank",
+  "Pharos__Rerank",
+  "pharos",
+  sizeof(Pharos__Rerank),
+  5,
+  pharos__rerank__field_descriptors,
+  pharos__rerank__field_indices_by_name,
+  1,  pharos__rerank__number_ranges,
+  (ProtobufCMessageInit) pharos__rerank__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor pharos__search__field_descriptors[15] =
 {
   {
     "vectors",
@@ -2161,6 +2324,18 @@ static const ProtobufCFieldDescriptor pharos__search__field_descriptors[14] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rerank",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__Search, rerank),
+    &pharos__rerank__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__search__field_indices_by_name[] = {
   9,   /* field[9] = bucket_count */
@@ -2175,13 +2350,14 @@ static const unsigned pharos__search__field_indices_by_name[] = {
   13,   /* field[13] = probe_trained_version */
   2,   /* field[2] = query_keys */
   5,   /* field[5] = refine_factor */
+  14,   /* field[14] = rerank */
   0,   /* field[0] = vectors */
   8,   /* field[8] = with_vectors */
 };
 static const ProtobufCIntRange pharos__search__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 14 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor pharos__search__descriptor =
 {
@@ -2191,7 +2367,7 @@ const ProtobufCMessageDescriptor pharos__search__descriptor =
   "Pharos__Search",
   "pharos",
   sizeof(Pharos__Search),
-  14,
+  15,
   pharos__search__field_descriptors,
   pharos__search__field_indices_by_name,
   1,  pharos__search__number_ranges,
@@ -2313,7 +2489,7 @@ const ProtobufCMessageDescriptor pharos__shard_failure__descriptor =
   (ProtobufCMessageInit) pharos__shard_failure__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor pharos__search_result__field_descriptors[3] =
+static const ProtobufCFieldDescriptor pharos__search_result__field_descriptors[4] =
 {
   {
     "queries",
@@ -2351,16 +2527,29 @@ static const ProtobufCFieldDescriptor pharos__search_result__field_descriptors[3
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reranked",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Pharos__SearchResult, reranked),
+    &pharos__rerank__kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned pharos__search_result__field_indices_by_name[] = {
   2,   /* field[2] = missing */
   1,   /* field[1] = partial */
   0,   /* field[0] = queries */
+  3,   /* field[3] = reranked */
 };
 static const ProtobufCIntRange pharos__search_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor pharos__search_result__descriptor =
 {
@@ -2370,7 +2559,7 @@ const ProtobufCMessageDescriptor pharos__search_result__descriptor =
   "Pharos__SearchResult",
   "pharos",
   sizeof(Pharos__SearchResult),
-  3,
+  4,
   pharos__search_result__field_descriptors,
   pharos__search_result__field_indices_by_name,
   1,  pharos__search_result__number_ranges,

@@ -29,6 +29,8 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .customShort("k"), help: "Ranking length (positives beyond it count as not found).") var k: Int = 100
     @Option(help: "Lists probed per query (cluster).") var nprobe: Int = 16
     @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "Re-rank each shortlist: none, diffusion[:shortlist=K,k=N,alpha=A,gamma=G] (defaults 200, 5, 0.9, 3; the paper's k 50, alpha 0.99 hurt on sets of few views per object: Benchmarks/RESULTS.md).")
+    var rerank: String = "none"
     @Option(help: "With --database: whiten database and queries with this file first (PHXWHITN).") var whitening: String?
     @Option(help: "A label for the result line.") var label: String = ""
     @Flag(help: "Print each result as one JSON object per line (label, setup, map, mp@1/5/10, queries, without_positives).") var json = false
@@ -37,9 +39,11 @@ struct EvalCommand: ParsableCommand {
         if queries != nil && queryKeysFile == nil { throw ValidationError("--queries needs --query-keys-file") }
         if database != nil && databaseKeys == nil { throw ValidationError("--database needs --database-keys") }
         guard k > 0 else { throw ValidationError("-k \(k): expected at least 1") }
+        _ = try parseRerank(rerank, k: k)   // a usage error, before anything is read
     }
 
     func run() throws {
+        let rerank = try parseRerank(self.rerank, k: k)
         let truth = try RetrievalGroundTruth.load(groundTruth)
         let keys = truth.queries.map(\.key)
         var queryVectors: [String: [Float]] = [:]
@@ -57,14 +61,14 @@ struct EvalCommand: ParsableCommand {
                                          whitening: try whitening.map(Whitening.load))
             let expansion = try parseExpansion(expand)
             rankings = try keys.map { key in
-                if let given = queryVectors[key] { return ranker.ranking(try ranker.space.prepare(given), k: k, expansion: expansion) }
+                if let given = queryVectors[key] { return ranker.ranking(try ranker.space.prepare(given), k: k, expansion: expansion, rerank: rerank) }
                 guard let q = ranker.vector(ofKey: key) else {
                     throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
                 }
-                return ranker.ranking(q, k: k, expansion: expansion, own: key)
+                return ranker.ranking(q, k: k, expansion: expansion, own: key, rerank: rerank)
             }
         } else {
-            let search = ClusterSearch(k: k, nprobe: nprobe, expansion: try parseExpansion(expand))
+            let search = ClusterSearch(k: k, nprobe: nprobe, expansion: try parseExpansion(expand), rerank: rerank)
             let vectors = queryVectors
             rankings = try options.withClient { client in
                 try await search.rankings(of: keys, vectors: vectors, through: client) { key, missing in

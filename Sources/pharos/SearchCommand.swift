@@ -18,6 +18,8 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "Lists probed per query.") var nprobe: Int = 16
     @Option(help: "Refine factor.") var refineFactor: Int = 4
     @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
+    @Option(help: "Re-rank each shortlist: none, diffusion[:shortlist=K,k=N,alpha=A,gamma=G] (defaults 200, 5, 0.9, 3; the paper's k 50, alpha 0.99 hurt on sets of few views per object: Benchmarks/RESULTS.md).")
+    var rerank: String = "none"
     @Option(help: "Queries per request.") var batch: Int = 1
     @Option(help: "Use only the first N queries; 0 for all.") var limit: Int = 0
     @Option(help: "Exact neighbour rows (.ivecs) for recall; keys must be <key-prefix><row>.") var truth: String?
@@ -35,11 +37,12 @@ struct SearchCommand: ParsableCommand {
         if queries != nil && byKey { throw ValidationError("give query vectors (--queries) or query keys (--query-key, --query-keys-file), not both") }
         if queries == nil && !byKey { throw ValidationError("give --queries FILE, --query-key KEY (repeatable) or --query-keys-file FILE") }
         guard k > 0, nprobe > 0, batch > 0, limit >= 0 else { throw ValidationError("-k, --nprobe and --batch must be at least 1, --limit at least 0") }
+        _ = try parseRerank(rerank, k: k)   // a usage error, before anything is read
     }
 
     func run() throws {
         let search = ClusterSearch(k: k, nprobe: nprobe, refineFactor: refineFactor, expansion: try parseExpansion(expand),
-                                   deadlineMilliseconds: deadline, batch: batch)
+                                   deadlineMilliseconds: deadline, batch: batch, rerank: try parseRerank(rerank, k: k))
         let keys = queryKey + (try queryKeysFile.map { try KeyFile.read($0).filter { !$0.isEmpty } } ?? [])
         var rows = Matrix(rows: 0, columns: 0)
         if let queries {
@@ -63,8 +66,8 @@ struct SearchCommand: ParsableCommand {
         if let out { try JSONLines.write(lines, to: out) }
         if json { try JSONLines.print(lines) }
         let summary = (json ? printError : { Swift.print($0) }) as (String) -> Void
-        summary(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
-                     count, search.batch, k, nprobe, expand, Double(count) / run.seconds, run.latencies.median, run.latencies.percentile(0.99),
+        summary(String(format: "searched %d queries (%d per request, k=%d, nprobe=%d, expansion %@, rerank %@): %.1f QPS, latency p50 %.2f ms, p99 %.2f ms%@",
+                     count, search.batch, k, nprobe, expand, rerank, Double(count) / run.seconds, run.latencies.median, run.latencies.percentile(0.99),
                      run.partialAnswers > 0 ? ", \(run.partialAnswers) partial answers" : ""))
         if show && !json {
             for (q, h) in run.hits.enumerated() {

@@ -36,6 +36,13 @@ import Testing
         return s.liveEntries
     }
 
+    /// A search of k 10 re-ranked by `rerank`.
+    static func reranked(_ rerank: SearchRerank, refineFactor: Int = 4) -> SearchRequest {
+        var request = SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 10, nprobe: 1, refineFactor: refineFactor)
+        request.rerank = rerank
+        return request
+    }
+
     /// The 10-byte frame that used to abort a shard (and, fanned out, every shard):
     /// `Envelope{request_id: 1, search{k: 5}}`, and its cousins.
     @Test func searchesWithoutQueriesAreRefusedAndKillNoShard() async throws {
@@ -57,7 +64,20 @@ import Testing
                                 // The expansion's first round asks for top_n with this refine factor.
                                 SearchRequest(vectors: [Float](repeating: 1, count: 16), dimension: 16, k: 10, nprobe: 1, refineFactor: 256,
                                               expansion: .averageQE(n: 300)),   // 300 x 256 > 65,536
-                                SearchRequest(vectors: [Float](repeating: 1, count: 16 * 10_000), dimension: 16, k: 4096, nprobe: 1, refineFactor: 1)] {
+                                SearchRequest(vectors: [Float](repeating: 1, count: 16 * 10_000), dimension: 16, k: 4096, nprobe: 1, refineFactor: 1),
+                                Self.reranked(.diffusion(shortlist: 1_001, neighbours: 50, alpha: 0.99, gamma: 3)),
+                                Self.reranked(.diffusion(shortlist: 200, neighbours: 201, alpha: 0.99, gamma: 3)),
+                                Self.reranked(.diffusion(shortlist: 200, neighbours: 50, alpha: 1, gamma: 3)),
+                                Self.reranked(.diffusion(shortlist: 200, neighbours: 50, alpha: .nan, gamma: 3)),
+                                Self.reranked(.diffusion(shortlist: 200, neighbours: 50, alpha: 0.99, gamma: -1)),
+                                Self.reranked(.diffusion(shortlist: 200, neighbours: 50, alpha: 0.99, gamma: 101)),
+                                {   // 17 queries x 1,000^2: past the coordinator's re-ranking work per request
+                                    var r = Self.reranked(.diffusion(shortlist: 1_000, neighbours: 50, alpha: 0.99, gamma: 3), refineFactor: 1)
+                                    r.vectors = [Float](repeating: 1, count: 16 * 17)
+                                    return r
+                                }(),
+                                Self.reranked(.diffusion(shortlist: 5, neighbours: 5, alpha: 0.99, gamma: 3)),   // k 10 > shortlist 5
+                                Self.reranked(.diffusion(shortlist: 1_000, neighbours: 50, alpha: 0.99, gamma: 3), refineFactor: 256)] {
                     let (code, message) = try await Self.code(of: .search(request), port: port)
                     #expect(code == .invalidArgument, "port \(port): \(request): \(message)")
                 }

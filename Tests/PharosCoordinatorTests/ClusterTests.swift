@@ -259,6 +259,93 @@ final class TestCluster: @unchecked Sendable {
         }
     }
 
+    /// Diffusion through the cluster: the coordinator's answer is the diffusion of the shortlist
+    /// the same cluster returns, cut to k, with diffusion scores; over an exact collection (flat
+    /// refinement, every list probed, the shortlist wholly refined) it is the ranking `pharos
+    /// eval --database` computes (`ExactRanker`), by vector, and by key after an expansion.
+    @Test func diffusionThroughTheClusterEqualsTheExactRanking() async throws {
+        let factory = "IVF8,PQ8x4fs,RefineFlat"
+        let data = SyntheticDataset(dimension: TestCluster.dimension, clusters: 20, normalized: true, seed: 11)
+        let cluster = TestCluster()
+        do {
+            try await cluster.start(factory: factory, metric: .innerProduct)
+            let index = try IndexFactory.make(factory, dimension: 16, metric: .innerProduct) as! IVFPQIndex
+            try index.train(data.vectors(0..<3000, stream: 1), threads: 1)
+            _ = try await cluster.client.call(.trainedState(indexFile: IndexFactory.encoded(index)))
+            let count = 600
+            let base = data.vectors(0..<count, stream: 0)
+            let keys = (0..<count).map { "p\($0)" }
+            _ = try await cluster.client.call(.upsert(UpsertRequest(keys: keys, vectors: base.values, dimension: 16)))
+            let rerank = SearchRerank.diffusion(shortlist: 50, neighbours: 10, alpha: 0.99, gamma: 3)
+            let query = data.vectors(0..<1, stream: 2).row(0)
+
+            guard case let .searchResult(shortlist) = try await cluster.client.call(.search(SearchRequest(
+                    vectors: query, dimension: 16, k: 50, nprobe: 8, refineFactor: 12, withVectors: true))) else { Issue.record("no result"); return }
+            var request = SearchRequest(vectors: query, dimension: 16, k: 10, nprobe: 8, refineFactor: 12)
+            request.rerank = rerank
+            guard case let .searchResult(diffused) = try await cluster.client.call(.search(request)) else { Issue.record("no result"); return }
+            let byHand = try Coordinator.reranked(shortlist, queries: [query], rerank: rerank, k: 10, withVectors: false, dimension: 16)
+            #expect(diffused.queries == byHand.queries && diffused.reranked.kind == "diffusion")
+            #expect(diffused.queries[0].keys.count == 10 && Set(diffused.queries[0].keys).isSubset(of: Set(shortlist.queries[0].keys)))
+
+            let ranker = try ExactRanker(database: base, keys: keys, whitening: nil)
+            #expect(ranker.ranking(query, k: 10, expansion: .none, rerank: rerank) == diffused.queries[0].keys)
+            let expansion = QueryExpansion.alphaQE(n: 3, alpha: 3)
+            let search = ClusterSearch(k: 10, nprobe: 8, refineFactor: 12, expansion: expansion, rerank: rerank)
+            let rankings = try await search.rankings(of: ["p5", "p77"], vectors: [:], through: cluster.client)
+            for (key, ranking) in zip(["p5", "p77"], rankings) {
+                #expect(ranking == ranker.ranking(try #require(ranker.vector(ofKey: key)), k: 10, expansion: expansion, own: key, rerank: rerank), "\(key)")
+            }
+            // Queries by key are held to the re-ranking's limits with the collection's dimension
+            // before anything is fetched (16 x 1,000 x 16 floats pass, 17 x 1,000^2 work does not).
+            var byKeys = SearchRequest(queryKeys: (0..<17).map { "p\($0)" }, k: 10, nprobe: 8, refineFactor: 1)
+            byKeys.rerank = .diffusion(shortlist: 1_000, neighbours: 50, alpha: 0.99, gamma: 3)
+            await #expect { try await cluster.client.call(.search(byKeys)) } throws: {
+                ($0 as? WireError)?.message.contains("Search.rerank: 17 queries x shortlist 1000 squared") == true
+            }
+            // A shortlist without its vectors is refused, not passed off as re-ranked.
+            #expect(throws: WireError.self) {
+                try Coordinator.reranked(SearchResponse(queries: [QueryHits(keys: ["a"], scores: [1])]), queries: [query], rerank: rerank,
+                                         k: 1, withVectors: false, dimension: 16)
+            }
+            // A shard is not asked to re-rank, and refuses to.
+            let shard = try await WireClient.connect(host: "127.0.0.1", port: cluster.map.shards[0].port, group: cluster.group)
+            await #expect { try await shard.call(.search(request)) } throws: {
+                ($0 as? WireError)?.message.contains("a shard does not re-rank") == true
+            }
+            await shard.close()
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    /// A coordinator that predates re-ranking ignores the field and answers in the first
+    /// search's order: the client refuses that answer rather than pass it off as diffused.
+    @Test func anAnswerWithoutTheReRankingAskedForIsRefused() async throws {
+        final class OlderCoordinator: WireService {
+            let serviceName = "older coordinator"
+            func respond(to message: WireMessage, reply: @escaping @Sendable (WireMessage) -> Void) {
+                reply(.searchResult(SearchResponse(queries: [QueryHits(keys: ["a"], scores: [1])])))
+            }
+            func close() async {}
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = WireServer(service: OlderCoordinator(), group: group)
+        let port = try await server.start(host: "127.0.0.1", port: 0)
+        let client = try await WireClient.connect(host: "127.0.0.1", port: port, group: group)
+        let search = ClusterSearch(k: 1, nprobe: 1, rerank: .standardDiffusion)
+        await #expect { _ = try await search.rankings(of: ["a"], vectors: [:], through: client) } throws: {
+            ($0 as? WireError)?.message.contains("predates protocol version 4") == true
+        }
+        // Without re-ranking the same answer is taken.
+        #expect(try await ClusterSearch(k: 1, nprobe: 1).rankings(of: ["a"], vectors: [:], through: client) == [["a"]])
+        await client.close()
+        await server.stop(grace: 1)
+        try await group.shutdownGracefully()
+    }
+
     @Test func expansionAndQueryByKeyAndPartialAnswers() async throws {
         let factory = "IVF8,PQ8x4fs,RefineSQ8"
         try await TestCluster.with(factory: factory) { cluster in

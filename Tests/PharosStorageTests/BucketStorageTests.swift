@@ -109,3 +109,71 @@ import Testing
         #expect(shard.statistics.liveEntries == 1)
     }
 }
+
+/// A move's target stores the streamed entries as one segment (`importEntries`): they answer
+/// as the same entries upserted by their codes would, survive a reopen, and records logged
+/// before the import (the drop that began the copy deleted these very keys) never remove them
+/// on replay.
+@Suite struct BucketImportTests {
+    @Test func importedEntriesAnswerAsUpsertedOnesAndSurviveReopen() throws {
+        let source = Fixture.directory("import-source"), dir = Fixture.directory("import"), reference = Fixture.directory("import-ref")
+        defer { Fixture.cleanup(source); Fixture.cleanup(dir); Fixture.cleanup(reference) }
+        let factory = "IVF16,PQ8x4fs,RefineSQ8"
+        let (populated, _) = try BucketStorageTests.populated(source, factory: factory)
+        let moved = BucketSet(count: BucketStorageTests.buckets, buckets: Array(0..<32))
+        let entries = try populated.bucketEntries(in: moved, after: nil, limit: 100_000)
+        let trained = try Fixture.trained(factory)
+        let upserted = try Shard.create(at: reference, trainedIndex: trained, options: Fixture.manualOptions)
+        try upserted.upsert(encoded: entries)
+
+        var shard = try Shard.create(at: dir, trainedIndex: trained, options: Fixture.manualOptions)
+        // What a previous attempt left, then the drop that begins the copy: logged deletes of
+        // the same keys, still in the log when the import comes.
+        try shard.upsert(encoded: Array(entries.prefix(300)))
+        #expect(try shard.deleteEntries(in: moved) == 300)
+        // A client write of another bucket, and one of a moved key (which the caller leaves out).
+        try shard.upsert(keys: ["other"], vectors: Fixture.vectors(7000..<7001))
+        #expect(try shard.importEntries(Array(entries.dropFirst(1))) == entries.count - 1)
+        try shard.upsert(encoded: [entries[0]])
+
+        let queries = Fixture.vectors(9000..<9030)
+        let parameters = SearchParameters(nprobe: 16, refineFactor: 8, threads: 1)
+        func answers(_ s: Shard) throws -> [[String]] { try s.search(queries, k: 10, parameters: parameters, buckets: moved).map { $0.map(\.key) } }
+        let expected = try answers(upserted)
+        #expect(try answers(shard) == expected)
+        #expect(shard.statistics.liveEntries == entries.count + 1)
+        for _ in 0..<2 {
+            shard.close()
+            shard = try Shard.open(at: dir, options: Fixture.manualOptions)
+            #expect(shard.statistics.liveEntries == entries.count + 1, "after reopening")
+            #expect(try answers(shard) == expected)
+            for e in entries.prefix(50) { #expect(try shard.entry(forKey: e.key) == e.stored) }
+        }
+        // Imported entries are ordinary ones: replaced and deleted by later writes.
+        try shard.upsert(keys: [entries[5].key], vectors: Fixture.vectors(7001..<7002))
+        #expect(try shard.delete(keys: [entries[6].key]) == 1)
+        #expect(shard.statistics.liveEntries == entries.count)
+        shard.close()
+        _ = try ShardVerifier.verify(dir)
+    }
+
+    @Test func anImportAddsNewKeysOnlyAndAFailedOneStoresNothing() throws {
+        let dir = Fixture.directory("import-refused")
+        defer { Fixture.cleanup(dir) }
+        let (options, faults) = Fixture.faultyOptions()
+        let shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF16,PQ8x4fs,RefineSQ8"), options: options)
+        try shard.upsert(keys: Fixture.keys(0..<200), vectors: Fixture.vectors(0..<200))
+        let entries = try shard.bucketEntries(in: .all(count: 8), after: nil, limit: 200)
+        #expect { try shard.importEntries([entries[3]]) } throws: { "\($0)".contains("already stored here") }
+        var fresh = entries.prefix(20).map { e in Shard.BucketEntry(key: "new-" + e.key, hash: KeyHash.of("new-" + e.key), stored: e.stored) }
+        #expect { try shard.importEntries(fresh + [fresh[0]]) } throws: { "\($0)".contains("appears twice") }
+        fresh[4].stored.list = 99
+        #expect { try shard.importEntries(fresh) } throws: { "\($0)".contains("list 99") }
+        fresh[4].stored.list = 0
+        faults.failNextSegmentWrites(1)
+        #expect(throws: StorageError.self) { try shard.importEntries(fresh) }
+        #expect(shard.statistics.liveEntries == 200, "nothing stored by a failed import")
+        #expect(try shard.importEntries(fresh) == 20)
+        #expect(shard.statistics.liveEntries == 220)
+    }
+}

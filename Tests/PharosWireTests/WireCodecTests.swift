@@ -34,6 +34,17 @@ import Testing
             return .search(request)
         }(),
         {
+            var request = SearchRequest(vectors: [1, 2], dimension: 2, k: 10, nprobe: 1, expansion: .alphaQE(n: 3, alpha: 3))
+            request.rerank = .diffusion(shortlist: 300, neighbours: 20, alpha: 0.9, gamma: 2.5)
+            return .search(request)
+        }(),
+        {
+            // SearchResult.reranked carries the kind only.
+            var response = SearchResponse(queries: [QueryHits(keys: ["a"], scores: [0.5])])
+            response.reranked = .diffusion(shortlist: 0, neighbours: 0, alpha: 0, gamma: 0)
+            return .searchResult(response)
+        }(),
+        {
             var request = SearchRequest(vectors: [1, 2, 3, 4], dimension: 2, k: 10, nprobe: 2)
             request.probeLists = [7, 3, 4_000_000_000, 0]
             request.probeBiases = [-0.5, 1, 2.25, 1e30]
@@ -117,6 +128,24 @@ import Testing
         #expect(result.partial)
         #expect(result.missing.count == 1)
         #expect(result.queries.isEmpty)
+    }
+
+    /// A proto3 client cannot tell a zero field from an unset one: a re-ranking that names
+    /// only its kind takes the documented defaults (shortlist 200, 5 neighbours, 0.9, 3).
+    @Test func aReRankingOfKindOnlyTakesTheDefaults() throws {
+        // Envelope { request_id: 1, search (3) { vectors: [1, 2], dimension: 2, k: 10, rerank (15) { kind: DIFFUSION } } }
+        let search: [UInt8] = [0x0a, 0x08, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x40, 0x10, 0x02, 0x20, 0x0a, 0x7a, 0x02, 0x08, 0x01]
+        let envelope = try WireCodec.decode([0x08, 0x01, 0x1a, UInt8(search.count)] + search)
+        guard case let .search(request) = envelope.body else {
+            Issue.record("decoded \(envelope.body.name)")
+            return
+        }
+        #expect(request.rerank == .standardDiffusion)
+        // A kind this build does not know is refused, not served as a plain search.
+        let unknown = search.dropLast() + [0x07]
+        #expect { try WireCodec.decode([0x08, 0x01, 0x1a, UInt8(unknown.count)] + unknown) } throws: {
+            ($0 as? WireError)?.message.contains("Search.rerank.kind 7") == true
+        }
     }
 
     @Test(arguments: samples)

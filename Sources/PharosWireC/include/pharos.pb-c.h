@@ -17,6 +17,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Pharos__Hello Pharos__Hello;
 typedef struct Pharos__Expansion Pharos__Expansion;
+typedef struct Pharos__Rerank Pharos__Rerank;
 typedef struct Pharos__Search Pharos__Search;
 typedef struct Pharos__QueryHits Pharos__QueryHits;
 typedef struct Pharos__ShardFailure Pharos__ShardFailure;
@@ -71,6 +72,14 @@ typedef enum _Pharos__Expansion__Kind {
   PHAROS__EXPANSION__KIND__KIND_ALPHA_QE = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__EXPANSION__KIND)
 } Pharos__Expansion__Kind;
+typedef enum _Pharos__Rerank__Kind {
+  PHAROS__RERANK__KIND__KIND_NONE = 0,
+  /*
+   * diffusion over the k-NN graph of the shortlist (Iscen et al. 2017)
+   */
+  PHAROS__RERANK__KIND__KIND_DIFFUSION = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(PHAROS__RERANK__KIND)
+} Pharos__Rerank__Kind;
 /*
  * What a peer is.
  */
@@ -170,6 +179,36 @@ struct  Pharos__Expansion
 
 
 /*
+ * Re-ranking of each query's shortlist, applied by the coordinator after any expansion
+ * (protocol version 4). Zero fields take the defaults shown.
+ */
+struct  Pharos__Rerank
+{
+  ProtobufCMessage base;
+  Pharos__Rerank__Kind kind;
+  /*
+   * hits of the search the graph is built over (K); 0 = max(200, k); 1...1000, >= k
+   */
+  uint32_t shortlist;
+  /*
+   * neighbours per node (k of the k-NN graph); 0 = 5; <= shortlist
+   */
+  uint32_t neighbours;
+  /*
+   * continuation probability; 0 = 0.9; strictly between 0 and 1
+   */
+  float alpha;
+  /*
+   * affinity exponent; 0 = 3; above 0, at most 100
+   */
+  float gamma;
+};
+#define PHAROS__RERANK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&pharos__rerank__descriptor) \
+    , PHAROS__RERANK__KIND__KIND_NONE, 0, 0, 0, 0 }
+
+
+/*
  * A batch of queries: vectors (row-major, `dimension` floats each) and/or keys of indexed images.
  */
 struct  Pharos__Search
@@ -213,10 +252,14 @@ struct  Pharos__Search
   size_t n_probe_biases;
   float *probe_biases;
   uint64_t probe_trained_version;
+  /*
+   * To a coordinator (protocol version 4): re-rank each query's shortlist. Shards refuse it.
+   */
+  Pharos__Rerank *rerank;
 };
 #define PHAROS__SEARCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__search__descriptor) \
-    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, 0, {0,NULL}, 0,NULL, 0,NULL, 0 }
+    , 0,NULL, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, 0, {0,NULL}, 0,NULL, 0,NULL, 0, NULL }
 
 
 /*
@@ -268,10 +311,14 @@ struct  Pharos__SearchResult
    */
   size_t n_missing;
   Pharos__ShardFailure **missing;
+  /*
+   * the re-ranking applied (a coordinator of version >= 4)
+   */
+  Pharos__Rerank__Kind reranked;
 };
 #define PHAROS__SEARCH_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&pharos__search_result__descriptor) \
-    , 0,NULL, 0, 0,NULL }
+    , 0,NULL, 0, 0,NULL, PHAROS__RERANK__KIND__KIND_NONE }
 
 
 /*
@@ -641,7 +688,8 @@ struct  Pharos__BucketEntries
  * To a shard: store entries read from another node (answered by UpsertResult). Entries must
  * be of buckets the node is receiving (BucketDrop with receive); an entry whose key a client
  * wrote or deleted on this node since the receiving began is left out (the client's write is
- * newer). With `finish_count`/`finish_mask`, receiving those buckets ends after this page.
+ * newer). With `finish_count`/`finish_mask`, receiving those buckets ends after this page, and
+ * everything the copy sent is durable when it is answered (pages before are held in memory).
  */
 struct  Pharos__BucketWrite
 {
@@ -1022,6 +1070,25 @@ Pharos__Expansion *
                       const uint8_t       *data);
 void   pharos__expansion__free_unpacked
                      (Pharos__Expansion *message,
+                      ProtobufCAllocator *allocator);
+/* Pharos__Rerank methods */
+void   pharos__rerank__init
+                     (Pharos__Rerank         *message);
+size_t pharos__rerank__get_packed_size
+                     (const Pharos__Rerank   *message);
+size_t pharos__rerank__pack
+                     (const Pharos__Rerank   *message,
+                      uint8_t             *out);
+size_t pharos__rerank__pack_to_buffer
+                     (const Pharos__Rerank   *message,
+                      ProtobufCBuffer     *buffer);
+Pharos__Rerank *
+       pharos__rerank__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   pharos__rerank__free_unpacked
+                     (Pharos__Rerank *message,
                       ProtobufCAllocator *allocator);
 /* Pharos__Search methods */
 void   pharos__search__init
@@ -1753,6 +1820,9 @@ typedef void (*Pharos__Hello_Closure)
 typedef void (*Pharos__Expansion_Closure)
                  (const Pharos__Expansion *message,
                   void *closure_data);
+typedef void (*Pharos__Rerank_Closure)
+                 (const Pharos__Rerank *message,
+                  void *closure_data);
 typedef void (*Pharos__Search_Closure)
                  (const Pharos__Search *message,
                   void *closure_data);
@@ -1878,6 +1948,8 @@ extern const ProtobufCEnumDescriptor    pharos__error_code__descriptor;
 extern const ProtobufCMessageDescriptor pharos__hello__descriptor;
 extern const ProtobufCMessageDescriptor pharos__expansion__descriptor;
 extern const ProtobufCEnumDescriptor    pharos__expansion__kind__descriptor;
+extern const ProtobufCMessageDescriptor pharos__rerank__descriptor;
+extern const ProtobufCEnumDescriptor    pharos__rerank__kind__descriptor;
 extern const ProtobufCMessageDescriptor pharos__search__descriptor;
 extern const ProtobufCMessageDescriptor pharos__query_hits__descriptor;
 extern const ProtobufCMessageDescriptor pharos__shard_failure__descriptor;
