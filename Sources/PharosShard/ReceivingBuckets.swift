@@ -88,6 +88,22 @@ final class ReceivingBuckets: @unchecked Sendable {
         try lock.withLock {
             let now = ContinuousClock.now
             for (other, at) in lastPage where other != run && now - at > Self.abandonedAfter { letGo(other) }
+            if let finishing {
+                // Even an empty last page must come from the run receiving every bucket it
+                // finishes: a node restarted since (or a run let go) holds none of the copy,
+                // and a copy finished there would flip the buckets to a node without them.
+                guard finishing.count == bucketCount else {
+                    throw WireError(.invalidArgument, "BucketWrite: this node is not receiving buckets of a \(finishing.count)-bucket map for copy run \(run.debugDescription) (restarted, or another run began since): start the copy again")
+                }
+                for b in finishing.members {
+                    guard let receiving = buckets[b], receiving.run == run else {
+                        throw WireError(.invalidArgument, "BucketWrite: this node is not receiving bucket \(b) for copy run \(run.debugDescription) (restarted, or another run began since): start the copy again")
+                    }
+                    guard !receiving.failed else {
+                        throw WireError(.unavailable, "BucketWrite: a client write to bucket \(b) failed here during the copy: start the copy again")
+                    }
+                }
+            }
             var kept: [MovedEntry] = []
             kept.reserveCapacity(page.count)
             for entry in page {

@@ -11,12 +11,16 @@ import PharosIndex
 extension Shard {
     /// Stores `entries` (of buckets this shard receives, encoded with its trained state, keys
     /// unique, none of them live here) as a new segment file; durable on return. Returns how
-    /// many were stored. Nothing is stored when it throws.
+    /// many were stored. When it throws before the new segment is in place nothing is stored;
+    /// when it throws after (the manifest could not be written), the entries are searchable
+    /// and become durable with the next manifest written: a move that failed starts again
+    /// with a drop of the buckets, so neither way leaves a key twice.
     ///
     /// Log records written before the call must never be replayed over the new segment (the
-    /// drop that began the copy deleted these keys): the growing segment is sealed first, so
-    /// the manifest that names the new segment also covers every such record. Records after
-    /// it (client writes, which the caller left out of `entries`) replay on top, as they should.
+    /// drop that began the copy deleted these keys): the growing segment is sealed first, and
+    /// a new log file started even when it is empty, so the manifest that names the new
+    /// segment also covers every such record. Records after it (client writes, which the
+    /// caller left out of `entries`) replay on top, as they should.
     @discardableResult
     public func importEntries(_ entries: [BucketEntry]) throws -> Int {
         try checkOpen()
@@ -34,8 +38,8 @@ extension Shard {
                 throw StorageError.invalidInput(field: "entry \(entry.key.debugDescription)", problem: "is already stored here; an import adds new keys only")
             }
         }
-        try seal()
         return try maintenanceLock.withLock {
+            try sealHoldingLock(coveringLog: true)
             try makeRoomForSegment()
             let layout = index.layout
             var byList = [[Int]](repeating: [], count: index.listCount)

@@ -12,50 +12,68 @@ extension Shard {
     /// meanwhile. After a failure (e.g. disk full) the entries stay searchable in memory and
     /// durable in the log; the next call retries.
     public func seal() throws {
-        try maintenanceLock.withLock {
-            if lock.withReadLock({ sealing == nil && growing.count == 0 }) { return }
-            if lock.withReadLock({ sealing == nil }) {
-                // Freeze: every record applied so far is in log files older than the new one.
-                let newFile = try wal.rotate {
-                    lock.withWriteLock {
-                        sealing = growing
-                        sealingSkip = growing.deletedOrdinals()
-                        growing = GrowingSegment(lists: index.listCount, layout: index.layout)
-                    }
+        try maintenanceLock.withLock { try sealHoldingLock(coveringLog: false) }
+    }
+
+    /// `seal` with `maintenanceLock` held. With `coveringLog`, an empty growing segment is
+    /// frozen too (a new log file started, no segment file written), so that the next
+    /// manifest's `logStart` is past every record logged so far, deletes included (they add
+    /// nothing to the growing segment, and a plain seal with nothing to write leaves them to
+    /// be replayed).
+    func sealHoldingLock(coveringLog: Bool) throws {
+        if coveringLog, lock.withReadLock({ sealing != nil }) {
+            // A seal a failure left half done goes first; then the freeze below covers the rest.
+            try sealHoldingLock(coveringLog: false)
+        }
+        if !coveringLog, lock.withReadLock({ sealing == nil && growing.count == 0 }) { return }
+        if lock.withReadLock({ sealing == nil }) {
+            // Freeze: every record applied so far is in log files older than the new one.
+            let newFile = try wal.rotate {
+                lock.withWriteLock {
+                    sealing = growing
+                    sealingSkip = growing.deletedOrdinals()
+                    growing = GrowingSegment(lists: index.listCount, layout: index.layout)
                 }
-                sealingLogStart = growingLogStart
-                sealingLogStartLSN = growingLogStartLSN
-                growingLogStart = newFile.sequence
-                growingLogStartLSN = newFile.firstLSN
-                options.events?(.sealFrozen)
             }
-            guard let frozen = lock.withReadLock({ sealing }) else { return }
-            let started = DispatchTime.now().uptimeNanoseconds
-            try makeRoomForSegment()
-            let id = manifest.nextSegmentID
-            manifest.nextSegmentID += 1
-            var order: [Int] = []
-            let path = segmentsPath + "/" + Segment.fileName(id)
-            let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
-                                       listCount: index.listCount, faults: options.faults)
-            _ = try writer.write(entries: frozen.count - sealingSkip.count) { l in
-                frozen.content(ofList: l, skipping: sealingSkip, ordinals: &order)
-            }
-            options.events?(.sealSegmentWritten)
-            let segment = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
-                                      lists: index.listCount, deletions: nil)
-            lock.withWriteLock {
-                // Deletions that reached the frozen segment while it was being written.
-                for (position, ordinal) in order.enumerated() where frozen.isDeleted(ordinal) {
-                    segment.deletions.delete(position)
-                }
-                sealed.append(segment)
-                sealing = nil
-            }
+            sealingLogStart = growingLogStart
+            sealingLogStartLSN = growingLogStartLSN
+            growingLogStart = newFile.sequence
+            growingLogStartLSN = newFile.firstLSN
+            options.events?(.sealFrozen)
+        }
+        guard let frozen = lock.withReadLock({ sealing }) else { return }
+        if frozen.count == 0 {
+            // Frozen only to cover the log: nothing to write.
+            lock.withWriteLock { sealing = nil }
             sealingSkip = []
             try persist()
-            options.observe?(.seal(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started))
+            return
         }
+        let started = DispatchTime.now().uptimeNanoseconds
+        try makeRoomForSegment()
+        let id = manifest.nextSegmentID
+        manifest.nextSegmentID += 1
+        var order: [Int] = []
+        let path = segmentsPath + "/" + Segment.fileName(id)
+        let writer = SegmentWriter(path: path, segmentID: id, trainedVersion: trainedVersion, layout: index.layout,
+                                   listCount: index.listCount, faults: options.faults)
+        _ = try writer.write(entries: frozen.count - sealingSkip.count) { l in
+            frozen.content(ofList: l, skipping: sealingSkip, ordinals: &order)
+        }
+        options.events?(.sealSegmentWritten)
+        let segment = try Segment(path: path, id: id, trainedVersion: trainedVersion, layout: index.layout,
+                                  lists: index.listCount, deletions: nil)
+        lock.withWriteLock {
+            // Deletions that reached the frozen segment while it was being written.
+            for (position, ordinal) in order.enumerated() where frozen.isDeleted(ordinal) {
+                segment.deletions.delete(position)
+            }
+            sealed.append(segment)
+            sealing = nil
+        }
+        sealingSkip = []
+        try persist()
+        options.observe?(.seal(nanoseconds: DispatchTime.now().uptimeNanoseconds &- started))
     }
 
     /// Merges segment files: those the policy picks (many small ones, or ones with many

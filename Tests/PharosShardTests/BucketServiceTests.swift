@@ -105,6 +105,10 @@ import Testing
                 await #expect { try await Self.call(target, .bucketWrite([MovedEntry(key: "p1", list: 0, code: [1, 1, 1, 1, 1, 1, 1, 1], refine: [], metadata: [])])) } throws: {
                     ($0 as? WireError)?.message.contains("not receiving") == true
                 }
+                // Nor may a copy be finished there: an empty last page holds nothing to check per entry.
+                await #expect { try await Self.call(target, .bucketWrite([], finishing: mask)) } throws: {
+                    ($0 as? WireError)?.message.contains("not receiving bucket") == true
+                }
                 _ = try await Self.call(target, .bucketDrop(mask, receive: true))
                 var copied = 0
                 var cursor: (hash: UInt64, key: String)?

@@ -157,6 +157,25 @@ import Testing
         _ = try ShardVerifier.verify(dir)
     }
 
+    /// The drop's deletes are the only records since the last seal (the growing segment is
+    /// empty when the import comes): they must not replay over the import either.
+    @Test func deletesLoggedAfterASealDoNotReplayOverAnImport() throws {
+        let dir = Fixture.directory("import-after-seal")
+        defer { Fixture.cleanup(dir) }
+        var shard = try Shard.create(at: dir, trainedIndex: try Fixture.trained("IVF16,PQ8x4fs,RefineSQ8"), options: Fixture.manualOptions)
+        try shard.upsert(keys: Fixture.keys(0..<300), vectors: Fixture.vectors(0..<300))
+        let moved = BucketSet(count: 8, buckets: [1, 2, 3])
+        let entries = try shard.bucketEntries(in: moved, after: nil, limit: 300)
+        try shard.seal()
+        #expect(try shard.deleteEntries(in: moved) == entries.count)
+        #expect(try shard.importEntries(entries) == entries.count)
+        shard.close()
+        shard = try Shard.open(at: dir, options: Fixture.manualOptions)
+        #expect(shard.statistics.liveEntries == 300, "after reopening")
+        for e in entries.prefix(20) { #expect(try shard.entry(forKey: e.key) == e.stored) }
+        shard.close()
+    }
+
     @Test func anImportAddsNewKeysOnlyAndAFailedOneStoresNothing() throws {
         let dir = Fixture.directory("import-refused")
         defer { Fixture.cleanup(dir) }
