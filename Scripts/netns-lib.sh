@@ -24,7 +24,7 @@ trap 'exit 1' TERM INT
 export OPENBLAS_NUM_THREADS=1
 
 # The failure, with the last lines of every log of the run.
-fail() { echo "$name: $*"; for f in "$work"/*.log; do [ -e "$f" ] || continue; echo "--- $f"; tail -5 "$f"; done; exit 1; }
+fail() { echo "$name: $*"; for f in "$work"/*.log; do [ -e "$f" ] || continue; echo "--- $f"; tail -n 25 "$f"; done; exit 1; }
 
 # A bridge br0 at BASE.1/24 (BASE like 10.77.0).
 netns_bridge() {

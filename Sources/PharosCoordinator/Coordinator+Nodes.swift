@@ -123,7 +123,9 @@ extension Coordinator {
             }
             if Task.isCancelled { return }
             let holds = runsMovesNow
-            if holds && !held { await takeOverMoves() }
+            // Taking the role over: the map as it is kept now (the copies found there start
+            // again in the next step).
+            if holds && !held { try? await refreshMap() }
             held = holds
             guard holds else { continue }
             if ContinuousClock.now - lastProbe >= .seconds(1) {
@@ -157,15 +159,25 @@ extension Coordinator {
         movesHere.withLock { $0 } && (store is EtcdMapStore ? ContinuousClock.now < roleValidUntil.withLock { $0 } : true)
     }
 
-    /// Copies left in the map by the coordinator that ran moves before (this one before a
-    /// restart, or another one) start again; their flipped buckets' drops carry on.
-    func takeOverMoves() async {
-        try? await refreshMap()
-        guard routing.state.moves.contains(where: { $0.phase == .copying }) else { return }
+    /// Copies in the map that no stream carries start again: between two steps this mover
+    /// runs no copy, so every copying move then is one whose stream died (the previous
+    /// mover's, this coordinator's before a restart, one whose abandonment could not be
+    /// written). Cleared in every step until that is written, not once at a take-over: the
+    /// etcd member answering may be the one that just died, and a copy left in the map keeps
+    /// its buckets out of every later plan. A stale mover still streaming one of them finds it
+    /// gone at its next page or its flip. False when the map could not be changed.
+    func restartOrphanedCopies() async -> Bool {
+        let orphaned = routing.state.moves.filter { $0.phase == .copying }.count
+        guard orphaned > 0 else { return true }
         do {
-            try await changeMap("copies of the previous mover start again") { state in state.moves.removeAll { $0.phase == .copying } }
+            try await changeMap("\(orphaned) copies no stream carries start again") { state in
+                state.moves.removeAll { $0.phase == .copying }
+            }
+            return true
         } catch {
-            logger.warning("cannot clear the previous mover's copies", metadata: ["error": "\(error)"])
+            logger.warning("cannot clear copies no stream carries", metadata: ["copies": "\(orphaned)", "error": "\(error)"])
+            moveProgress.withLock { $0.lastProblem = "clearing \(orphaned) copies no stream carries: \(error)" }
+            return false
         }
     }
 
@@ -174,6 +186,7 @@ extension Coordinator {
 
     /// One round of the mover's work.
     func moverStep() async {
+        guard await restartOrphanedCopies() else { return }
         let state = routing.state
         let dropping = state.moves.filter { $0.phase == .dropping }
         if !dropping.isEmpty {
