@@ -103,6 +103,7 @@ extension Coordinator {
             guard !routing.state.moves.contains(where: { $0.target == target && buckets.contains($0.bucket) }) else {
                 throw WireError(.unavailable, "another copy of \(name) to \(target) is in the map")
             }
+            guard runsMovesNow else { throw WireError(.unavailable, "this coordinator no longer runs the moves") }
             _ = try await call(target, .bucketDrop(mask, receive: true, run: owner), within: options.writeDeadline)
             let started = try await changeMap("copy \(name) to \(target)") { state in
                 for move in moves where !state.moves.contains(where: { $0.bucket == move.bucket && $0.target == target }) {
@@ -154,6 +155,7 @@ extension Coordinator {
             _ = try? await changeMap("copy of \(name) to \(target) abandoned") { state in
                 state.moves.removeAll { isThisRun($0) && $0.phase == .copying }
             }
+            sweepOwed.withLock { $0 = true }   // the target may keep client writes of the buckets
             moveProgress.withLock { $0.lastProblem = "\(name) to \(target): \(error)" }
             throw error
         }

@@ -110,9 +110,9 @@ extension Coordinator {
     /// The mover: every 250 ms (or when woken) it brings down nodes back, finishes drops,
     /// removes drained nodes, and runs the moves the planner gives until there are none.
     ///
-    /// With several coordinators (etcd), only the one holding the mover lease does this; one
-    /// that takes the role over starts the copies it finds in the map again (their streams
-    /// died with the coordinator that ran them).
+    /// With several coordinators (etcd), only the one holding the mover lease does this; the
+    /// copies it finds in the map start again (`restartOrphanedCopies`: their streams died with
+    /// the coordinator that ran them).
     func moverLoop() async {
         var lastProbe = ContinuousClock.now - .seconds(10)
         var held = false
@@ -171,8 +171,12 @@ extension Coordinator {
         guard orphaned > 0 else { return true }
         do {
             try await changeMap("\(orphaned) copies no stream carries start again") { state in
+                guard runsMovesNow else { throw WireError(.unavailable, "this coordinator no longer runs the moves") }
                 state.moves.removeAll { $0.phase == .copying }
             }
+            // Their targets may keep entries of those buckets (client writes, an imported last
+            // page) that no later copy to them drops: swept once the map settles.
+            sweepOwed.withLock { $0 = true }
             return true
         } catch {
             logger.warning("cannot clear copies no stream carries", metadata: ["copies": "\(orphaned)", "error": "\(error)"])
@@ -181,12 +185,48 @@ extension Coordinator {
         }
     }
 
+    /// Once the map is settled (no moves) after copies were abandoned or cleared, and once
+    /// after this coordinator started: every node that is up drops the entries of buckets it
+    /// does not serve (an abandoned copy's target keeps client writes and an imported last
+    /// page, and only a later copy of the same buckets to the same node would drop them;
+    /// meanwhile they fill its disk and its entry count). A drop is stamped with the epoch: a
+    /// node that already saw a newer map (a copy another mover began since) refuses it.
+    func sweepUnservedBuckets() async {
+        guard sweepOwed.withLock({ $0 }), runsMovesNow else { return }
+        let state = routing.state
+        guard state.moves.isEmpty, await drain(before: state.epoch, limit: options.writeDeadline) else { return }
+        var problems: [String] = []
+        for node in state.nodes where node.state != .down {
+            let unserved = (0..<state.buckets).filter { !state.replicas[$0].contains(node.name) }
+            guard !unserved.isEmpty, runsMovesNow, routing.state.epoch == state.epoch else { continue }
+            let set = BucketSet(count: state.buckets, buckets: unserved)
+            do {
+                let reply = try await call(node.name, .bucketDrop(BucketMask(count: state.buckets, bits: set.mask)), within: options.writeDeadline)
+                if case let .deleteResult(deleted) = reply, deleted > 0 {
+                    logger.info("entries of buckets a node does not serve dropped", metadata: ["node": "\(node.name)", "entries": "\(deleted)"])
+                }
+            } catch let error as WireError where error.code == .notReady {
+                continue   // no trained state yet: it holds no entries
+            } catch {
+                problems.append("\(node.name): \(error)")
+            }
+        }
+        guard routing.state.epoch == state.epoch else { return }   // the map changed: swept again when it settles
+        if problems.isEmpty {
+            sweepOwed.withLock { $0 = false }
+        } else {
+            moveProgress.withLock { $0.lastProblem = "dropping entries of buckets nodes do not serve: \(problems.joined(separator: "; "))" }
+        }
+    }
+
     /// Buckets one move group carries at most (one stream, two epochs, one drop at each end).
     static let bucketsPerMoveGroup = 64
 
     /// One round of the mover's work.
     func moverStep() async {
-        guard await restartOrphanedCopies() else { return }
+        // The role is checked again here: probing a returning node may have taken long enough
+        // for the lease to pass to another coordinator, whose copies this must not clear.
+        guard runsMovesNow, await restartOrphanedCopies() else { return }
         let state = routing.state
         let dropping = state.moves.filter { $0.phase == .dropping }
         if !dropping.isEmpty {
@@ -200,8 +240,14 @@ extension Coordinator {
         moveProgress.withLock { $0.pending = plan.count }
         if plan.isEmpty {
             if settings.balance, routing.state.moves.isEmpty {
-                _ = try? await changeMap("balanced") { $0.balance = false }
+                // Checked again on the map the change applies to: a rebalance asked meanwhile
+                // (with a node added, say) is not cancelled by this one's end.
+                _ = try? await changeMap("balanced") { state in
+                    guard state.moves.isEmpty, MovePlanner.plan(state, balance: true).isEmpty else { return }
+                    state.balance = false
+                }
             }
+            if routing.state.moves.isEmpty { await sweepUnservedBuckets() }
             return
         }
         // Up to `concurrentMoves` groups of moves that share a source (for a new copy: the node

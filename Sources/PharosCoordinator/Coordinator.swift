@@ -120,6 +120,9 @@ public final class Coordinator: WireService, Sendable {
     let searchLatencies = LatencyWindow()
     /// Buckets whose last move failed: when to try again, and the wait that was set.
     let moveRetries = Mutex<[Int: (after: ContinuousClock.Instant, wait: Duration)]>([:])
+    /// Whether the mover owes the nodes a sweep of entries of buckets they do not serve
+    /// (`sweepUnservedBuckets`): at start, and after copies were abandoned or cleared.
+    let sweepOwed = Mutex(true)
     let logger: Logger
     let group: any EventLoopGroup
     /// Fan-out latency and partial answers (nil without `options.metrics`).
