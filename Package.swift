@@ -65,7 +65,8 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Retrieval metrics: the revisited Oxford/Paris protocol, recall@k.
         .target(name: "PharosEvaluation"),
-        // Re-ranking a search's shortlist: diffusion over its k-NN graph.
+        // Re-ranking a search's shortlist: diffusion over its k-NN graph, geometric verification
+        // of local features.
         .target(name: "PharosRerank", dependencies: ["PharosVectors"]),
         // What operators watch: the Prometheus registry behind swift-metrics, the admin HTTP
         // port (/metrics, /livez, /readyz), build information, JSON logs, systemd readiness.
@@ -103,7 +104,7 @@ let package = Package(
         // Terminal helpers shared by the executables (progress bars, messages).
         .target(
             name: "PharosCommandLine",
-            dependencies: ["PharosIndex", "PharosWire", "PharosObservability", "PharosDurability", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["PharosIndex", "PharosWire", "PharosObservability", "PharosDurability", "PharosRerank", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // What the `pharos` commands do, as libraries tests can reach without processes: the
         // local cluster and its supervisor, training through the coordinator, checkpointed ingestion.
@@ -128,7 +129,7 @@ let package = Package(
                 "PharosObservability",
                 "PharosCluster", "PharosDatasets", "PharosBenchmarks",
                 "PharosIndex", "PharosVectors", "PharosCommandLine", "PharosWire", "PharosCoordinator", "PharosDescriptors", "PharosEvaluation",
-                "PharosDurability",
+                "PharosDurability", "PharosRerank",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

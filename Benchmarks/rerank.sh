@@ -5,6 +5,9 @@
 #  2. the same through a local cluster (a coordinator and 3 shard processes, IVF4,PQ160x4fs,
 #     RefineSQ8 as the demo), and the latency of each stage per query: single-query searches by
 #     key, k 10, the stages interleaved over ROUNDS rounds, medians of each round's p50 and p99.
+# Geometric verification (offline: `pharos eval --database --local`, the shards do not keep
+# local features yet) after each, with a sweep of its pixel threshold and minimum inliers and
+# its time per query.
 # GeM, 512 pixels (the defaults). Diffusion: the defaults (shortlist 200, k 5, alpha 0.9, gamma 3)
 # and the paper's k 50, alpha 0.99; first a sweep of k and alpha on the exact rankings, the
 # evidence for the defaults.
@@ -20,7 +23,13 @@ P=.build/release/pharos
 out=data/rerank-bench
 mkdir -p "$out" Benchmarks/results
 [ -f data/photos/labels.json ] || "$P" data photos --out data/photos >/dev/null
-"$P" extract --images data/photos/images --pooling gem --max-side 512 --out "$out/labelled" >/dev/null 2>&1
+# With --local: DELF-style local features beside the descriptors, for geometric verification.
+# (--restart: outputs of an earlier run without them are of other settings.)
+extract() {  # images, prefix
+  [ -f "$2.local" ] || rm -f "$2.npy" "$2.keys" "$2.extract.json"
+  "$P" extract --images "$1" --pooling gem --max-side 512 --local --out "$2" >/dev/null 2>&1
+}
+extract data/photos/images "$out/labelled"
 sets=("labelled data/photos/labels.json $out/labelled")
 if [ -z "$small" ]; then
   dpkg-query -W -f='${Status}' visp-images-data 2>/dev/null | grep -q "install ok installed" \
@@ -29,7 +38,7 @@ if [ -z "$small" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "numpy<3"
   "$venv/bin/python" Benchmarks/multiview.py --out data/multiview >/dev/null
-  "$P" extract --images data/multiview/images --pooling gem --max-side 512 --out "$out/multiview" >/dev/null 2>&1
+  extract data/multiview/images "$out/multiview"
   sets+=("multi-view data/multiview/labels.json $out/multiview")
 fi
 stages=("global|" "alpha-QE|--expand alpha:alpha=3,n=5" "diffusion|--rerank diffusion"
@@ -61,9 +70,33 @@ map() { python3 -c 'import json,sys; print("%.4f" % json.loads(sys.argv[1])["map
     echo
     echo "| stage | mAP | mP@1 | mP@5 | mP@10 |"
     echo "|---|---|---|---|---|"
-    for stage in "${stages[@]}"; do
+    verify=("verification|--rerank verify --local $prefix.local" "alpha-QE + verification|--expand alpha:alpha=3,n=5 --rerank verify --local $prefix.local"
+            "diffusion + verification|--rerank verify+diffusion --local $prefix.local")
+    for stage in "${stages[@]}" "${verify[@]}"; do
       # shellcheck disable=SC2086
       row "${stage%%|*}" "$("$P" eval --ground-truth "$truth" --database "$prefix.npy" --database-keys "$prefix.keys" -k 100 --json ${stage#*|})"
+    done
+    echo
+  done
+
+  # Verification's settings (the evidence for the defaults) and its cost per query.
+  for s in "${sets[@]}"; do
+    read -r name truth prefix <<<"$s"
+    echo "Verification's inlier threshold (pixels) and minimum inliers, $name set: mAP of exact rankings, verified shortlist 100:"
+    echo
+    echo "| pixels \\ inliers | 6 | 9 | 12 | 16 | 24 |"
+    echo "|---|---|---|---|---|---|"
+    for px in 8 16 32; do
+      line="| $px |"
+      for n in 6 9 12 16 24; do
+        line+=" $(map "$("$P" eval --ground-truth "$truth" --database "$prefix.npy" --database-keys "$prefix.keys" -k 100 --json --rerank "verify:threshold=$px,inliers=$n" --local "$prefix.local")") |"
+      done
+      echo "$line"
+    done
+    echo
+    for model in affine similarity; do
+      j=$("$P" eval --ground-truth "$truth" --database "$prefix.npy" --database-keys "$prefix.keys" -k 100 --json --rerank "verify:model=$model" --local "$prefix.local")
+      python3 -c 'import json,sys; d=json.loads(sys.argv[3]); print("%s model, %s set: mAP %.4f; verifying 100 candidates took %.1f ms a query at p50, %.1f ms at p99 (500 keypoints a photo, %s threads)" % (sys.argv[1], sys.argv[2], d["map"], d["verify_ms_p50"], d["verify_ms_p99"], sys.argv[4]))' "$model" "$name" "$j" "$(nproc)"
     done
     echo
   done

@@ -102,11 +102,19 @@ assert result["label"] == "cli" and result["setup"] == "labelled" and result["ma
 run = pharos("search", "--query-key", keys[3], "-k", "5", "--nprobe", "8", "--rerank", "diffusion:shortlist=40,k=8", "--json")
 hits = json.loads(run.stdout)["hits"]
 assert len(hits) == 5 and "rerank diffusion:shortlist=40,k=8" in run.stderr, (hits, run.stderr)
-for bad, said in (("verify", "not built yet"), ("diffusion:alpha=1", "alpha is 1.0"), ("diffusion:shortlist=3", "more than Search.rerank.shortlist 3"),
+for bad, said in (("verify", "runs offline only so far"), ("diffusion:alpha=1", "alpha is 1.0"), ("diffusion:shortlist=3", "more than Search.rerank.shortlist 3"),
                   ("diffusion:gamma=x", "gamma=x is not a number"), ("diffusion:beta=2", "unknown setting beta")):
     run = pharos("search", "--query-key", keys[3], "-k", "5", "--rerank", bad, status=64)
     assert said in run.stderr, (bad, run.stderr)
 result = json.loads(pharos("eval", "--ground-truth", work + "/truth.json", "-k", "10", "--nprobe", "8", "--json", "--rerank", "diffusion:k=5").stdout)
 assert result["map"] > 0.5, result
+# Verification needs the local features (offline, --database and --local): otherwise, and with
+# settings out of range, a usage error naming the problem, before anything is read.
+for args, said in ((["--rerank", "verify"], "give --database and --local"),
+                   (["--rerank", "verify:model=cubic", "--database", "x.npy", "--database-keys", "x.keys", "--local", "x.local"], "expected affine or similarity"),
+                   (["--rerank", "verify:inliers=1", "--database", "x.npy", "--database-keys", "x.keys", "--local", "x.local"], "inliers is 1"),
+                   (["--local", "x.local"], "read by --rerank verify only")):
+    run = pharos("eval", "--ground-truth", work + "/truth.json", *args, status=64)
+    assert said in run.stderr, (args, run.stderr)
 print("cli-test: search/fetch/delete/ingest/eval --json, keys with spaces and commas, --query-key = --query-keys-file, exit statuses, --rerank")
 PY

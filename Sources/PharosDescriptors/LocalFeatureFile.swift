@@ -152,8 +152,10 @@ public final class LocalFeatureFile {
         while position < bytes.count {
             var header = ByteReader(bytes: bytes[position...], path: path, tag: "image \(out.count)")
             let keyLength = Int(try header.readUInt32())
-            guard keyLength <= 4096, position + 4 + keyLength + 8 <= bytes.count else {
-                throw IndexError.corruptFile(path: path, problem: "image \(out.count): key length \(keyLength) runs past the end")
+            // The key, the block length and the CRC must fit (a record cut short by a kill
+            // mid-write ends anywhere).
+            guard keyLength <= 4096, position + 4 + keyLength + 8 + 4 <= bytes.count else {
+                throw IndexError.corruptFile(path: path, problem: "image \(out.count): the record (key length \(keyLength)) runs past the end of the file")
             }
             let keyBytes = bytes[(position + 4) ..< (position + 4 + keyLength)]
             var lengthReader = ByteReader(bytes: bytes[(position + 4 + keyLength)...], path: path, tag: "image \(out.count)")

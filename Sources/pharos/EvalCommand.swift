@@ -29,8 +29,10 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .customShort("k"), help: "Ranking length (positives beyond it count as not found).") var k: Int = 100
     @Option(help: "Lists probed per query (cluster).") var nprobe: Int = 16
     @Option(help: "Query expansion: none, aqe[:n=N], alpha[:alpha=A,n=N].") var expand: String = "none"
-    @Option(help: "Re-rank each shortlist: none, diffusion[:shortlist=K,k=N,alpha=A,gamma=G] (defaults 200, 5, 0.9, 3; the paper's k 50, alpha 0.99 hurt on sets of few views per object: Benchmarks/RESULTS.md).")
+    @Option(help: "Re-rank each shortlist: none, diffusion[:shortlist=K,k=N,alpha=A,gamma=G] (defaults 200, 5, 0.9, 3; the paper's k 50, alpha 0.99 hurt on sets of few views per object: Benchmarks/RESULTS.md), verify[:shortlist=S,inliers=I,threshold=PX,ratio=R,model=affine|similarity,keypoints=N,iterations=M] (defaults 100, 12, 16, 0.9, affine, 500, 1000; with --database and --local), verify+diffusion[:verify's settings].")
     var rerank: String = "none"
+    @Option(help: "With --rerank verify: local features (PREFIX.local of pharos extract --local) of the database and query photos; repeatable.")
+    var local: [String] = []
     @Option(help: "With --database: whiten database and queries with this file first (PHXWHITN).") var whitening: String?
     @Option(help: "A label for the result line.") var label: String = ""
     @Flag(help: "Print each result as one JSON object per line (label, setup, map, mp@1/5/10, queries, without_positives).") var json = false
@@ -39,11 +41,24 @@ struct EvalCommand: ParsableCommand {
         if queries != nil && queryKeysFile == nil { throw ValidationError("--queries needs --query-keys-file") }
         if database != nil && databaseKeys == nil { throw ValidationError("--database needs --database-keys") }
         guard k > 0 else { throw ValidationError("-k \(k): expected at least 1") }
-        _ = try parseRerank(rerank, k: k)   // a usage error, before anything is read
+        // A usage error, before anything is read.
+        if try parseRerankPlan(rerank, k: k).verification != nil {
+            guard database != nil, !local.isEmpty else {
+                throw ValidationError("--rerank \(rerank): geometric verification runs offline only so far: give --database and --local (the shards do not keep local features yet)")
+            }
+            // A query given by its descriptor is a crop (--queries-of), and extraction keeps no
+            // local features of crops: verifying with the whole photo's would break the protocol.
+            guard queries == nil else {
+                throw ValidationError("--rerank \(rerank) with --queries: the queries' local features would be their whole photos', not their crops' (pharos extract --queries-of does not write local features yet); verify queries by key")
+            }
+        } else if !local.isEmpty {
+            throw ValidationError("--local is read by --rerank verify only")
+        }
     }
 
     func run() throws {
-        let rerank = try parseRerank(self.rerank, k: k)
+        let plan = try parseRerankPlan(self.rerank, k: k)
+        let rerank = plan.search, length = plan.searchLength(k: k)
         let truth = try RetrievalGroundTruth.load(groundTruth)
         let keys = truth.queries.map(\.key)
         var queryVectors: [String: [Float]] = [:]
@@ -54,18 +69,32 @@ struct EvalCommand: ParsableCommand {
             for (i, name) in names.enumerated() { queryVectors[name] = rows.row(i) }
         }
         let rankings: [[String]]
+        var verifyTimes: [Duration] = []   // per query, of the shortlist's verification
         if let database {
             guard let databaseKeys else { throw ValidationError("--database needs --database-keys") }
             let base = try VectorFileReader(path: database).readAll()
             let ranker = try ExactRanker(database: base, keys: try KeyFile.read(databaseKeys, rows: base.rows),
                                          whitening: try whitening.map(Whitening.load))
             let expansion = try parseExpansion(expand)
+            let catalog = try plan.verification.map { try LocalFeatureCatalog(files: local, keypoints: $0.maximumKeypoints) }
+            let threads = ProcessInfo.processInfo.activeProcessorCount
+            verifyTimes.reserveCapacity(keys.count)
             rankings = try keys.map { key in
-                if let given = queryVectors[key] { return ranker.ranking(try ranker.space.prepare(given), k: k, expansion: expansion, rerank: rerank) }
-                guard let q = ranker.vector(ofKey: key) else {
-                    throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
+                var ranking: [String]
+                if let given = queryVectors[key] {
+                    ranking = ranker.ranking(try ranker.space.prepare(given), k: length, expansion: expansion, rerank: rerank)
+                } else {
+                    guard let q = ranker.vector(ofKey: key) else {
+                        throw ValidationError("query \(key.debugDescription) is neither in --queries nor in --database")
+                    }
+                    ranking = ranker.ranking(q, k: length, expansion: expansion, own: key, rerank: rerank)
                 }
-                return ranker.ranking(q, k: k, expansion: expansion, own: key, rerank: rerank)
+                if let verification = plan.verification, let catalog {
+                    let start = ContinuousClock.now
+                    ranking = try catalog.verified(ranking, query: key, parameters: verification, threads: threads)
+                    verifyTimes.append(ContinuousClock.now - start)
+                }
+                return Array(ranking.prefix(k))
             }
         } else {
             let search = ClusterSearch(k: k, nprobe: nprobe, expansion: try parseExpansion(expand), rerank: rerank)
@@ -76,19 +105,28 @@ struct EvalCommand: ParsableCommand {
                 }
             }
         }
+        // The time verification added per query (all the client's threads), as a median and p99.
+        let sortedTimes = verifyTimes.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) * 1e-15 }.sorted()
+        func percentile(_ p: Double) -> Double { sortedTimes.isEmpty ? 0 : sortedTimes[Swift.min(sortedTimes.count - 1, Int(p * Double(sortedTimes.count)))] }
         let setups: [RevisitedProtocol.Setup] = truth.labelled ? [.easy] : RevisitedProtocol.Setup.allCases
         for setup in setups {
             let s = RevisitedProtocol.evaluate(rankings, truth: truth, setup: setup)
             let name = truth.labelled ? "labelled" : setup.rawValue
             if json {
-                try JSONLines.print([["label": label, "setup": name, "map": s.meanAveragePrecision, "mp@1": s.meanPrecision[1] ?? 0,
-                                      "mp@5": s.meanPrecision[5] ?? 0, "mp@10": s.meanPrecision[10] ?? 0,
-                                      "queries": truth.queries.count - s.emptyQueries, "without_positives": s.emptyQueries]])
+                var line: [String: Any] = ["label": label, "setup": name, "map": s.meanAveragePrecision, "mp@1": s.meanPrecision[1] ?? 0,
+                                           "mp@5": s.meanPrecision[5] ?? 0, "mp@10": s.meanPrecision[10] ?? 0,
+                                           "queries": truth.queries.count - s.emptyQueries, "without_positives": s.emptyQueries]
+                if !sortedTimes.isEmpty {
+                    line["verify_ms_p50"] = percentile(0.5)
+                    line["verify_ms_p99"] = percentile(0.99)
+                }
+                try JSONLines.print([line])
                 continue
             }
             print(String(format: "%@%@: mAP %.4f  mP@1 %.4f  mP@5 %.4f  mP@10 %.4f  (%d queries, %d without positives)",
                          label.isEmpty ? "" : label + " ", name, s.meanAveragePrecision, s.meanPrecision[1]!, s.meanPrecision[5]!,
-                         s.meanPrecision[10]!, truth.queries.count - s.emptyQueries, s.emptyQueries))
+                         s.meanPrecision[10]!, truth.queries.count - s.emptyQueries, s.emptyQueries)
+                  + (sortedTimes.isEmpty ? "" : String(format: "; verification %.1f ms a query (p50), %.1f ms (p99)", percentile(0.5), percentile(0.99))))
         }
     }
 }

@@ -11,7 +11,7 @@ struct Pharos: ParsableCommand {
         abstract: "Pharos: an image-retrieval vector index.",
         version: BuildInfo.versionLine(program: "pharos"),
         subcommands: [ClusterCommand.self, TrainCommand.self, IngestCommand.self, SearchCommand.self, FetchCommand.self, DeleteCommand.self, StatusCommand.self, ClusterBenchCommand.self,
-                      ExtractCommand.self, WhitenCommand.self, EvalCommand.self, CNNBenchCommand.self,
+                      ExtractCommand.self, WhitenCommand.self, EvalCommand.self, VerifyCommand.self, CNNBenchCommand.self,
                       IndexCommand.self, DataCommand.self])
 
     /// Exit statuses (documented in the README): 0 success, 1 a failure (bad input files,

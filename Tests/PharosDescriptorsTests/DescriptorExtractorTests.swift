@@ -96,6 +96,14 @@ import Testing
         bytes[40] ^= 0xFF
         try bytes.write(to: URL(fileURLWithPath: path))
         #expect { try LocalFeatureFile.read(path) } throws: { "\($0)".contains("image 0") }
+        // Cut anywhere in a record (a write killed midway): an error naming the image, never a trap.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: path))
+        for cut in [13, 16, 18, 20, 23, 24, 30, whole.count - 1] {   // (12: the header alone, no image: valid)
+            try whole.prefix(cut).write(to: URL(fileURLWithPath: path))
+            #expect(throws: (any Error).self, "cut at \(cut)") { try LocalFeatureFile.read(path) }
+        }
+        try Data("PHXLOCAL".utf8 + [1, 0, 0, 0] + [UInt8](repeating: 0, count: 12)).write(to: URL(fileURLWithPath: path))
+        #expect { try LocalFeatureFile.read(path) } throws: { "\($0)".contains("runs past the end") }
     }
 
     /// The labelled photo set in small (3 wallpapers in 4 views each, plus the distractors):
