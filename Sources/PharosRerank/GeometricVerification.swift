@@ -27,21 +27,19 @@ public struct VerificationFeatures: Sendable, Equatable {
         self.y = y
         self.descriptors = descriptors
         self.dimension = dimension
-        squaredNorms = descriptors.withUnsafeBufferPointer { v in
-            (0..<x.count).map { i in
-                var s: Float = 0
-                for j in 0..<dimension { s += v[i * dimension + j] * v[i * dimension + j] }
-                return s
-            }
-        }
+        squaredNorms = VectorMath.squaredNorms(Matrix(rows: x.count, columns: dimension, values: descriptors))
+    }
+
+    private init(x: [Float], y: [Float], descriptors: [Float], dimension: Int, squaredNorms: [Float]) {
+        (self.x, self.y, self.descriptors, self.dimension, self.squaredNorms) = (x, y, descriptors, dimension, squaredNorms)
     }
 
     /// The first `count` keypoints (the best scored).
     public func prefix(_ count: Int) -> VerificationFeatures {
         guard count < self.count else { return self }
         let kept = Swift.max(0, count)
-        return VerificationFeatures(x: Array(x.prefix(kept)), y: Array(y.prefix(kept)),
-                                    descriptors: Array(descriptors.prefix(kept * dimension)), dimension: dimension)!
+        return VerificationFeatures(x: Array(x.prefix(kept)), y: Array(y.prefix(kept)), descriptors: Array(descriptors.prefix(kept * dimension)),
+                                    dimension: dimension, squaredNorms: Array(squaredNorms.prefix(kept)))
     }
 }
 
@@ -221,13 +219,12 @@ public enum GeometricVerification {
         let n = source.count, s = parameters.model.sampleSize
         guard n == target.count, n > s else { return nil }
         let limit = Double(parameters.threshold) * Double(parameters.threshold)
-        func inliers(of model: PlaneTransform) -> [Int] {
-            (0..<n).filter { i in
-                let (x, y) = model.apply(source[i].0, source[i].1)
-                let (dx, dy) = (x - target[i].0, y - target[i].1)
-                return dx * dx + dy * dy <= limit
-            }
+        func fits(_ model: PlaneTransform, _ i: Int) -> Bool {
+            let (x, y) = model.apply(source[i].0, source[i].1)
+            let (dx, dy) = (x - target[i].0, y - target[i].1)
+            return dx * dx + dy * dy <= limit
         }
+        func inliers(of model: PlaneTransform) -> [Int] { (0..<n).filter { fits(model, $0) } }
         var generator = SplitMix64(seed: parameters.seed)
         var best: (model: PlaneTransform, inliers: [Int])?
         var needed = parameters.maximumIterations
@@ -246,8 +243,11 @@ public enum GeometricVerification {
             case .affine: PlaneTransform.affine(through: sample.map { source[$0] }, to: sample.map { target[$0] })
             }
             guard let model, model.isPlausible(maximumAreaRatio: maximumAreaRatio, maximumAnisotropy: maximumAnisotropy) else { continue }
+            // Counted first: the indices are gathered only for a better model (most draws are not).
+            var count = 0
+            for i in 0..<n where fits(model, i) { count += 1 }
+            guard count > (best?.inliers.count ?? 0) else { continue }
             let found = inliers(of: model)
-            guard found.count > (best?.inliers.count ?? 0) else { continue }
             best = (model, found)
             let ratio = Double(found.count) / Double(n)
             if ratio >= 1 {

@@ -106,8 +106,7 @@ struct EvalCommand: ParsableCommand {
             }
         }
         // The time verification added per query (all the client's threads), as a median and p99.
-        let sortedTimes = verifyTimes.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) * 1e-15 }.sorted()
-        func percentile(_ p: Double) -> Double { sortedTimes.isEmpty ? 0 : sortedTimes[Swift.min(sortedTimes.count - 1, Int(p * Double(sortedTimes.count)))] }
+        let verifyMilliseconds = verifyTimes.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) * 1e-15 }
         let setups: [RevisitedProtocol.Setup] = truth.labelled ? [.easy] : RevisitedProtocol.Setup.allCases
         for setup in setups {
             let s = RevisitedProtocol.evaluate(rankings, truth: truth, setup: setup)
@@ -116,9 +115,9 @@ struct EvalCommand: ParsableCommand {
                 var line: [String: Any] = ["label": label, "setup": name, "map": s.meanAveragePrecision, "mp@1": s.meanPrecision[1] ?? 0,
                                            "mp@5": s.meanPrecision[5] ?? 0, "mp@10": s.meanPrecision[10] ?? 0,
                                            "queries": truth.queries.count - s.emptyQueries, "without_positives": s.emptyQueries]
-                if !sortedTimes.isEmpty {
-                    line["verify_ms_p50"] = percentile(0.5)
-                    line["verify_ms_p99"] = percentile(0.99)
+                if !verifyMilliseconds.isEmpty {
+                    line["verify_ms_p50"] = verifyMilliseconds.percentile(0.5)
+                    line["verify_ms_p99"] = verifyMilliseconds.percentile(0.99)
                 }
                 try JSONLines.print([line])
                 continue
@@ -126,7 +125,8 @@ struct EvalCommand: ParsableCommand {
             print(String(format: "%@%@: mAP %.4f  mP@1 %.4f  mP@5 %.4f  mP@10 %.4f  (%d queries, %d without positives)",
                          label.isEmpty ? "" : label + " ", name, s.meanAveragePrecision, s.meanPrecision[1]!, s.meanPrecision[5]!,
                          s.meanPrecision[10]!, truth.queries.count - s.emptyQueries, s.emptyQueries)
-                  + (sortedTimes.isEmpty ? "" : String(format: "; verification %.1f ms a query (p50), %.1f ms (p99)", percentile(0.5), percentile(0.99))))
+                  + (verifyMilliseconds.isEmpty ? "" : String(format: "; verification %.1f ms a query (p50), %.1f ms (p99)",
+                                                               verifyMilliseconds.percentile(0.5), verifyMilliseconds.percentile(0.99))))
         }
     }
 }
