@@ -4,6 +4,7 @@ import NIOPosix
 import PharosCluster
 import PharosIndex
 import PharosStorage
+import PharosTestSupport
 import PharosVectors
 import PharosWire
 import Testing
@@ -38,14 +39,15 @@ final class TestCluster: @unchecked Sendable {
 
     static let dimension = 16
 
-    /// Starts a shard node serving `directory` on `port` (0: any); returns its port.
+    /// Starts a shard node serving `directory` on `port` (0: a port of its own below the
+    /// ephemeral range, so that the node can be restarted at it); returns its port.
     func startShard(_ i: Int, directory: String, port: Int = 0, wrap: ((ShardService) -> any WireService)? = nil) async throws -> Int {
         var storage = Shard.Options()
         storage.automaticMaintenance = false
         storage.log = { _ in }
         let service = try ShardService(configuration: .init(dataDirectory: directory, storage: storage, nodeName: "s\(i)"))
         let server = WireServer(service: wrap?(service) ?? service, group: group, access: shardAccess, tls: shardTLS)
-        let bound = try await server.start(host: "127.0.0.1", port: port)
+        let bound = try await server.start(host: "127.0.0.1", port: port == 0 ? LoopbackPort.reserve() : port)
         if i < shardServers.count { shardServers[i] = server } else { shardServers.append(server) }
         return bound
     }

@@ -14,27 +14,9 @@ import Testing
         try await ProcessRunner.run(pharos.path, arguments)
     }
 
-    /// A port with the next three free too, as far as a quick look can tell.
-    static func freeBlock() -> Int {
-        for _ in 0..<20 {
-            let p = ProcessCluster.freePort()
-            guard p < 65000 else { continue }
-            if (1...3).allSatisfy({ Self.isFree(p + $0) }) { return p }
-        }
-        return ProcessCluster.freePort()
-    }
-
-    static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
+    /// A port with the next three free too (the coordinator's and three shards'), below the
+    /// ephemeral range so that a restarted shard gets its port back.
+    static func freeBlock() -> Int { LoopbackPort.reserve(count: 4) }
 
     /// The PID of the shard serving `folder`, from /proc (nil when none runs).
     static func shardPID(serving folder: String) -> Int32? {
@@ -71,7 +53,7 @@ import Testing
         var second: Int32?
         for _ in 0..<100 {   // up to 10 s
             try await Task.sleep(nanoseconds: 100_000_000)
-            if let pid = Self.shardPID(serving: folder), pid != first, ProcessCluster.freePort() > 0 { second = pid; break }
+            if let pid = Self.shardPID(serving: folder), pid != first { second = pid; break }
         }
         #expect(second != nil, "shard-1 was not restarted")
         #expect(process.isRunning, "cluster up stopped when one shard died")

@@ -18,18 +18,9 @@ final class ProcessCluster: @unchecked Sendable {
     var coordinatorPort = 0
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
-    /// A port nothing listens on now (bind 0, read it, close).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A port nothing listens on now, which no other socket is given while a node stopped
+    /// at it is down (below the ephemeral range).
+    static func freePort() -> Int { LoopbackPort.reserve() }
 
     /// Starts `binary arguments` and waits (up to 20 s) for its "listening on" line.
     static func launch(_ binary: String, _ arguments: [String]) throws -> Process {
