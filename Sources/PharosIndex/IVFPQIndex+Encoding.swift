@@ -30,7 +30,10 @@ extension IVFPQIndex {
             return rotation?.apply(vectors) ?? vectors
         }
         let assignment = assign(x, threads: threads)
-        let codes = pq.encode(residualsOf(x, assignment: assignment), threads: threads)
+        let residuals = residualsOf(x, assignment: assignment)
+        let codes = configuration.anisotropicThreshold.map {
+            pq.encodeAnisotropic(residuals: residuals, originals: x, threshold: $0, threads: threads)
+        } ?? pq.encode(residuals, threads: threads)
         var refineCodes = [UInt8]()
         refineCodec?.encode(vectors, appendingTo: &refineCodes)
         return EncodedEntries(lists: assignment, codes: codes, refine: refineCodes, layout: layout)

@@ -21,6 +21,7 @@ extension IVFPQIndex {
             if c.lists > 1 {
                 var config = KMeans.Configuration(clusters: c.lists)
                 config.iterations = 10  // faiss's default for coarse quantizers
+                config.spherical = metric == .innerProduct   // as faiss's IVF: stored where probed
                 config.threads = threads
                 centroids = try KMeans(training: x, configuration: config).centroids
             }
@@ -31,7 +32,11 @@ extension IVFPQIndex {
             let pqSample = x.rows > pq.centroidsPerSubspace * 256
                 ? x.gathering(rows: rng.sample(pq.centroidsPerSubspace * 256, from: x.rows)) : x
             let residuals = residualsOf(pqSample, assignment: assign(pqSample, threads: threads))
-            try pq.train(residuals, threads: threads)
+            if let threshold = c.anisotropicThreshold {
+                try pq.trainAnisotropic(residuals: residuals, originals: pqSample, threshold: threshold, threads: threads)
+            } else {
+                try pq.train(residuals, threads: threads)
+            }
             refineCodec?.train(sample)
             buildL2Table()
             trained = true

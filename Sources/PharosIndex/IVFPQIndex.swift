@@ -34,10 +34,13 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         public var bits: Int
         /// Refine codes, if any.
         public var refine: RefineCodec.Kind?
+        /// The threshold T of score-aware (anisotropic) quantization for inner product, or nil
+        /// for plain PQ (`ProductQuantizer+Anisotropic`; factory suffix `_aq<T>`).
+        public var anisotropicThreshold: Float?
 
         /// Creates a configuration.
         public init(dimension: Int, metric: Metric, opqSubquantizers: Int? = nil, lists: Int,
-                    subquantizers: Int, bits: Int, refine: RefineCodec.Kind? = nil) {
+                    subquantizers: Int, bits: Int, refine: RefineCodec.Kind? = nil, anisotropicThreshold: Float? = nil) {
             self.dimension = dimension
             self.metric = metric
             self.opqSubquantizers = opqSubquantizers
@@ -45,6 +48,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             self.subquantizers = subquantizers
             self.bits = bits
             self.refine = refine
+            self.anisotropicThreshold = anisotropicThreshold
         }
 
         /// The factory string naming this configuration.
@@ -52,7 +56,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             var parts: [String] = []
             if let opq = opqSubquantizers { parts.append("OPQ\(opq)") }
             if lists > 1 { parts.append("IVF\(lists)") }
-            parts.append("PQ\(subquantizers)" + (bits == 4 ? "x4fs" : ""))
+            parts.append("PQ\(subquantizers)" + (bits == 4 ? "x4fs" : "") + (anisotropicThreshold.map { "_aq\($0)" } ?? ""))
             if let refine { parts.append("Refine\(refine.rawValue)") }
             return parts.joined(separator: ",")
         }

@@ -7,9 +7,11 @@ import PharosVectors
 /// Grammar (comma-separated, in this order):
 /// ```
 /// Flat
-/// [OPQ<m>,] [IVF<lists>,] PQ<m>[x8|x4fs] [,Refine(SQ8|FP16|Flat)]
+/// [OPQ<m>,] [IVF<lists>,] PQ<m>[x8|x4fs][_aq<T>] [,Refine(SQ8|FP16|Flat)]
 /// ```
-/// Examples: `Flat`, `PQ16`, `IVF1024,PQ32`, `OPQ32,IVF4096,PQ32x4fs,RefineSQ8`.
+/// Examples: `Flat`, `PQ16`, `IVF1024,PQ32`, `OPQ32,IVF4096,PQ32x4fs,RefineSQ8`,
+/// `IVF1024,PQ25x4fs_aq0.2,RefineFlat` (inner product only: codes and codebooks learned for
+/// the score-aware loss of threshold T, as ScaNN's `score_ah`; see `ProductQuantizer+Anisotropic`).
 public enum IndexFactory {
     /// Creates an untrained index of dimension `dimension` for `factory`.
     public static func make(_ factory: String, dimension: Int, metric: Metric) throws -> any VectorIndex {
@@ -21,7 +23,7 @@ public enum IndexFactory {
             .invalidFactory("token \(position + 1) '\(tokens[position])' in \"\(factory)\": \(problem)")
         }
         guard !(tokens.count == 1 && tokens[0].isEmpty) else {
-            throw IndexError.invalidFactory("empty factory string; allowed forms: Flat | [OPQ<m>,][IVF<lists>,]PQ<m>[x8|x4fs][,RefineSQ8|RefineFP16|RefineFlat]")
+            throw IndexError.invalidFactory("empty factory string; allowed forms: Flat | [OPQ<m>,][IVF<lists>,]PQ<m>[x8|x4fs][_aq<T>][,RefineSQ8|RefineFP16|RefineFlat]")
         }
         if tokens == ["Flat"] { return FlatIndex(dimension: dimension, metric: metric) }
 
@@ -45,7 +47,7 @@ public enum IndexFactory {
             position += 1
         }
         guard position < tokens.count else {
-            throw IndexError.invalidFactory("\"\(factory)\" ends before the PQ<m> token; allowed: [OPQ<m>,][IVF<lists>,]PQ<m>[x8|x4fs][,Refine...]")
+            throw IndexError.invalidFactory("\"\(factory)\" ends before the PQ<m> token; allowed: [OPQ<m>,][IVF<lists>,]PQ<m>[x8|x4fs][_aq<T>][,Refine...]")
         }
         let pqToken = tokens[position]
         guard pqToken.hasPrefix("PQ") else {
@@ -53,6 +55,18 @@ public enum IndexFactory {
             throw bad(position, "expected PQ<m>, PQ<m>x8 or PQ<m>x4fs")
         }
         var body = pqToken.dropFirst(2)
+        var anisotropic: Float?
+        if let marker = body.range(of: "_aq") {
+            let text = body[marker.upperBound...]
+            guard let t = Float(text), t.isFinite, t > 0, t <= 1e6 else {
+                throw bad(position, "expected _aq<T> with a threshold 0 < T <= 1e6 (ScaNN's anisotropic_quantization_threshold, e.g. _aq0.2), found '\(text)'")
+            }
+            guard metric == .innerProduct else {
+                throw bad(position, "anisotropic quantization (_aq) is a loss for inner product; this index's metric is \(metric.rawValue)")
+            }
+            anisotropic = t
+            body = body[..<marker.lowerBound]
+        }
         var bits = 8
         if body.hasSuffix("x4fs") {
             bits = 4
@@ -76,7 +90,7 @@ public enum IndexFactory {
         }
         guard position == tokens.count else { throw bad(position, "unexpected token after the end of the configuration") }
         return try IVFPQIndex(.init(dimension: dimension, metric: metric, opqSubquantizers: opq, lists: lists,
-                                    subquantizers: m, bits: bits, refine: refine))
+                                    subquantizers: m, bits: bits, refine: refine, anisotropicThreshold: anisotropic))
     }
 
     /// Writes `index` to `path` atomically (temporary file, fsync, rename).

@@ -22,6 +22,10 @@ public struct KMeans: Sendable {
         public var usePlusPlus: Bool = false
         /// Worker threads.
         public var threads: Int = Parallel.defaultThreads
+        /// Centroids scaled to unit norm after every update (faiss's `spherical`, which its IVF
+        /// sets for inner product): the nearest centroid by L2 is then the one of largest
+        /// inner product, so the lists a vector is stored in are the lists a query probes.
+        public var spherical: Bool = false
 
         /// A configuration for `clusters` centroids with faiss's defaults.
         public init(clusters: Int) { self.clusters = clusters }
@@ -51,6 +55,7 @@ public struct KMeans: Sendable {
         var centroids = c.usePlusPlus
             ? KMeans.plusPlusInit(points, k: k, rng: &rng, threads: c.threads)
             : points.gathering(rows: rng.sample(k, from: n).shuffledDeterministically(&rng))
+        if c.spherical { KMeans.normalize(&centroids) }
         var assignment = [Int32](repeating: 0, count: n)
         var distances = [Float](repeating: 0, count: n)
         var objective: Float = 0
@@ -59,9 +64,23 @@ public struct KMeans: Sendable {
             objective = distances.reduce(0, +) / Float(n)
             centroids = KMeans.update(points, assignment: assignment, k: k, d: d, threads: c.threads)
             KMeans.repairEmpty(&centroids, assignment: assignment, rng: &rng)
+            if c.spherical { KMeans.normalize(&centroids) }
         }
         self.centroids = centroids
         self.objective = objective
+    }
+
+    /// Scales every non-zero row to unit norm, summing in component order (the same on every
+    /// thread count and kernel level).
+    static func normalize(_ centroids: inout Matrix) {
+        let d = centroids.columns
+        for row in 0..<centroids.rows {
+            var norm2: Double = 0
+            for j in 0..<d { norm2 += Double(centroids.values[row * d + j]) * Double(centroids.values[row * d + j]) }
+            guard norm2 > 0 else { continue }
+            let inverse = Float(1 / norm2.squareRoot())
+            for j in 0..<d { centroids.values[row * d + j] *= inverse }
+        }
     }
 
     /// Nearest centroid (squared L2) of every row of `data`.

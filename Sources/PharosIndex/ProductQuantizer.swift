@@ -18,7 +18,7 @@ public struct ProductQuantizer: Sendable, Equatable {
         didSet { transposedCodebooks = ProductQuantizer.transpose(codebooks, subquantizers: subquantizers, bits: bits, dimension: dimension) }
     }
     /// The codebooks transposed per subspace (`dsub x ksub`), the layout the table kernel scans.
-    private var transposedCodebooks: [Float] = []
+    private(set) var transposedCodebooks: [Float] = []
 
     /// Centroids per subspace (16 or 256).
     public var centroidsPerSubspace: Int { 1 << bits }

@@ -125,8 +125,16 @@ public struct RefineCodec: Sendable, Equatable {
                 }
             }
         }
-        decode(code, into: scratch)
-        return metric == .l2 ? pharos_l2sq(query, scratch, dimension) : -pharos_dot(query, scratch, dimension)
+        // Flat codes are the floats themselves: read in place when aligned (they are, in lists
+        // and segments; a copy of every candidate was an eighth of a 784-D search).
+        let vector: UnsafePointer<Float>
+        if kind == .flat, Int(bitPattern: code) % MemoryLayout<Float>.alignment == 0 {
+            vector = UnsafeRawPointer(code).assumingMemoryBound(to: Float.self)
+        } else {
+            decode(code, into: scratch)
+            vector = UnsafePointer(scratch)
+        }
+        return metric == .l2 ? pharos_l2sq(query, vector, dimension) : -pharos_dot(query, vector, dimension)
     }
 
     /// Per-query state that makes inner-product distances to SQ8 codes cheaper.

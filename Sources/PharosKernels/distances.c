@@ -6,25 +6,91 @@
 
 // MARK: - Exact distances
 
-float pharos_l2sq(const float *a, const float *b, size_t d) {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    size_t j = 0;
-    for (; j + 4 <= d; j += 4) {
-        float t0 = a[j] - b[j], t1 = a[j + 1] - b[j + 1], t2 = a[j + 2] - b[j + 2], t3 = a[j + 3] - b[j + 3];
-        s0 += t0 * t0; s1 += t1 * t1; s2 += t2 * t2; s3 += t3 * t3;
+// Both sums keep 32 partial sums, component j going to sum j % 32, then add them pairwise
+// (16 + 16, 8 + 8, ...). The AVX2 paths hold the 32 sums in four registers and multiply and
+// add separately (no FMA), so every kernel level returns the same bits; 32 sums keep the AVX2
+// adds independent (four chains of 8 lanes), where the former 4 sums ran at one float a cycle.
+
+static inline float reduce32(float *acc) {
+    for (int width = 16; width >= 1; width /= 2) {
+        for (int i = 0; i < width; i++) acc[i] += acc[i + width];
     }
-    for (; j < d; j++) { float t = a[j] - b[j]; s0 += t * t; }
-    return (s0 + s1) + (s2 + s3);
+    return acc[0];
+}
+
+static float l2sq_portable(const float *a, const float *b, size_t d) {
+    float acc[32] = {0};
+    for (size_t j = 0; j < d; j++) {
+        const float t = a[j] - b[j];
+        acc[j & 31] += t * t;
+    }
+    return reduce32(acc);
+}
+
+static float dot_portable(const float *a, const float *b, size_t d) {
+    float acc[32] = {0};
+    for (size_t j = 0; j < d; j++) acc[j & 31] += a[j] * b[j];
+    return reduce32(acc);
+}
+
+#if PHAROS_X86
+__attribute__((target("avx2")))
+static float l2sq_avx2(const float *a, const float *b, size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        const __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j));
+        const __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8));
+        const __m256 t2 = _mm256_sub_ps(_mm256_loadu_ps(a + j + 16), _mm256_loadu_ps(b + j + 16));
+        const __m256 t3 = _mm256_sub_ps(_mm256_loadu_ps(a + j + 24), _mm256_loadu_ps(b + j + 24));
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(t0, t0));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(t1, t1));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(t2, t2));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(t3, t3));
+    }
+    float acc[32];
+    _mm256_storeu_ps(acc, s0); _mm256_storeu_ps(acc + 8, s1); _mm256_storeu_ps(acc + 16, s2); _mm256_storeu_ps(acc + 24, s3);
+    for (; j < d; j++) {
+        const float t = a[j] - b[j];
+        acc[j & 31] += t * t;
+    }
+    return reduce32(acc);
+}
+
+__attribute__((target("avx2")))
+static float dot_avx2(const float *a, const float *b, size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8)));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + j + 16), _mm256_loadu_ps(b + j + 16)));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + j + 24), _mm256_loadu_ps(b + j + 24)));
+    }
+    float acc[32];
+    _mm256_storeu_ps(acc, s0); _mm256_storeu_ps(acc + 8, s1); _mm256_storeu_ps(acc + 16, s2); _mm256_storeu_ps(acc + 24, s3);
+    for (; j < d; j++) acc[j & 31] += a[j] * b[j];
+    return reduce32(acc);
+}
+#endif
+
+float pharos_l2sq(const float *a, const float *b, size_t d) {
+#if PHAROS_X86
+    if (pharos_internal_level() == 1 && d >= 32) return l2sq_avx2(a, b, d);
+#endif
+    return l2sq_portable(a, b, d);
 }
 
 float pharos_dot(const float *a, const float *b, size_t d) {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    size_t j = 0;
-    for (; j + 4 <= d; j += 4) {
-        s0 += a[j] * b[j]; s1 += a[j + 1] * b[j + 1]; s2 += a[j + 2] * b[j + 2]; s3 += a[j + 3] * b[j + 3];
-    }
-    for (; j < d; j++) s0 += a[j] * b[j];
-    return (s0 + s1) + (s2 + s3);
+#if PHAROS_X86
+    if (pharos_internal_level() == 1 && d >= 32) return dot_avx2(a, b, d);
+#endif
+    return dot_portable(a, b, d);
+}
+
+void pharos_prefetch(const void *address, size_t bytes) {
+    const char *p = (const char *)address;
+    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
 }
 
 // MARK: - Integer inner products

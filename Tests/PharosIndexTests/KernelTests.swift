@@ -87,6 +87,24 @@ import Testing
         }
     }
 
+    /// Float dot products and squared distances: the same bits on every kernel level (32
+    /// partial sums in one order), for lengths below, at and past the 32-wide blocks, and close
+    /// to a double-precision sum.
+    @Test(arguments: [1, 5, 31, 32, 33, 64, 100, 784, 2048])
+    func dotAndSquaredDistanceAreTheSameOnEveryKernelLevel(d: Int) {
+        var rng = SplitMix64(seed: UInt64(d) &+ 77)
+        let a = (0..<d).map { _ in rng.nextGaussian() }
+        let b = (0..<d).map { _ in rng.nextGaussian() }
+        let dot = KernelLevels.both { pharos_dot(a, b, d) }
+        let l2 = KernelLevels.both { pharos_l2sq(a, b, d) }
+        #expect(dot.simd.bitPattern == dot.portable.bitPattern)
+        #expect(l2.simd.bitPattern == l2.portable.bitPattern)
+        let exactDot = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let exactL2 = zip(a, b).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+        #expect(abs(Double(dot.simd) - exactDot) <= 1e-5 * Double(d))
+        #expect(abs(Double(l2.simd) - exactL2) <= 1e-5 * max(1, exactL2))
+    }
+
     @Test(arguments: [1, 8, 13, 784])
     func sq8DistanceMatchesDecodeAndIsTheSameOnEveryKernelLevel(d: Int) {
         var rng = SplitMix64(seed: UInt64(d))

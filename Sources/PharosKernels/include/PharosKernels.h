@@ -128,6 +128,9 @@ void pharos_lut_combine(const float *base, const float *values, float factor, si
 float pharos_l2sq(const float *a, const float *b, size_t d);
 /// Inner product of float vectors.
 float pharos_dot(const float *a, const float *b, size_t d);
+/// Asks the CPU to start loading `bytes` bytes from `address` into cache (a hint: no fault,
+/// no effect on results), so that the next candidate's code arrives while this one is scored.
+void pharos_prefetch(const void *address, size_t bytes);
 
 /// Exact integer inner products of one int8 vector with `n` int8 rows of `d` (row-major):
 /// `out[i] = sum_j query[j] * rows[i * d + j]` in int32, the same at every kernel level.
