@@ -13,6 +13,14 @@ extension IVFPQIndex {
         var offsets: [Float]
         /// Per query: distance = sum * scale + offset.
         var scales: [Float]
+        /// Whether each query has one table for all its probes (inner product: lists differ by
+        /// their bias only), kept at its first probe's place.
+        var sharedAcrossProbes = false
+
+        /// Where the table of (query `qi` of the chunk, probe `p`) starts in `quantized`.
+        func tableStart(query qi: Int, probe p: Int, nprobe: Int, lutBytes: Int) -> Int {
+            (qi * nprobe + (sharedAcrossProbes ? 0 : p)) * lutBytes
+        }
     }
 
     func fastScanTables(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int) -> FastScanTables {
@@ -32,14 +40,14 @@ extension IVFPQIndex {
                         let valid = (0..<nprobe).first { probes[qi * nprobe + $0] < 0 } ?? nprobe
                         if metric == .innerProduct {
                             // The table is the same for every list (lists differ by their bias
-                            // only): quantize it once and copy it to each probe.
+                            // only): quantized once, at the first probe's place, for all.
+                            tables.sharedAcrossProbes = true
                             guard valid > 0 else { continue }
                             lookupTable(list: 0, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!)
                             var minima: Float = 0
                             tables.quantized.withUnsafeMutableBufferPointer { qz in
                                 let first = qz.baseAddress! + qi * nprobe * lutBytes
                                 tables.scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, 1, m, mp, first, &minima)
-                                for p in 1..<valid { (first + p * lutBytes).update(from: first, count: lutBytes) }
                             }
                             for p in 0..<valid { tables.offsets[qi * nprobe + p] = biases[qi * nprobe + p] + minima }
                             continue
@@ -102,7 +110,8 @@ extension IVFPQIndex {
 
     /// Buffers reused across the lists of one chunk.
     struct FastScanScratch {
-        var luts: [UInt8] = []
+        /// Each pair's table, in the chunk's tables (pointers: no table is copied per list).
+        var luts: [UnsafePointer<UInt8>?] = []
         var sums: [UInt16] = []
     }
 
@@ -122,13 +131,14 @@ extension IVFPQIndex {
                           sources: UnsafeBufferPointer<any InvertedListSource>, heaps: inout [ResultHeap],
                           scratch: inout FastScanScratch) throws {
         let mp = mPadded, lutBytes = mp * 16
-        scratch.luts.removeAll(keepingCapacity: true)
-        for pair in pairs {
-            let base = (Int(pair.query) * nprobe + Int(pair.probe)) * lutBytes
-            scratch.luts.append(contentsOf: tables.quantized[base ..< base + lutBytes])
-        }
         let segment = IVFPQIndex.scanSegmentBlocks
         if scratch.sums.count < pairs.count * segment * 32 { scratch.sums = [UInt16](repeating: 0, count: pairs.count * segment * 32) }
+        try tables.quantized.withUnsafeBufferPointer { quantized in
+        scratch.luts.removeAll(keepingCapacity: true)
+        for pair in pairs {
+            scratch.luts.append(quantized.baseAddress! + tables.tableStart(query: Int(pair.query), probe: Int(pair.probe),
+                                                                           nprobe: nprobe, lutBytes: lutBytes))
+        }
         try scratch.luts.withUnsafeBufferPointer { lutPtr in
             try scratch.sums.withUnsafeMutableBufferPointer { sumPtr in
                 for s in sources.indices where sources[s].entryCount(ofList: l) > 0 {
@@ -155,6 +165,7 @@ extension IVFPQIndex {
                     }
                 }
             }
+        }
         }
     }
 }

@@ -28,13 +28,13 @@ uint8_t pharos_fs4_code(const uint8_t *blocks, size_t m_padded, size_t i, size_t
     return j < 16 ? (b & 15) : (b >> 4);
 }
 
-static void fs4_scan_portable(const uint8_t *luts, size_t query_count, size_t m_padded,
+static void fs4_scan_portable(const uint8_t *const *luts, size_t query_count, size_t m_padded,
                               const uint8_t *blocks, size_t block_count, uint16_t *sums) {
     const size_t block_bytes = pharos_fs4_block_bytes(m_padded);
     for (size_t b = 0; b < block_count; b++) {
         const uint8_t *block = blocks + b * block_bytes;
         for (size_t q = 0; q < query_count; q++) {
-            const uint8_t *lut = luts + q * m_padded * 16;
+            const uint8_t *lut = luts[q];
             uint16_t *out = sums + q * block_count * 32 + b * 32;
             uint32_t acc[32] = {0};
             for (size_t m = 0; m < m_padded; m++) {
@@ -51,50 +51,86 @@ static void fs4_scan_portable(const uint8_t *luts, size_t query_count, size_t m_
 }
 
 #if PHAROS_X86
+// Each 16-bit lane of an A accumulator holds (even byte) + 256 * (odd byte) summed with
+// wrap-around; its B accumulator holds the odd bytes alone: even = A - (B << 8). The two
+// 128-bit halves summed even and odd sub-quantizers: they are added at the end.
 __attribute__((target("avx2")))
-static void fs4_scan_avx2(const uint8_t *luts, size_t query_count, size_t m_padded,
+static inline void fs4_store(__m256i acc_a_lo, __m256i acc_b_lo, __m256i acc_a_hi, __m256i acc_b_hi, uint16_t *out) {
+    const __m256i even_lo = _mm256_sub_epi16(acc_a_lo, _mm256_slli_epi16(acc_b_lo, 8));
+    const __m256i even_hi = _mm256_sub_epi16(acc_a_hi, _mm256_slli_epi16(acc_b_hi, 8));
+    const __m128i e_lo = _mm_add_epi16(_mm256_castsi256_si128(even_lo), _mm256_extracti128_si256(even_lo, 1));
+    const __m128i o_lo = _mm_add_epi16(_mm256_castsi256_si128(acc_b_lo), _mm256_extracti128_si256(acc_b_lo, 1));
+    const __m128i e_hi = _mm_add_epi16(_mm256_castsi256_si128(even_hi), _mm256_extracti128_si256(even_hi, 1));
+    const __m128i o_hi = _mm_add_epi16(_mm256_castsi256_si128(acc_b_hi), _mm256_extracti128_si256(acc_b_hi, 1));
+    _mm_storeu_si128((__m128i *)(out + 0), _mm_unpacklo_epi16(e_lo, o_lo));
+    _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(e_lo, o_lo));
+    _mm_storeu_si128((__m128i *)(out + 16), _mm_unpacklo_epi16(e_hi, o_hi));
+    _mm_storeu_si128((__m128i *)(out + 24), _mm_unpackhi_epi16(e_hi, o_hi));
+}
+
+/// Looks up `codes` (one 32-byte row of a block: two sub-quantizers) in `lut` and adds the
+/// entries to the four accumulators.
+#define FS4_ACCUMULATE(lut, lo, hi, a_lo, b_lo, a_hi, b_hi)                      \
+    do {                                                                          \
+        const __m256i table = _mm256_loadu_si256((const __m256i *)(lut));        \
+        const __m256i r_lo = _mm256_shuffle_epi8(table, lo);                      \
+        const __m256i r_hi = _mm256_shuffle_epi8(table, hi);                      \
+        a_lo = _mm256_add_epi16(a_lo, r_lo);                                      \
+        b_lo = _mm256_add_epi16(b_lo, _mm256_srli_epi16(r_lo, 8));                \
+        a_hi = _mm256_add_epi16(a_hi, r_hi);                                      \
+        b_hi = _mm256_add_epi16(b_hi, _mm256_srli_epi16(r_hi, 8));                \
+    } while (0)
+
+// Two queries at a time over every block: each row of codes is loaded and split once for both
+// tables, and the two tables (m_padded * 16 bytes each) stay in L1 while the blocks stream
+// past, where block after block over all queries reloaded every table from L2 per block.
+// Sums are exact integers, so the order changes nothing in the results.
+__attribute__((target("avx2")))
+static void fs4_scan_avx2(const uint8_t *const *luts, size_t query_count, size_t m_padded,
                           const uint8_t *blocks, size_t block_count, uint16_t *sums) {
     const size_t block_bytes = pharos_fs4_block_bytes(m_padded);
     const __m256i low_mask = _mm256_set1_epi8(0x0f);
     const size_t pairs = m_padded / 2;
-    for (size_t b = 0; b < block_count; b++) {
-        const uint8_t *block = blocks + b * block_bytes;
-        for (size_t q = 0; q < query_count; q++) {
-            const uint8_t *lut = luts + q * m_padded * 16;
-            // Each 16-bit lane of accA holds (even byte) + 256 * (odd byte) summed with
-            // wrap-around; accB holds the odd bytes alone. even = accA - (accB << 8).
-            __m256i acc_a_lo = _mm256_setzero_si256(), acc_b_lo = _mm256_setzero_si256();
-            __m256i acc_a_hi = _mm256_setzero_si256(), acc_b_hi = _mm256_setzero_si256();
+    size_t q = 0;
+    for (; q + 2 <= query_count; q += 2) {
+        const uint8_t *lut0 = luts[q], *lut1 = luts[q + 1];
+        for (size_t b = 0; b < block_count; b++) {
+            const uint8_t *block = blocks + b * block_bytes;
+            __m256i a0_lo = _mm256_setzero_si256(), b0_lo = _mm256_setzero_si256();
+            __m256i a0_hi = _mm256_setzero_si256(), b0_hi = _mm256_setzero_si256();
+            __m256i a1_lo = _mm256_setzero_si256(), b1_lo = _mm256_setzero_si256();
+            __m256i a1_hi = _mm256_setzero_si256(), b1_hi = _mm256_setzero_si256();
             for (size_t p = 0; p < pairs; p++) {
                 const __m256i codes = _mm256_loadu_si256((const __m256i *)(block + p * 32));
-                const __m256i table = _mm256_loadu_si256((const __m256i *)(lut + p * 32));
                 const __m256i lo = _mm256_and_si256(codes, low_mask);
                 const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low_mask);
-                const __m256i r_lo = _mm256_shuffle_epi8(table, lo);
-                const __m256i r_hi = _mm256_shuffle_epi8(table, hi);
-                acc_a_lo = _mm256_add_epi16(acc_a_lo, r_lo);
-                acc_b_lo = _mm256_add_epi16(acc_b_lo, _mm256_srli_epi16(r_lo, 8));
-                acc_a_hi = _mm256_add_epi16(acc_a_hi, r_hi);
-                acc_b_hi = _mm256_add_epi16(acc_b_hi, _mm256_srli_epi16(r_hi, 8));
+                FS4_ACCUMULATE(lut0 + p * 32, lo, hi, a0_lo, b0_lo, a0_hi, b0_hi);
+                FS4_ACCUMULATE(lut1 + p * 32, lo, hi, a1_lo, b1_lo, a1_hi, b1_hi);
             }
-            const __m256i even_lo = _mm256_sub_epi16(acc_a_lo, _mm256_slli_epi16(acc_b_lo, 8));
-            const __m256i even_hi = _mm256_sub_epi16(acc_a_hi, _mm256_slli_epi16(acc_b_hi, 8));
-            // Lane 0 summed even sub-quantizers, lane 1 odd ones: add the two lanes.
-            const __m128i e_lo = _mm_add_epi16(_mm256_castsi256_si128(even_lo), _mm256_extracti128_si256(even_lo, 1));
-            const __m128i o_lo = _mm_add_epi16(_mm256_castsi256_si128(acc_b_lo), _mm256_extracti128_si256(acc_b_lo, 1));
-            const __m128i e_hi = _mm_add_epi16(_mm256_castsi256_si128(even_hi), _mm256_extracti128_si256(even_hi, 1));
-            const __m128i o_hi = _mm_add_epi16(_mm256_castsi256_si128(acc_b_hi), _mm256_extracti128_si256(acc_b_hi, 1));
-            uint16_t *out = sums + q * block_count * 32 + b * 32;
-            _mm_storeu_si128((__m128i *)(out + 0), _mm_unpacklo_epi16(e_lo, o_lo));
-            _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(e_lo, o_lo));
-            _mm_storeu_si128((__m128i *)(out + 16), _mm_unpacklo_epi16(e_hi, o_hi));
-            _mm_storeu_si128((__m128i *)(out + 24), _mm_unpackhi_epi16(e_hi, o_hi));
+            fs4_store(a0_lo, b0_lo, a0_hi, b0_hi, sums + q * block_count * 32 + b * 32);
+            fs4_store(a1_lo, b1_lo, a1_hi, b1_hi, sums + (q + 1) * block_count * 32 + b * 32);
+        }
+    }
+    for (; q < query_count; q++) {
+        const uint8_t *lut = luts[q];
+        for (size_t b = 0; b < block_count; b++) {
+            const uint8_t *block = blocks + b * block_bytes;
+            __m256i a_lo = _mm256_setzero_si256(), b_lo = _mm256_setzero_si256();
+            __m256i a_hi = _mm256_setzero_si256(), b_hi = _mm256_setzero_si256();
+            for (size_t p = 0; p < pairs; p++) {
+                const __m256i codes = _mm256_loadu_si256((const __m256i *)(block + p * 32));
+                const __m256i lo = _mm256_and_si256(codes, low_mask);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low_mask);
+                FS4_ACCUMULATE(lut + p * 32, lo, hi, a_lo, b_lo, a_hi, b_hi);
+            }
+            fs4_store(a_lo, b_lo, a_hi, b_hi, sums + q * block_count * 32 + b * 32);
         }
     }
 }
+#undef FS4_ACCUMULATE
 #endif
 
-void pharos_fs4_scan(const uint8_t *luts, size_t query_count, size_t m_padded,
+void pharos_fs4_scan(const uint8_t *const *luts, size_t query_count, size_t m_padded,
                      const uint8_t *blocks, size_t block_count, uint16_t *sums) {
 #if PHAROS_X86
     if (pharos_internal_level() == 1) {

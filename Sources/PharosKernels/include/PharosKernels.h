@@ -78,11 +78,10 @@ void pharos_fs4_pack(const uint8_t *codes, size_t n, size_t m_count, size_t m_pa
 /// Reads back the code of vector `i` for sub-quantizer `m` from packed blocks.
 uint8_t pharos_fs4_code(const uint8_t *blocks, size_t m_padded, size_t i, size_t m);
 
-/// Scans `block_count` blocks for `query_count` queries. `luts` holds, per query, `m_padded` x 16
-/// quantized table entries (query q at `luts + q * m_padded * 16`). Writes per query
-/// `block_count * 32` sums (query q at `sums + q * block_count * 32`). Each block is loaded once
-/// and used for all queries while it is in registers/L1.
-void pharos_fs4_scan(const uint8_t *luts, size_t query_count, size_t m_padded,
+/// Scans `block_count` blocks for `query_count` queries. `luts[q]` points to query q's
+/// `m_padded` x 16 quantized table entries (several queries may share one table). Writes per
+/// query `block_count * 32` sums (query q at `sums + q * block_count * 32`).
+void pharos_fs4_scan(const uint8_t *const *luts, size_t query_count, size_t m_padded,
                      const uint8_t *blocks, size_t block_count, uint16_t *sums);
 
 /// Quantizes `table_count` float look-up tables (each `m_count` x 16, contiguous) to bytes
