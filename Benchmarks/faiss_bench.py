@@ -48,8 +48,9 @@ def bytes_per_vector(index):
     return index.sa_code_size()
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def bench_arguments(description):
+    """The command line every runner shares with `pharos index bench`."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--factory", required=True)
     ap.add_argument("--metric", default="l2")
     ap.add_argument("--train", required=True)
@@ -62,15 +63,38 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--query-limit", type=int, default=0)
-    a = ap.parse_args()
+    return ap.parse_args()
 
-    faiss.omp_set_num_threads(a.threads)
+
+def load_files(a):
+    """Training, base, query vectors and exact neighbours (the first --query-limit queries)."""
     train = read_vecs(a.train, np.float32)
     base = read_vecs(a.base, np.float32)
     queries = read_vecs(a.queries, np.float32)
     truth = read_vecs(a.truth, np.int32)
     if a.query_limit > 0:
         queries, truth = queries[:a.query_limit], truth[:a.query_limit]
+    return train, base, queries, truth
+
+
+def timed_row(nprobe, repeats, search, queries, truth, k):
+    """One JSON row: the median time of `repeats` calls of `search()` (which returns ids)."""
+    times = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        ids = search()
+        times.append(time.perf_counter() - t)
+    median = sorted(times)[len(times) // 2]
+    ids = np.asarray(ids)
+    return {"nprobe": nprobe, "qps": round(queries.shape[0] / median, 2),
+            "recall1": round(recall(ids, truth, 1), 4),
+            "recall10": round(recall(ids, truth, 10), 4) if k >= 10 else -1}
+
+
+def main():
+    a = bench_arguments("The faiss side of the Pharos benchmark.")
+    faiss.omp_set_num_threads(a.threads)
+    train, base, queries, truth = load_files(a)
     metric = faiss.METRIC_INNER_PRODUCT if a.metric == "ip" else faiss.METRIC_L2
     index = faiss.index_factory(base.shape[1], faiss_factory(a.factory), metric)
 
@@ -91,15 +115,7 @@ def main():
             settings.append(f"k_factor_rf={a.refine_factor}")
         if settings:
             ps.set_index_parameters(index, ",".join(settings))
-        times = []
-        for _ in range(max(1, a.repeats)):
-            t = time.perf_counter()
-            _, ids = index.search(queries, a.k)
-            times.append(time.perf_counter() - t)
-        median = sorted(times)[len(times) // 2]
-        rows.append({"nprobe": nprobe, "qps": round(queries.shape[0] / median, 2),
-                     "recall1": round(recall(ids, truth, 1), 4),
-                     "recall10": round(recall(ids, truth, 10), 4) if a.k >= 10 else -1})
+        rows.append(timed_row(nprobe, a.repeats, lambda: index.search(queries, a.k)[1], queries, truth, a.k))
     print(json.dumps({"engine": "faiss", "kernel": faiss.get_compile_options(), "factory": a.factory,
                       "threads": a.threads, "train_s": round(train_s, 3),
                       "add_per_s": round(base.shape[0] / add_s, 1),

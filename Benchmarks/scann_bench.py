@@ -15,16 +15,14 @@ sample of the base set (its builder takes no separate training set): the sample 
 to the training file's row count. Build time covers training and adding together, so
 train_s is the whole build and add_per_s is base rows / build seconds. With threads > 1 the
 search is `search_batched_parallel` on that many threads, else `search_batched`."""
-import argparse
 import json
 import re
 import sys
 import time
 
-import numpy as np
 import scann
 
-from faiss_bench import read_vecs, recall
+from faiss_bench import bench_arguments, load_files, timed_row
 from scann.scann_ops.py.scann_builder import ReorderType
 
 # Pharos's refine codes and ScaNN's reordering data closest to them.
@@ -64,27 +62,8 @@ def scann_config(factory, metric, dimension, train_rows, base_rows, k, refine_fa
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--factory", required=True)
-    ap.add_argument("--metric", default="l2")
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--queries", required=True)
-    ap.add_argument("--truth", required=True)
-    ap.add_argument("--nprobe", default="1")
-    ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--refine-factor", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--query-limit", type=int, default=0)
-    a = ap.parse_args()
-
-    train = read_vecs(a.train, np.float32)
-    base = read_vecs(a.base, np.float32)
-    queries = read_vecs(a.queries, np.float32)
-    truth = read_vecs(a.truth, np.int32)
-    if a.query_limit > 0:
-        queries, truth = queries[:a.query_limit], truth[:a.query_limit]
+    a = bench_arguments("The ScaNN side of the Pharos benchmark.")
+    train, base, queries, truth = load_files(a)
     build, refines = scann_config(a.factory, a.metric, base.shape[1], train.shape[0], base.shape[0], a.k,
                                   a.refine_factor, a.threads)
     t = time.perf_counter()
@@ -100,19 +79,8 @@ def main():
             options["leaves_to_search"] = nprobe
         if refines:
             options["pre_reorder_num_neighbors"] = a.refine_factor * a.k
-        times = []
-        for _ in range(max(1, a.repeats)):
-            t = time.perf_counter()
-            if a.threads > 1:
-                ids, _ = searcher.search_batched_parallel(queries, **options)
-            else:
-                ids, _ = searcher.search_batched(queries, **options)
-            times.append(time.perf_counter() - t)
-        median = sorted(times)[len(times) // 2]
-        ids = np.asarray(ids)
-        rows.append({"nprobe": nprobe, "qps": round(queries.shape[0] / median, 2),
-                     "recall1": round(recall(ids, truth, 1), 4),
-                     "recall10": round(recall(ids, truth, 10), 4) if a.k >= 10 else -1})
+        search = searcher.search_batched_parallel if a.threads > 1 else searcher.search_batched
+        rows.append(timed_row(nprobe, a.repeats, lambda: search(queries, **options)[0], queries, truth, a.k))
     print(json.dumps({"engine": "scann", "kernel": f"scann {getattr(scann, '__version__', '')}".strip(), "factory": a.factory,
                       "threads": a.threads, "train_s": round(build_s, 3), "add_per_s": round(base.shape[0] / build_s, 1),
                       "bytes_per_vector": -1, "rows": rows}))
