@@ -7,28 +7,30 @@ extension IVFPQIndex {
     /// Byte look-up tables of every (query, probed list) pair of a chunk, quantized per query
     /// with one common scale so that distances from different lists stay comparable.
     struct FastScanTables: Sendable {
-        /// `chunk.count * nprobe` tables of `mPadded * 16` bytes.
+        /// `chunk.count * nprobe` tables of `mPadded * 16` bytes (`chunk.count` when shared).
         var quantized: [UInt8]
         /// Per (query, probe): list bias + sum of the table rows' minima.
         var offsets: [Float]
         /// Per query: distance = sum * scale + offset.
         var scales: [Float]
         /// Whether each query has one table for all its probes (inner product: lists differ by
-        /// their bias only), kept at its first probe's place.
-        var sharedAcrossProbes = false
+        /// their bias only): `quantized` then holds one table per query, not one per probe.
+        var sharedAcrossProbes: Bool
 
         /// Where the table of (query `qi` of the chunk, probe `p`) starts in `quantized`.
         func tableStart(query qi: Int, probe p: Int, nprobe: Int, lutBytes: Int) -> Int {
-            (qi * nprobe + (sharedAcrossProbes ? 0 : p)) * lutBytes
+            sharedAcrossProbes ? qi * lutBytes : (qi * nprobe + p) * lutBytes
         }
     }
 
     func fastScanTables(_ queries: Matrix, chunk: Range<Int>, probes: [Int32], biases: [Float], nprobe: Int) -> FastScanTables {
         let m = pq.subquantizers, ksub = 16, d = dimension, mp = mPadded
         let lutBytes = mp * 16
-        var tables = FastScanTables(quantized: [UInt8](repeating: 0, count: chunk.count * nprobe * lutBytes),
+        // Inner product: one table per query serves all its probes (lists differ by their bias).
+        let shared = metric == .innerProduct
+        var tables = FastScanTables(quantized: [UInt8](repeating: 0, count: chunk.count * (shared ? 1 : nprobe) * lutBytes),
                                     offsets: [Float](repeating: 0, count: chunk.count * nprobe),
-                                    scales: [Float](repeating: 1, count: chunk.count))
+                                    scales: [Float](repeating: 1, count: chunk.count), sharedAcrossProbes: shared)
         var ip = [Float](repeating: 0, count: m * ksub)
         var luts = [Float](repeating: 0, count: nprobe * m * ksub)
         queries.values.withUnsafeBufferPointer { qb in
@@ -38,15 +40,13 @@ extension IVFPQIndex {
                         pq.innerProductTable(qb.baseAddress! + (chunk.lowerBound + qi) * d, into: ipb.baseAddress!)
                         // Probes are filled in order; -1 only at the end.
                         let valid = (0..<nprobe).first { probes[qi * nprobe + $0] < 0 } ?? nprobe
-                        if metric == .innerProduct {
-                            // The table is the same for every list (lists differ by their bias
-                            // only): quantized once, at the first probe's place, for all.
-                            tables.sharedAcrossProbes = true
+                        if shared {
                             guard valid > 0 else { continue }
                             lookupTable(list: 0, innerProducts: ipb.baseAddress!, into: lutb.baseAddress!)
                             var minima: Float = 0
+                            let start = tables.tableStart(query: qi, probe: 0, nprobe: nprobe, lutBytes: lutBytes)
                             tables.quantized.withUnsafeMutableBufferPointer { qz in
-                                let first = qz.baseAddress! + qi * nprobe * lutBytes
+                                let first = qz.baseAddress! + start
                                 tables.scales[qi] = pharos_fs4_quantize_luts(lutb.baseAddress!, 1, m, mp, first, &minima)
                             }
                             for p in 0..<valid { tables.offsets[qi * nprobe + p] = biases[qi * nprobe + p] + minima }

@@ -118,6 +118,21 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         guard configuration.lists >= 1, configuration.lists <= 1 << 20 else {
             throw IndexError.invalidParameter(name: "lists", value: "\(configuration.lists)", allowed: "1...\(1 << 20)")
         }
+        if let threshold = configuration.anisotropicThreshold {
+            guard configuration.metric == .innerProduct else {
+                throw IndexError.invalidParameter(name: "anisotropic quantization (_aq)", value: "metric \(configuration.metric.rawValue)",
+                                                  allowed: "inner-product indexes only (it is a loss for inner products)")
+            }
+            guard threshold.isFinite, threshold > 0, threshold <= ProductQuantizer.maximumAnisotropicThreshold else {
+                throw IndexError.invalidParameter(name: "anisotropic threshold", value: "\(threshold)",
+                                                  allowed: "0 < T <= \(ProductQuantizer.maximumAnisotropicThreshold)")
+            }
+            let subDimension = configuration.subquantizers > 0 ? configuration.dimension / configuration.subquantizers : 0
+            guard subDimension <= ProductQuantizer.maximumAnisotropicSubDimension else {
+                throw IndexError.invalidParameter(name: "anisotropic quantization (_aq) sub-vector dimension", value: "\(subDimension)",
+                                                  allowed: "at most \(ProductQuantizer.maximumAnisotropicSubDimension) (more sub-quantizers: its codebook step solves a d/m x d/m system per codeword)")
+            }
+        }
         self.configuration = configuration
         pq = try ProductQuantizer(dimension: configuration.dimension, subquantizers: configuration.subquantizers, bits: configuration.bits)
         if let opq = configuration.opqSubquantizers {

@@ -58,7 +58,7 @@ public enum IndexFactory {
         var anisotropic: Float?
         if let marker = body.range(of: "_aq") {
             let text = body[marker.upperBound...]
-            guard let t = Float(text), t.isFinite, t > 0, t <= 1e6 else {
+            guard let t = Float(text), t.isFinite, t > 0, t <= ProductQuantizer.maximumAnisotropicThreshold else {
                 throw bad(position, "expected _aq<T> with a threshold 0 < T <= 1e6 (ScaNN's anisotropic_quantization_threshold, e.g. _aq0.2), found '\(text)'")
             }
             guard metric == .innerProduct else {

@@ -13,8 +13,25 @@ import Testing
 
     /// The paper's loss with its weights for threshold `threshold`, of `codes` over `data`.
     static func loss(_ pq: ProductQuantizer, _ data: Matrix, _ codes: [UInt8], threshold: Float) -> Double {
-        let (excess, directions) = ProductQuantizer.anisotropicTerms(data, threshold: threshold)
-        return ProductQuantizer.anisotropicLoss(pq, residuals: data, codes: codes, excess: excess, directions: directions)
+        ProductQuantizer.anisotropicLoss(pq, residuals: data, originals: data, codes: codes, threshold: threshold)
+    }
+
+    /// Every step of training (codes by coordinate descent, then codebooks by exact solves)
+    /// lowers the loss or leaves it, also with residuals of a coarse quantizer and a zero row.
+    @Test(arguments: [4, 8])
+    func noTrainingStepRaisesTheLoss(bits: Int) throws {
+        var originals = Self.base.rows(0..<2000)
+        for j in 0..<Self.dimension { originals.values[7 * Self.dimension + j] = 0 }   // a zero row: plain PQ's loss
+        var residuals = originals
+        for i in 0..<residuals.rows { for j in 0..<Self.dimension { residuals.values[i * Self.dimension + j] -= 0.1 * Float(i % 3) } }
+        var pq = try ProductQuantizer(dimension: Self.dimension, subquantizers: 8, bits: bits)
+        var losses: [Double] = []
+        try pq.trainAnisotropic(residuals: residuals, originals: originals, threshold: 0.5, rounds: 4, threads: 2) { trained, codes in
+            losses.append(ProductQuantizer.anisotropicLoss(trained, residuals: residuals, originals: originals, codes: codes, threshold: 0.5))
+        }
+        #expect(losses.count == 8)
+        for (before, after) in zip(losses, losses.dropFirst()) { #expect(after <= before * (1 + 1e-9), "\(losses)") }
+        #expect(losses.last! < losses.first!)
     }
 
     @Test(arguments: [4, 8])
@@ -75,11 +92,15 @@ import Testing
 
     @Test func codesAreTheSameForEveryThreadCountAndKernelLevel() throws {
         let data = Self.base.rows(0..<3000)
-        var one = try ProductQuantizer(dimension: Self.dimension, subquantizers: 16, bits: 4)
-        try one.trainAnisotropic(residuals: data, originals: data, threshold: 0.3, rounds: 2, threads: 1)
-        var four = try ProductQuantizer(dimension: Self.dimension, subquantizers: 16, bits: 4)
-        try four.trainAnisotropic(residuals: data, originals: data, threshold: 0.3, rounds: 2, threads: 4)
-        #expect(one.codebooks == four.codebooks)
+        func trained(threads: Int) throws -> ProductQuantizer {
+            var pq = try ProductQuantizer(dimension: Self.dimension, subquantizers: 16, bits: 4)
+            try pq.trainAnisotropic(residuals: data, originals: data, threshold: 0.3, rounds: 2, threads: threads)
+            return pq
+        }
+        let one = try trained(threads: 1)
+        #expect(one.codebooks == (try trained(threads: 4)).codebooks)
+        let trainedOnLevels = try KernelLevels.both { try trained(threads: 2).codebooks }
+        #expect(trainedOnLevels.simd == trainedOnLevels.portable && trainedOnLevels.simd == one.codebooks)
         let levels = KernelLevels.both { one.encodeAnisotropic(residuals: data, originals: data, threshold: 0.3, threads: 3) }
         #expect(levels.simd == levels.portable)
         #expect(levels.simd == one.encodeAnisotropic(residuals: data, originals: data, threshold: 0.3, threads: 1))
@@ -99,6 +120,20 @@ import Testing
         try loaded.add(Self.base.rows(2000..<2100), ids: nil, threads: 2)
         #expect(try loaded.search(Self.queries, k: 10, parameters: parameters) == index.search(Self.queries, k: 10, parameters: parameters))
 
+        // The same limits through the configuration, without a factory string.
+        for (metric, threshold, problem) in [(Metric.l2, Float(0.2), "inner-product indexes only"), (.innerProduct, .nan, "anisotropic threshold"),
+                                             (.innerProduct, 0, "anisotropic threshold"), (.innerProduct, 2e6, "anisotropic threshold")] {
+            #expect(throws: IndexError.self) {
+                try IVFPQIndex(.init(dimension: Self.dimension, metric: metric, lists: 4, subquantizers: 8, bits: 4, anisotropicThreshold: threshold))
+            }
+            do {
+                _ = try IVFPQIndex(.init(dimension: Self.dimension, metric: metric, lists: 4, subquantizers: 8, bits: 4, anisotropicThreshold: threshold))
+            } catch {
+                #expect("\(error)".contains(problem), "\(error)")
+            }
+        }
+        // A sub-vector too long for the codeword solves (PQ1 on 64-D: a 64 x 64 system each).
+        #expect { try IndexFactory.make("PQ1_aq0.2", dimension: 64, metric: .innerProduct) } throws: { "\($0)".contains("sub-vector dimension") }
         for (factory, problem) in [("IVF16,PQ8_aq0.2", "metric is l2"), ("PQ8_aq0", "threshold 0 < T"), ("PQ8_aq-1", "threshold"),
                                    ("PQ8_aqnan", "threshold"), ("PQ8_aq", "threshold"), ("PQ8_aq1e9", "threshold"), ("PQ8x4_aq0.2", "fast scan")] {
             let metric: Metric = factory.hasPrefix("IVF") ? .l2 : .innerProduct

@@ -48,6 +48,27 @@ import Testing
         #expect(km.objective < 1e-3)
     }
 
+    /// Spherical k-means (inner-product IVF): unit centroids, so the nearest centroid by L2,
+    /// where a vector is stored, is the one of largest inner product, where a query looks.
+    @Test func sphericalCentroidsAreUnitAndNearestMeansLargestInnerProduct() throws {
+        let data = TestData.clustered(3000, dimension: 16, normalized: true)
+        var config = KMeans.Configuration(clusters: 20)
+        config.spherical = true
+        config.threads = 2
+        let centroids = try KMeans(training: data, configuration: config).centroids
+        for c in 0..<20 { #expect(abs(VectorMath.dot(centroids.row(c), centroids.row(c)) - 1) < 1e-5) }
+        var assignment = [Int32](), distances = [Float]()
+        KMeans.assign(data, centroids: centroids, threads: 2, assignment: &assignment, distances: &distances)
+        for i in stride(from: 0, to: 3000, by: 7) {
+            let products = (0..<20).map { VectorMath.dot(data.row(i), centroids.row($0)) }
+            #expect(products[Int(assignment[i])] >= products.max()! - 1e-5)
+        }
+        // An inner-product IVF index trains its lists this way.
+        let index = try IndexFactory.make("IVF20,PQ4", dimension: 16, metric: .innerProduct) as! IVFPQIndex
+        try index.train(data, threads: 2)
+        for c in 0..<20 { #expect(abs(VectorMath.dot(index.centroids.row(c), index.centroids.row(c)) - 1) < 1e-5) }
+    }
+
     @Test func rejectsTooFewPoints() {
         #expect(throws: IndexError.notEnoughTrainingData(needed: 10, found: 3, what: "k-means with 10 clusters")) {
             try KMeans(training: TestData.clustered(3), configuration: .init(clusters: 10))
