@@ -55,7 +55,7 @@ public struct KMeans: Sendable {
         var centroids = c.usePlusPlus
             ? KMeans.plusPlusInit(points, k: k, rng: &rng, threads: c.threads)
             : points.gathering(rows: rng.sample(k, from: n).shuffledDeterministically(&rng))
-        if c.spherical { KMeans.normalize(&centroids) }
+        if c.spherical { VectorMath.normalizeRows(&centroids) }
         var assignment = [Int32](repeating: 0, count: n)
         var distances = [Float](repeating: 0, count: n)
         var objective: Float = 0
@@ -64,23 +64,10 @@ public struct KMeans: Sendable {
             objective = distances.reduce(0, +) / Float(n)
             centroids = KMeans.update(points, assignment: assignment, k: k, d: d, threads: c.threads)
             KMeans.repairEmpty(&centroids, assignment: assignment, rng: &rng)
-            if c.spherical { KMeans.normalize(&centroids) }
+            if c.spherical { VectorMath.normalizeRows(&centroids) }
         }
         self.centroids = centroids
         self.objective = objective
-    }
-
-    /// Scales every non-zero row to unit norm, summing in component order (the same on every
-    /// thread count and kernel level).
-    static func normalize(_ centroids: inout Matrix) {
-        let d = centroids.columns
-        for row in 0..<centroids.rows {
-            var norm2: Double = 0
-            for j in 0..<d { norm2 += Double(centroids.values[row * d + j]) * Double(centroids.values[row * d + j]) }
-            guard norm2 > 0 else { continue }
-            let inverse = Float(1 / norm2.squareRoot())
-            for j in 0..<d { centroids.values[row * d + j] *= inverse }
-        }
     }
 
     /// Nearest centroid (squared L2) of every row of `data`.
